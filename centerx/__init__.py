@@ -1,0 +1,21 @@
+"""centerX: CenterNet-family detectors as a detectron2 extension.
+
+``import centerx`` registers the backbones, meta-architectures and built-in
+datasets with detectron2's registries; ``add_centerx_config`` adds every key.
+"""
+from .config import add_centerx_config
+from . import modeling  # noqa: F401  (registers backbones and meta-architectures)
+from .data.datasets import register_all_builtin, register_coco_json_datasets
+
+register_all_builtin()
+
+__version__ = "0.1.0"
+
+__all__ = ["add_centerx_config", "register_coco_json_datasets", "get_centerx_cfg"]
+
+
+def get_centerx_cfg():
+    """detectron2's default config with centerX's keys added."""
+    from detectron2.config import get_cfg
+
+    return add_centerx_config(get_cfg())

@@ -1,0 +1,3 @@
+from .mapper import CenterNetDatasetMapper, build_centernet_train_augmentations
+
+__all__ = ["CenterNetDatasetMapper", "build_centernet_train_augmentations"]

@@ -1,0 +1,447 @@
+"""
+Registration of centerX's built-in datasets and of user COCO-json datasets, and the
+CrowdHuman (.odgt) / WIDER FACE (.txt) -> COCO json converters.
+
+Registration does no file I/O: every dataset is loaded lazily by its DatasetCatalog
+function. The on-disk layout under ``$DETECTRON2_DATASETS`` is described in
+``datasets/README.md``.
+"""
+
+import functools
+import json
+import logging
+import os
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json, register_coco_instances
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+from PIL import Image
+
+from .shapes import SHAPES_CLASSES, atomic_write_bytes, datasets_root, ensure_shapes
+
+__all__ = [
+    "register_all_builtin",
+    "ensure_datasets",
+    "register_coco_json_datasets",
+    "convert_crowdhuman_odgt",
+    "convert_widerface_txt",
+]
+
+logger = logging.getLogger(__name__)
+
+# name -> (image root, json file), relative to the datasets root
+_SHAPES = {
+    "shapes_train": ("shapes/train", "shapes/annotations/train.json"),
+    "shapes_val": ("shapes/val", "shapes/annotations/val.json"),
+}
+_COCO = {
+    "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
+    "coco_2017_val": ("coco/val2017", "coco/annotations/instances_val2017.json"),
+}
+# name -> (image root, source annotation, converted json cached next to it)
+_CROWDHUMAN = {
+    "crowdhuman_train": (
+        "crowdhuman/Images",
+        "crowdhuman/annotation_train.odgt",
+        "crowdhuman/annotation_train_fbox_coco.json",
+    ),
+    "crowdhuman_val": (
+        "crowdhuman/Images",
+        "crowdhuman/annotation_val.odgt",
+        "crowdhuman/annotation_val_fbox_coco.json",
+    ),
+}
+_WIDERFACE = {
+    "widerface_train": (
+        "widerface/WIDER_train/images",
+        "widerface/wider_face_split/wider_face_train_bbx_gt.txt",
+        "widerface/wider_face_split/wider_face_train_bbx_gt_coco.json",
+    ),
+    "widerface_val": (
+        "widerface/WIDER_val/images",
+        "widerface/wider_face_split/wider_face_val_bbx_gt.txt",
+        "widerface/wider_face_split/wider_face_val_bbx_gt_coco.json",
+    ),
+}
+
+
+def _single_class_metadata(name: str) -> Dict:
+    return {"thing_classes": [name], "thing_dataset_id_to_contiguous_id": {1: 0}}
+
+
+# name -> (the loader registered for it, the function that writes the files it reads)
+_PREPARE: Dict[str, Tuple[Callable[[], List[Dict]], Callable[[], None]]] = {}
+
+
+def _prepare_and_load(
+    name: str, prepare: Callable[[], None], json_file: str, image_root: str
+) -> List[Dict]:
+    prepare()
+    return load_coco_json(json_file, image_root, name)
+
+
+def _register(name: str, prepare: Callable[[], None], metadata: Dict) -> None:
+    """
+    Register ``name`` (a COCO json dataset whose json ``prepare`` writes when needed)
+    unless it already is; then keep the existing registration.
+    """
+    if name in DatasetCatalog.list():
+        existing = MetadataCatalog.get(name).get("json_file")
+        if existing != metadata["json_file"]:
+            logger.warning(
+                "Dataset '%s' is already registered with json_file=%s; keeping it (not %s).",
+                name, existing, metadata["json_file"],
+            )
+        return
+    loader = functools.partial(
+        _prepare_and_load, name, prepare, metadata["json_file"], metadata["image_root"]
+    )
+    _PREPARE[name] = (loader, prepare)
+    DatasetCatalog.register(name, loader)
+    MetadataCatalog.get(name).set(evaluator_type="coco", **metadata)
+
+
+def _convert_if_stale(
+    name: str,
+    convert: Callable[[str, str, str], str],
+    source: str,
+    image_root: str,
+    json_file: str,
+) -> None:
+    if not os.path.isfile(source):
+        raise FileNotFoundError(
+            f"Dataset '{name}' needs its annotation file '{source}', which does not exist. "
+            "Lay the dataset out as described in datasets/README.md under "
+            "$DETECTRON2_DATASETS (default: ./datasets)."
+        )
+    if not os.path.isfile(json_file) or os.path.getmtime(json_file) < os.path.getmtime(source):
+        logger.info("Converting %s to COCO json %s ...", source, json_file)
+        convert(source, image_root, json_file)
+
+
+def ensure_datasets(names: Iterable[str]) -> None:
+    """
+    Write now the files that the built-in datasets among ``names`` otherwise create
+    on first load (shapes: generate; CrowdHuman / WIDER FACE: convert to COCO json).
+    Call it once in the main process before starting workers, so that ranks do not
+    all do it at once. Names not registered by :func:`register_all_builtin` are
+    ignored, as are names re-registered by someone else since.
+
+    Raises:
+        FileNotFoundError: the source annotations of a CrowdHuman / WIDER FACE
+            dataset in ``names`` are missing.
+    """
+    for name in names:
+        loader, prepare = _PREPARE.get(name, (None, None))
+        if loader is not None and name in DatasetCatalog and DatasetCatalog[name] is loader:
+            prepare()
+
+
+def register_all_builtin(root: Optional[str] = None) -> None:
+    """
+    Register shapes_{train,val}, coco_2017_{train,val} (unless detectron2 already
+    has), crowdhuman_{train,val} and widerface_{train,val}, with paths under
+    ``root`` (default: ``$DETECTRON2_DATASETS``, else ``datasets``). Idempotent: a
+    name that is already registered is left as it is. Touches no file; the shapes
+    loader generates the dataset on first use, and the CrowdHuman / WIDER FACE
+    loaders convert their annotations to a COCO json cached next to them (redone
+    when the source is newer).
+
+    Metadata of each: thing_classes, json_file, image_root, evaluator_type="coco".
+    """
+    root = datasets_root(root)
+    shapes_meta = {
+        "thing_classes": list(SHAPES_CLASSES),
+        "thing_dataset_id_to_contiguous_id": {i + 1: i for i in range(len(SHAPES_CLASSES))},
+    }
+    for name, (image_root, json_file) in _SHAPES.items():
+        image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
+        prepare = functools.partial(ensure_shapes, root)
+        _register(name, prepare, dict(json_file=json_file, image_root=image_root, **shapes_meta))
+
+    for name, (image_root, json_file) in _COCO.items():
+        if name not in DatasetCatalog.list():
+            register_coco_instances(
+                name,
+                _get_builtin_metadata("coco"),
+                os.path.join(root, json_file),
+                os.path.join(root, image_root),
+            )
+
+    for table, convert, class_name in (
+        (_CROWDHUMAN, convert_crowdhuman_odgt, "person"),
+        (_WIDERFACE, convert_widerface_txt, "face"),
+    ):
+        for name, (image_root, source, json_file) in table.items():
+            image_root, source, json_file = (
+                os.path.join(root, p) for p in (image_root, source, json_file)
+            )
+            prepare = functools.partial(
+                _convert_if_stale, name, convert, source, image_root, json_file
+            )
+            metadata = dict(
+                json_file=json_file, image_root=image_root, **_single_class_metadata(class_name)
+            )
+            _register(name, prepare, metadata)
+
+
+def _load_user_coco_json(name: str, json_file: str, image_root: str) -> List[Dict]:
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(
+            f"Dataset '{name}': COCO json file '{json_file}' does not exist "
+            f"(relative paths are taken from the current directory {os.getcwd()}). "
+            f"Fix the entry ('{name}', '{json_file}', '{image_root}') of the config key "
+            "DATASETS.COCO_JSON, e.g. on the command line: DATASETS.COCO_JSON "
+            f"\"[('{name}', '/path/to/annotations.json', '/path/to/images')]\"."
+        )
+    return load_coco_json(json_file, image_root, name)
+
+
+def register_coco_json_datasets(entries: Sequence[Sequence[str]]) -> None:
+    """
+    Register user datasets in COCO json format, as listed in ``cfg.DATASETS.COCO_JSON``.
+
+    Args:
+        entries: (name, json_file, image_root) triples of strings. A triple whose
+            name is already registered with the same json_file and image_root is
+            skipped, so calling this twice is harmless.
+
+    Raises:
+        ValueError: an entry is not a triple of non-empty strings, or its name is
+            already registered with another json_file / image_root (or by another
+            component, e.g. a builtin dataset).
+
+    The json is read when the dataset is first loaded (a missing file raises a
+    FileNotFoundError naming the file and DATASETS.COCO_JSON then); thing_classes
+    are taken from its categories at that point, like detectron2's
+    ``register_coco_instances``.
+    """
+    if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
+        raise ValueError(
+            "DATASETS.COCO_JSON must be a list of (name, json_file, image_root) triples, "
+            f"got {entries!r}"
+        )
+    for index, entry in enumerate(entries):
+        if (
+            isinstance(entry, (str, bytes))
+            or not isinstance(entry, Sequence)
+            or len(entry) != 3
+            or not all(isinstance(v, str) and v for v in entry)
+        ):
+            raise ValueError(
+                f"DATASETS.COCO_JSON[{index}] must be a (name, json_file, image_root) triple "
+                f"of non-empty strings, got {entry!r}"
+            )
+        name, json_file, image_root = entry
+        if name in DatasetCatalog.list():
+            meta = MetadataCatalog.get(name)
+            if (meta.get("json_file"), meta.get("image_root")) == (json_file, image_root):
+                continue
+            raise ValueError(
+                f"DATASETS.COCO_JSON[{index}]: dataset name '{name}' is already registered "
+                f"(json_file={meta.get('json_file')!r}, image_root={meta.get('image_root')!r}); "
+                "choose another name."
+            )
+        DatasetCatalog.register(
+            name, functools.partial(_load_user_coco_json, name, json_file, image_root)
+        )
+        MetadataCatalog.get(name).set(
+            json_file=json_file, image_root=image_root, evaluator_type="coco"
+        )
+
+
+def _image_size(path: str) -> Tuple[int, int]:
+    """
+    Returns:
+        (width, height) of the image at ``path`` as detectron2's ``read_image`` sees
+        it (EXIF orientation applied). Reads the header only.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Image '{path}' listed in the annotations does not exist.")
+    with Image.open(path) as image:
+        width, height = image.size
+        orientation = image.getexif().get(0x0112, 1)
+    if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+        width, height = height, width
+    return width, height
+
+
+def _clip_xywh(box: Sequence[float], width: int, height: int) -> Optional[List[float]]:
+    """
+    Returns:
+        [x, y, w, h] of ``box`` (x, y, w, h) clipped to the image, or None if the
+        clipped box has no area.
+    """
+    x, y, w, h = (float(v) for v in box)
+    x0, y0 = max(x, 0.0), max(y, 0.0)
+    x1, y1 = min(x + w, float(width)), min(y + h, float(height))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def _write_coco(out_json: str, info: Dict, images, annotations, class_name: str) -> str:
+    coco = {
+        "info": info,
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": class_name, "supercategory": class_name}],
+    }
+    atomic_write_bytes(out_json, json.dumps(coco).encode("utf-8"))
+    return out_json
+
+
+def convert_crowdhuman_odgt(
+    odgt_path: str, image_dir: str, out_json: str, box_type: str = "fbox"
+) -> str:
+    """
+    Convert a CrowdHuman annotation file (one json record per line:
+    ``{"ID": ..., "gtboxes": [{"tag", "fbox", "vbox", "hbox", "extra", "head_attr"}]}``)
+    to a COCO json with the single class "person".
+
+    Boxes (x, y, w, h in pixels) are clipped to the image, whose size is read from
+    ``image_dir/<ID>.jpg``. Ignore regions are kept as ``iscrowd=1`` annotations
+    (COCO evaluation then ignores detections on them, and detectron2-style mappers
+    drop them from the training targets): boxes tagged "mask" (reflections, posters,
+    crowds), boxes with ``extra.ignore == 1``, and for ``box_type="hbox"`` also
+    ``head_attr.ignore == 1``. Boxes with no area inside the image are dropped.
+    The counts are logged and stored in the json's "info".
+
+    Args:
+        odgt_path: e.g. "annotation_train.odgt".
+        image_dir: directory of the images; ``file_name`` in the json is relative to it.
+        out_json: output path (written atomically).
+        box_type: "fbox" (full body), "vbox" (visible body) or "hbox" (head).
+
+    Returns:
+        str: ``out_json``.
+    """
+    if box_type not in ("fbox", "vbox", "hbox"):
+        raise ValueError(f"box_type must be 'fbox', 'vbox' or 'hbox', got {box_type!r}")
+    images, annotations = [], []
+    counts = {"num_ignore": 0, "num_dropped": 0}
+    with open(odgt_path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            file_name = record["ID"] + ".jpg"
+            width, height = _image_size(os.path.join(image_dir, file_name))
+            image_id = len(images) + 1
+            images.append(
+                {"id": image_id, "file_name": file_name, "height": height, "width": width}
+            )
+            for gt in record.get("gtboxes", []):
+                box = _clip_xywh(gt[box_type], width, height)
+                if box is None:
+                    counts["num_dropped"] += 1
+                    continue
+                ignore = gt.get("tag") != "person" or gt.get("extra", {}).get("ignore", 0) == 1
+                if box_type == "hbox":
+                    ignore = ignore or gt.get("head_attr", {}).get("ignore", 0) == 1
+                counts["num_ignore"] += int(ignore)
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "bbox": box,
+                        "area": box[2] * box[3],
+                        "iscrowd": int(ignore),
+                    }
+                )
+    info = {
+        "converter": "centerx crowdhuman v1",
+        "source": os.path.basename(odgt_path),
+        "box_type": box_type,
+        "num_images": len(images),
+        "num_boxes": len(annotations) - counts["num_ignore"],
+        **counts,
+    }
+    logger.info(
+        "CrowdHuman %s: %d images, %d boxes, %d ignore regions (iscrowd=1), "
+        "%d boxes dropped (no area inside the image) -> %s",
+        odgt_path, len(images), info["num_boxes"], counts["num_ignore"],
+        counts["num_dropped"], out_json,
+    )
+    return _write_coco(out_json, info, images, annotations, "person")
+
+
+def convert_widerface_txt(txt_path: str, image_root: str, out_json: str) -> str:
+    """
+    Convert a WIDER FACE ground-truth file (``wider_face_{train,val}_bbx_gt.txt``) to
+    a COCO json with the single class "face".
+
+    The format is, per image: its path relative to ``image_root``; the number of
+    faces n; n lines "x1 y1 w h blur expression illumination invalid occlusion pose".
+    An image with n = 0 is followed by one dummy line of zeros, which is skipped.
+    Faces with ``invalid == 1`` or with no area (zero width/height, or nothing left
+    after clipping to the image, whose size is read from the file) are dropped. The
+    counts are logged and stored in the json's "info"; images without faces are kept
+    with no annotations.
+
+    Args:
+        txt_path: the ground-truth txt file.
+        image_root: e.g. "WIDER_train/images".
+        out_json: output path (written atomically).
+
+    Returns:
+        str: ``out_json``.
+    """
+    with open(txt_path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    images, annotations = [], []
+    counts = {"num_invalid": 0, "num_zero_size": 0}
+    pos = 0
+    while pos < len(lines):
+        file_name = lines[pos]
+        try:
+            num_faces = int(lines[pos + 1])
+        except (IndexError, ValueError) as e:
+            raise ValueError(
+                f"{txt_path}: expected a face count after '{file_name}' (line {pos + 2})"
+            ) from e
+        pos += 2
+        width, height = _image_size(os.path.join(image_root, file_name))
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        if num_faces == 0:
+            if pos < len(lines) and len(lines[pos].split()) == 10:
+                pos += 1
+            continue
+        for fields in (lines[i].split() for i in range(pos, pos + num_faces)):
+            if len(fields) < 8:
+                raise ValueError(f"{txt_path}: malformed face line {' '.join(fields)!r}")
+            x, y, w, h = (float(v) for v in fields[:4])
+            if int(fields[7]) == 1:
+                counts["num_invalid"] += 1
+                continue
+            box = _clip_xywh((x, y, w, h), width, height) if w > 0 and h > 0 else None
+            if box is None:
+                counts["num_zero_size"] += 1
+                continue
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
+        pos += num_faces
+    info = {
+        "converter": "centerx widerface v1",
+        "source": os.path.basename(txt_path),
+        "num_images": len(images),
+        "num_boxes": len(annotations),
+        **counts,
+    }
+    logger.info(
+        "WIDER FACE %s: %d images, %d faces; dropped %d invalid and %d zero-size -> %s",
+        txt_path, len(images), len(annotations), counts["num_invalid"],
+        counts["num_zero_size"], out_json,
+    )
+    return _write_coco(out_json, info, images, annotations, "face")

@@ -1,0 +1,98 @@
+"""Training-time dataset mapper for CenterNet-style detectors."""
+import copy
+import logging
+import os
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.utils.logger import log_every_n_seconds
+
+logger = logging.getLogger(__name__)
+
+
+def build_centernet_train_augmentations(cfg):
+    """Random scale + fixed-size crop/pad to INPUT.TRAIN_SIZE, horizontal flip,
+    brightness / contrast / saturation jitter (all detectron2 transforms)."""
+    size = cfg.INPUT.TRAIN_SIZE
+    lo, hi = cfg.INPUT.SCALE_RANGE
+    augs = [
+        T.ResizeScale(min_scale=lo, max_scale=hi, target_height=size, target_width=size),
+        T.FixedSizeCrop(crop_size=(size, size), pad=True, pad_value=float(np.mean(cfg.MODEL.PIXEL_MEAN))),
+    ]
+    if cfg.INPUT.HFLIP_PROB > 0:
+        augs.append(T.RandomFlip(prob=cfg.INPUT.HFLIP_PROB, horizontal=True))
+    s = cfg.INPUT.COLOR_JITTER
+    if s > 0:
+        augs += [T.RandomBrightness(1 - s, 1 + s), T.RandomContrast(1 - s, 1 + s), T.RandomSaturation(1 - s, 1 + s)]
+    return augs
+
+
+class CenterNetDatasetMapper:
+    """Dataset dict -> model input dict for training.
+
+    Output: {"image": uint8 tensor [3, S, S] in INPUT.FORMAT, "instances":
+    Instances(gt_boxes in input pixels, gt_classes), plus the input's keys}.
+    Boxes are transformed and clipped with the image; boxes left narrower or
+    lower than ``min_box_size`` pixels, and crowd annotations, are dropped and
+    counted. An image whose file is missing or unreadable is skipped (``None``
+    makes detectron2's loader draw another image) and counted in the log.
+    """
+
+    @configurable
+    def __init__(self, *, augmentations, image_format="BGR", min_box_size=2.0):
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.min_box_size = min_box_size
+        self.num_dropped_boxes = 0
+        self.num_skipped_images = 0
+        logger.info(f"[CenterNetDatasetMapper] augmentations: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {
+            "augmentations": build_centernet_train_augmentations(cfg),
+            "image_format": cfg.INPUT.FORMAT,
+            "min_box_size": cfg.INPUT.MIN_BOX_SIZE,
+        }
+
+    def __call__(self, dataset_dict):
+        dataset_dict = copy.deepcopy(dataset_dict)
+        try:
+            image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        except (FileNotFoundError, OSError) as e:
+            self.num_skipped_images += 1
+            logger.warning(
+                f"Skipping image {dataset_dict['file_name']} ({type(e).__name__}: {e}); "
+                f"{self.num_skipped_images} image(s) skipped so far in this worker."
+            )
+            return None
+        utils.check_image_size(dataset_dict, image)
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        shape = image.shape[:2]
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        # integer boxes would be truncated by detectron2's in-place coordinate transforms
+        annos = [
+            utils.transform_instance_annotations({**obj, "bbox": [float(v) for v in obj["bbox"]]}, transforms, shape)
+            for obj in dataset_dict.pop("annotations", [])
+            if obj.get("iscrowd", 0) == 0
+        ]
+        instances = utils.annotations_to_instances(annos, shape)
+        wh = instances.gt_boxes.tensor[:, 2:] - instances.gt_boxes.tensor[:, :2]
+        keep = (wh >= self.min_box_size).all(dim=1) & torch.isfinite(wh).all(dim=1)
+        dropped = int((~keep).sum())
+        if dropped:
+            self.num_dropped_boxes += dropped
+            log_every_n_seconds(
+                logging.INFO,
+                f"[CenterNetDatasetMapper] {self.num_dropped_boxes} boxes dropped so far in this worker "
+                f"(smaller than INPUT.MIN_BOX_SIZE={self.min_box_size}px after augmentation and clipping).",
+                n=60,
+            )
+        dataset_dict["instances"] = instances[keep]
+        return dataset_dict

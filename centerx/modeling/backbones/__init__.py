@@ -1,0 +1,4 @@
+from .resnet import TorchvisionResNet, build_torchvision_resnet_backbone
+from .weights import load_backbone_weights, read_weights_file
+
+__all__ = ["TorchvisionResNet", "build_torchvision_resnet_backbone", "load_backbone_weights", "read_weights_file"]

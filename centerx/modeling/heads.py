@@ -1,0 +1,51 @@
+"""Dense prediction heads on the stride-4 feature map."""
+from typing import Dict
+
+from torch import nn
+
+
+class ConvHead(nn.Module):
+    """``num_convs`` x (3x3 conv + ReLU) then a 1x1 conv to ``out_channels``.
+
+    Input [N, C_in, H, W] -> output [N, out_channels, H, W] (raw, no activation).
+    The last conv's bias starts at ``bias_init``; with ``std`` > 0 all convs
+    start from N(0, std) weights (CenterNet's regression heads use 0.001).
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_convs: int = 1, bias_init: float = 0.0, std: float = 0.0):
+        super().__init__()
+        layers = []
+        for _ in range(num_convs):
+            layers += [nn.Conv2d(in_channels, hidden_channels, 3, padding=1), nn.ReLU(inplace=True)]
+            in_channels = hidden_channels
+        layers.append(nn.Conv2d(in_channels, out_channels, 1))
+        self.layers = nn.Sequential(*layers)
+        for m in self.layers:
+            if isinstance(m, nn.Conv2d):
+                if std > 0:
+                    nn.init.normal_(m.weight, std=std)
+                nn.init.zeros_(m.bias)
+        nn.init.constant_(self.layers[-1].bias, bias_init)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class CenterNetHeads(nn.Module):
+    """CenterNet's three heads.
+
+    Output dict of maps at output stride (4):
+        ``heatmap`` [N, C, H, W] logits, ``wh`` [N, 2, H, W] box width/height in
+        output-stride cells, ``offset`` [N, 2, H, W] sub-cell centre offset (x, y).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, hidden_channels: int = 64,
+                 heatmap_bias: float = -2.19):
+        super().__init__()
+        self.heatmap = ConvHead(in_channels, hidden_channels, num_classes, bias_init=heatmap_bias)
+        self.wh = ConvHead(in_channels, hidden_channels, 2, std=0.001)
+        self.offset = ConvHead(in_channels, hidden_channels, 2, std=0.001)
+
+    def forward(self, x) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+        return {"heatmap": self.heatmap(x), "wh": self.wh(x), "offset": self.offset(x)}

@@ -1,0 +1,4 @@
+from .focal import penalty_reduced_focal_loss
+from .regression import gather_at, masked_l1_loss
+
+__all__ = ["penalty_reduced_focal_loss", "gather_at", "masked_l1_loss"]

@@ -1,0 +1,4 @@
+from .centernet import centernet_targets, concat_objects, rank_in_image
+from .gaussian import RADIUS_MODES, draw_gaussians, gaussian_radius
+
+__all__ = ["centernet_targets", "concat_objects", "rank_in_image", "draw_gaussians", "gaussian_radius", "RADIUS_MODES"]

@@ -1,0 +1,89 @@
+"""Gaussian heatmap drawing shared by the CenterNet and TTFNet targets.
+
+All coordinates here are output-stride cells.
+"""
+import torch
+
+RADIUS_MODES = ("corrected", "original")
+
+
+def gaussian_radius(heights: torch.Tensor, widths: torch.Tensor, min_overlap: float = 0.7,
+                    mode: str = "corrected") -> torch.Tensor:
+    """CornerNet's Gaussian radius for boxes of the given size.
+
+    The radius r is the largest corner shift that keeps IoU >= ``min_overlap``
+    with the box, the minimum over CornerNet's three cases (both corners
+    inside, both outside, one of each). Each case is a quadratic
+    ``a r^2 + b r + c = 0`` (here written with b as in CornerNet's code).
+
+    Args:
+        heights, widths: [N] box sizes in cells.
+        mode: "corrected" takes each quadratic's proper root,
+            (b1 - sqrt(D1)) / 2, (b2 - sqrt(D2)) / 8 and (b3 + sqrt(D3)) / (2 a3);
+            "original" takes (b + sqrt(D)) / 2 in all three cases, as the
+            original CenterNet / CornerNet code (much larger radii).
+
+    Returns:
+        [N] float radii (not rounded).
+    """
+    if mode not in RADIUS_MODES:
+        raise ValueError(f"MODEL.CENTERNET.RADIUS_MODE must be one of {RADIUS_MODES}, got '{mode}'.")
+    h, w = heights.float(), widths.float()
+    b1 = h + w
+    c1 = w * h * (1 - min_overlap) / (1 + min_overlap)
+    sq1 = torch.sqrt((b1 ** 2 - 4 * c1).clamp(min=0))
+    a2 = 4.0
+    b2 = 2 * (h + w)
+    c2 = (1 - min_overlap) * w * h
+    sq2 = torch.sqrt((b2 ** 2 - 4 * a2 * c2).clamp(min=0))
+    a3 = 4 * min_overlap
+    b3 = -2 * min_overlap * (h + w)
+    c3 = (min_overlap - 1) * w * h
+    sq3 = torch.sqrt((b3 ** 2 - 4 * a3 * c3).clamp(min=0))
+    if mode == "original":
+        r1, r2, r3 = (b1 + sq1) / 2, (b2 + sq2) / 2, (b3 + sq3) / 2
+    else:
+        r1, r2, r3 = (b1 - sq1) / 2, (b2 - sq2) / (2 * a2), (b3 + sq3) / (2 * a3)
+    return torch.minimum(torch.minimum(r1, r2), r3)
+
+
+def draw_gaussians(heatmap: torch.Tensor, batch_idx: torch.Tensor, classes: torch.Tensor,
+                   centers: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """Splat truncated (elliptical) Gaussians into ``heatmap``, combining by max.
+
+    Object n gets exp(-dx^2 / (2 sx^2) - dy^2 / (2 sy^2)) on the cells with
+    |dx| <= rx, |dy| <= ry around its centre cell, sigma s = (2r + 1) / 6 per
+    axis; the value at the centre cell is exactly 1.
+
+    Args:
+        heatmap: [B, C, H, W] float, modified in place.
+        batch_idx, classes: [N] int64 image index and class of each object.
+        centers: [N, 2] int64 centre cells (x, y); must lie inside the map.
+        radii: [N, 2] int64 radii (rx, ry) in cells, >= 0.
+
+    Returns:
+        ``heatmap``.
+    """
+    if batch_idx.numel() == 0:
+        return heatmap
+    B, C, H, W = heatmap.shape
+    device = heatmap.device
+    rmax_x = int(radii[:, 0].max())
+    rmax_y = int(radii[:, 1].max())
+    dx = torch.arange(-rmax_x, rmax_x + 1, device=device)
+    dy = torch.arange(-rmax_y, rmax_y + 1, device=device)
+    sigma = (2 * radii.float() + 1) / 6  # [N, 2]
+    gx = torch.exp(-(dx[None, :].float() ** 2) / (2 * sigma[:, :1] ** 2))  # [N, X]
+    gy = torch.exp(-(dy[None, :].float() ** 2) / (2 * sigma[:, 1:] ** 2))  # [N, Y]
+    gx = gx * (dx[None, :].abs() <= radii[:, :1])
+    gy = gy * (dy[None, :].abs() <= radii[:, 1:])
+    xs = centers[:, :1] + dx[None, :]  # [N, X]
+    ys = centers[:, 1:] + dy[None, :]  # [N, Y]
+    gx = gx * ((xs >= 0) & (xs < W))
+    gy = gy * ((ys >= 0) & (ys < H))
+    values = gy[:, :, None] * gx[:, None, :]  # [N, Y, X]
+    plane = (batch_idx * C + classes) * (H * W)  # [N]
+    index = plane[:, None, None] + ys.clamp(0, H - 1)[:, :, None] * W + xs.clamp(0, W - 1)[:, None, :]
+    keep = values > 0
+    heatmap.view(-1).scatter_reduce_(0, index[keep], values[keep].to(heatmap.dtype), reduce="amax")
+    return heatmap

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# centerX entry point. Every subcommand first makes sure the environment exists.
+#
+#   ./run.sh train [train_net.py args]   train (default: the shapes demo config) + COCO evaluation
+#   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only)
+#   ./run.sh test  [pytest args]         the whole test suite
+#   ./run.sh setup                       only create / check the environment
+#
+# Environment: .venv next to this file (CENTERX_VENV overrides). If the Python
+# running this script already imports detectron2 (built from source, or an
+# active venv / conda env), the venv is made with --system-site-packages and
+# that detectron2 and torch are used as they are; otherwise torch, torchvision
+# and the PyPI repackaging of detectron2 are installed into the venv.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+# ---- pinned versions: the only place they are set --------------------------
+TORCH_VERSION="2.14.1"
+TORCHVISION_VERSION="0.29.1"
+DETECTRON2_FALLBACK="sal-detectron2==0.7.2"   # detectron2 main (2024), pure Python + _C for CPython 3.10
+DEMO_CONFIG="configs/shapes/centernet_r18_demo.yaml"
+# -----------------------------------------------------------------------------
+
+PYTHON_BIN="${PYTHON:-python3}"
+VENV="${CENTERX_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+STAMP="$VENV/.centerx-env"
+
+log() { echo "[run.sh] $*"; }
+
+env_fingerprint() {
+  { echo "$TORCH_VERSION $TORCHVISION_VERSION $DETECTRON2_FALLBACK"; cat "$ROOT/setup.py"; } | sha256sum | cut -d' ' -f1
+}
+
+pip_quiet() {
+  # pip's warnings about unreachable local index folders are noise here
+  "$PY" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
+setup_env() {
+  local want; want="$(env_fingerprint)"
+  if [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    return 0
+  fi
+  local t0=$SECONDS
+  if ! "$PYTHON_BIN" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "centerX needs Python >= 3.10 ('$PYTHON_BIN' is $("$PYTHON_BIN" --version 2>&1)); set PYTHON=..." >&2
+    exit 1
+  fi
+  if [ ! -x "$PY" ]; then
+    if "$PYTHON_BIN" -c 'import detectron2' 2>/dev/null; then
+      log "creating $VENV on top of $PYTHON_BIN's site-packages (its detectron2 is used as is)"
+      "$PYTHON_BIN" -m venv --system-site-packages "$VENV"
+    else
+      log "creating $VENV"
+      "$PYTHON_BIN" -m venv "$VENV"
+    fi
+  fi
+  if "$PY" -c 'import torch, torchvision' 2>/dev/null; then
+    log "torch $("$PY" -c 'import torch; print(torch.__version__)') already present"
+  else
+    log "installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION (large download on first run)"
+    pip_quiet install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+  fi
+  if "$PY" -c 'import detectron2' 2>/dev/null; then
+    log "detectron2 $("$PY" -c 'import detectron2; print(detectron2.__version__)') already present: using it"
+  else
+    local site; site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    log "detectron2 not found: installing the PyPI repackaging $DETECTRON2_FALLBACK into $site"
+    pip_quiet install -q --no-deps --only-binary=:all: --python-version 3.10 --implementation cp \
+      --upgrade --target "$site" "$DETECTRON2_FALLBACK"
+  fi
+  log "installing centerX (editable) with its dependencies and the dev/export extras"
+  pip_quiet install -q "setuptools<81" wheel
+  pip_quiet install -q --no-build-isolation -e "$ROOT[dev,export]"
+  "$PY" -c 'import detectron2, torch, centerx' >/dev/null
+  echo "$want" > "$STAMP"
+  log "environment ready in $((SECONDS - t0)) s ($PY)"
+}
+
+has_config_arg() {
+  for a in "$@"; do [ "$a" = "--config-file" ] && return 0; done
+  return 1
+}
+
+cmd="${1:-help}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  setup)
+    setup_env ;;
+  train)
+    setup_env
+    if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
+    t0=$SECONDS
+    "$PY" train_net.py "$@"
+    log "train finished in $((SECONDS - t0)) s" ;;
+  eval)
+    setup_env
+    if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
+    "$PY" train_net.py --eval-only "$@" ;;
+  test)
+    setup_env
+    "$PY" -m pytest tests "$@" ;;
+  help|-h|--help)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *)
+    echo "unknown subcommand '$cmd'; see ./run.sh help" >&2
+    exit 2 ;;
+esac
