@@ -63,6 +63,112 @@ def add_centerx_config(cfg):
     # K = TEST.DETECTIONS_PER_IMAGE).
     _C.MODEL.CENTERNET.SCORE_THRESH_TEST = 0.01
 
+    # ------------------------------------------------------------------ TTFNet
+    _C.MODEL.TTFNET = CN()
+    # Number of object classes (heatmap channels).
+    _C.MODEL.TTFNET.NUM_CLASSES = 80
+    # Output channels of the upsampling stages (each x2: stride 32 -> 16 -> 8 -> 4).
+    _C.MODEL.TTFNET.UPSAMPLE_CHANNELS = [256, 128, 64]
+    # 3x3 convs in the shortcut from the backbone stage of each upsampling
+    # stage's output stride (16, 8, 4); 0 = no shortcut for that stage.
+    _C.MODEL.TTFNET.SHORTCUT_CONVS = [1, 2, 3]
+    # Use modulated deformable 3x3 convs in the upsampling stages, as the paper
+    # (torchvision.ops.deform_conv2d). Off for models meant for export.
+    _C.MODEL.TTFNET.DEFORMABLE = False
+    # Heatmap head: hidden channels and number of 3x3 conv + ReLU layers.
+    _C.MODEL.TTFNET.HEATMAP_HEAD_CHANNELS = 128
+    _C.MODEL.TTFNET.HEATMAP_HEAD_CONVS = 2
+    # Box (l, t, r, b) head: hidden channels and number of 3x3 conv + ReLU layers.
+    _C.MODEL.TTFNET.BOX_HEAD_CHANNELS = 64
+    _C.MODEL.TTFNET.BOX_HEAD_CONVS = 2
+    # Initial bias of the heatmap logits: -2.19 = logit(0.1) as in the paper.
+    _C.MODEL.TTFNET.HEATMAP_BIAS = -2.19
+    # Box distances are ReLU(head output) * BOX_BASE input pixels.
+    _C.MODEL.TTFNET.BOX_BASE = 16.0
+    # Initial bias of the box head's outputs. 0 (the authors') starts every cell
+    # with an empty box, where GIoU has no useful gradient and the ReLU can die
+    # (DESIGN §9); 1 starts with BOX_BASE pixels on each side.
+    _C.MODEL.TTFNET.BOX_HEAD_BIAS = 0.0
+    # Heatmap Gaussian extent: sigma = ALPHA * box side / 6 (per axis).
+    _C.MODEL.TTFNET.ALPHA = 0.54
+    # Regression samples: cells of the box where a Gaussian of extent BETA is non-zero.
+    _C.MODEL.TTFNET.BETA = 0.54
+    # Loss weights: heatmap focal loss and Gaussian-weighted GIoU box loss.
+    _C.MODEL.TTFNET.HEATMAP_LOSS_WEIGHT = 1.0
+    _C.MODEL.TTFNET.BOX_LOSS_WEIGHT = 5.0
+    # Detections with a lower score are dropped at inference (after top-K,
+    # K = TEST.DETECTIONS_PER_IMAGE).
+    _C.MODEL.TTFNET.SCORE_THRESH_TEST = 0.01
+
+    # ----------------------------------------------------------------- DarkNet
+    # DarkNet backbone (MODEL.BACKBONE.NAME "build_darknet_backbone").
+    _C.MODEL.DARKNET = CN()
+    # Residual blocks of the five stride-2 stages dark1..dark5; DarkNet-53 = [1, 2, 8, 8, 4].
+    _C.MODEL.DARKNET.STAGE_BLOCKS = [1, 2, 8, 8, 4]
+    # Stages returned to the detector: dark{k} has stride 2^k and 32 * 2^k channels.
+    _C.MODEL.DARKNET.OUT_FEATURES = ["dark2", "dark3", "dark4", "dark5"]
+
+    # ------------------------------------------------------------ distillation
+    # Knowledge distillation (DESIGN §4), used by MODEL.META_ARCHITECTURE
+    # "Distiller": the rest of the config describes the student; each teacher
+    # is built from its own config file and kept frozen.
+    _C.MODEL.DISTILL = CN()
+    # Meta-architecture of the student ("CenterNet" or "TTFNet"). Teachers must
+    # have the same one; its checkpoints load into this plain student config.
+    _C.MODEL.DISTILL.STUDENT_META_ARCHITECTURE = "CenterNet"
+    # Teachers, each a triple (config file, weights file, classes). classes: the
+    # student classes it teaches, either by name (looked up in the thing_classes
+    # of the teacher's and the student's datasets, DATASETS.TEST then TRAIN) or
+    # as student class indices, one per teacher heatmap channel in order;
+    # empty = all the teacher's classes, by name when both sides have names,
+    # else channel i -> student class i. No class may have two teachers, e.g.
+    # "[('t_a.yaml', 't_a.pth', ('circle', 'rectangle')), ('t_b.yaml', 't_b.pth', (2, 3))]".
+    _C.MODEL.DISTILL.TEACHERS = []
+    # True: the distillation losses are added to the student's own losses
+    # (computed on images that have labels; image-folder images get
+    # distillation losses only). False: label-free, distillation losses only.
+    _C.MODEL.DISTILL.USE_LABELS = True
+    # Overall weight of every distillation loss term (the original's 10).
+    _C.MODEL.DISTILL.WEIGHT = 10.0
+    # Per-head weights, multiplied by WEIGHT: heatmap MSE (all meta-architectures),
+    # size and offset L1 (CenterNet), box GIoU (TTFNet).
+    _C.MODEL.DISTILL.HEATMAP_WEIGHT = 1.0
+    _C.MODEL.DISTILL.WH_WEIGHT = 1.0
+    _C.MODEL.DISTILL.OFFSET_WEIGHT = 0.1
+    _C.MODEL.DISTILL.BOX_WEIGHT = 1.0
+
+    # ------------------------------------------------------ loss balancing
+    # Constant-magnitude loss weighting (DESIGN §5): each listed loss term L
+    # becomes c * L / stopgrad(L), so its value stays c and its gradient is
+    # c * grad(L) / L. Off by default: it changes the optimisation of every
+    # published recipe. Works for every meta-architecture, Distiller included.
+    _C.MODEL.LOSS_BALANCE = CN()
+    # Switch the weighting on.
+    _C.MODEL.LOSS_BALANCE.ENABLED = False
+    # (loss name, magnitude c) pairs, names exactly as in the loss dict. Terms
+    # not listed are left as they are; listed names a model does not produce are
+    # ignored. Defaults: the original's CenterNet values (heatmap 1.5, size 0.3,
+    # offset 0.1) and TTFNet's box term at the heatmap's magnitude (an equal
+    # pull; our choice, the original has no TTFNet). Distillation
+    # terms must be listed by name, e.g. ("loss_kd_t0_heatmap", 1.5).
+    _C.MODEL.LOSS_BALANCE.MAGNITUDES = [
+        ("loss_heatmap", 1.5), ("loss_wh", 0.3), ("loss_offset", 0.1), ("loss_box", 1.5),
+    ]
+    # Divide by "current" (the term's value at this step) or "running_mean" (an
+    # exponential moving average of its absolute value, smoother).
+    _C.MODEL.LOSS_BALANCE.NORMALIZER = "current"
+    # Weight of the old average in "running_mean".
+    _C.MODEL.LOSS_BALANCE.MOMENTUM = 0.99
+    # Divisor floor: a term is divided by max(normaliser, MIN_NORMALIZER), which
+    # caps its gradient gain at c / MIN_NORMALIZER and maps a zero term to 0.
+    _C.MODEL.LOSS_BALANCE.MIN_NORMALIZER = 1e-6
+
+    # Image-only datasets, each a pair (name, folder): every image below the
+    # folder, without annotations, for label-free distillation, e.g.
+    # DATASETS.IMAGE_FOLDERS "[('unlabelled', 'data/images')]". Registered when
+    # a Distiller is built; needs DATALOADER.FILTER_EMPTY_ANNOTATIONS False.
+    _C.DATASETS.IMAGE_FOLDERS = []
+
     # ------------------------------------------------------------------- input
     # Square side (input pixels) of every training image after augmentation.
     _C.INPUT.TRAIN_SIZE = 512

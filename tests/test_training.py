@@ -14,20 +14,9 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 import centerx
-from centerx.data.datasets import generate_shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
-
-
-@pytest.fixture(scope="module")
-def tiny_shapes(tmp_path_factory):
-    """Eight generated shapes images (64-96 px), registered as a user COCO json."""
-    root = str(tmp_path_factory.mktemp("shapes"))
-    json_file = generate_shapes(root, "tiny", num_images=8, seed=7, min_size=64, max_size=96)
-    name = "test_tiny_shapes"
-    centerx.register_coco_json_datasets([(name, json_file, os.path.join(root, "tiny"))])
-    return name, json_file
 
 
 def tiny_cfg(output_dir, dataset, **overrides):

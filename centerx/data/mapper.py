@@ -1,7 +1,6 @@
 """Training-time dataset mapper for CenterNet-style detectors."""
 import copy
 import logging
-import os
 
 import numpy as np
 import torch

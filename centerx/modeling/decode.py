@@ -76,3 +76,37 @@ def decode_centernet(heatmap_logits: torch.Tensor, wh: torch.Tensor, offset: tor
     half_w, half_h = size[..., 0] / 2, size[..., 1] / 2
     boxes = torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=-1) * stride
     return {"boxes": boxes, "scores": scores, "classes": classes}
+
+
+def ltrb_to_boxes(ltrb: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, stride: int) -> torch.Tensor:
+    """Boxes from the distances of their sides to cell points (TTFNet).
+
+    The cell (x, y) sits at the point (x * stride, y * stride) input pixels,
+    with no +0.5; TTFNet's targets use the same point (DESIGN §9).
+
+    Args:
+        ltrb: [..., 4] distances (left, top, right, bottom) in input pixels;
+        xs, ys: [...] cell coordinates; stride: input pixels per cell.
+
+    Returns:
+        [..., 4] boxes (x1, y1, x2, y2) in input pixels.
+    """
+    px, py = xs.to(ltrb.dtype) * stride, ys.to(ltrb.dtype) * stride
+    return torch.stack((px - ltrb[..., 0], py - ltrb[..., 1], px + ltrb[..., 2], py + ltrb[..., 3]), dim=-1)
+
+
+def decode_ttfnet(heatmap_logits: torch.Tensor, ltrb: torch.Tensor, k: int, stride: int) -> Dict[str, torch.Tensor]:
+    """TTFNet outputs -> top-``k`` boxes in input pixels.
+
+    Args:
+        heatmap_logits: [B, C, H, W]; ltrb: [B, 4, H, W] distances from each cell
+        point to the box sides in input pixels; stride: input pixels per cell.
+
+    Returns dict:
+        ``boxes`` [B, k, 4] (x1, y1, x2, y2) in input pixels of the padded batch,
+        ``scores`` [B, k], ``classes`` [B, k] int64.
+    """
+    heat = peak_mask(torch.sigmoid(heatmap_logits))
+    scores, classes, index, xs, ys = topk_peaks(heat, k)
+    boxes = ltrb_to_boxes(gather_at(ltrb, index), xs, ys, stride)
+    return {"boxes": boxes, "scores": scores, "classes": classes}

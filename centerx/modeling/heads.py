@@ -1,6 +1,8 @@
 """Dense prediction heads on the stride-4 feature map."""
 from typing import Dict
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -47,5 +49,30 @@ class CenterNetHeads(nn.Module):
         self.wh = ConvHead(in_channels, hidden_channels, 2, std=0.001)
         self.offset = ConvHead(in_channels, hidden_channels, 2, std=0.001)
 
-    def forward(self, x) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+    def forward(self, x) -> Dict[str, torch.Tensor]:
         return {"heatmap": self.heatmap(x), "wh": self.wh(x), "offset": self.offset(x)}
+
+
+class TTFNetHeads(nn.Module):
+    """TTFNet's two heads (each ``num_convs`` x (3x3 conv + ReLU) then a 1x1 conv).
+
+    Output dict of maps at output stride:
+        ``heatmap`` [N, C, H, W] logits;
+        ``ltrb`` [N, 4, H, W] distances from each cell point to the box's left,
+        top, right and bottom sides in input pixels, ReLU(x) * ``box_base``.
+    Initialisation as the authors': N(0, 0.01) heatmap convs with the last bias
+    at ``heatmap_bias``, N(0, 0.001) box convs with the last bias at ``box_bias``
+    (the authors use 0: every cell starts with an empty box).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, heatmap_channels: int = 128, heatmap_convs: int = 2,
+                 box_channels: int = 64, box_convs: int = 2, heatmap_bias: float = -2.19, box_base: float = 16.0,
+                 box_bias: float = 0.0):
+        super().__init__()
+        self.heatmap = ConvHead(in_channels, heatmap_channels, num_classes, heatmap_convs,
+                                bias_init=heatmap_bias, std=0.01)
+        self.ltrb = ConvHead(in_channels, box_channels, 4, box_convs, bias_init=box_bias, std=0.001)
+        self.box_base = box_base
+
+    def forward(self, x) -> Dict[str, torch.Tensor]:
+        return {"heatmap": self.heatmap(x), "ltrb": F.relu(self.ltrb(x)) * self.box_base}

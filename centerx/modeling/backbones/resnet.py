@@ -7,7 +7,6 @@ exports to ONNX / Caffe with plain ops. Outputs ``res2``..``res5`` at strides
 import torchvision
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from torch import nn
 
 from .weights import load_backbone_weights
 

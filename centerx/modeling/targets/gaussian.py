@@ -47,13 +47,49 @@ def gaussian_radius(heights: torch.Tensor, widths: torch.Tensor, min_overlap: fl
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
+def gaussian_patches(centers: torch.Tensor, radii: torch.Tensor, output_size):
+    """Truncated (elliptical) Gaussians of many objects on windows around their centres.
+
+    Object n gets exp(-dx^2 / (2 sx^2) - dy^2 / (2 sy^2)) on the cells with
+    |dx| <= rx, |dy| <= ry around its centre cell, sigma s = (2r + 1) / 6 per
+    axis (the window of 2r + 1 cells spans +-3 sigma); the value at the centre
+    cell is exactly 1. Every object uses the same window size (the largest
+    radius), with zeros beyond its own radius and outside the map.
+
+    Args:
+        centers: [N, 2] int64 centre cells (x, y).
+        radii: [N, 2] int64 radii (rx, ry) in cells, >= 0.
+        output_size: (H, W) of the map in cells.
+
+    Returns:
+        values [N, Y, X] float, xs [N, X] and ys [N, Y] int64 cell coordinates
+        of the window (clamped into the map where the value is 0).
+    """
+    H, W = output_size
+    device = centers.device
+    rmax_x = int(radii[:, 0].max()) if len(radii) else 0
+    rmax_y = int(radii[:, 1].max()) if len(radii) else 0
+    dx = torch.arange(-rmax_x, rmax_x + 1, device=device)
+    dy = torch.arange(-rmax_y, rmax_y + 1, device=device)
+    sigma = (2 * radii.float() + 1) / 6  # [N, 2]
+    gx = torch.exp(-(dx[None, :].float() ** 2) / (2 * sigma[:, :1] ** 2))  # [N, X]
+    gy = torch.exp(-(dy[None, :].float() ** 2) / (2 * sigma[:, 1:] ** 2))  # [N, Y]
+    gx = gx * (dx[None, :].abs() <= radii[:, :1])
+    gy = gy * (dy[None, :].abs() <= radii[:, 1:])
+    xs = centers[:, :1] + dx[None, :]  # [N, X]
+    ys = centers[:, 1:] + dy[None, :]  # [N, Y]
+    gx = gx * ((xs >= 0) & (xs < W))
+    gy = gy * ((ys >= 0) & (ys < H))
+    values = gy[:, :, None] * gx[:, None, :]  # [N, Y, X]
+    return values, xs.clamp(0, W - 1), ys.clamp(0, H - 1)
+
+
 def draw_gaussians(heatmap: torch.Tensor, batch_idx: torch.Tensor, classes: torch.Tensor,
                    centers: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """Splat truncated (elliptical) Gaussians into ``heatmap``, combining by max.
 
-    Object n gets exp(-dx^2 / (2 sx^2) - dy^2 / (2 sy^2)) on the cells with
-    |dx| <= rx, |dy| <= ry around its centre cell, sigma s = (2r + 1) / 6 per
-    axis; the value at the centre cell is exactly 1.
+    The Gaussians are those of :func:`gaussian_patches` (sigma = (2r + 1) / 6
+    per axis, value 1 at the centre cell, zero beyond the radius).
 
     Args:
         heatmap: [B, C, H, W] float, modified in place.
@@ -67,23 +103,9 @@ def draw_gaussians(heatmap: torch.Tensor, batch_idx: torch.Tensor, classes: torc
     if batch_idx.numel() == 0:
         return heatmap
     B, C, H, W = heatmap.shape
-    device = heatmap.device
-    rmax_x = int(radii[:, 0].max())
-    rmax_y = int(radii[:, 1].max())
-    dx = torch.arange(-rmax_x, rmax_x + 1, device=device)
-    dy = torch.arange(-rmax_y, rmax_y + 1, device=device)
-    sigma = (2 * radii.float() + 1) / 6  # [N, 2]
-    gx = torch.exp(-(dx[None, :].float() ** 2) / (2 * sigma[:, :1] ** 2))  # [N, X]
-    gy = torch.exp(-(dy[None, :].float() ** 2) / (2 * sigma[:, 1:] ** 2))  # [N, Y]
-    gx = gx * (dx[None, :].abs() <= radii[:, :1])
-    gy = gy * (dy[None, :].abs() <= radii[:, 1:])
-    xs = centers[:, :1] + dx[None, :]  # [N, X]
-    ys = centers[:, 1:] + dy[None, :]  # [N, Y]
-    gx = gx * ((xs >= 0) & (xs < W))
-    gy = gy * ((ys >= 0) & (ys < H))
-    values = gy[:, :, None] * gx[:, None, :]  # [N, Y, X]
+    values, xs, ys = gaussian_patches(centers, radii, (H, W))
     plane = (batch_idx * C + classes) * (H * W)  # [N]
-    index = plane[:, None, None] + ys.clamp(0, H - 1)[:, :, None] * W + xs.clamp(0, W - 1)[:, None, :]
+    index = plane[:, None, None] + ys[:, :, None] * W + xs[:, None, :]
     keep = values > 0
     heatmap.view(-1).scatter_reduce_(0, index[keep], values[keep].to(heatmap.dtype), reduce="amax")
     return heatmap

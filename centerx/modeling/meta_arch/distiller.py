@@ -1,0 +1,449 @@
+"""Multi-teacher knowledge distillation as a detectron2 meta-architecture (DESIGN §4).
+
+``MODEL.META_ARCHITECTURE: "Distiller"`` wraps a student (any of our point
+detectors, named by ``MODEL.DISTILL.STUDENT_META_ARCHITECTURE``; the rest of the
+config describes it) and one or more frozen teachers, each built from its own
+config file and weights file and teaching a set of the student's classes.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import configurable, get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.structures import ImageList
+from torch import nn
+
+from ...config import add_centerx_config
+from ...data.datasets import register_coco_json_datasets
+from ...data.datasets.image_folder import register_image_folders
+from ..loss_balance import LossBalancer, build_loss_balancer
+from ..losses.distillation import centernet_distillation_losses, ttfnet_distillation_losses
+from .centernet import CenterNet
+from .point_detector import PointDetector
+from .ttfnet import TTFNet
+
+__all__ = ["Distiller", "DISTILLATION_LOSSES", "student_config"]
+
+logger = logging.getLogger(__name__)
+
+DISTILLATION_LOSSES: Dict[type, Callable] = {
+    CenterNet: centernet_distillation_losses,
+    TTFNet: ttfnet_distillation_losses,
+}
+"""Student class -> function(student outputs, teacher outputs, stride) -> {head: unweighted loss}."""
+
+_SWAPPABLE_FORMATS = {"RGB", "BGR"}
+
+
+@dataclass(frozen=True)
+class TeacherLink:
+    """How one teacher's outputs line up with the student's.
+
+    Attributes:
+        name: "t<i>", used in the loss names (``loss_kd_t0_heatmap``).
+        student_classes: student heatmap channel taught by each taught teacher channel.
+        teacher_channels: the taught teacher heatmap channels, same order.
+        swap_channels: the teacher reads images in the other of RGB / BGR.
+        own_normalization: the teacher needs its own input tensor (other channel
+            order or pixel mean / std than the student's).
+    """
+
+    name: str
+    student_classes: Tuple[int, ...]
+    teacher_channels: Tuple[int, ...]
+    swap_channels: bool
+    own_normalization: bool
+
+
+def student_config(cfg):
+    """The plain student config a ``Distiller`` config describes: its checkpoints
+    load into it, and it evaluates and exports them. Loss balancing is left to
+    the distiller, which applies it once to the student's and the teachers' terms."""
+    student_cfg = cfg.clone()
+    student_cfg.defrost()
+    student_cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE
+    student_cfg.MODEL.LOSS_BALANCE.ENABLED = False
+    student_cfg.freeze()
+    return student_cfg
+
+
+class _TeacherCheckpointer(DetectionCheckpointer):
+    """Loads a teacher's weights and refuses a file that leaves parameters or
+    buffers of the teacher's config missing or mis-shaped (a teacher must not
+    silently keep random layers). Batch norm's ``num_batches_tracked`` counters,
+    absent from old checkpoints and unused in eval mode, may be missing."""
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        problems = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")] + [
+            f"{key} (file {tuple(shape_file)} vs model {tuple(shape_model)})"
+            for key, shape_file, shape_model in incompatible.incorrect_shapes
+        ]
+        if problems:
+            raise ValueError(f"The weights do not fit the teacher's config: {problems[:10]}"
+                             + (f" and {len(problems) - 10} more" if len(problems) > 10 else ""))
+        return incompatible
+
+
+@META_ARCH_REGISTRY.register()
+class Distiller(nn.Module):
+    """Student trained to match frozen teachers' output maps, with or without labels.
+
+    Training input: detectron2 dicts as for the student. With labels, the
+    student's own losses are computed on the images that have them (dicts
+    without ``"unlabeled": True``, see ``DATASETS.IMAGE_FOLDERS``) and the
+    distillation losses on every image; label-free, only the latter. Output:
+    the loss dict, with ``loss_kd_<teacher>_<head>`` terms (e.g.
+    ``loss_kd_t0_heatmap``, ``loss_kd_t1_wh``) weighted by
+    ``weight * head_weights[head]``, then loss balancing when configured.
+
+    Inference: exactly the student's.
+
+    Teachers stay in eval mode with ``requires_grad=False`` (detectron2's
+    optimizer builders skip them) and run under ``no_grad``. ``state_dict`` and
+    ``load_state_dict`` are the student's, so checkpoints hold only the student
+    and load into :func:`student_config`.
+    """
+
+    @configurable
+    def __init__(self, *, student: PointDetector, teachers: Sequence[PointDetector], links: Sequence[TeacherLink],
+                 use_labels: bool = True, weight: float = 10.0, head_weights: Optional[Dict[str, float]] = None,
+                 loss_balancer: Optional[LossBalancer] = None):
+        """
+        Args:
+            student: the detector being trained.
+            teachers: frozen detectors of the student's class, same output stride.
+            links: one :class:`TeacherLink` per teacher.
+            use_labels: add the student's own losses (True) or not (label-free).
+            weight: overall weight of the distillation terms.
+            head_weights: per-head weight, multiplied by ``weight`` (heatmap, wh,
+                offset for CenterNet; heatmap, box for TTFNet).
+            loss_balancer: applied to the whole loss dict, or None.
+        """
+        super().__init__()
+        if len(teachers) != len(links) or not teachers:
+            raise ValueError("Distiller needs at least one teacher and one TeacherLink per teacher.")
+        self.student = student
+        self.teachers = nn.ModuleList(teachers)
+        for teacher in self.teachers:
+            teacher.requires_grad_(False)
+        self.teachers.eval()
+        self.links = list(links)
+        self.use_labels = use_labels
+        self.weight = weight
+        self.head_weights = dict(head_weights or {"heatmap": 1.0, "wh": 1.0, "offset": 0.1, "box": 1.0})
+        self.loss_balancer = loss_balancer
+        self.distillation_losses_fn = _distillation_losses_for(type(student))
+
+    @classmethod
+    def from_config(cls, cfg):
+        d = cfg.MODEL.DISTILL
+        _distillation_losses_for(META_ARCH_REGISTRY.get(d.STUDENT_META_ARCHITECTURE))
+        if not d.TEACHERS:
+            raise ValueError("MODEL.DISTILL.TEACHERS is empty: give at least one (config file, weights file, "
+                             "classes) triple.")
+        entries = [_parse_teacher_entry(i, entry) for i, entry in enumerate(d.TEACHERS)]
+        tcfgs = [_teacher_config(i, config_file, cfg) for i, (config_file, _, _) in enumerate(entries)]
+        register_image_folders(cfg.DATASETS.IMAGE_FOLDERS)
+        _check_training_datasets(cfg)
+        scfg = student_config(cfg)
+        student = META_ARCH_REGISTRY.get(scfg.MODEL.META_ARCHITECTURE)(scfg)
+        student_names = _LazyClassNames(cfg)
+        teachers, links = [], []
+        for i, ((config_file, weights_file, classes), tcfg) in enumerate(zip(entries, tcfgs)):
+            teacher = build_model(tcfg)
+            _check_same_grid(i, config_file, student, teacher)
+            _load_teacher_weights(i, teacher, weights_file)
+            student_classes, channels = _map_classes(
+                i, classes, teacher.num_classes, _LazyClassNames(tcfg), student.num_classes, student_names
+            )
+            swap = cfg.INPUT.FORMAT != tcfg.INPUT.FORMAT
+            own = swap or list(cfg.MODEL.PIXEL_MEAN) != list(tcfg.MODEL.PIXEL_MEAN) or \
+                list(cfg.MODEL.PIXEL_STD) != list(tcfg.MODEL.PIXEL_STD)
+            links.append(TeacherLink(f"t{i}", tuple(student_classes), tuple(channels), swap, own))
+            teachers.append(teacher)
+            logger.info(f"Distillation teacher t{i}: {tcfg.MODEL.META_ARCHITECTURE} from {config_file} with "
+                        f"weights {weights_file}; teacher channel -> student class: "
+                        f"{dict(zip(channels, student_classes))}"
+                        + ("; own input channel order / normalisation" if own else ""))
+        _check_disjoint(links, student_names)
+        taught = {c for link in links for c in link.student_classes}
+        untaught = sorted(set(range(student.num_classes)) - taught)
+        if untaught and not d.USE_LABELS:
+            logger.warning(f"Student classes {untaught} have no teacher: label-free training gives them no "
+                           "training signal.")
+        return {
+            "student": student,
+            "teachers": teachers,
+            "links": links,
+            "use_labels": d.USE_LABELS,
+            "weight": d.WEIGHT,
+            "head_weights": {"heatmap": d.HEATMAP_WEIGHT, "wh": d.WH_WEIGHT, "offset": d.OFFSET_WEIGHT,
+                             "box": d.BOX_WEIGHT},
+            "loss_balancer": build_loss_balancer(cfg),
+        }
+
+    @property
+    def device(self):
+        return self.student.device
+
+    def train(self, mode: bool = True):
+        """Switch the student's mode; the teachers always stay in eval mode."""
+        super().train(mode)
+        self.teachers.eval()
+        return self
+
+    def state_dict(self, *args, **kwargs):
+        """The student's state: teachers are never saved."""
+        return self.student.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a (plain or distilled) student checkpoint into the student."""
+        return self.student.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def forward(self, batched_inputs: List[Dict]):
+        if not self.training:
+            return self.student(batched_inputs)
+        images = self.student.preprocess_image(batched_inputs)
+        outputs = self.student.predict(images.tensor)
+        losses = self.student_losses(outputs, batched_inputs) if self.use_labels else {}
+        losses.update(self.distillation_losses(outputs, batched_inputs, images.tensor))
+        if self.loss_balancer is not None:
+            losses = self.loss_balancer(losses)
+        return losses
+
+    def student_losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        """The student's own losses on the images that have labels.
+
+        A batch without any labelled image gives the same terms, multiplied by 0
+        (the loss dict keeps its keys from step to step and across processes).
+        """
+        if not all("instances" in x for x in batched_inputs):
+            raise ValueError("Distiller training with MODEL.DISTILL.USE_LABELS needs 'instances' in every "
+                             "input dict; set it False for label-free training.")
+        labeled = [i for i, x in enumerate(batched_inputs) if not x.get("unlabeled", False)]
+        rows = labeled or list(range(len(batched_inputs)))
+        index = torch.as_tensor(rows, device=self.device)
+        gt = [batched_inputs[i]["instances"].to(self.device) for i in rows]
+        losses = self.student.losses({k: v.index_select(0, index) for k, v in outputs.items()}, gt)
+        if not labeled:
+            losses = {k: v * 0.0 for k, v in losses.items()}
+        return losses
+
+    def distillation_losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict],
+                            images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``loss_kd_<teacher>_<head>`` for every teacher, weighted.
+
+        Args:
+            outputs: the student's raw output maps for the batch.
+            batched_inputs: the input dicts (raw images, for teachers that
+                normalise differently).
+            images: [N, 3, H, W] the student's normalised, padded batch.
+        """
+        losses = {}
+        for teacher, link in zip(self.teachers, self.links):
+            with torch.no_grad():
+                t_out = teacher.predict(self._teacher_images(teacher, link, batched_inputs, images))
+            student_taught = dict(outputs, heatmap=outputs["heatmap"][:, list(link.student_classes)])
+            teacher_taught = dict(t_out, heatmap=t_out["heatmap"][:, list(link.teacher_channels)])
+            terms = self.distillation_losses_fn(student_taught, teacher_taught, self.student.stride)
+            for head, value in terms.items():
+                losses[f"loss_kd_{link.name}_{head}"] = value * (self.weight * self.head_weights[head])
+        return losses
+
+    def _teacher_images(self, teacher: PointDetector, link: TeacherLink, batched_inputs: List[Dict],
+                        images: torch.Tensor) -> torch.Tensor:
+        """The batch as the teacher's own preprocessing sees it, padded like the student's."""
+        if not link.own_normalization:
+            return images
+        tensors = []
+        for x in batched_inputs:
+            image = x["image"].to(self.device)
+            if link.swap_channels:
+                image = image.flip(0)
+            tensors.append((image - teacher.pixel_mean) / teacher.pixel_std)
+        return ImageList.from_tensors(tensors, self.student.backbone.size_divisibility).tensor
+
+
+def _distillation_losses_for(student_class: type) -> Callable:
+    for cls, fn in DISTILLATION_LOSSES.items():
+        if issubclass(student_class, cls):
+            return fn
+    raise ValueError(f"MODEL.DISTILL.STUDENT_META_ARCHITECTURE: no distillation losses for "
+                     f"{student_class.__name__}; supported: {[c.__name__ for c in DISTILLATION_LOSSES]}.")
+
+
+def _parse_teacher_entry(i: int, entry) -> Tuple[str, str, Tuple]:
+    """(config file, weights file, classes) of one teacher, checked before any model is built:
+    both files exist; the classes are all names or all indices, none twice."""
+    where = f"MODEL.DISTILL.TEACHERS[{i}]"
+    if isinstance(entry, (str, bytes)) or len(entry) != 3:
+        raise ValueError(f"{where} must be a (config file, weights file, classes) triple, got {entry!r}.")
+    config_file, weights_file, classes = entry
+    classes = (classes,) if isinstance(classes, (str, int)) else tuple(classes)
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{where}: config file '{config_file}' does not exist.")
+    if not os.path.isfile(weights_file):
+        raise FileNotFoundError(f"{where}: weights file '{weights_file}' does not exist.")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"{where}: classes {list(classes)} list a class twice.")
+    names = all(isinstance(c, str) for c in classes)
+    indices = all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
+    if not (names or indices):
+        raise ValueError(f"{where}: classes {list(classes)} must be all names or all student class indices.")
+    return config_file, weights_file, classes
+
+
+def _teacher_config(i: int, config_file: str, cfg):
+    """The teacher's own config, on the student's device, without ImageNet
+    initialisation (its weights file replaces every parameter).
+
+    Refuses, with the reason, a teacher config that cannot teach this student:
+    a Distiller config, another meta-architecture, or an input that cannot be
+    converted (channel orders other than RGB <-> BGR, another channel count).
+    Other pixel mean / std and RGB vs BGR are handled by giving the teacher its
+    own input."""
+    where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
+    tcfg = add_centerx_config(get_cfg())
+    tcfg.merge_from_file(config_file)
+    if tcfg.MODEL.META_ARCHITECTURE == "Distiller":
+        raise ValueError(f"{where}: is a Distiller config; give the plain config of the trained teacher.")
+    if tcfg.MODEL.META_ARCHITECTURE != cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE:
+        raise ValueError(f"{where}: the teacher is a {tcfg.MODEL.META_ARCHITECTURE}, the student a "
+                         f"{cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE}; distillation compares their heads one by "
+                         "one and needs the same meta-architecture.")
+    formats = {cfg.INPUT.FORMAT, tcfg.INPUT.FORMAT}
+    if len(formats) > 1 and not formats <= _SWAPPABLE_FORMATS:
+        raise ValueError(f"{where}: INPUT.FORMAT '{tcfg.INPUT.FORMAT}' vs the student's '{cfg.INPUT.FORMAT}'; "
+                         f"only {sorted(_SWAPPABLE_FORMATS)} can be converted into each other.")
+    for key in ("PIXEL_MEAN", "PIXEL_STD"):
+        if len(tcfg.MODEL[key]) != len(cfg.MODEL[key]):
+            raise ValueError(f"{where}: MODEL.{key} has {len(tcfg.MODEL[key])} channels, the student's "
+                             f"{len(cfg.MODEL[key])}.")
+    tcfg.MODEL.DEVICE = cfg.MODEL.DEVICE
+    tcfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
+    tcfg.freeze()
+    register_coco_json_datasets(tcfg.DATASETS.COCO_JSON)
+    return tcfg
+
+
+def _check_same_grid(i: int, config_file: str, student: PointDetector, teacher: PointDetector) -> None:
+    """Refuse, with the reason, a teacher whose maps cannot be compared cell by
+    cell with the student's (another output stride or input padding)."""
+    where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
+    if teacher.stride != student.stride:
+        raise ValueError(f"{where}: output stride {teacher.stride} differs from the student's {student.stride}; "
+                         "distillation compares the maps cell by cell.")
+    if teacher.backbone.size_divisibility != student.backbone.size_divisibility:
+        raise ValueError(f"{where}: pads inputs to a multiple of {teacher.backbone.size_divisibility}, the student "
+                         f"to {student.backbone.size_divisibility}; their maps would differ in size.")
+
+
+def _load_teacher_weights(i: int, teacher: PointDetector, weights_file: str) -> None:
+    try:
+        _TeacherCheckpointer(teacher).load(weights_file)
+    except ValueError as e:
+        raise ValueError(f"MODEL.DISTILL.TEACHERS[{i}]: '{weights_file}': {e}") from e
+
+
+class _LazyClassNames:
+    """thing_classes of a config's datasets (DATASETS.TEST first, then TRAIN),
+    looked up on first use. Datasets whose metadata lacks them (user COCO json
+    files set them when read) are loaded, test sets first, until one has them."""
+
+    def __init__(self, cfg):
+        self._names = [n for n in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN) if n in DatasetCatalog.list()]
+        self._value = None
+        self._done = False
+
+    def get(self) -> Optional[List[str]]:
+        if not self._done:
+            self._done = True
+            self._value = self._lookup()
+        return self._value
+
+    def _lookup(self) -> Optional[List[str]]:
+        for name in self._names:
+            if MetadataCatalog.get(name).get("thing_classes") is not None:
+                return list(MetadataCatalog.get(name).thing_classes)
+        for name in self._names:
+            if MetadataCatalog.get(name).get("image_folder") is None:
+                DatasetCatalog.get(name)
+                if MetadataCatalog.get(name).get("thing_classes") is not None:
+                    return list(MetadataCatalog.get(name).thing_classes)
+        return None
+
+
+def _map_classes(i: int, classes: Tuple, teacher_num: int, teacher_names: _LazyClassNames, student_num: int,
+                 student_names: _LazyClassNames) -> Tuple[List[int], List[int]]:
+    """(student class of each taught teacher channel, taught teacher channels).
+
+    ``classes`` are all names or all student indices (see :func:`_parse_teacher_entry`)."""
+    where = f"MODEL.DISTILL.TEACHERS[{i}]"
+    if not classes:
+        t_names, s_names = teacher_names.get(), student_names.get()
+        if t_names is not None and s_names is not None:
+            classes = tuple(t_names)
+        elif teacher_num == student_num:
+            logger.warning(f"{where}: no class names on one side; teacher channel i teaches student class i.")
+            return list(range(teacher_num)), list(range(teacher_num))
+        else:
+            raise ValueError(f"{where}: the teacher has {teacher_num} classes, the student {student_num}, and the "
+                             "class names are unknown; give the student classes it teaches as indices.")
+    if all(isinstance(c, str) for c in classes):
+        t_names = _names_or_raise(f"{where}: classes are given by name but the teacher's", teacher_names, teacher_num)
+        s_names = _names_or_raise(f"{where}: classes are given by name but the student's", student_names, student_num)
+        for c in classes:
+            if c not in s_names:
+                raise ValueError(f"{where}: teaches class '{c}', which the student does not have "
+                                 f"(student classes: {s_names}).")
+            if c not in t_names:
+                raise ValueError(f"{where}: class '{c}' is not one of the teacher's classes {t_names}.")
+        return [s_names.index(c) for c in classes], [t_names.index(c) for c in classes]
+    if len(classes) != teacher_num:
+        raise ValueError(f"{where}: classes given as student indices {list(classes)} must name one student "
+                         f"class per teacher channel ({teacher_num}).")
+    bad = [c for c in classes if not 0 <= c < student_num]
+    if bad:
+        raise ValueError(f"{where}: teaches student class indices {bad}, which the student (classes 0.."
+                         f"{student_num - 1}) does not have.")
+    return list(classes), list(range(teacher_num))
+
+
+def _names_or_raise(what: str, names: _LazyClassNames, num: int) -> List[str]:
+    value = names.get()
+    if value is None:
+        raise ValueError(f"{what} datasets (DATASETS.TEST / TRAIN) define no thing_classes; give student class "
+                         "indices instead.")
+    if len(value) != num:
+        raise ValueError(f"{what} datasets have {len(value)} thing_classes {value}, but the model has {num} "
+                         "classes.")
+    return value
+
+
+def _check_disjoint(links: Sequence[TeacherLink], student_names: _LazyClassNames) -> None:
+    owner: Dict[int, str] = {}
+    for i, link in enumerate(links):
+        for c in link.student_classes:
+            if c in owner:
+                names = student_names.get()
+                label = f"'{names[c]}' ({c})" if names is not None and c < len(names) else str(c)
+                raise ValueError(f"MODEL.DISTILL.TEACHERS[{owner[c]}] and [{i}] both teach student class {label}; "
+                                 "each class must have one teacher.")
+            owner[c] = str(i)
+
+
+def _check_training_datasets(cfg) -> None:
+    folders = {name for name, _ in cfg.DATASETS.IMAGE_FOLDERS}
+    used = [n for n in cfg.DATASETS.TRAIN if n in folders]
+    if used and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+        raise ValueError(f"DATASETS.TRAIN uses image folders {used}, whose images have no annotations; set "
+                         "DATALOADER.FILTER_EMPTY_ANNOTATIONS False or detectron2 drops every one of them.")
+    if used and len(used) == len(cfg.DATASETS.TRAIN) and cfg.MODEL.DISTILL.USE_LABELS:
+        raise ValueError("Every dataset in DATASETS.TRAIN is an image folder (no labels); set "
+                         "MODEL.DISTILL.USE_LABELS False for label-free distillation.")

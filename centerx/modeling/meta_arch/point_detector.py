@@ -1,0 +1,113 @@
+"""What CenterNet and TTFNet share: objects found as peaks of a per-class heatmap."""
+from typing import Dict, List
+
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_backbone, detector_postprocess
+from detectron2.structures import Boxes, ImageList, Instances
+from torch import nn
+
+from ..loss_balance import build_loss_balancer
+
+
+class PointDetector(nn.Module):
+    """Skeleton of a one-stage detector that predicts dense maps and decodes the
+    top-K heatmap peaks (no NMS).
+
+    Training: images -> :meth:`predict` -> :meth:`losses` against "instances".
+    Inference: images -> :meth:`predict` -> :meth:`decode` -> score threshold,
+    clipping -> ``Instances`` rescaled to each input's "height"/"width".
+
+    Subclasses implement ``predict``, ``losses`` and ``decode``. When
+    MODEL.LOSS_BALANCE is enabled, ``forward`` rescales the loss dict of any
+    subclass to constant magnitudes (:mod:`centerx.modeling.loss_balance`).
+
+    Input: a list of detectron2 dicts with "image" ([3, H, W] in INPUT.FORMAT,
+    0..255) and, in training, "instances" (gt_boxes in image pixels,
+    gt_classes). Output in inference: one ``{"instances": Instances}`` per image
+    with pred_boxes, scores and pred_classes in the original image's
+    coordinates (its "height"/"width" when given).
+    """
+
+    def __init__(self, *, backbone, num_classes, pixel_mean, pixel_std, test_topk=100, score_thresh_test=0.01,
+                 loss_balancer=None):
+        super().__init__()
+        self.backbone = backbone
+        self.loss_balancer = loss_balancer
+        self.num_classes = num_classes
+        self.test_topk = test_topk
+        self.score_thresh_test = score_thresh_test
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @staticmethod
+    def common_config(cfg, num_classes: int, score_thresh_test: float) -> Dict:
+        """The constructor arguments every subclass takes the same way from a config."""
+        return {
+            "backbone": build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))),
+            "num_classes": num_classes,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "test_topk": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "score_thresh_test": score_thresh_test,
+            "loss_balancer": build_loss_balancer(cfg),
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalise and pad to a multiple of the backbone's size divisibility (32)."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+
+    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Normalised [N, 3, H, W] -> dict of raw output maps (used by the exporters)."""
+        raise NotImplementedError
+
+    def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
+        """Raw output maps + ground truth -> dict of weighted losses."""
+        raise NotImplementedError
+
+    def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Raw output maps -> ``boxes`` [N, K, 4] in input pixels of the padded
+        batch, ``scores`` [N, K], ``classes`` [N, K] int64 (K = ``test_topk``)."""
+        raise NotImplementedError
+
+    def forward(self, batched_inputs: List[Dict]):
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.predict(images.tensor)
+        if self.training:
+            if not all("instances" in x for x in batched_inputs):
+                raise ValueError(f"{type(self).__name__} training needs 'instances' in every input dict.")
+            gt = [x["instances"].to(self.device) for x in batched_inputs]
+            losses = self.losses(outputs, gt)
+            return self.loss_balancer(losses) if self.loss_balancer is not None else losses
+        return self.postprocess(self.inference(outputs, images.image_sizes), batched_inputs, images.image_sizes)
+
+    def inference(self, outputs: Dict[str, torch.Tensor], image_sizes) -> List[Instances]:
+        """Decode the top-K peaks of each image into ``Instances`` in input pixels,
+        dropping scores not above ``score_thresh_test`` and clipping to the image."""
+        det = self.decode(outputs)
+        results = []
+        for i, size in enumerate(image_sizes):
+            keep = det["scores"][i] > self.score_thresh_test
+            inst = Instances(size)
+            boxes = Boxes(det["boxes"][i][keep])
+            boxes.clip(size)
+            inst.pred_boxes = boxes
+            inst.scores = det["scores"][i][keep]
+            inst.pred_classes = det["classes"][i][keep]
+            results.append(inst)
+        return results
+
+    @staticmethod
+    def postprocess(results: List[Instances], batched_inputs: List[Dict], image_sizes):
+        """Rescale to each input's requested "height"/"width" (its original size)."""
+        processed = []
+        for inst, x, size in zip(results, batched_inputs, image_sizes):
+            h = x.get("height", size[0])
+            w = x.get("width", size[1])
+            processed.append({"instances": detector_postprocess(inst, h, w)})
+        return processed

@@ -1,0 +1,101 @@
+"""TTFNet training targets (Liu et al., AAAI 2020), built as batched tensor code on
+the boxes' device.
+
+Conventions: boxes are (x1, y1, x2, y2) in input pixels; the map cell (x, y)
+sits at the point (x * stride, y * stride) input pixels, with no +0.5 (the same
+point :func:`centerx.modeling.decode.ltrb_to_boxes` decodes from).
+"""
+from typing import Dict, List, Tuple
+
+import torch
+
+from .centernet import concat_objects
+from .gaussian import draw_gaussians, gaussian_patches
+
+
+def ttfnet_targets(
+    boxes: List[torch.Tensor],
+    classes: List[torch.Tensor],
+    num_classes: int,
+    output_size: Tuple[int, int],
+    stride: int,
+    alpha: float = 0.54,
+    beta: float = 0.54,
+) -> Dict[str, torch.Tensor]:
+    """Build TTFNet's heatmap and box-regression targets for a batch.
+
+    For an object with box size (w, h) in cells and centre cell
+    floor(box centre / stride):
+
+    - heatmap: an elliptical Gaussian of radii (int(alpha * w / 2), int(alpha * h / 2))
+      cells, i.e. sigma = (2 r + 1) / 6 per axis (see :func:`gaussian_patches`),
+      max-combined over the objects of a class. This is the authors' discrete
+      form of the paper's sigma_x = alpha * w / 6, sigma_y = alpha * h / 6: the
+      two differ by less than 1/6 cell and agree exactly when alpha * w / 2 is
+      an integer plus 0.5.
+    - regression samples: the cells where the object's beta-Gaussian (same form,
+      ``beta`` instead of ``alpha``) is non-zero and whose point lies inside the
+      box (borders included). Where samples of several objects meet, the object
+      of smallest area owns the cell (as drawing largest-area first and letting
+      later boxes overwrite; equal areas: the later object of the batch wins).
+      Box target = the owner's box in input pixels.
+    - sample weights: log(area_m) * G_m(cell) / sum of G_m over the cells object
+      m owns, with G_m its beta-Gaussian and area_m in input pixels (clamped at
+      1, so log >= 0): every object that owns a cell contributes log(area_m).
+
+    Objects with a non-positive width or height, a centre cell outside the map or
+    a class outside [0, num_classes) get no targets. An object whose samples
+    contain no cell point (a box smaller than a cell between grid points) has a
+    heatmap peak but no regression sample.
+
+    Args:
+        boxes: per image [N_i, 4] boxes (x1, y1, x2, y2) in input pixels.
+        classes: per image [N_i] class indices.
+        output_size: (H, W) of the output maps in cells; stride: input pixels per cell.
+        alpha, beta: Gaussian extents (fractions of the box) of the heatmap and
+            of the regression samples.
+
+    Returns dict:
+        ``heatmap`` [B, C, H, W] in [0, 1], 1 at each object's centre cell;
+        ``box`` [B, 4, H, W] (x1, y1, x2, y2) input pixels at sample cells, 0 elsewhere;
+        ``weight`` [B, H, W] sample weights, 0 outside the samples.
+    """
+    B = len(boxes)
+    H, W = output_size
+    device = boxes[0].device if B else torch.device("cpu")
+    box, cls, bidx = concat_objects(boxes, classes)
+    wh = (box[:, 2:] - box[:, :2]) / stride
+    cell = ((box[:, :2] + box[:, 2:]) / (2 * stride)).floor().long()
+    valid = (wh > 0).all(1) & (cell[:, 0] >= 0) & (cell[:, 0] < W) & (cell[:, 1] >= 0) & (cell[:, 1] < H)
+    valid &= (cls >= 0) & (cls < num_classes)
+    box, cls, bidx, wh, cell = (t[valid] for t in (box, cls, bidx, wh, cell))
+
+    heatmap = torch.zeros(B, num_classes, H, W, device=device)
+    draw_gaussians(heatmap, bidx, cls, cell, (alpha * wh / 2).long())
+
+    gauss, xs, ys = gaussian_patches(cell, (beta * wh / 2).long(), (H, W))  # [N, Y, X], [N, X], [N, Y]
+    inside_x = (xs * stride >= box[:, 0:1]) & (xs * stride <= box[:, 2:3])
+    inside_y = (ys * stride >= box[:, 1:2]) & (ys * stride <= box[:, 3:4])
+    candidate = (gauss > 0) & inside_y[:, :, None] & inside_x[:, None, :]
+    flat = bidx[:, None, None] * (H * W) + ys[:, :, None] * W + xs[:, None, :]  # [N, Y, X]
+
+    area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    order = torch.argsort(area, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=device)  # drawing order: larger first
+    rank_map = rank[:, None, None].expand_as(flat)
+    owner = torch.full((B * H * W,), -1, dtype=torch.long, device=device)
+    owner.scatter_reduce_(0, flat[candidate], rank_map[candidate], reduce="amax")
+    owned = candidate & (owner[flat] == rank_map)
+
+    g = gauss * owned
+    scale = area.clamp(min=1.0).log() / g.sum((1, 2)).clamp(min=torch.finfo(g.dtype).tiny)
+    weight = torch.zeros(B * H * W, device=device)
+    weight[flat[owned]] = (g * scale[:, None, None])[owned]
+    box_target = torch.zeros(B * H * W, 4, device=device)
+    box_target[flat[owned]] = box[:, None, None, :].expand(*flat.shape, 4)[owned]
+    return {
+        "heatmap": heatmap,
+        "box": box_target.view(B, H, W, 4).permute(0, 3, 1, 2),
+        "weight": weight.view(B, H, W),
+    }

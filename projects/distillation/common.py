@@ -1,0 +1,137 @@
+"""What the distillation experiments share: configs with a rescaled schedule,
+dataset subsets and class splits of shapes, training + COCO evaluation, tables."""
+import argparse
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+import centerx  # noqa: E402  (registers everything)
+from centerx.engine import Trainer  # noqa: E402
+
+CONFIGS = os.path.join(REPO, "configs", "shapes")
+DEMO = os.path.join(CONFIGS, "centernet_r18_demo.yaml")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Flags every experiment script takes."""
+    parser.add_argument("--iters", type=int, default=400, help="training iterations of each model (the demo's 400)")
+    parser.add_argument("--train-images", type=int, default=0, help="use only the first N training images (0: all)")
+    parser.add_argument("--test-images", type=int, default=0, help="evaluate on the first N test images (0: all)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every model")
+
+
+def subset_dataset(name: str, num_images: int) -> str:
+    """Register the first ``num_images`` images of ``name`` under a new name (0: ``name`` itself)."""
+    if num_images <= 0:
+        return name
+    new = f"{name}_first{num_images}"
+    if new not in DatasetCatalog.list():
+        DatasetCatalog.register(new, lambda: DatasetCatalog.get(name)[:num_images])
+        MetadataCatalog.get(new).set(thing_classes=list(MetadataCatalog.get(name).thing_classes),
+                                     evaluator_type="coco")
+    return new
+
+
+def class_split_dataset(name: str, classes: Sequence[str], part: Tuple[int, int] = (0, 1)) -> str:
+    """A singly-labelled dataset cut from ``name``: part ``k`` of ``n`` equal
+    slices of its images, keeping only the annotations of ``classes``
+    (renumbered 0..len-1 in that order). Objects of other classes stay in the
+    images, unlabelled, as in a dataset labelled for other purposes.
+
+    Returns:
+        the new dataset's name; its metadata has ``thing_classes = classes``.
+    """
+    k, n = part
+    new = f"{name}_{'_'.join(classes)}_part{k}of{n}"
+    if new in DatasetCatalog.list():
+        return new
+    source = list(MetadataCatalog.get(name).thing_classes)
+    remap = {source.index(c): i for i, c in enumerate(classes)}
+
+    def load():
+        dicts = DatasetCatalog.get(name)
+        size = len(dicts) // n
+        out = []
+        for d in dicts[k * size:(k + 1) * size if k < n - 1 else len(dicts)]:
+            annos = [dict(a, category_id=remap[a["category_id"]]) for a in d["annotations"]
+                     if a["category_id"] in remap]
+            out.append(dict(d, annotations=annos))
+        return out
+
+    DatasetCatalog.register(new, load)
+    MetadataCatalog.get(new).set(thing_classes=list(classes), evaluator_type="coco")
+    return new
+
+
+def experiment_cfg(config_file: str, args, output_dir: str, train: Sequence[str], test: Sequence[str],
+                   extra: Optional[List] = None):
+    """``config_file`` with the demo's schedule rescaled to ``args.iters`` (lr
+    steps at the same fractions, warm-up likewise), the given datasets, the
+    user's overrides, then ``extra`` (the experiment's own settings, last)."""
+    cfg = centerx.add_centerx_config(get_cfg())
+    cfg.merge_from_file(config_file)
+    scale = args.iters / cfg.SOLVER.MAX_ITER
+    cfg.merge_from_list([
+        "SOLVER.MAX_ITER", args.iters,
+        "SOLVER.STEPS", tuple(sorted({min(args.iters - 1, max(1, round(s * scale))) for s in cfg.SOLVER.STEPS})),
+        "SOLVER.WARMUP_ITERS", round(cfg.SOLVER.WARMUP_ITERS * scale),
+        "SOLVER.CHECKPOINT_PERIOD", args.iters,
+        "TEST.EVAL_PERIOD", 0,
+        "DATASETS.TRAIN", tuple(train),
+        "DATASETS.TEST", tuple(test),
+        "OUTPUT_DIR", output_dir,
+        "SEED", args.seed,
+    ])
+    cfg.merge_from_list(args.opts)
+    cfg.merge_from_list(extra or [])
+    cfg.freeze()
+    return cfg
+
+
+def train_and_evaluate(cfg) -> Tuple[Dict[str, float], float]:
+    """Train from scratch, evaluate on DATASETS.TEST once at the end.
+
+    Writes ``config.yaml`` (the full config, usable as a teacher config) next to
+    the checkpoints. Returns ({"AP", "AP50", "AP-<class>", ...}, training wall
+    time in s); ({}, time) if training diverged (non-finite loss).
+    """
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+    start = time.perf_counter()
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    try:
+        trainer.train()
+    except FloatingPointError:
+        return {}, time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    metrics = {k[len("bbox/"):]: v.latest() for k, v in trainer.storage.histories().items() if k.startswith("bbox/")}
+    return metrics, elapsed
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """Markdown table; floats with one decimal, None as "-"."""
+    def cell(v):
+        if v is None:
+            return "-"
+        return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_table(output_dir: str, table: str) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "table.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
