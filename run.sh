@@ -4,6 +4,7 @@
 #   ./run.sh train [train_net.py args]   train (default: the shapes demo config) + COCO evaluation
 #   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only)
 #   ./run.sh test  [pytest args]         the whole test suite
+#   ./run.sh export --format onnx|caffe|tensorrt [export.py args]   deployment export (projects/speedup)
 #   ./run.sh setup                       only create / check the environment
 #
 # Environment: .venv next to this file (CENTERX_VENV overrides). If the Python
@@ -102,8 +103,12 @@ case "$cmd" in
   test)
     setup_env
     "$PY" -m pytest tests "$@" ;;
+  export)
+    setup_env
+    if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
+    "$PY" projects/speedup/export.py "$@" ;;
   help|-h|--help)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown subcommand '$cmd'; see ./run.sh help" >&2
     exit 2 ;;

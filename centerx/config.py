@@ -108,6 +108,18 @@ def add_centerx_config(cfg):
     # Stages returned to the detector: dark{k} has stride 2^k and 32 * 2^k channels.
     _C.MODEL.DARKNET.OUT_FEATURES = ["dark2", "dark3", "dark4", "dark5"]
 
+    # ------------------------------------------------------------------ export
+    # Deployment (centerx.deploy, projects/speedup): ONNX, Caffe, TensorRT.
+    _C.EXPORT = CN()
+    # Input (height, width) in pixels, multiples of 32: the size the graph is
+    # traced at (ONNX keeps N, H, W dynamic), the fixed input of the Caffe net
+    # and of the TensorRT profile, and the letterbox size of the runtimes.
+    _C.EXPORT.INPUT_SIZE = (512, 512)
+    # TensorRT engine: largest batch of the optimisation profile (the input
+    # size is fixed to INPUT_SIZE) and builder workspace limit in MiB.
+    _C.EXPORT.TENSORRT_MAX_BATCH = 8
+    _C.EXPORT.TENSORRT_WORKSPACE_MB = 2048
+
     # ------------------------------------------------------------ distillation
     # Knowledge distillation (DESIGN §4), used by MODEL.META_ARCHITECTURE
     # "Distiller": the rest of the config describes the student; each teacher

@@ -1,0 +1,191 @@
+"""Inference on each deployment runtime with the same pre- and post-processing.
+
+Every runtime takes BGR images of any size, letterboxes them to
+``EXPORT.INPUT_SIZE`` (:class:`Letterbox`), runs its graph, decodes raw outputs
+where the graph has no decode (Caffe, ``--raw`` ONNX) with the
+meta-architecture's own decode, drops scores not above the meta-architecture's
+``SCORE_THRESH_TEST`` and maps the boxes back onto each original image.
+"""
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from detectron2.modeling import build_model
+
+from .letterbox import Letterbox
+from .wrapper import build_deploy_model, check_input_size, decode_raw_outputs, deploy_config
+
+logger = logging.getLogger(__name__)
+
+
+def score_threshold(cfg) -> float:
+    """``MODEL.<META_ARCHITECTURE>.SCORE_THRESH_TEST`` (e.g. MODEL.CENTERNET.SCORE_THRESH_TEST)."""
+    return float(cfg.MODEL.get(cfg.MODEL.META_ARCHITECTURE.upper()).SCORE_THRESH_TEST)
+
+
+class Runtime:
+    """Base class: letterbox -> :meth:`run` -> decode if raw -> threshold -> original pixels.
+
+    Subclasses implement :meth:`run`.
+    """
+
+    name = ""
+
+    def __init__(self, cfg):
+        cfg = deploy_config(cfg)
+        self.cfg = cfg
+        self.letterbox = Letterbox(check_input_size(cfg.EXPORT.INPUT_SIZE), cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_MEAN)
+        self.score_thresh = score_threshold(cfg)
+        self._decoder = None
+
+    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """float32 [N, 3, H, W] pixels (0..255, ``INPUT.FORMAT``) -> the graph's outputs
+        by name: ``boxes``, ``scores``, ``classes`` or raw ``heatmap`` + regression maps."""
+        raise NotImplementedError
+
+    def infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """Like :meth:`run`, always decoded: ``boxes`` [N, K, 4] input pixels,
+        ``scores`` [N, K], ``classes`` [N, K] int64."""
+        out = self.run(batch)
+        if "heatmap" not in out:
+            return out
+        if self._decoder is None:
+            cfg = self.cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.DEVICE = "cpu"
+            cfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
+            self._decoder = build_model(cfg).eval()
+        with torch.no_grad():
+            det = decode_raw_outputs(self._decoder, {k: torch.from_numpy(np.ascontiguousarray(v))
+                                                     for k, v in out.items()})
+        return {k: v.numpy() for k, v in det.items()}
+
+    def __call__(self, images: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+        """
+        Args:
+            images: BGR uint8 images [h_i, w_i, 3].
+
+        Returns:
+            per image: ``boxes`` [M, 4] (x1, y1, x2, y2) in its own pixels,
+            ``scores`` [M], ``classes`` [M], highest score first.
+        """
+        batch, scales = self.letterbox(images)
+        det = self.infer(batch)
+        results = []
+        for i, img in enumerate(images):
+            keep = det["scores"][i] > self.score_thresh
+            results.append({
+                "boxes": Letterbox.to_original(det["boxes"][i][keep], scales[i], img.shape),
+                "scores": det["scores"][i][keep],
+                "classes": det["classes"][i][keep],
+            })
+        return results
+
+
+class TorchRuntime(Runtime):
+    """PyTorch eager: the :class:`DeployModel` of the config (``MODEL.WEIGHTS``)
+    on ``MODEL.DEVICE``."""
+
+    name = "pytorch"
+
+    def __init__(self, cfg, raw: bool = False):
+        super().__init__(cfg)
+        self.model = build_deploy_model(cfg, raw=raw)
+        self.device = torch.device(cfg.MODEL.DEVICE)
+
+    def run(self, batch):
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(batch).to(self.device))
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime on an exported ``.onnx`` (decoded or raw)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, cfg, onnx_path: str, providers: Optional[Sequence[str]] = None):
+        """
+        Args:
+            providers: ONNX Runtime execution providers in order of preference;
+                default CUDA where this onnxruntime has it, then CPU.
+        """
+        super().__init__(cfg)
+        import onnxruntime as ort
+
+        if providers is None:
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                         if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(onnx_path, providers=list(providers))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        logger.info(f"ONNX Runtime on {self.session.get_providers()[0]}: {onnx_path}")
+
+    def run(self, batch):
+        return dict(zip(self.output_names, self.session.run(self.output_names, {"images": batch})))
+
+
+class CaffeRuntime(Runtime):
+    """A Caffe export (``.prototxt`` + ``.caffemodel``, raw outputs) through
+    OpenCV's ``cv2.dnn`` Caffe importer (OpenCV 4.x)."""
+
+    name = "caffe-opencv"
+
+    def __init__(self, cfg, prototxt: str, caffemodel: str):
+        super().__init__(cfg)
+        import cv2
+
+        self.net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+        self.output_names = list(self.net.getUnconnectedOutLayersNames())
+
+    def run(self, batch):
+        self.net.setInput(batch, "images")
+        return dict(zip(self.output_names, self.net.forward(self.output_names)))
+
+
+class TensorRTRuntime(Runtime):
+    """A serialised TensorRT engine (built by ``centerx.deploy.tensorrt_engine``)
+    on the current CUDA device; input and output buffers are torch CUDA tensors."""
+
+    name = "tensorrt"
+
+    def __init__(self, cfg, engine_path: str):
+        super().__init__(cfg)
+        from .tensorrt_engine import load_engine
+
+        self.engine = load_engine(engine_path)
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+
+    def run(self, batch):
+        from .tensorrt_engine import execute
+
+        images = torch.from_numpy(batch).cuda(non_blocking=True)
+        out = execute(self.engine, self.context, images, self.stream)
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+RUNTIMES = ("pytorch", "onnxruntime", "caffe", "tensorrt")
+
+
+def build_runtime(name: str, cfg, model_path: str = "") -> Runtime:
+    """A runtime by name.
+
+    Args:
+        name: one of :data:`RUNTIMES`.
+        model_path: the exported file: ``.onnx``, ``.prototxt`` (its
+            ``.caffemodel`` beside it) or ``.engine``; unused for "pytorch",
+            which loads ``MODEL.WEIGHTS``.
+    """
+    if name == "pytorch":
+        return TorchRuntime(cfg)
+    if not model_path:
+        raise ValueError(f"The {name} runtime needs the exported model file.")
+    if name == "onnxruntime":
+        return OnnxRuntime(cfg, model_path)
+    if name == "caffe":
+        return CaffeRuntime(cfg, model_path, os.path.splitext(model_path)[0] + ".caffemodel")
+    if name == "tensorrt":
+        return TensorRTRuntime(cfg, model_path)
+    raise ValueError(f"Unknown runtime {name!r}; choose one of {RUNTIMES}.")

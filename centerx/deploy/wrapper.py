@@ -1,0 +1,118 @@
+"""The export-friendly forward shared by every exporter and runtime (DESIGN §7)."""
+from typing import Dict, Tuple
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from torch import nn
+
+from ..modeling.decode import peak_mask
+from ..modeling.meta_arch.point_detector import PointDetector
+
+
+class ExportError(RuntimeError):
+    """A model or setting that the chosen export format cannot express."""
+
+
+class DeployModel(nn.Module):
+    """Pixels in, detections (or peak-masked maps) out, in one traceable forward.
+
+    Input ``images``: float [N, 3, H, W], pixel values 0..255 in the channel
+    order of ``cfg.INPUT.FORMAT``, H and W multiples of 32. Normalisation by
+    the model's ``pixel_mean`` / ``pixel_std`` happens inside.
+
+    Output (an ordered dict; its keys are the exported output names):
+
+    - decoded (default): ``boxes`` [N, K, 4] (x1, y1, x2, y2) in input pixels,
+      ``scores`` [N, K] in [0, 1], ``classes`` [N, K] int64,
+      K = ``TEST.DETECTIONS_PER_IMAGE``. Rows are sorted by score; the user
+      only thresholds them.
+    - ``raw=True`` (centerX-compatible): ``heatmap`` [N, C, H/4, W/4]
+      peak-masked scores (sigmoid, 0 off the 3x3 local maxima), then the
+      meta-architecture's other maps as its ``predict`` names them (CenterNet:
+      ``wh``, ``offset`` in output-stride cells; TTFNet: ``ltrb`` in pixels).
+
+    Each meta-architecture (a :class:`PointDetector`) supplies its own
+    ``predict`` (normalised images -> raw maps, heatmap logits under
+    ``"heatmap"``) and ``decode`` (peak masking + top-K of
+    ``centerx.modeling.decode``), so the graph runs the evaluation code itself.
+    """
+
+    def __init__(self, model: PointDetector, raw: bool = False):
+        super().__init__()
+        if not isinstance(model, PointDetector):
+            raise TypeError(
+                f"Deployment supports the point detectors of centerX (CenterNet, TTFNet); got "
+                f"{type(model).__name__} (MODEL.META_ARCHITECTURE)."
+            )
+        self.model = model
+        self.raw = raw
+
+    def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = (images - self.model.pixel_mean) / self.model.pixel_std
+        maps = self.model.predict(x)
+        if self.raw:
+            return peak_masked(maps)
+        return self.model.decode(maps)
+
+    @property
+    def deformable_key(self) -> str:
+        """The config key that switches this meta-architecture's deformable convs."""
+        return f"MODEL.{type(self.model).__name__.upper()}.DEFORMABLE"
+
+
+def peak_masked(maps: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Raw maps with heatmap logits -> the same maps with the heatmap replaced
+    by its peak-masked sigmoid scores [N, C, h, w]."""
+    out = {"heatmap": peak_mask(torch.sigmoid(maps["heatmap"]))}
+    out.update((k, v) for k, v in maps.items() if k != "heatmap")
+    return out
+
+
+def decode_raw_outputs(model: PointDetector, raw: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Decode the raw outputs of an exported graph with the meta-architecture's
+    own ``decode``.
+
+    ``decode`` takes heatmap logits; the raw heatmap holds their peak-masked
+    sigmoid. ``logit`` inverts the sigmoid (masked cells become -inf, whose
+    sigmoid is 0 again) and peak masking is idempotent, so this returns the
+    decoded outputs of the same graph up to float rounding of the scores.
+
+    Args:
+        raw: ``heatmap`` [N, C, h, w] peak-masked scores plus the regression maps.
+
+    Returns:
+        ``boxes`` [N, K, 4] input pixels, ``scores`` [N, K], ``classes`` [N, K] int64.
+    """
+    maps = dict(raw)
+    maps["heatmap"] = torch.logit(raw["heatmap"].float())
+    return model.decode(maps)
+
+
+def check_input_size(size) -> Tuple[int, int]:
+    """``EXPORT.INPUT_SIZE`` -> (height, width), both positive multiples of 32."""
+    h, w = (int(s) for s in size)
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise ValueError(f"EXPORT.INPUT_SIZE must be (height, width) in multiples of 32; got {tuple(size)}.")
+    return h, w
+
+
+def deploy_config(cfg):
+    """The config of the detector that gets deployed: for a ``Distiller``, its
+    student (whose config its checkpoints load into); else ``cfg`` itself."""
+    if cfg.MODEL.META_ARCHITECTURE == "Distiller":
+        from ..modeling.meta_arch.distiller import student_config
+
+        return student_config(cfg)
+    return cfg
+
+
+def build_deploy_model(cfg, raw: bool = False) -> DeployModel:
+    """The config's detector (a Distiller's student) with ``MODEL.WEIGHTS``
+    loaded (random initialisation when empty), in eval mode on ``MODEL.DEVICE``,
+    wrapped."""
+    cfg = deploy_config(cfg)
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return DeployModel(model, raw=raw).eval()

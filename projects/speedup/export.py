@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Export a centerX model to ONNX, Caffe or TensorRT (DESIGN §7 I/O contract).
+
+    python projects/speedup/export.py --config-file configs/COCO-Detection/centernet_r18_140e.yaml \
+        --format onnx [--opset 17] [--raw] [--output DIR] MODEL.WEIGHTS model_final.pth
+    python projects/speedup/export.py --config-file ... --format caffe MODEL.WEIGHTS ...
+    python projects/speedup/export.py --config-file ... --format tensorrt [--fp16] MODEL.WEIGHTS ...
+
+Trailing ``KEY VALUE`` pairs override the config, as in train_net.py. The graph
+is traced on CPU at ``EXPORT.INPUT_SIZE``; then the file is loaded in its
+runtime (ONNX Runtime for ONNX and TensorRT, OpenCV for Caffe) on a random
+image and its agreement with PyTorch is logged.
+"""
+import argparse
+import logging
+import os
+import sys
+
+import numpy as np
+import torch
+from detectron2.utils.logger import setup_logger
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import centerx  # noqa: E402
+from centerx.deploy import ExportError, build_deploy_model, check_input_size  # noqa: E402
+from centerx.deploy.onnx_export import DEFAULT_OPSET  # noqa: E402
+from centerx.deploy.tensorrt_engine import TensorRTUnavailable  # noqa: E402
+
+logger = logging.getLogger("centerx.export")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config")
+    parser.add_argument("--format", required=True, choices=("onnx", "caffe", "tensorrt"), help="what to export")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (default {DEFAULT_OPSET}; deformable convs need 19)")
+    parser.add_argument("--raw", action="store_true",
+                        help="ONNX: output the peak-masked heatmap and regression maps instead of decoded boxes")
+    parser.add_argument("--fp16", action="store_true", help="TensorRT: build an FP16 engine (FP32 otherwise)")
+    parser.add_argument("--output", metavar="DIR", help="output folder (default OUTPUT_DIR/deploy)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    return parser.parse_args(argv)
+
+
+def setup(args):
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = "cpu"  # tracing on CPU; the exported graph runs on any device
+    cfg.freeze()
+    return cfg
+
+
+def _log_agreement(runtime: str, outputs: dict, reference: dict) -> None:
+    """One log line on how the exported file agrees with PyTorch on one image.
+
+    Rows are matched, not compared in order: near-tied scores (common in an
+    untrained model) may swap order or flip a peak, which is no export error.
+    """
+    if "boxes" in reference:
+        ref_boxes, ref_classes = reference["boxes"][0], reference["classes"][0]
+        matched = sum(
+            bool(np.any((ref_classes == c) & (np.abs(ref_boxes - box).max(axis=1) < 0.5)))
+            for box, c in zip(outputs["boxes"][0], outputs["classes"][0])
+        )
+        score_diff = np.abs(np.sort(outputs["scores"][0]) - np.sort(reference["scores"][0])).max()
+        summary = (f"{matched}/{len(ref_classes)} detections match PyTorch (class and box within 0.5 px), "
+                   f"sorted scores differ by at most {score_diff:.1e}")
+    else:
+        peaks, ref_peaks = outputs["heatmap"] > 0, reference["heatmap"] > 0
+        shared = peaks & ref_peaks
+        heat_diff = np.abs(outputs["heatmap"] - reference["heatmap"])[shared].max(initial=0.0)
+        maps = ", ".join(f"{k} {np.abs(outputs[k] - reference[k]).max():.1e}" for k in reference if k != "heatmap")
+        summary = (f"{shared.sum()} of PyTorch's {ref_peaks.sum()} heatmap peaks found ({(peaks & ~ref_peaks).sum()} "
+                   f"others), differing by at most {heat_diff:.1e}; max |difference| of {maps}")
+    logger.info(f"{runtime} on a random image: {summary}.")
+
+
+def export_onnx(cfg, out_dir: str, raw: bool, opset: int) -> str:
+    """model.onnx (model_raw.onnx) in out_dir, run once in ONNX Runtime."""
+    from centerx.deploy.onnx_export import export_onnx as export
+
+    model = build_deploy_model(cfg, raw=raw)
+    path = os.path.join(out_dir, "model_raw.onnx" if raw else "model.onnx")
+    export(model, path, check_input_size(cfg.EXPORT.INPUT_SIZE), opset=opset)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        logger.warning("onnxruntime is not installed: the exported file was not run.")
+        return path
+    images = torch.rand(1, 3, *check_input_size(cfg.EXPORT.INPUT_SIZE)) * 255
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(names, {"images": images.numpy()})))
+    with torch.no_grad():
+        reference = {k: v.numpy() for k, v in model(images).items()}
+    _log_agreement("ONNX Runtime", outputs, reference)
+    return path
+
+
+def export_caffe(cfg, out_dir: str) -> str:
+    """model.prototxt + model.caffemodel in out_dir, run once in OpenCV."""
+    import cv2
+
+    from centerx.deploy.caffe_export import export_caffe as export
+
+    model = build_deploy_model(cfg, raw=True)
+    size = check_input_size(cfg.EXPORT.INPUT_SIZE)
+    prototxt, caffemodel = export(model, os.path.join(out_dir, "model"), size)
+    net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+    images = torch.rand(1, 3, *size) * 255
+    net.setInput(images.numpy(), "images")
+    names = list(net.getUnconnectedOutLayersNames())
+    outputs = dict(zip(names, net.forward(names)))
+    with torch.no_grad():
+        reference = {k: v.numpy() for k, v in model(images).items()}
+    _log_agreement("OpenCV (Caffe)", outputs, reference)
+    return prototxt
+
+
+def export_tensorrt(cfg, out_dir: str, opset: int, fp16: bool) -> str:
+    """model.onnx and model_fp32.engine (model_fp16.engine) in out_dir."""
+    from centerx.deploy.tensorrt_engine import build_engine, import_tensorrt
+
+    import_tensorrt()  # fail early, before the ONNX export, without TensorRT or a GPU
+    onnx_path = export_onnx(cfg, out_dir, raw=False, opset=opset)
+    engine = os.path.join(out_dir, f"model_{'fp16' if fp16 else 'fp32'}.engine")
+    return build_engine(onnx_path, engine, check_input_size(cfg.EXPORT.INPUT_SIZE),
+                        cfg.EXPORT.TENSORRT_MAX_BATCH, fp16, cfg.EXPORT.TENSORRT_WORKSPACE_MB)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logger(name="centerx")
+    cfg = setup(args)
+    if args.raw and args.format != "onnx":
+        raise SystemExit("--raw applies to --format onnx (Caffe exports are raw; TensorRT engines are decoded).")
+    if args.fp16 and args.format != "tensorrt":
+        raise SystemExit("--fp16 applies to --format tensorrt.")
+    out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "deploy")
+    try:
+        if args.format == "onnx":
+            path = export_onnx(cfg, out_dir, args.raw, args.opset)
+        elif args.format == "caffe":
+            path = export_caffe(cfg, out_dir)
+        else:
+            path = export_tensorrt(cfg, out_dir, args.opset, args.fp16)
+    except (ExportError, TensorRTUnavailable) as e:
+        logger.error(str(e))
+        return 2
+    logger.info(f"Done: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
