@@ -6,6 +6,18 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny tensors: faster there, and it avoids OpenMP
+    stalls (tens of times slower forwards) when the CPU cores are shared with other jobs."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_shapes(tmp_path_factory):
     """Eight generated shapes images (64-96 px), registered as a user COCO json.

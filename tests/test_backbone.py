@@ -19,14 +19,7 @@ from centerx.modeling.heads import CenterNetHeads
 from centerx.modeling.necks.centernet_upsampler import CenterNetUpsampler, bilinear_init_
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and avoids OpenMP stalls
-    (~30x slower ResNet forwards) when the CPU cores are shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_resnet18_state(seed=0):

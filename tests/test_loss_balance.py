@@ -24,12 +24,7 @@ SMALL = ["MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 16, 16]", "MODEL.CENTERNET.H
          "MODEL.TTFNET.UPSAMPLE_CHANNELS", "[32, 16, 16]"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def two_terms(module, x):

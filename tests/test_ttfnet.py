@@ -29,13 +29,7 @@ DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 STRIDE = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared CPU: one intra-op thread is fastest."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def demo_cfg(*opts):

@@ -80,12 +80,6 @@ class DarkNet(Backbone):
                 outs[name] = x
         return outs
 
-    def output_shape(self):
-        return {
-            k: ShapeSpec(channels=self._out_feature_channels[k], stride=self._out_feature_strides[k])
-            for k in self._out_features
-        }
-
     @property
     def size_divisibility(self):
         return self._size_divisibility

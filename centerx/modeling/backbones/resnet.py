@@ -45,12 +45,6 @@ class TorchvisionResNet(Backbone):
             outs[name] = x
         return outs
 
-    def output_shape(self):
-        return {
-            k: ShapeSpec(channels=self._out_feature_channels[k], stride=self._out_feature_strides[k])
-            for k in self._out_features
-        }
-
     @property
     def size_divisibility(self):
         return 32
