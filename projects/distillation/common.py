@@ -8,11 +8,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.logger import setup_logger
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
 import centerx  # noqa: E402  (registers everything)
+from centerx.data.datasets import ensure_datasets  # noqa: E402
 from centerx.engine import Trainer  # noqa: E402
 
 CONFIGS = os.path.join(REPO, "configs", "shapes")
@@ -26,6 +28,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-images", type=int, default=0, help="evaluate on the first N test images (0: all)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every model")
+
+
+def prepare_shapes(args) -> Tuple[str, str]:
+    """Set up logging, generate shapes if needed and register the ``--train-images`` /
+    ``--test-images`` subsets. Returns (train dataset name, test dataset name)."""
+    setup_logger(name="centerx")
+    setup_logger(name="detectron2")
+    ensure_datasets(["shapes_train", "shapes_val"])
+    return subset_dataset("shapes_train", args.train_images), subset_dataset("shapes_val", args.test_images)
 
 
 def subset_dataset(name: str, num_images: int) -> str:

@@ -19,11 +19,8 @@ multiply the resulting SOLVER.BASE_LR).
 import argparse
 import os
 
-from detectron2.utils.logger import setup_logger
-
-from common import DEMO, add_common_args, experiment_cfg, format_table, subset_dataset, train_and_evaluate, \
+from common import DEMO, add_common_args, experiment_cfg, format_table, prepare_shapes, train_and_evaluate, \
     write_table
-from centerx.data.datasets import ensure_datasets
 
 
 def parse_args(argv=None):
@@ -37,11 +34,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="centerx")
-    setup_logger(name="detectron2")
-    ensure_datasets(["shapes_train", "shapes_val"])
-    train = [subset_dataset("shapes_train", args.train_images)]
-    test = [subset_dataset("shapes_val", args.test_images)]
+    train, test = ([name] for name in prepare_shapes(args))
     rows = []
     for factor in args.lr_factors:
         for balance in (False, True):

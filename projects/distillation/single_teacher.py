@@ -20,11 +20,8 @@ Trailing ``KEY VALUE`` pairs override every model's config alike.
 import argparse
 import os
 
-from detectron2.utils.logger import setup_logger
-
-from common import CONFIGS, DEMO, add_common_args, experiment_cfg, format_table, subset_dataset, \
+from common import CONFIGS, DEMO, add_common_args, experiment_cfg, format_table, prepare_shapes, \
     train_and_evaluate, write_table
-from centerx.data.datasets import ensure_datasets
 
 DISTILL = os.path.join(CONFIGS, "distill_centernet_r50_to_r18_demo.yaml")
 
@@ -39,11 +36,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="centerx")
-    setup_logger(name="detectron2")
-    ensure_datasets(["shapes_train", "shapes_val"])
-    train = [subset_dataset("shapes_train", args.train_images)]
-    test = [subset_dataset("shapes_val", args.test_images)]
+    train, test = ([name] for name in prepare_shapes(args))
     out = args.output_dir
 
     teacher_dir = os.path.join(out, f"teacher_r{args.teacher_depth}")

@@ -23,11 +23,9 @@ Trailing ``KEY VALUE`` pairs override every model's config alike.
 import argparse
 import os
 
-from detectron2.utils.logger import setup_logger
-
 from common import CONFIGS, DEMO, add_common_args, class_split_dataset, experiment_cfg, format_table, \
-    subset_dataset, train_and_evaluate, write_table
-from centerx.data.datasets import SHAPES_CLASSES, ensure_datasets
+    prepare_shapes, train_and_evaluate, write_table
+from centerx.data.datasets import SHAPES_CLASSES
 from centerx.data.datasets.shapes import datasets_root
 
 DISTILL = os.path.join(CONFIGS, "distill_two_teachers_label_free_demo.yaml")
@@ -43,11 +41,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="centerx")
-    setup_logger(name="detectron2")
-    ensure_datasets(["shapes_train", "shapes_val"])
-    train = subset_dataset("shapes_train", args.train_images)
-    test = subset_dataset("shapes_val", args.test_images)
+    train, test = prepare_shapes(args)
     out = args.output_dir
 
     teachers, results = [], {}
