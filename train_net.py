@@ -11,7 +11,6 @@ Trailing ``KEY VALUE`` pairs override the config (detectron2's usual syntax).
 import os
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
@@ -21,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import centerx  # noqa: E402  (registers everything)
 from centerx.data.datasets import ensure_datasets  # noqa: E402
-from centerx.engine import Trainer  # noqa: E402
+from centerx.engine import Trainer, load_weights_for_eval  # noqa: E402
 
 
 def setup(args):
@@ -40,7 +39,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -23,8 +23,13 @@ def add_centerx_config(cfg):
     _C.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
     # Normalisation in the backbone: "BN", "SyncBN" or "FrozenBN".
     _C.MODEL.CENTERX.BACKBONE_NORM = "BN"
-    # Normalisation in the upsampler and heads: "BN" or "SyncBN".
+    # Normalisation in the upsampler (CenterNet's and TTFNet's): any name of
+    # detectron2's get_norm, e.g. "BN", "SyncBN" (CUDA, across processes),
+    # "naiveSyncBN" (any backend, e.g. gloo on CPU) or "GN".
     _C.MODEL.CENTERX.NECK_NORM = "BN"
+    # Normalisation after each hidden 3x3 conv of the heads, same names as
+    # NECK_NORM; "" = none (as in both papers).
+    _C.MODEL.CENTERX.HEAD_NORM = ""
 
     # --------------------------------------------------------------- CenterNet
     _C.MODEL.CENTERNET = CN()
@@ -181,6 +186,20 @@ def add_centerx_config(cfg):
     # a Distiller is built; needs DATALOADER.FILTER_EMPTY_ANNOTATIONS False.
     _C.DATASETS.IMAGE_FOLDERS = []
 
+    # --------------------------------------------------------------- model EMA
+    # Exponential moving average of the weights (params and buffers):
+    # ema = d * ema + (1 - d) * w after every step, d = DECAY * (1 - exp(-k / WARMUP_ITERS))
+    # at step k (so early steps follow the fast-changing weights closely).
+    _C.MODEL_EMA = CN()
+    _C.MODEL_EMA.ENABLED = False
+    _C.MODEL_EMA.DECAY = 0.9998
+    # Iterations over which the decay ramps up to DECAY (0: DECAY from the start).
+    _C.MODEL_EMA.WARMUP_ITERS = 2000
+    # Evaluate (during training and with --eval-only) with the EMA weights
+    # instead of the trained ones. The EMA is saved with every checkpoint
+    # (key "ema") and restored on --resume.
+    _C.MODEL_EMA.USE_FOR_EVAL = True
+
     # ------------------------------------------------------------------- input
     # Square side (input pixels) of every training image after augmentation.
     _C.INPUT.TRAIN_SIZE = 512
@@ -207,6 +226,14 @@ def add_centerx_config(cfg):
     # Training mapper: "centernet" (random scale + crop to INPUT.TRAIN_SIZE,
     # flip, colour jitter) or "default" (detectron2's DatasetMapper).
     _C.DATALOADER.TRAIN_MAPPER = "centernet"
+    # Training sampler. centerX's default, "ResumableTrainingSampler", is
+    # detectron2's infinite shuffled stream made exactly resumable: each sample
+    # (image and augmentation) depends only on its position in the stream and
+    # on SEED (random when < 0, then saved in the checkpoint), and --resume
+    # continues from the next position (centerx/data/samplers.py). detectron2's
+    # own samplers ("TrainingSampler", "RepeatFactorTrainingSampler",
+    # "RandomSubsetTrainingSampler") still work but restart on resume.
+    _C.DATALOADER.SAMPLER_TRAIN = "ResumableTrainingSampler"
 
     # ------------------------------------------------------------------ solver
     # Optimizer: "SGD" (detectron2's), "ADAM" or "ADAMW" (the CenterNet papers
@@ -217,4 +244,10 @@ def add_centerx_config(cfg):
     # Evaluator for TEST datasets: "coco" (detectron2's COCOEvaluator) or
     # "none" (no evaluation).
     _C.TEST.EVALUATOR = "coco"
+    # At each evaluation during training, draw the predictions of the model on
+    # the first VIS_IMAGES images of DATASETS.TEST[0] and write them to
+    # TensorBoard (detectron2's event writer); 0 = off.
+    _C.TEST.VIS_IMAGES = 4
+    # Only detections scoring above this are drawn in those images.
+    _C.TEST.VIS_SCORE_THRESH = 0.3
     return cfg

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from centerx.modeling.decode import decode_centernet, peak_mask, topk_peaks
-from centerx.modeling.targets.centernet import centernet_targets
+from centerx.modeling.targets import centernet_targets, pad_objects
 
 
 def eq_peaks(heat):
@@ -176,7 +176,7 @@ def test_targets_decode_round_trip():
              torch.tensor([[40.0, 40.0, 41.5, 47.0], [0.0, 0.0, 127.0, 95.0]])]
     classes = [torch.tensor([0, 1, 0]), torch.tensor([1, 1])]
     Hm, Wm, s = 24, 32, 4
-    t = centernet_targets(boxes, classes, num_classes=2, output_size=(Hm, Wm), stride=s, max_objects=8)
+    t = centernet_targets(*pad_objects(boxes, classes), num_classes=2, output_size=(Hm, Wm), stride=s, max_objects=8)
     hm = t["heatmap"].clamp(1e-6, 1 - 1e-6)
     logits = torch.log(hm / (1 - hm))
     wh = torch.zeros(2, 2, Hm, Wm)

@@ -105,7 +105,7 @@ def test_model_trains_on_empty_and_crowded_images(tmp_path):
     assert losses["loss_wh"].item() == 0.0  # no objects: no size term
     losses = model([empty, crowded])
     assert all(torch.isfinite(v) for v in losses.values())
-    assert model._num_skipped == 4
+    assert model.num_skipped_objects == 4
 
 
 def test_unknown_mapper_or_optimizer_name_is_refused():

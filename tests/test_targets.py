@@ -9,13 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from centerx.modeling.targets.centernet import centernet_targets
+from centerx.modeling.targets import pad_objects
+from centerx.modeling.targets.centernet import centernet_targets as _centernet_targets
 from centerx.modeling.targets.gaussian import draw_gaussians, gaussian_radius
 
 
 # --------------------------------------------------------------------------- #
 # independent reference implementations
 # --------------------------------------------------------------------------- #
+def centernet_targets(boxes, classes, *args, **kwargs):
+    """The targets of per-image box / class lists (padded as the models pad them)."""
+    return _centernet_targets(*pad_objects(boxes, classes), *args, **kwargs)
+
+
+def _window(radii):
+    """The tightest window for [N, 2] radii."""
+    return (int(radii[:, 0].max()), int(radii[:, 1].max())) if len(radii) else (0, 0)
+
+
 def radius_corrected(h, w, m):
     """Proper roots of CornerNet's three IoU quadratics, derived from the geometry.
 
@@ -78,7 +89,7 @@ def _draw(H, W, centers, radii, classes=None, C=1):
     if r.dim() == 1:
         r = r[:, None].expand(-1, 2)
     return draw_gaussians(hm, torch.zeros(n, dtype=torch.long), classes,
-                          torch.as_tensor(centers, dtype=torch.long), r)
+                          torch.as_tensor(centers, dtype=torch.long), r, _window(r))
 
 
 # --------------------------------------------------------------------------- #
@@ -182,7 +193,7 @@ def test_classes_and_images_do_not_interact():
     """Objects of different classes / images land in their own planes only."""
     hm = torch.zeros(2, 3, 10, 10)
     draw_gaussians(hm, torch.tensor([0, 0, 1]), torch.tensor([0, 2, 2]),
-                   torch.tensor([[4, 4], [5, 4], [4, 5]]), torch.tensor([[2, 2], [2, 2], [1, 1]]))
+                   torch.tensor([[4, 4], [5, 4], [4, 5]]), torch.tensor([[2, 2], [2, 2], [1, 1]]), (2, 2))
     single = _draw(10, 10, [[4, 4]], [2])[0, 0]
     assert torch.equal(hm[0, 0], single)
     assert torch.equal(hm[0, 2], _draw(10, 10, [[5, 4]], [2])[0, 0])

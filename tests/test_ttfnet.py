@@ -22,6 +22,7 @@ import centerx
 from centerx.modeling.backbones.darknet import DarkNet
 from centerx.modeling.decode import decode_ttfnet
 from centerx.modeling.losses.giou import generalized_iou, weighted_giou_loss
+from centerx.modeling.targets import pad_objects
 from centerx.modeling.targets.ttfnet import ttfnet_targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,8 +93,9 @@ def reference_targets(boxes, classes, C, H, W, stride, alpha=0.54, beta=0.54):
 
 
 def targets(boxes, classes, C, H, W, **kw):
-    return ttfnet_targets([torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes],
-                          [torch.as_tensor(c, dtype=torch.long) for c in classes], C, (H, W), STRIDE, **kw)
+    padded = pad_objects([torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes],
+                         [torch.as_tensor(c, dtype=torch.long) for c in classes])
+    return ttfnet_targets(*padded, C, (H, W), STRIDE, **kw)
 
 
 # --------------------------------------------------------------------------- #

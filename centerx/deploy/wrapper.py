@@ -1,4 +1,5 @@
 """The export-friendly forward shared by every exporter and runtime (DESIGN §7)."""
+import logging
 from typing import Dict, Tuple
 
 import torch
@@ -6,8 +7,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from torch import nn
 
+from ..engine.ema import load_ema_weights
 from ..modeling.decode import peak_mask
 from ..modeling.meta_arch.point_detector import PointDetector
+
+logger = logging.getLogger(__name__)
 
 
 class ExportError(RuntimeError):
@@ -109,10 +113,12 @@ def deploy_config(cfg):
 
 def build_deploy_model(cfg, raw: bool = False) -> DeployModel:
     """The config's detector (a Distiller's student) with ``MODEL.WEIGHTS``
-    loaded (random initialisation when empty), in eval mode on ``MODEL.DEVICE``,
-    wrapped."""
+    loaded (random initialisation when empty; the checkpoint's EMA weights with
+    MODEL_EMA.ENABLED and USE_FOR_EVAL), in eval mode on ``MODEL.DEVICE``, wrapped."""
     cfg = deploy_config(cfg)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        extra = DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        if cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.USE_FOR_EVAL and load_ema_weights(model, extra):
+            logger.info("Exporting the checkpoint's EMA weights (MODEL_EMA.USE_FOR_EVAL).")
     return DeployModel(model, raw=raw).eval()

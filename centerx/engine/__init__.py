@@ -1,3 +1,7 @@
-from .trainer import Trainer, build_optimizer, build_train_mapper
+from .checkpoint import AtomicCheckpointer
+from .ema import EMAHook, ModelEMA, load_ema_weights
+from .trainer import Trainer, build_optimizer, build_train_mapper, load_weights_for_eval
+from .visualization import PredictionImages, draw_detections
 
-__all__ = ["Trainer", "build_optimizer", "build_train_mapper"]
+__all__ = ["AtomicCheckpointer", "EMAHook", "ModelEMA", "load_ema_weights", "Trainer", "build_optimizer",
+           "build_train_mapper", "load_weights_for_eval", "PredictionImages", "draw_detections"]

@@ -1,13 +1,30 @@
-"""detectron2 ``DefaultTrainer`` with the mapper, evaluator and optimizer chosen by config."""
+"""detectron2 ``DefaultTrainer`` with the mapper, evaluator and optimizer chosen by
+config, model EMA, atomic checkpoints, an exactly resumable data stream and
+distributed training on CPU (gloo) as well as GPU (NCCL)."""
+import contextlib
+import logging
 import os
+import weakref
 
 import torch
-from detectron2.data import DatasetMapper, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from fvcore.nn.precise_bn import get_bn_modules
 
 from ..data import CenterNetDatasetMapper
+from ..data.samplers import PositionedDataset, ResumableTrainingSampler
+from .checkpoint import AtomicCheckpointer
+from .ema import EMAHook, ModelEMA, load_ema_weights
+from .replicas import ReplicaCheck
+from .visualization import PredictionImages
+
+logger = logging.getLogger(__name__)
+
+RESUMABLE_SAMPLER = "ResumableTrainingSampler"
 
 TRAIN_MAPPERS = ("centernet", "default")
 EVALUATORS = ("coco", "none")
@@ -45,12 +62,173 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     return maybe_add_gradient_clipping(cfg, opt(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY))
 
 
+def build_resumable_train_loader(cfg, seed: int):
+    """The training loader over a :class:`PositionedDataset`: a stream whose
+    samples depend only on their position and ``seed``.
+
+    Returns:
+        (data loader, the dataset, the sampler); set ``dataset.seed`` and
+        ``sampler.start`` before the loader starts iterating.
+    """
+    dicts = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN,
+        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        min_keypoints=0,
+        proposal_files=None,
+    )
+    dataset = PositionedDataset(dicts, build_train_mapper(cfg), seed)
+    sampler = ResumableTrainingSampler()
+    loader = build_detection_train_loader(
+        dataset,
+        mapper=None,
+        sampler=sampler,
+        total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        # the centernet mapper makes every image INPUT.TRAIN_SIZE square: grouping by
+        # the original images' orientation would only reorder the stream
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING and cfg.DATALOADER.TRAIN_MAPPER != "centernet",
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
+    return loader, dataset, sampler
+
+
+def data_seed(cfg) -> int:
+    """SEED when set (>= 0), else one random seed shared by all processes."""
+    return cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+
+
+def load_weights_for_eval(cfg, model, weights: str, resume: bool = False) -> None:
+    """Load ``weights`` (or, with ``resume``, the last checkpoint of OUTPUT_DIR) for
+    evaluation or export; with MODEL_EMA.ENABLED and USE_FOR_EVAL, the
+    checkpoint's EMA weights when it has them."""
+    extra = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights, resume=resume)
+    if cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.USE_FOR_EVAL:
+        if load_ema_weights(model, extra):
+            logger.info("Using the checkpoint's EMA weights (MODEL_EMA.USE_FOR_EVAL).")
+        else:
+            logger.warning("MODEL_EMA.USE_FOR_EVAL is set but the checkpoint has no EMA weights; "
+                           "using its trained weights.")
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` whose train mapper (DATALOADER.TRAIN_MAPPER), evaluator
-    (TEST.EVALUATOR) and optimizer (SOLVER.OPTIMIZER) come from the config."""
+    (TEST.EVALUATOR) and optimizer (SOLVER.OPTIMIZER) come from the config, and which adds:
+
+    - model EMA (MODEL_EMA), checkpointed and used for evaluation;
+    - atomic checkpoint writes (:class:`AtomicCheckpointer`);
+    - with DATALOADER.SAMPLER_TRAIN "ResumableTrainingSampler", a data stream
+      that ``--resume`` continues exactly (:mod:`centerx.data.samplers`);
+      its seed is saved with the checkpoint;
+    - DistributedDataParallel for CPU models too (gloo), which detectron2's
+      trainer wraps with GPU-only arguments, and a check that all processes
+      end with the same weights;
+    - images with predicted boxes in TensorBoard at each evaluation (TEST.VIS_IMAGES).
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        self._data_seed = data_seed(cfg)
+        self._stream = None
+        if cfg.DATALOADER.SAMPLER_TRAIN == RESUMABLE_SAMPLER:
+            data_loader, dataset, sampler = build_resumable_train_loader(cfg, self._data_seed)
+            self._stream = (dataset, sampler)
+        else:
+            data_loader = self.build_train_loader(cfg)
+        self.ema = ModelEMA(model, cfg.MODEL_EMA.DECAY, cfg.MODEL_EMA.WARMUP_ITERS) if cfg.MODEL_EMA.ENABLED else None
+
+        on_gpu = torch.device(cfg.MODEL.DEVICE).type == "cuda"
+        model = create_ddp_model(model, broadcast_buffers=False,
+                                 device_ids=[comm.get_local_rank()] if on_gpu else None)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        if self.ema is not None:
+            self.checkpointer.add_checkpointable("ema", self.ema)
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @property
+    def unwrapped_model(self) -> torch.nn.Module:
+        """The model without its DistributedDataParallel wrapper."""
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    def resume_or_load(self, resume=True):
+        """detectron2's resume / load, then: the EMA restarts from the loaded
+        weights unless the checkpoint had one, and the data stream starts at the
+        first sample the resumed iteration has not seen."""
+        super().resume_or_load(resume=resume)
+        if self.ema is not None and not self.ema.restored:
+            self.ema.reset(self.unwrapped_model)
+        if self._stream is not None:
+            dataset, sampler = self._stream
+            dataset.seed = self._data_seed
+            sampler.start = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
+        elif resume and self.start_iter > 0:
+            logger.warning(f"DATALOADER.SAMPLER_TRAIN={self.cfg.DATALOADER.SAMPLER_TRAIN} restarts its stream on "
+                           f"resume; use '{RESUMABLE_SAMPLER}' to continue it exactly.")
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["data_seed"] = self._data_seed
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._data_seed = state_dict.get("data_seed", self._data_seed)
+
+    @contextlib.contextmanager
+    def eval_weights(self):
+        """Within the block, the model holds the weights to evaluate: the EMA's
+        with MODEL_EMA.ENABLED and USE_FOR_EVAL, else its own."""
+        if self.ema is not None and self.cfg.MODEL_EMA.USE_FOR_EVAL:
+            with self.ema.apply_to(self.unwrapped_model):
+                yield
+        else:
+            yield
+
+    def build_hooks(self):
+        """detectron2's default hooks (timer, LR scheduler, PreciseBN,
+        checkpointer, evaluation, writers) plus the EMA update (before the
+        checkpointer, so checkpoints hold the updated EMA), the replica check of
+        distributed runs and prediction images (before the writers); evaluation
+        and images use :meth:`eval_weights`."""
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = 0  # as detectron2: the PreciseBN loader
+        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
+        if self.ema is not None:
+            ret.append(EMAHook(self.ema, self.unwrapped_model))
+        if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model):
+            ret.append(hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, self.model, self.build_train_loader(cfg),
+                                       cfg.TEST.PRECISE_BN.NUM_ITER))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+
+        def test_and_save_results():
+            with self.eval_weights():
+                self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        ret.append(ReplicaCheck(self.unwrapped_model))
+        if comm.is_main_process():
+            ret.append(PredictionImages(self.cfg, cfg.TEST.EVAL_PERIOD))
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+        return ret
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """The training loader (for use outside the trainer; the trainer builds a
+        resumable one itself when DATALOADER.SAMPLER_TRAIN asks for it)."""
+        if cfg.DATALOADER.SAMPLER_TRAIN == RESUMABLE_SAMPLER:
+            return build_resumable_train_loader(cfg, data_seed(cfg))[0]
         return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
 
     @classmethod

@@ -3,23 +3,28 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
+from detectron2.layers import get_norm
 from torch import nn
 
 
 class ConvHead(nn.Module):
-    """``num_convs`` x (3x3 conv + ReLU) then a 1x1 conv to ``out_channels``.
+    """``num_convs`` x (3x3 conv [+ norm] + ReLU) then a 1x1 conv to ``out_channels``.
 
     Input [N, C_in, H, W] -> output [N, out_channels, H, W] (raw, no activation).
     The last conv's bias starts at ``bias_init``; with ``std`` > 0 all convs
     start from N(0, std) weights (CenterNet's regression heads use 0.001).
+    ``norm`` is a detectron2 ``get_norm`` name ("" = none, as in the papers).
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_convs: int = 1, bias_init: float = 0.0, std: float = 0.0):
+                 num_convs: int = 1, bias_init: float = 0.0, std: float = 0.0, norm: str = ""):
         super().__init__()
         layers = []
         for _ in range(num_convs):
-            layers += [nn.Conv2d(in_channels, hidden_channels, 3, padding=1), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(in_channels, hidden_channels, 3, padding=1))
+            if norm:
+                layers.append(get_norm(norm, hidden_channels))
+            layers.append(nn.ReLU(inplace=True))
             in_channels = hidden_channels
         layers.append(nn.Conv2d(in_channels, out_channels, 1))
         self.layers = nn.Sequential(*layers)
@@ -43,11 +48,11 @@ class CenterNetHeads(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: int, hidden_channels: int = 64,
-                 heatmap_bias: float = -2.19):
+                 heatmap_bias: float = -2.19, norm: str = ""):
         super().__init__()
-        self.heatmap = ConvHead(in_channels, hidden_channels, num_classes, bias_init=heatmap_bias)
-        self.wh = ConvHead(in_channels, hidden_channels, 2, std=0.001)
-        self.offset = ConvHead(in_channels, hidden_channels, 2, std=0.001)
+        self.heatmap = ConvHead(in_channels, hidden_channels, num_classes, bias_init=heatmap_bias, norm=norm)
+        self.wh = ConvHead(in_channels, hidden_channels, 2, std=0.001, norm=norm)
+        self.offset = ConvHead(in_channels, hidden_channels, 2, std=0.001, norm=norm)
 
     def forward(self, x) -> Dict[str, torch.Tensor]:
         return {"heatmap": self.heatmap(x), "wh": self.wh(x), "offset": self.offset(x)}
@@ -67,11 +72,11 @@ class TTFNetHeads(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, heatmap_channels: int = 128, heatmap_convs: int = 2,
                  box_channels: int = 64, box_convs: int = 2, heatmap_bias: float = -2.19, box_base: float = 16.0,
-                 box_bias: float = 0.0):
+                 box_bias: float = 0.0, norm: str = ""):
         super().__init__()
         self.heatmap = ConvHead(in_channels, heatmap_channels, num_classes, heatmap_convs,
-                                bias_init=heatmap_bias, std=0.01)
-        self.ltrb = ConvHead(in_channels, box_channels, 4, box_convs, bias_init=box_bias, std=0.001)
+                                bias_init=heatmap_bias, std=0.01, norm=norm)
+        self.ltrb = ConvHead(in_channels, box_channels, 4, box_convs, bias_init=box_bias, std=0.001, norm=norm)
         self.box_base = box_base
 
     def forward(self, x) -> Dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
 """CenterNet ("Objects as Points", Zhou et al. 2019) as a detectron2 meta-architecture."""
 import logging
+import time
 from typing import Dict, List
 
 import torch
@@ -7,16 +8,18 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
-from detectron2.utils.logger import log_every_n_seconds
 
 from ..decode import decode_centernet
 from ..heads import CenterNetHeads
 from ..losses import masked_l1_loss, penalty_reduced_focal_loss
 from ..necks import CenterNetUpsampler
-from ..targets import centernet_targets
+from ..targets import batch_ground_truth, centernet_targets, centernet_window
 from .point_detector import PointDetector
 
 logger = logging.getLogger(__name__)
+
+# skipped objects are read back from the device and reported at most this often
+_SKIP_LOG_PERIOD_S = 60.0
 
 
 @META_ARCH_REGISTRY.register()
@@ -43,7 +46,9 @@ class CenterNet(PointDetector):
         self.max_objects = max_objects
         self.focal_alpha, self.focal_beta = focal_alpha, focal_beta
         self.loss_weights = {"heatmap": heatmap_loss_weight, "wh": wh_loss_weight, "offset": offset_loss_weight}
-        self._num_skipped = 0
+        self._num_skipped = 0  # last count read back to the host
+        self._num_skipped_device = None
+        self._last_skip_report = time.monotonic()
 
     @classmethod
     def from_config(cls, cfg):
@@ -52,7 +57,8 @@ class CenterNet(PointDetector):
         backbone = common["backbone"]
         feat = backbone.output_shape()[backbone._out_features[-1]]
         upsampler = CenterNetUpsampler(feat.channels, c.UPSAMPLE_CHANNELS, c.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
-        heads = CenterNetHeads(upsampler.out_channels, c.NUM_CLASSES, c.HEAD_CHANNELS, c.HEATMAP_BIAS)
+        heads = CenterNetHeads(upsampler.out_channels, c.NUM_CLASSES, c.HEAD_CHANNELS, c.HEATMAP_BIAS,
+                               cfg.MODEL.CENTERX.HEAD_NORM)
         return {
             **common,
             "upsampler": upsampler,
@@ -75,10 +81,10 @@ class CenterNet(PointDetector):
     def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
         """``loss_heatmap``, ``loss_wh``, ``loss_offset``, already weighted."""
         H, W = outputs["heatmap"].shape[-2:]
-        targets = centernet_targets(
-            [g.gt_boxes.tensor for g in gt], [g.gt_classes for g in gt], self.num_classes, (H, W),
-            self.stride, self.min_overlap, self.radius_mode, self.max_objects,
-        )
+        boxes, classes, window = batch_ground_truth(
+            gt, self.device, lambda b, c: centernet_window(b, c, self.stride, self.min_overlap, self.radius_mode))
+        targets = centernet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.min_overlap,
+                                    self.radius_mode, self.max_objects, window)
         self._log_skipped(targets["num_skipped"])
         hm = penalty_reduced_focal_loss(outputs["heatmap"], targets["heatmap"], self.focal_alpha, self.focal_beta)
         wh = masked_l1_loss(outputs["wh"], targets["index"], targets["wh"], targets["mask"])
@@ -86,20 +92,32 @@ class CenterNet(PointDetector):
         w = self.loss_weights
         return {"loss_heatmap": hm * w["heatmap"], "loss_wh": wh * w["wh"], "loss_offset": off * w["offset"]}
 
-    def _log_skipped(self, num: int) -> None:
-        if num:
-            self._num_skipped += num
-            log_every_n_seconds(
-                logging.WARNING,
-                f"CenterNet targets: {self._num_skipped} objects skipped so far (more than "
-                f"MODEL.CENTERNET.MAX_OBJECTS={self.max_objects} in an image, empty boxes, or "
-                "centres outside the image).",
-                n=60,
-            )
-            try:
-                get_event_storage().put_scalar("skipped_objects", float(self._num_skipped), smoothing_hint=False)
-            except AssertionError:  # called outside a detectron2 training loop
-                pass
+    @property
+    def num_skipped_objects(self) -> int:
+        """Objects skipped by the targets so far (reads the device counter)."""
+        return int(self._num_skipped_device) if self._num_skipped_device is not None else 0
+
+    def _log_skipped(self, num: torch.Tensor) -> None:
+        """Count skipped objects on the device; read the count back (one host
+        sync) and report it at most once every ``_SKIP_LOG_PERIOD_S`` seconds."""
+        self._num_skipped_device = num + (self._num_skipped_device if self._num_skipped_device is not None else 0)
+        now = time.monotonic()
+        if now - self._last_skip_report < _SKIP_LOG_PERIOD_S:
+            return
+        self._last_skip_report = now
+        total = int(self._num_skipped_device)
+        if total == self._num_skipped:
+            return
+        self._num_skipped = total
+        logger.warning(
+            f"CenterNet targets: {total} objects skipped so far (more than "
+            f"MODEL.CENTERNET.MAX_OBJECTS={self.max_objects} in an image, empty boxes, or "
+            "centres outside the image)."
+        )
+        try:
+            get_event_storage().put_scalar("skipped_objects", float(total), smoothing_hint=False)
+        except AssertionError:  # called outside a detectron2 training loop
+            pass
 
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Peak masking + top-K; boxes from size and offset at each peak (input pixels)."""

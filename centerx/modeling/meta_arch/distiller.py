@@ -229,7 +229,7 @@ class Distiller(nn.Module):
         labeled = [i for i, x in enumerate(batched_inputs) if not x.get("unlabeled", False)]
         rows = labeled or list(range(len(batched_inputs)))
         index = torch.as_tensor(rows, device=self.device)
-        gt = [batched_inputs[i]["instances"].to(self.device) for i in rows]
+        gt = [batched_inputs[i]["instances"] for i in rows]
         losses = self.student.losses({k: v.index_select(0, index) for k, v in outputs.items()}, gt)
         if not labeled:
             losses = {k: v * 0.0 for k, v in losses.items()}

@@ -67,7 +67,11 @@ class PointDetector(nn.Module):
         raise NotImplementedError
 
     def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
-        """Raw output maps + ground truth -> dict of weighted losses."""
+        """Raw output maps + ground truth -> dict of weighted losses.
+
+        ``gt`` stays where the data loader put it (host memory): the targets are
+        padded and sized there, then built on the model's device
+        (:func:`~centerx.modeling.targets.batch_ground_truth`)."""
         raise NotImplementedError
 
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -81,8 +85,7 @@ class PointDetector(nn.Module):
         if self.training:
             if not all("instances" in x for x in batched_inputs):
                 raise ValueError(f"{type(self).__name__} training needs 'instances' in every input dict.")
-            gt = [x["instances"].to(self.device) for x in batched_inputs]
-            losses = self.losses(outputs, gt)
+            losses = self.losses(outputs, [x["instances"] for x in batched_inputs])
             return self.loss_balancer(losses) if self.loss_balancer is not None else losses
         return self.postprocess(self.inference(outputs, images.image_sizes), batched_inputs, images.image_sizes)
 

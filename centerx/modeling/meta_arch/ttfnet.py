@@ -11,7 +11,7 @@ from ..decode import decode_ttfnet, ltrb_to_boxes
 from ..heads import TTFNetHeads
 from ..losses import penalty_reduced_focal_loss, weighted_giou_loss
 from ..necks import TTFNetUpsampler
-from ..targets import ttfnet_targets
+from ..targets import batch_ground_truth, ttfnet_targets, ttfnet_window
 from .point_detector import PointDetector
 
 
@@ -44,7 +44,8 @@ class TTFNet(PointDetector):
         upsampler = TTFNetUpsampler(backbone.output_shape(), backbone._out_features, t.UPSAMPLE_CHANNELS,
                                     t.SHORTCUT_CONVS, t.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
         heads = TTFNetHeads(upsampler.out_channels, t.NUM_CLASSES, t.HEATMAP_HEAD_CHANNELS, t.HEATMAP_HEAD_CONVS,
-                            t.BOX_HEAD_CHANNELS, t.BOX_HEAD_CONVS, t.HEATMAP_BIAS, t.BOX_BASE, t.BOX_HEAD_BIAS)
+                            t.BOX_HEAD_CHANNELS, t.BOX_HEAD_CONVS, t.HEATMAP_BIAS, t.BOX_BASE, t.BOX_HEAD_BIAS,
+                            cfg.MODEL.CENTERX.HEAD_NORM)
         return {
             **common,
             "upsampler": upsampler,
@@ -62,12 +63,17 @@ class TTFNet(PointDetector):
     def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
         """``loss_heatmap`` (focal) and ``loss_box`` (weighted GIoU), already weighted, FP32."""
         H, W = outputs["heatmap"].shape[-2:]
-        targets = ttfnet_targets([g.gt_boxes.tensor for g in gt], [g.gt_classes for g in gt], self.num_classes,
-                                 (H, W), self.stride, self.alpha, self.beta)
+        boxes, classes, window = batch_ground_truth(
+            gt, self.device, lambda b, c: ttfnet_window(b, c, self.stride, self.alpha, self.beta))
+        targets = ttfnet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.alpha, self.beta, window)
         hm = penalty_reduced_focal_loss(outputs["heatmap"], targets["heatmap"])
-        b, y, x = torch.nonzero(targets["weight"] > 0, as_tuple=True)
-        pred_boxes = ltrb_to_boxes(outputs["ltrb"][b, :, y, x].float(), x, y, self.stride)
-        box = weighted_giou_loss(pred_boxes, targets["box"][b, :, y, x], targets["weight"][b, y, x])
+        # GIoU at every cell, weighted: cells that are not samples have weight 0
+        # (a dense, shape-static form of gathering the samples)
+        ys, xs = torch.meshgrid(torch.arange(H, device=self.device), torch.arange(W, device=self.device),
+                                indexing="ij")
+        pred_boxes = ltrb_to_boxes(outputs["ltrb"].float().permute(0, 2, 3, 1), xs, ys, self.stride)
+        box = weighted_giou_loss(pred_boxes.reshape(-1, 4), targets["box"].permute(0, 2, 3, 1).reshape(-1, 4),
+                                 targets["weight"].reshape(-1))
         w = self.loss_weights
         return {"loss_heatmap": hm * w["heatmap"], "loss_box": box * w["box"]}
 

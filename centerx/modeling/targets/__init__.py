@@ -1,6 +1,8 @@
-from .centernet import centernet_targets, concat_objects, rank_in_image
+from .batching import batch_ground_truth, pad_objects
+from .centernet import centernet_radii, centernet_targets, centernet_window, rank_in_image
 from .gaussian import RADIUS_MODES, draw_gaussians, gaussian_patches, gaussian_radius
-from .ttfnet import ttfnet_targets
+from .ttfnet import ttfnet_targets, ttfnet_window
 
-__all__ = ["centernet_targets", "concat_objects", "rank_in_image", "draw_gaussians", "gaussian_radius", "RADIUS_MODES",
-           "gaussian_patches", "ttfnet_targets"]
+__all__ = ["batch_ground_truth", "pad_objects", "centernet_radii", "centernet_targets", "centernet_window",
+           "rank_in_image", "draw_gaussians", "gaussian_radius", "RADIUS_MODES", "gaussian_patches",
+           "ttfnet_targets", "ttfnet_window"]

@@ -1,95 +1,112 @@
 """CenterNet training targets, built as batched tensor code on the boxes' device."""
-from typing import Dict, List, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from .gaussian import draw_gaussians, gaussian_radius
 
 
-def concat_objects(boxes: List[torch.Tensor], classes: List[torch.Tensor]):
-    """Per-image boxes [N_i, 4] and classes [N_i] -> (boxes [N, 4] float,
-    classes [N] int64, image index [N] int64), on the boxes' device."""
-    device = boxes[0].device if boxes else torch.device("cpu")
-    counts = torch.as_tensor([len(b) for b in boxes], device=device)
-    if sum(len(b) for b in boxes) == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return torch.zeros(0, 4, device=device), empty, empty
-    bidx = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
-    return torch.cat(boxes).float(), torch.cat(classes).long(), bidx
+def centernet_radii(boxes: torch.Tensor, stride: int, min_overlap: float = 0.7,
+                    radius_mode: str = "corrected") -> torch.Tensor:
+    """Gaussian radius of each box: [..., 4] input pixels -> [...] int64 cells >= 0
+    (CornerNet's radius of the box size in cells, rounded up, then truncated)."""
+    wh = ((boxes[..., 2:] - boxes[..., :2]) / stride).ceil()
+    return gaussian_radius(wh[..., 1], wh[..., 0], min_overlap, radius_mode).clamp(min=0).long()
 
 
-def rank_in_image(bidx: torch.Tensor, area: torch.Tensor, num_images: int) -> torch.Tensor:
-    """Slot of each object within its image when ordered by decreasing area.
+def centernet_window(boxes: torch.Tensor, classes: torch.Tensor, stride: int, min_overlap: float = 0.7,
+                     radius_mode: str = "corrected") -> Tuple[int, int]:
+    """The smallest splat window for these objects: (r, r), r the largest radius
+    of the real objects (classes >= 0). Reads values: call it on host tensors.
 
     Args:
-        bidx: [N] image index, area: [N].
+        boxes: [B, M, 4] input pixels; classes: [B, M] (-1 = padding).
+    """
+    radii = centernet_radii(boxes, stride, min_overlap, radius_mode)
+    r = int(torch.where(classes >= 0, radii, torch.zeros_like(radii)).max()) if radii.numel() else 0
+    return r, r
+
+
+def rank_in_image(key: torch.Tensor) -> torch.Tensor:
+    """Slot of each object within its image when ordered by decreasing ``key``.
+
+    Args:
+        key: [B, M].
 
     Returns:
-        [N] int64, 0 for the largest object of each image, 1 for the next, ...
+        [B, M] int64, 0 for the largest key of each image, 1 for the next, ...;
+        ties keep the objects' order.
     """
-    order = torch.argsort(area, descending=True, stable=True)
-    order = order[torch.argsort(bidx[order], stable=True)]
-    counts = torch.bincount(bidx, minlength=num_images)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(bidx)
-    slot[order] = torch.arange(len(bidx), device=bidx.device) - starts[bidx[order]]
+    order = torch.argsort(key, dim=1, descending=True, stable=True)
+    slot = torch.empty_like(order)
+    slot.scatter_(1, order, torch.arange(key.shape[1], device=key.device).expand_as(order).contiguous())
     return slot
 
 
 def centernet_targets(
-    boxes: List[torch.Tensor],
-    classes: List[torch.Tensor],
+    boxes: torch.Tensor,
+    classes: torch.Tensor,
     num_classes: int,
     output_size: Tuple[int, int],
     stride: int,
     min_overlap: float = 0.7,
     radius_mode: str = "corrected",
     max_objects: int = 128,
+    window: Optional[Tuple[int, int]] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Build CenterNet's targets for a batch.
+    """Build CenterNet's targets for a batch, as shape-static tensor code on the
+    boxes' device (no value is read back to the host).
 
     Args:
-        boxes: per image [N_i, 4] boxes (x1, y1, x2, y2) in input pixels.
-        classes: per image [N_i] class indices in [0, num_classes).
+        boxes: [B, M, 4] boxes (x1, y1, x2, y2) in input pixels (see
+            :func:`~centerx.modeling.targets.batching.pad_objects`).
+        classes: [B, M] class indices in [0, num_classes), -1 for padding.
         output_size: (H, W) of the output maps in cells; stride: input pixels per cell.
+        window: splat window (host ints, :func:`centernet_window`); None = the
+            radius of a box as large as the map, enough for any box inside it.
 
     Returns dict:
         ``heatmap`` [B, C, H, W]: max over the objects' Gaussians (centre value 1);
         ``index`` [B, K] int64: centre cell y * W + x (K = max_objects);
         ``wh`` [B, K, 2]: box (w, h) in cells; ``offset`` [B, K, 2]: c - floor(c);
         ``mask`` [B, K] float: 1 for a real object, 0 for padding;
-        ``num_skipped``: host int, objects beyond ``max_objects`` plus boxes with
-        non-positive size or a centre outside the map.
+        ``num_skipped``: 0-dim int64 tensor, objects beyond ``max_objects`` plus
+        boxes with non-positive size, a centre outside the map or a class out of range.
     """
-    B = len(boxes)
+    B, M = classes.shape
     H, W = output_size
-    device = boxes[0].device if B else torch.device("cpu")
-    box, cls, bidx = concat_objects(boxes, classes)
-    box = box / stride
-    wh = box[:, 2:] - box[:, :2]
-    center = (box[:, :2] + box[:, 2:]) / 2
+    K = max_objects
+    device = boxes.device
+    box = boxes.float() / stride
+    cls = classes.long()
+    wh = box[..., 2:] - box[..., :2]  # [B, M, 2]
+    center = (box[..., :2] + box[..., 2:]) / 2
     cell = center.floor().long()
-    valid = (wh > 0).all(1) & (cell[:, 0] >= 0) & (cell[:, 0] < W) & (cell[:, 1] >= 0) & (cell[:, 1] < H)
-    valid &= (cls >= 0) & (cls < num_classes)
+    real = cls >= 0
+    valid = real & (wh > 0).all(-1) & (cell[..., 0] >= 0) & (cell[..., 0] < W) & (cell[..., 1] >= 0)
+    valid &= (cell[..., 1] < H) & (cls < num_classes)
     # invalid objects rank last, so they never take the slot of a valid one
-    area = torch.where(valid, wh[:, 0] * wh[:, 1], torch.full_like(wh[:, 0], -1.0))
-    slot = rank_in_image(bidx, area, B)
-    keep = valid & (slot < max_objects)
-    num_skipped = int(len(keep) - keep.sum())
-    cls, bidx, slot, wh, center, cell = (t[keep] for t in (cls, bidx, slot, wh, center, cell))
+    slot = rank_in_image(torch.where(valid, wh[..., 0] * wh[..., 1], torch.full_like(wh[..., 0], -1.0)))
+    keep = valid & (slot < K)
+    num_skipped = (real & ~keep).sum()
 
-    radius = gaussian_radius(wh[:, 1].ceil(), wh[:, 0].ceil(), min_overlap, radius_mode)
-    radius = radius.clamp(min=0).long()
+    if window is None:
+        window = (int(gaussian_radius(torch.tensor(float(H)), torch.tensor(float(W)), min_overlap, radius_mode)),) * 2
+    radius = centernet_radii(boxes.float(), stride, min_overlap, radius_mode)
+    bidx = torch.arange(B, device=device)[:, None].expand(B, M)
     heatmap = torch.zeros(B, num_classes, H, W, device=device)
-    draw_gaussians(heatmap, bidx, cls, cell, radius[:, None].expand(-1, 2))
+    draw_gaussians(heatmap, bidx.reshape(-1), cls.reshape(-1), cell.reshape(-1, 2),
+                   radius.reshape(-1, 1).expand(-1, 2), window, keep.reshape(-1))
 
-    index = torch.zeros(B, max_objects, dtype=torch.long, device=device)
-    wh_t = torch.zeros(B, max_objects, 2, device=device)
-    offset_t = torch.zeros(B, max_objects, 2, device=device)
-    mask = torch.zeros(B, max_objects, device=device)
-    index[bidx, slot] = cell[:, 1] * W + cell[:, 0]
-    wh_t[bidx, slot] = wh
-    offset_t[bidx, slot] = center - cell.float()
-    mask[bidx, slot] = 1.0
-    return {"heatmap": heatmap, "index": index, "wh": wh_t, "offset": offset_t, "mask": mask,
-            "num_skipped": num_skipped}
+    # objects that are not kept write to a spare slot K, dropped at the end
+    slot = torch.where(keep, slot, torch.full_like(slot, K))
+    index = torch.zeros(B, K + 1, dtype=torch.long, device=device)
+    wh_t = torch.zeros(B, K + 1, 2, device=device)
+    offset_t = torch.zeros(B, K + 1, 2, device=device)
+    mask = torch.zeros(B, K + 1, device=device)
+    index.scatter_(1, slot, cell[..., 1] * W + cell[..., 0])
+    wh_t.scatter_(1, slot[..., None].expand(-1, -1, 2), wh)
+    offset_t.scatter_(1, slot[..., None].expand(-1, -1, 2), center - cell.float())
+    mask.scatter_(1, slot, keep.float())
+    return {"heatmap": heatmap, "index": index[:, :K], "wh": wh_t[:, :K], "offset": offset_t[:, :K],
+            "mask": mask[:, :K], "num_skipped": num_skipped}

@@ -2,6 +2,8 @@
 
 All coordinates here are output-stride cells.
 """
+from typing import Optional, Tuple
+
 import torch
 
 RADIUS_MODES = ("corrected", "original")
@@ -47,30 +49,36 @@ def gaussian_radius(heights: torch.Tensor, widths: torch.Tensor, min_overlap: fl
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
-def gaussian_patches(centers: torch.Tensor, radii: torch.Tensor, output_size):
+def gaussian_patches(centers: torch.Tensor, radii: torch.Tensor, output_size: Tuple[int, int],
+                     window: Tuple[int, int]):
     """Truncated (elliptical) Gaussians of many objects on windows around their centres.
 
     Object n gets exp(-dx^2 / (2 sx^2) - dy^2 / (2 sy^2)) on the cells with
     |dx| <= rx, |dy| <= ry around its centre cell, sigma s = (2r + 1) / 6 per
     axis (the window of 2r + 1 cells spans +-3 sigma); the value at the centre
-    cell is exactly 1. Every object uses the same window size (the largest
-    radius), with zeros beyond its own radius and outside the map.
+    cell is exactly 1. Every object uses the same window, (2 wx + 1) x (2 wy + 1)
+    cells for ``window`` = (wx, wy), with zeros beyond its own radius and
+    outside the map; radii larger than the window are clamped to it.
+
+    The window is a host value so that the whole computation is shape-static:
+    nothing is read back from the device.
 
     Args:
         centers: [N, 2] int64 centre cells (x, y).
         radii: [N, 2] int64 radii (rx, ry) in cells, >= 0.
         output_size: (H, W) of the map in cells.
+        window: (wx, wy) host ints >= 0, half-sizes of the window in cells.
 
     Returns:
-        values [N, Y, X] float, xs [N, X] and ys [N, Y] int64 cell coordinates
+        values [N, Y, X] float32, xs [N, X] and ys [N, Y] int64 cell coordinates
         of the window (clamped into the map where the value is 0).
     """
     H, W = output_size
     device = centers.device
-    rmax_x = int(radii[:, 0].max()) if len(radii) else 0
-    rmax_y = int(radii[:, 1].max()) if len(radii) else 0
-    dx = torch.arange(-rmax_x, rmax_x + 1, device=device)
-    dy = torch.arange(-rmax_y, rmax_y + 1, device=device)
+    wx, wy = (max(0, int(w)) for w in window)
+    radii = torch.minimum(radii, torch.tensor([wx, wy], device=device))
+    dx = torch.arange(-wx, wx + 1, device=device)
+    dy = torch.arange(-wy, wy + 1, device=device)
     sigma = (2 * radii.float() + 1) / 6  # [N, 2]
     gx = torch.exp(-(dx[None, :].float() ** 2) / (2 * sigma[:, :1] ** 2))  # [N, X]
     gy = torch.exp(-(dy[None, :].float() ** 2) / (2 * sigma[:, 1:] ** 2))  # [N, Y]
@@ -85,17 +93,21 @@ def gaussian_patches(centers: torch.Tensor, radii: torch.Tensor, output_size):
 
 
 def draw_gaussians(heatmap: torch.Tensor, batch_idx: torch.Tensor, classes: torch.Tensor,
-                   centers: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+                   centers: torch.Tensor, radii: torch.Tensor, window: Tuple[int, int],
+                   valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Splat truncated (elliptical) Gaussians into ``heatmap``, combining by max.
 
     The Gaussians are those of :func:`gaussian_patches` (sigma = (2r + 1) / 6
-    per axis, value 1 at the centre cell, zero beyond the radius).
+    per axis, value 1 at the centre cell, zero beyond the radius). Objects with
+    ``valid`` False leave no trace (their class and centre may be anything).
 
     Args:
         heatmap: [B, C, H, W] float, modified in place.
         batch_idx, classes: [N] int64 image index and class of each object.
-        centers: [N, 2] int64 centre cells (x, y); must lie inside the map.
+        centers: [N, 2] int64 centre cells (x, y).
         radii: [N, 2] int64 radii (rx, ry) in cells, >= 0.
+        window: (wx, wy) host ints, see :func:`gaussian_patches`.
+        valid: optional [N] bool.
 
     Returns:
         ``heatmap``.
@@ -103,9 +115,10 @@ def draw_gaussians(heatmap: torch.Tensor, batch_idx: torch.Tensor, classes: torc
     if batch_idx.numel() == 0:
         return heatmap
     B, C, H, W = heatmap.shape
-    values, xs, ys = gaussian_patches(centers, radii, (H, W))
-    plane = (batch_idx * C + classes) * (H * W)  # [N]
+    values, xs, ys = gaussian_patches(centers, radii, (H, W), window)
+    if valid is not None:
+        values = values * valid[:, None, None]
+    plane = (batch_idx * C + classes.clamp(0, C - 1)) * (H * W)  # [N]
     index = plane[:, None, None] + ys[:, :, None] * W + xs[:, None, :]
-    keep = values > 0
-    heatmap.view(-1).scatter_reduce_(0, index[keep], values[keep].to(heatmap.dtype), reduce="amax")
+    heatmap.view(-1).scatter_reduce_(0, index.reshape(-1), values.reshape(-1).to(heatmap.dtype), reduce="amax")
     return heatmap

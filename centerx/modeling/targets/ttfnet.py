@@ -5,22 +5,22 @@ Conventions: boxes are (x1, y1, x2, y2) in input pixels; the map cell (x, y)
 sits at the point (x * stride, y * stride) input pixels, with no +0.5 (the same
 point :func:`centerx.modeling.decode.ltrb_to_boxes` decodes from).
 """
-from typing import Dict, List, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
-from .centernet import concat_objects
 from .gaussian import draw_gaussians, gaussian_patches
 
 
 def ttfnet_targets(
-    boxes: List[torch.Tensor],
-    classes: List[torch.Tensor],
+    boxes: torch.Tensor,
+    classes: torch.Tensor,
     num_classes: int,
     output_size: Tuple[int, int],
     stride: int,
     alpha: float = 0.54,
     beta: float = 0.54,
+    window: Optional[Tuple[int, int]] = None,
 ) -> Dict[str, torch.Tensor]:
     """Build TTFNet's heatmap and box-regression targets for a batch.
 
@@ -48,54 +48,79 @@ def ttfnet_targets(
     contain no cell point (a box smaller than a cell between grid points) has a
     heatmap peak but no regression sample.
 
+    Shape-static tensor code on the boxes' device: no value is read back to the host.
+
     Args:
-        boxes: per image [N_i, 4] boxes (x1, y1, x2, y2) in input pixels.
-        classes: per image [N_i] class indices.
+        boxes: [B, M, 4] boxes (x1, y1, x2, y2) in input pixels (see
+            :func:`~centerx.modeling.targets.batching.pad_objects`).
+        classes: [B, M] class indices, -1 for padding.
         output_size: (H, W) of the output maps in cells; stride: input pixels per cell.
         alpha, beta: Gaussian extents (fractions of the box) of the heatmap and
             of the regression samples.
+        window: splat window (host ints, :func:`ttfnet_window`); None = the
+            radii of a box as large as the map, enough for any box inside it.
 
     Returns dict:
         ``heatmap`` [B, C, H, W] in [0, 1], 1 at each object's centre cell;
         ``box`` [B, 4, H, W] (x1, y1, x2, y2) input pixels at sample cells, 0 elsewhere;
         ``weight`` [B, H, W] sample weights, 0 outside the samples.
     """
-    B = len(boxes)
+    B, M = classes.shape
     H, W = output_size
-    device = boxes[0].device if B else torch.device("cpu")
-    box, cls, bidx = concat_objects(boxes, classes)
+    device = boxes.device
+    box = boxes.float().reshape(-1, 4)  # [N, 4], N = B * M
+    cls = classes.long().reshape(-1)
+    bidx = torch.arange(B, device=device).repeat_interleave(M)
     wh = (box[:, 2:] - box[:, :2]) / stride
     cell = ((box[:, :2] + box[:, 2:]) / (2 * stride)).floor().long()
-    valid = (wh > 0).all(1) & (cell[:, 0] >= 0) & (cell[:, 0] < W) & (cell[:, 1] >= 0) & (cell[:, 1] < H)
-    valid &= (cls >= 0) & (cls < num_classes)
-    box, cls, bidx, wh, cell = (t[valid] for t in (box, cls, bidx, wh, cell))
+    valid = (cls >= 0) & (cls < num_classes) & (wh > 0).all(1)
+    valid &= (cell[:, 0] >= 0) & (cell[:, 0] < W) & (cell[:, 1] >= 0) & (cell[:, 1] < H)
+    if window is None:
+        window = (int(max(alpha, beta) * W / 2), int(max(alpha, beta) * H / 2))
 
     heatmap = torch.zeros(B, num_classes, H, W, device=device)
-    draw_gaussians(heatmap, bidx, cls, cell, (alpha * wh / 2).long())
+    draw_gaussians(heatmap, bidx, cls, cell, (alpha * wh / 2).long(), window, valid)
 
-    gauss, xs, ys = gaussian_patches(cell, (beta * wh / 2).long(), (H, W))  # [N, Y, X], [N, X], [N, Y]
+    gauss, xs, ys = gaussian_patches(cell, (beta * wh / 2).long(), (H, W), window)  # [N, Y, X], [N, X], [N, Y]
     inside_x = (xs * stride >= box[:, 0:1]) & (xs * stride <= box[:, 2:3])
     inside_y = (ys * stride >= box[:, 1:2]) & (ys * stride <= box[:, 3:4])
-    candidate = (gauss > 0) & inside_y[:, :, None] & inside_x[:, None, :]
+    candidate = (gauss > 0) & inside_y[:, :, None] & inside_x[:, None, :] & valid[:, None, None]
     flat = bidx[:, None, None] * (H * W) + ys[:, :, None] * W + xs[:, None, :]  # [N, Y, X]
 
     area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
     order = torch.argsort(area, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(len(order), device=device)  # drawing order: larger first
-    rank_map = rank[:, None, None].expand_as(flat)
+    rank_map = torch.where(candidate, rank[:, None, None], -1)
     owner = torch.full((B * H * W,), -1, dtype=torch.long, device=device)
-    owner.scatter_reduce_(0, flat[candidate], rank_map[candidate], reduce="amax")
+    owner.scatter_reduce_(0, flat.reshape(-1), rank_map.reshape(-1), reduce="amax")
     owned = candidate & (owner[flat] == rank_map)
 
+    # every owned cell has exactly one owner: summing the owners' contributions
+    # (zero elsewhere) writes each cell once
     g = gauss * owned
-    scale = area.clamp(min=1.0).log() / g.sum((1, 2)).clamp(min=torch.finfo(g.dtype).tiny)
+    total = g.sum((1, 2))
+    # objects that own no cell get scale 0, not log(area) / 0 (0 * inf would be NaN)
+    scale = torch.where(total > 0, area.clamp(min=1.0).log() / total.clamp(min=torch.finfo(g.dtype).tiny), 0.0)
     weight = torch.zeros(B * H * W, device=device)
-    weight[flat[owned]] = (g * scale[:, None, None])[owned]
+    weight.index_add_(0, flat.reshape(-1), (g * scale[:, None, None]).reshape(-1))
     box_target = torch.zeros(B * H * W, 4, device=device)
-    box_target[flat[owned]] = box[:, None, None, :].expand(*flat.shape, 4)[owned]
+    box_target.index_add_(0, flat.reshape(-1), (owned[..., None] * box[:, None, None, :]).reshape(-1, 4))
     return {
         "heatmap": heatmap,
         "box": box_target.view(B, H, W, 4).permute(0, 3, 1, 2),
         "weight": weight.view(B, H, W),
     }
+
+
+def ttfnet_window(boxes: torch.Tensor, classes: torch.Tensor, stride: int, alpha: float = 0.54,
+                  beta: float = 0.54) -> Tuple[int, int]:
+    """The smallest splat window (wx, wy) for these objects' heatmap and sample
+    Gaussians. Reads values: call it on host tensors.
+
+    Args:
+        boxes: [B, M, 4] input pixels; classes: [B, M] (-1 = padding).
+    """
+    wh = ((boxes[..., 2:] - boxes[..., :2]) / stride).clamp(min=0) * (classes >= 0)[..., None]
+    r = (max(alpha, beta) * wh / 2).long().reshape(-1, 2)
+    return (int(r[:, 0].max()), int(r[:, 1].max())) if len(r) else (0, 0)

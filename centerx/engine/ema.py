@@ -1,0 +1,103 @@
+"""Exponential moving average (EMA) of a model's weights, as a detectron2 hook."""
+import contextlib
+import logging
+import math
+from typing import Dict
+
+import torch
+from detectron2.engine import HookBase
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+class ModelEMA:
+    """EMA of every floating-point parameter and buffer of a model.
+
+    After update k (1, 2, ...): ema = d_k * ema + (1 - d_k) * w with
+    d_k = decay * (1 - exp(-k / warmup_iters)) (d_k = decay when warmup_iters
+    is 0), so early updates follow the fast-changing weights closely. Integer
+    buffers (BatchNorm's counters) are copied. The EMA lives on the model's
+    device; ``state_dict`` / ``load_state_dict`` make it a checkpointable of
+    detectron2's checkpointer.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9998, warmup_iters: int = 2000):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"MODEL_EMA.DECAY must be in [0, 1), got {decay}.")
+        if warmup_iters < 0:
+            raise ValueError(f"MODEL_EMA.WARMUP_ITERS must be >= 0, got {warmup_iters}.")
+        self.decay = decay
+        self.warmup_iters = warmup_iters
+        self.updates = 0
+        self.restored = False
+        self.state: Dict[str, torch.Tensor] = {}
+        self.reset(model)
+
+    def reset(self, model: nn.Module) -> None:
+        """Start over from the model's current weights."""
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.updates = 0
+
+    def decay_at(self, updates: int) -> float:
+        if self.warmup_iters == 0:
+            return self.decay
+        return self.decay * (1.0 - math.exp(-updates / self.warmup_iters))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One EMA step towards ``model``'s current weights (no host sync)."""
+        self.updates += 1
+        weight = 1.0 - self.decay_at(self.updates)
+        current = model.state_dict()
+        floats = [k for k, v in self.state.items() if v.is_floating_point()]
+        torch._foreach_lerp_([self.state[k] for k in floats], [current[k].detach() for k in floats], weight)
+        for k, v in self.state.items():
+            if not v.is_floating_point():
+                v.copy_(current[k])
+
+    @contextlib.contextmanager
+    def apply_to(self, model: nn.Module):
+        """Within the block, ``model`` holds the EMA weights; its own are put back afterwards."""
+        backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(backup)
+
+    def state_dict(self) -> Dict:
+        return {"state": self.state, "updates": self.updates}
+
+    def load_state_dict(self, state: Dict) -> None:
+        missing = set(self.state) - set(state["state"])
+        if missing:
+            raise KeyError(f"The checkpoint's EMA misses {len(missing)} weights of the model, e.g. "
+                           f"{sorted(missing)[:3]}; it was saved from another architecture.")
+        for k, v in self.state.items():
+            v.copy_(state["state"][k])
+        self.updates = int(state["updates"])
+        self.restored = True
+
+
+class EMAHook(HookBase):
+    """Updates a :class:`ModelEMA` after every training step."""
+
+    def __init__(self, ema: ModelEMA, model: nn.Module):
+        self.ema = ema
+        self.model = model
+
+    def after_step(self):
+        self.ema.update(self.model)
+
+
+def load_ema_weights(model: nn.Module, checkpoint: Dict) -> bool:
+    """Copy a checkpoint's EMA weights (key "ema") into ``model``.
+
+    Returns:
+        True when the checkpoint had them, False otherwise (``model`` unchanged).
+    """
+    if "ema" not in checkpoint:
+        return False
+    model.load_state_dict(checkpoint["ema"]["state"])
+    return True

@@ -1,0 +1,171 @@
+"""The device-side training path: targets and losses are shape-static tensor code
+that reads nothing back from the device, and mixed precision runs through
+detectron2's AMPTrainer with FP32 losses.
+
+"Reads nothing back" is checked on PyTorch's meta device: meta tensors have
+shapes but no values, so every host read (``.item()``, ``int()``, ``bool()``)
+and every data-dependent shape (``nonzero``, boolean-mask indexing) raises
+there, exactly the operations that block a CUDA stream.
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.engine import AMPTrainer
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+import centerx
+from centerx.engine import Trainer
+from centerx.modeling.targets import (centernet_targets, centernet_window, pad_objects, ttfnet_targets,
+                                      ttfnet_window)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {
+    "CenterNet": os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"),
+    "TTFNet": os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml"),
+}
+LOSSES = {"CenterNet": {"loss_heatmap", "loss_wh", "loss_offset"}, "TTFNet": {"loss_heatmap", "loss_box"}}
+
+
+def arch_cfg(arch, *opts):
+    cfg = centerx.add_centerx_config(get_cfg())
+    cfg.merge_from_file(CONFIGS[arch])
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def ground_truth():
+    """Two 64x64 images: three objects (one of them a zero-width box that the
+    targets must skip) and none."""
+    boxes = torch.tensor([[4.0, 6.0, 30.0, 40.0], [20.0, 20.0, 20.0, 50.0], [33.0, 10.0, 60.0, 22.0]])
+    return [Instances((64, 64), gt_boxes=Boxes(boxes), gt_classes=torch.tensor([0, 1, 3])),
+            Instances((64, 64), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long))]
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_losses_read_nothing_back_from_the_device(arch, one_thread):
+    """Targets + losses + backward of a whole batch run on the meta device: the
+    only host work is padding the loader's boxes and sizing the splat window,
+    done on the host copy before the one transfer."""
+    torch.manual_seed(0)
+    model = build_model(arch_cfg(arch, "MODEL.DEVICE", "cpu")).train().to("meta")
+    outputs = model.predict(torch.empty(2, 3, 64, 64, device="meta"))
+    losses = model.losses(outputs, ground_truth())
+    assert set(losses) == LOSSES[arch]
+    assert all(v.device.type == "meta" and v.dim() == 0 and v.dtype == torch.float32 for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.heads.parameters())
+
+
+def test_meta_device_catches_host_reads():
+    """The check above can fail: code that reads a value (sizing the window from
+    device boxes) raises on meta tensors."""
+    boxes = torch.empty(2, 3, 4, device="meta")
+    classes = torch.empty(2, 3, dtype=torch.long, device="meta")
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        centernet_window(boxes, classes, 4)
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        ttfnet_window(boxes, classes, 4)
+
+
+def random_objects(seed, num_images=3, max_objects=7, size=96):
+    rng = np.random.default_rng(seed)
+    boxes, classes = [], []
+    for _ in range(num_images):
+        n = int(rng.integers(0, max_objects + 1))
+        xy = rng.uniform(-8, size - 4, size=(n, 2))
+        wh = rng.uniform(1, size * 0.8, size=(n, 2))
+        boxes.append(torch.tensor(np.concatenate([xy, xy + wh], 1), dtype=torch.float32).reshape(-1, 4))
+        classes.append(torch.tensor(rng.integers(0, 3, n)))
+    return pad_objects(boxes, classes)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tight_window_gives_the_same_targets_as_the_map_bound(seed):
+    """The host-sized window (largest radius of the batch) and the default window
+    (radius of a map-sized box) produce identical targets: the window only
+    bounds the work."""
+    boxes, classes = random_objects(seed)
+    H = W = 24
+    for mode in ("corrected", "original"):
+        tight = centernet_window(boxes, classes, 4, 0.7, mode)
+        a = centernet_targets(boxes, classes, 3, (H, W), 4, radius_mode=mode, max_objects=5, window=tight)
+        b = centernet_targets(boxes, classes, 3, (H, W), 4, radius_mode=mode, max_objects=5)
+        for k in ("heatmap", "index", "wh", "offset", "mask", "num_skipped"):
+            assert torch.equal(a[k], b[k]), (mode, k)
+    tight = ttfnet_window(boxes, classes, 4)
+    a = ttfnet_targets(boxes, classes, 3, (H, W), 4, window=tight)
+    b = ttfnet_targets(boxes, classes, 3, (H, W), 4)
+    for k in ("heatmap", "box", "weight"):
+        assert torch.isfinite(a[k]).all() and torch.isfinite(b[k]).all(), k
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_losses_stay_fp32_under_autocast(arch, one_thread):
+    """Under FP16 autocast the convolutions run in FP16 but every loss comes out
+    in FP32, close to the FP32 forward's, with finite gradients."""
+    torch.manual_seed(0)
+    model = build_model(arch_cfg(arch, "MODEL.DEVICE", "cpu")).train()
+    g = torch.Generator().manual_seed(0)
+    batch = [{"image": torch.randint(0, 256, (3, 64, 64), generator=g).float(), "instances": inst}
+             for inst in ground_truth()]
+    reference = model(batch)
+    dtypes = []
+    hook = model.heads.register_forward_hook(lambda m, i, o: dtypes.append(o["heatmap"].dtype))
+    with torch.autocast("cpu", dtype=torch.float16):
+        losses = model(batch)
+    hook.remove()
+    assert dtypes == [torch.float16]
+    assert set(losses) == LOSSES[arch]
+    for k, v in losses.items():
+        assert v.dtype == torch.float32, k
+        assert torch.isclose(v, reference[k], rtol=2e-2, atol=1e-3), (k, float(v), float(reference[k]))
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_amp_enabled_trains_through_detectron2_amp_trainer(arch, tiny_shapes, tmp_path, monkeypatch, one_thread):
+    """SOLVER.AMP.ENABLED picks detectron2's AMPTrainer, whose step trains every
+    architecture. AMPTrainer insists on CUDA; on this CPU machine its step runs
+    with CPU FP16 autocast in place of CUDA's (GradScaler disabled, as
+    detectron2 builds it without CUDA)."""
+    name, _ = tiny_shapes
+    cfg = arch_cfg(arch, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
+                   "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0",
+                   "SOLVER.CHECKPOINT_PERIOD", "1000", "DATALOADER.NUM_WORKERS", "0", "SOLVER.AMP.ENABLED", "True",
+                   "OUTPUT_DIR", str(tmp_path), "SEED", "3")
+    trainer = Trainer(cfg)
+    assert isinstance(trainer._trainer, AMPTrainer)
+    trainer.resume_or_load(resume=False)
+    step = trainer._trainer.run_step
+    dtypes = []
+    model = trainer.unwrapped_model
+    model.heads.register_forward_hook(lambda m, i, o: dtypes.append(o["heatmap"].dtype))
+
+    cuda_available = torch.cuda.is_available
+
+    def available_to_amp_trainer():
+        # True for AMPTrainer's own check only; torch itself still sees no CUDA
+        return sys._getframe(1).f_globals["__name__"] == "detectron2.engine.train_loop" or cuda_available()
+
+    def step_with_cpu_autocast():
+        with monkeypatch.context() as m:
+            m.setattr(torch.cuda, "is_available", available_to_amp_trainer)
+            m.setattr(torch.cuda.amp, "autocast", lambda dtype: torch.autocast("cpu", dtype=dtype))
+            step()
+
+    monkeypatch.setattr(trainer._trainer, "run_step", step_with_cpu_autocast)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.train()
+    assert dtypes == [torch.float16] * 3
+    losses = trainer.storage.history("total_loss").values()
+    assert len(losses) == 3 and all(np.isfinite(v) for v, _ in losses)
+    after = model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert not torch.equal(before["heads.heatmap.layers.0.weight"], after["heads.heatmap.layers.0.weight"])
