@@ -5,6 +5,7 @@
 #   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only)
 #   ./run.sh test  [pytest args]         the whole test suite
 #   ./run.sh export --format onnx|caffe|tensorrt [export.py args]   deployment export (projects/speedup)
+#   ./run.sh demo --input IMAGE|FOLDER|VIDEO --output DIR MODEL.WEIGHTS W   draw detections (projects/demo)
 #   ./run.sh setup                       only create / check the environment
 #
 # Environment: .venv next to this file (CENTERX_VENV overrides). If the Python
@@ -107,8 +108,12 @@ case "$cmd" in
     setup_env
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/speedup/export.py "$@" ;;
+  demo)
+    setup_env
+    if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
+    "$PY" projects/demo/demo.py "$@" ;;
   help|-h|--help)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown subcommand '$cmd'; see ./run.sh help" >&2
     exit 2 ;;
