@@ -1,0 +1,51 @@
+"""projects/benchmarks: the training-throughput and data-pipeline scripts run end
+to end on a tiny setting and report one row per measurement with positive figures."""
+import importlib.util
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(
+        f"benchmarks_{name}", os.path.join(REPO, "projects", "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_throughput(tiny_shapes, one_thread, tmp_path, capsys):
+    """Every model trains on the same tiny batches; the AMP rows are skipped on a
+    CPU with a message; RetinaNet's row is the 1.00 reference of the ratios."""
+    script = _load("train_throughput")
+    output = tmp_path / "train.md"
+    rows = script.main(["--size", "64", "--batch", "2", "--iters", "1", "--warmup", "0", "--amp", "both",
+                        "--distinct-batches", "1", "--output", str(output),
+                        "MODEL.DEVICE", "cpu", "DATASETS.TRAIN", f"('{tiny_shapes[0]}',)"])
+    printed = capsys.readouterr().out
+    assert "AMP rows need CUDA" in printed
+    assert [(r["model"], r["amp"]) for r in rows] == [
+        ("CenterNet-R18", "off"), ("TTFNet-R18", "off"), ("RetinaNet-R18-FPN", "off")]
+    assert [r["optimizer"] for r in rows] == ["ADAM", "ADAM", "SGD"]
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["s_per_iter"] > 0 and r["peak_mib"] >= 0
+        assert abs(r["images_per_s"] * r["s_per_iter"] - 2) < 1e-6
+        assert r["vs_retinanet"] > 0
+        assert f"| {r['model']}" in printed
+    assert rows[-1]["vs_retinanet"] == 1.0
+    assert output.read_text().count("| ") >= 5
+
+
+def test_data_pipeline(tiny_shapes, tmp_path, capsys):
+    """The loader of the demo config on the tiny dataset: one row per worker count."""
+    script = _load("data_pipeline")
+    rows = script.main(["--workers", "0", "--warmup", "1", "--batches", "2", "--batch", "2",
+                        "--output", str(tmp_path / "data.md"),
+                        "DATASETS.TRAIN", f"('{tiny_shapes[0]}',)", "INPUT.TRAIN_SIZE", "64"])
+    printed = capsys.readouterr().out
+    assert [(r["workers"], r["batch"], r["batches"]) for r in rows] == [(0, 2, 2)]
+    row = rows[0]
+    assert row["images_per_s"] > 0 and row["images_per_s_per_worker"] == row["images_per_s"]
+    assert row["first_batch_s"] > 0 and row["vs_main"] == 1.0
+    assert "| 0 (main process)" in printed
+    assert "0 (main process)" in (tmp_path / "data.md").read_text()
