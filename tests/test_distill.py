@@ -195,6 +195,24 @@ def test_losses_vanish_for_identical_student_and_grow_with_divergence(tmp_path, 
         assert all(a < b for a, b in zip(values, values[1:])), (name, values)
 
 
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_losses_stay_fp32_under_autocast(tmp_path, arch):
+    """Mixed precision (what AMPTrainer wraps the forward in): student and
+    teacher convolutions run in FP16, every loss, the KD terms included, comes
+    out finite in FP32 and close to the FP32 forward's."""
+    teacher = save_teacher(tmp_path, "t", plain_cfg(arch))
+    model = build_model(distill_cfg([teacher[:2] + ((),)], arch)).train()
+    perturb_heads(model.student, seed=5)
+    data = batch()
+    reference = model(data)
+    with torch.autocast("cpu", dtype=torch.float16):
+        losses = model(data)
+    assert sorted(losses) == sorted(reference) and any(k.startswith("loss_kd") for k in losses)
+    for k, v in losses.items():
+        assert v.dtype == torch.float32 and torch.isfinite(v), k
+        assert torch.isclose(v, reference[k], rtol=5e-2, atol=1e-3), (k, float(v), float(reference[k]))
+
+
 def test_gradients_reach_only_the_student_and_teachers_stay_bit_identical(tmp_path):
     t_cfg, t_pth, _ = save_teacher(tmp_path, "t", plain_cfg())
     cfg = distill_cfg([(t_cfg, t_pth, ())], "CenterNet", "SOLVER.BASE_LR", "0.01")
