@@ -1,4 +1,4 @@
-"""projects/benchmarks: the training-throughput and data-pipeline scripts run end
+"""projects/benchmarks: the training-throughput, data-pipeline and target-generation scripts run end
 to end on a tiny setting and report one row per measurement with positive figures."""
 import importlib.util
 import os
@@ -49,3 +49,14 @@ def test_data_pipeline(tiny_shapes, tmp_path, capsys):
     assert row["first_batch_s"] > 0 and row["vs_main"] == 1.0
     assert "| 0 (main process)" in printed
     assert "0 (main process)" in (tmp_path / "data.md").read_text()
+
+
+def test_target_generation(one_thread, tmp_path):
+    """One row per model and object count, with a positive time per image."""
+    script = _load("target_generation")
+    rows = script.main(["--size", "128", "--batch", "2", "--objects", "1", "5", "--iters", "1", "--warmup", "0",
+                        "--device", "cpu", "--output", str(tmp_path / "targets.md")])
+    assert [(r["model"], r["objects"]) for r in rows] == [
+        ("CenterNet", 1), ("TTFNet", 1), ("CenterNet", 5), ("TTFNet", 5)]
+    assert all(r["ms_per_image"] > 0 for r in rows)
+    assert (tmp_path / "targets.md").read_text().count("| CenterNet |") == 2

@@ -30,10 +30,12 @@ from tabulate import tabulate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import centerx  # noqa: E402  (registers everything)
 from centerx.data.datasets import ensure_datasets  # noqa: E402
 from centerx.engine import Trainer  # noqa: E402
+from report import report  # noqa: E402
 
 logger = logging.getLogger("centerx.benchmarks")
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
@@ -118,11 +120,7 @@ def main(argv=None) -> List[Dict]:
     settings = (f"{os.path.relpath(args.config_file, REPO)}, {', '.join(cfg.DATASETS.TRAIN)}, batch "
                 f"{cfg.SOLVER.IMS_PER_BATCH}, {cfg.INPUT.TRAIN_SIZE} px, mapper {cfg.DATALOADER.TRAIN_MAPPER}, "
                 f"{args.warmup} warm-up + {args.batches} timed batches, {os.cpu_count()} CPU cores")
-    table = format_table(rows)
-    print(f"Data pipeline throughput ({settings}):\n\n{table}")
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(f"Data pipeline throughput ({settings}):\n\n{table}\n")
+    report(f"Data pipeline throughput ({settings}):", format_table(rows), args.output)
     return rows
 
 

@@ -26,9 +26,11 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from centerx.modeling.targets import (batch_ground_truth, centernet_targets, centernet_window,  # noqa: E402
                                       ttfnet_targets, ttfnet_window)
+from report import report  # noqa: E402
 
 STRIDE = 4
 NUM_CLASSES = 80
@@ -101,15 +103,10 @@ def main(argv=None) -> List[Dict]:
             rows.append({"model": name, "objects": objects, "ms_per_image": ms})
     header = (f"Target generation on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
               f", {torch.get_num_threads()} threads), {args.size} px input, batch {args.batch}, {NUM_CLASSES} classes")
-    lines = [header, "", "| model | objects / image | ms / image | goal < 1 ms |", "|:--|--:|--:|:--|"]
+    lines = ["| model | objects / image | ms / image | goal < 1 ms |", "|:--|--:|--:|:--|"]
     lines += [f"| {r['model']} | {r['objects']} | {r['ms_per_image']:.3f} | {'yes' if r['ms_per_image'] < 1 else 'no'} |"
               for r in rows]
-    table = "\n".join(lines)
-    print(table)
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write(table + "\n")
+    report(header, "\n".join(lines), args.output)
     return rows
 
 

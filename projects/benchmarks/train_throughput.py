@@ -62,11 +62,13 @@ from tabulate import tabulate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import centerx  # noqa: E402  (registers everything)
 from centerx.data import CenterNetDatasetMapper  # noqa: E402
 from centerx.data.datasets import ensure_datasets  # noqa: E402
 from centerx.engine import build_optimizer  # noqa: E402
+from report import report  # noqa: E402
 
 logger = logging.getLogger("centerx.benchmarks")
 MODELS = {
@@ -299,11 +301,8 @@ def main(argv=None) -> List[Dict]:
     settings = (f"{data_cfg.MODEL.DEVICE}, {torch.get_num_threads()} CPU threads, batch {args.batch}, "
                 f"{args.size}x{args.size} px, {args.warmup} warm-up + {args.iters} timed iterations, "
                 f"{len(batches)} distinct batches of {', '.join(data_cfg.DATASETS.TRAIN)}")
-    table = format_table(rows, memory.label) if rows else "(no rows)"
-    print(f"Training throughput ({settings}):\n\n{table}")
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(f"Training throughput ({settings}):\n\n{table}\n")
+    report(f"Training throughput ({settings}):", format_table(rows, memory.label) if rows else "(no rows)",
+           args.output)
     return rows
 
 
