@@ -19,11 +19,17 @@ from centerx.engine import Trainer  # noqa: E402
 
 CONFIGS = os.path.join(REPO, "configs", "shapes")
 DEMO = os.path.join(CONFIGS, "centernet_r18_demo.yaml")
+# per detector: (shapes demo config of its R18, meta-architecture, config node holding NUM_CLASSES)
+ARCHS = {
+    "centernet": (DEMO, "CenterNet", "MODEL.CENTERNET"),
+    "ttfnet": (os.path.join(CONFIGS, "ttfnet_r18_demo.yaml"), "TTFNet", "MODEL.TTFNET"),
+}
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Flags every experiment script takes."""
-    parser.add_argument("--iters", type=int, default=400, help="training iterations of each model (the demo's 400)")
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="centernet", help="detector of every model")
+    parser.add_argument("--iters", type=int, default=400, help="training iterations of each student")
     parser.add_argument("--train-images", type=int, default=0, help="use only the first N training images (0: all)")
     parser.add_argument("--test-images", type=int, default=0, help="evaluate on the first N test images (0: all)")
     parser.add_argument("--seed", type=int, default=1)
@@ -82,19 +88,35 @@ def class_split_dataset(name: str, classes: Sequence[str], part: Tuple[int, int]
     return new
 
 
+def demo_config(args) -> str:
+    """The R18 shapes demo config of ``--arch``."""
+    return ARCHS[args.arch][0]
+
+
+def num_classes_key(args) -> str:
+    return ARCHS[args.arch][2] + ".NUM_CLASSES"
+
+
+def distill_overrides(args, teachers: Sequence, use_labels: bool) -> List:
+    """Config overrides that turn the ``--arch`` demo config into a Distiller of it."""
+    return ["MODEL.META_ARCHITECTURE", "Distiller", "MODEL.DISTILL.STUDENT_META_ARCHITECTURE", ARCHS[args.arch][1],
+            "MODEL.DISTILL.TEACHERS", list(teachers), "MODEL.DISTILL.USE_LABELS", use_labels]
+
+
 def experiment_cfg(config_file: str, args, output_dir: str, train: Sequence[str], test: Sequence[str],
-                   extra: Optional[List] = None):
-    """``config_file`` with the demo's schedule rescaled to ``args.iters`` (lr
-    steps at the same fractions, warm-up likewise), the given datasets, the
-    user's overrides, then ``extra`` (the experiment's own settings, last)."""
+                   extra: Optional[List] = None, iters: Optional[int] = None):
+    """``config_file`` with the demo's schedule rescaled to ``iters`` (default
+    ``args.iters``; lr steps at the same fractions, warm-up likewise), the given
+    datasets, the user's overrides, then ``extra`` (the experiment's own settings, last)."""
+    iters = iters or args.iters
     cfg = centerx.add_centerx_config(get_cfg())
     cfg.merge_from_file(config_file)
-    scale = args.iters / cfg.SOLVER.MAX_ITER
+    scale = iters / cfg.SOLVER.MAX_ITER
     cfg.merge_from_list([
-        "SOLVER.MAX_ITER", args.iters,
-        "SOLVER.STEPS", tuple(sorted({min(args.iters - 1, max(1, round(s * scale))) for s in cfg.SOLVER.STEPS})),
+        "SOLVER.MAX_ITER", iters,
+        "SOLVER.STEPS", tuple(sorted({min(iters - 1, max(1, round(s * scale))) for s in cfg.SOLVER.STEPS})),
         "SOLVER.WARMUP_ITERS", round(cfg.SOLVER.WARMUP_ITERS * scale),
-        "SOLVER.CHECKPOINT_PERIOD", args.iters,
+        "SOLVER.CHECKPOINT_PERIOD", iters,
         "TEST.EVAL_PERIOD", 0,
         "DATASETS.TRAIN", tuple(train),
         "DATASETS.TEST", tuple(test),
@@ -111,8 +133,12 @@ def train_and_evaluate(cfg) -> Tuple[Dict[str, float], float]:
     """Train from scratch, evaluate on DATASETS.TEST once at the end.
 
     Writes ``config.yaml`` (the full config, usable as a teacher config) next to
-    the checkpoints. Returns ({"AP", "AP50", "AP-<class>", ...}, training wall
-    time in s); ({}, time) if training diverged (non-finite loss).
+    the checkpoints, and ``total_loss.csv`` (iteration, total loss as logged, and
+    the sum of the unscaled terms under MODEL.LOSS_BALANCE); "final_loss" is the
+    median of the last 20 of the latter.
+    Returns ({"AP", "AP50", "AP-<class>", ..., "final_loss", "iterations"},
+    training wall time in s); without the AP keys if training diverged
+    (non-finite loss).
     """
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
@@ -120,12 +146,24 @@ def train_and_evaluate(cfg) -> Tuple[Dict[str, float], float]:
     start = time.perf_counter()
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
+    diverged = False
     try:
         trainer.train()
     except FloatingPointError:
-        return {}, time.perf_counter() - start
+        diverged = True
     elapsed = time.perf_counter() - start
-    metrics = {k[len("bbox/"):]: v.latest() for k, v in trainer.storage.histories().items() if k.startswith("bbox/")}
+    histories = trainer.storage.histories()
+    losses = histories["total_loss"].values() if "total_loss" in histories else []
+    # with MODEL.LOSS_BALANCE the total is constant; the sum of the unscaled terms is the real loss
+    unscaled = [histories[k].values() for k in sorted(histories) if k.endswith("_unscaled")]
+    real = [(sum(terms[i][0] for terms in unscaled), it) for i, (_, it) in enumerate(losses)] if unscaled else losses
+    with open(os.path.join(cfg.OUTPUT_DIR, "total_loss.csv"), "w") as f:
+        f.write("iteration,total_loss,unscaled_total_loss\n")
+        f.write("".join(f"{it},{v:.6g},{r:.6g}\n" for (v, it), (r, _) in zip(losses, real)))
+    last = sorted(v for v, _ in real[-20:])
+    metrics = {"final_loss": last[len(last) // 2] if last else float("nan"), "iterations": trainer.iter}
+    if not diverged:
+        metrics.update({k[len("bbox/"):]: v.latest() for k, v in histories.items() if k.startswith("bbox/")})
     return metrics, elapsed
 
 

@@ -19,8 +19,8 @@ multiply the resulting SOLVER.BASE_LR).
 import argparse
 import os
 
-from common import DEMO, add_common_args, experiment_cfg, format_table, prepare_shapes, train_and_evaluate, \
-    write_table
+from common import add_common_args, demo_config, experiment_cfg, format_table, prepare_shapes, \
+    train_and_evaluate, write_table
 
 
 def parse_args(argv=None):
@@ -39,15 +39,18 @@ def main(argv=None):
     for factor in args.lr_factors:
         for balance in (False, True):
             tag = f"lr{factor:g}x_{'balanced' if balance else 'plain'}"
-            base = experiment_cfg(DEMO, args, os.path.join(args.output_dir, tag), train, test)
-            cfg = experiment_cfg(DEMO, args, os.path.join(args.output_dir, tag), train, test, [
+            base = experiment_cfg(demo_config(args), args, os.path.join(args.output_dir, tag), train, test)
+            cfg = experiment_cfg(demo_config(args), args, os.path.join(args.output_dir, tag), train, test, [
                 "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.STEPS", (),
                 "SOLVER.BASE_LR", base.SOLVER.BASE_LR * factor, "MODEL.LOSS_BALANCE.ENABLED", balance,
             ])
             metrics, seconds = train_and_evaluate(cfg)
+            diverged = "AP" not in metrics
             rows.append([f"{cfg.SOLVER.BASE_LR:g} ({factor:g}x)", "on" if balance else "off",
-                         metrics.get("AP") if metrics else "diverged", metrics.get("AP50"), f"{seconds:.0f}"])
-    write_table(args.output_dir, format_table(["base lr", "loss weighting", "AP", "AP50", "train time (s)"], rows))
+                         f"diverged at {metrics['iterations']}" if diverged else metrics["iterations"],
+                         metrics["final_loss"], metrics.get("AP"), metrics.get("AP50"), f"{seconds:.0f}"])
+    write_table(args.output_dir, format_table(
+        ["base lr", "loss weighting", "iterations", "final loss, unscaled (median of last 20 it)", "AP", "AP50", "train time (s)"], rows))
 
 
 if __name__ == "__main__":
