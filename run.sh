@@ -4,7 +4,7 @@
 #   ./run.sh train [train_net.py args]   train (default: the shapes demo config) + COCO evaluation
 #   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only)
 #   ./run.sh test  [pytest args]         the whole test suite
-#   ./run.sh export --format onnx|caffe|tensorrt [export.py args]   deployment export (projects/speedup)
+#   ./run.sh export --format onnx|onnx-int8|caffe|tensorrt [export.py args]   deployment export (projects/speedup)
 #   ./run.sh demo --input IMAGE|FOLDER|VIDEO --output DIR MODEL.WEIGHTS W   draw detections (projects/demo)
 #   ./run.sh setup                       only create / check the environment
 #

@@ -124,6 +124,13 @@ def add_centerx_config(cfg):
     # size is fixed to INPUT_SIZE) and builder workspace limit in MiB.
     _C.EXPORT.TENSORRT_MAX_BATCH = 8
     _C.EXPORT.TENSORRT_WORKSPACE_MB = 2048
+    # INT8 export (--format onnx-int8): number of calibration images, evenly
+    # spread over the calibration dataset, and that dataset ("" =
+    # DATASETS.TEST[0], else DATASETS.TRAIN[0]; any registered name, including
+    # DATASETS.COCO_JSON / IMAGE_FOLDERS entries). export.py's
+    # --calibration-images / --calibration-dataset override them.
+    _C.EXPORT.CALIBRATION_IMAGES = 32
+    _C.EXPORT.CALIBRATION_DATASET = ""
 
     # ------------------------------------------------------------ distillation
     # Knowledge distillation (DESIGN §4), used by MODEL.META_ARCHITECTURE

@@ -3,7 +3,8 @@
 and against detectron2's RetinaNet-R18-FPN, on each available runtime.
 
     python projects/speedup/benchmark.py [--size 512] [--batches 1 8] [--warmup 2] [--reps 10]
-        [--models centernet ttfnet retinanet] [--runtimes pytorch onnxruntime tensorrt] [--threads N]
+        [--models centernet ttfnet retinanet] [--runtimes pytorch onnxruntime onnxruntime-int8 tensorrt]
+        [--threads N]
 
 Every model gets the same input: float32 [N, 3, size, size] pixels. Rows:
 
@@ -18,7 +19,9 @@ Every model gets the same input: float32 [N, 3, size, size] pixels. Rows:
   above its 0.05 score threshold, so its NMS time is a lower bound.
 
 Runtimes: PyTorch eager (CUDA when available, else CPU), ONNX Runtime on CPU
-and on CUDA (where onnxruntime has the CUDA provider), TensorRT FP32 and FP16
+and on CUDA (where onnxruntime has the CUDA provider), ONNX Runtime on CPU with
+the static INT8 graph of centerx.deploy.quantize (centerX graphs; calibrated on
+random images, which sets its ranges but not its speed), TensorRT FP32 and FP16
 (where TensorRT and a GPU are present; centerX graphs and the backbone).
 Models are randomly initialised: speed does not depend on the weights.
 Latency is the median time of one batch; throughput is images per second
@@ -35,6 +38,7 @@ import time
 import warnings
 from typing import Callable, Dict, List
 
+import numpy as np
 import torch
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
@@ -46,8 +50,10 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import centerx  # noqa: E402
-from centerx.deploy import DeployModel  # noqa: E402
+from centerx.deploy import DeployModel, ExportError  # noqa: E402
+from centerx.deploy.letterbox import Letterbox  # noqa: E402
 from centerx.deploy.onnx_export import export_onnx, simplify  # noqa: E402
+from centerx.deploy.quantize import CalibrationImages, import_quantization, quantize_onnx  # noqa: E402
 from centerx.deploy.tensorrt_engine import TensorRTUnavailable, build_engine, import_tensorrt  # noqa: E402
 
 logger = logging.getLogger("centerx.benchmark")
@@ -68,8 +74,8 @@ def parse_args(argv=None):
     parser.add_argument("--reps", type=int, default=10, help="timed runs per model, runtime and batch")
     parser.add_argument("--models", nargs="+", default=["centernet", "ttfnet", "retinanet"],
                         choices=["centernet", "ttfnet", "retinanet"], help="detectors besides the backbone")
-    parser.add_argument("--runtimes", nargs="+", default=["pytorch", "onnxruntime", "tensorrt"],
-                        choices=["pytorch", "onnxruntime", "tensorrt"],
+    parser.add_argument("--runtimes", nargs="+", default=["pytorch", "onnxruntime", "onnxruntime-int8", "tensorrt"],
+                        choices=["pytorch", "onnxruntime", "onnxruntime-int8", "tensorrt"],
                         help="runtimes to time (unavailable ones are reported and skipped)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="CPU threads of PyTorch and ONNX Runtime (default: all cores)")
@@ -196,6 +202,12 @@ def available_runtimes(requested: List[str]) -> Dict[str, str]:
                 found["onnxruntime-cuda"] = "CUDAExecutionProvider"
         except ImportError:
             logger.warning("onnxruntime is not installed: ONNX Runtime rows skipped.")
+    if "onnxruntime-int8" in requested:
+        try:
+            import_quantization()
+            found["onnxruntime-int8-cpu"] = "int8"
+        except ExportError as e:
+            logger.warning(f"ONNX Runtime INT8 rows skipped: {e}")
     if "tensorrt" in requested:
         try:
             import_tensorrt()
@@ -218,6 +230,8 @@ class Runners:
         if how == "eager":
             return eager_runner(module, torch.device("cuda" if runtime.endswith("cuda") else "cpu"), x)
         onnx_path = self._onnx(name, module.cpu(), x)
+        if how == "int8":
+            return ort_runner(self._int8(onnx_path, module), x, "CPUExecutionProvider", self.threads)
         if runtime.startswith("onnxruntime"):
             return ort_runner(onnx_path, x, how, self.threads)
         if name == RETINANET:
@@ -227,6 +241,18 @@ class Runners:
             self.files[engine] = build_engine(onnx_path, engine, self.size, max_batch=self.max_batch,
                                               fp16=how == "fp16")
         return tensorrt_runner(engine, x)
+
+    def _int8(self, onnx_path: str, module: nn.Module) -> str:
+        """The INT8 graph of a centerX ONNX file, calibrated on 4 random images."""
+        if not isinstance(module, DeployModel):
+            raise NotImplementedError("the INT8 rows cover the centerX graphs")
+        path = f"{onnx_path[:-5]}-int8.onnx"
+        if path not in self.files:
+            rng = np.random.RandomState(0)
+            images = [rng.randint(0, 256, (*self.size, 3), dtype=np.uint8) for _ in range(4)]
+            letterbox = Letterbox(self.size, "BGR", module.model.pixel_mean.flatten().tolist())
+            self.files[path] = quantize_onnx(onnx_path, path, CalibrationImages(images, letterbox))
+        return path
 
     def _onnx(self, name: str, module: nn.Module, x: torch.Tensor) -> str:
         stem = name.replace(" ", "_") + (f"-batch{len(x)}" if name == RETINANET else "")

@@ -1,20 +1,26 @@
 #!/usr/bin/env python
-"""Export a centerX model to ONNX, Caffe or TensorRT (DESIGN §7 I/O contract).
+"""Export a centerX model to ONNX (FP32 or INT8), Caffe or TensorRT (DESIGN §7 I/O contract).
 
     python projects/speedup/export.py --config-file configs/COCO-Detection/centernet_r18_140e.yaml \
         --format onnx [--opset 17] [--raw] [--output DIR] MODEL.WEIGHTS model_final.pth
+    python projects/speedup/export.py --config-file ... --format onnx-int8 [--calibration-images 32] \
+        [--calibration-dataset NAME] MODEL.WEIGHTS ...
     python projects/speedup/export.py --config-file ... --format caffe MODEL.WEIGHTS ...
     python projects/speedup/export.py --config-file ... --format tensorrt [--fp16] MODEL.WEIGHTS ...
 
 Trailing ``KEY VALUE`` pairs override the config, as in train_net.py. The graph
 is traced on CPU at ``EXPORT.INPUT_SIZE``; then the file is loaded in its
 runtime (ONNX Runtime for ONNX and TensorRT, OpenCV for Caffe) on a random
-image and its agreement with PyTorch is logged.
+image and its agreement with PyTorch is logged. ``onnx-int8`` writes the FP32
+``model.onnx`` and its static INT8 quantisation ``model_int8.onnx``
+(centerx.deploy.quantize), calibrated on images of a registered dataset, logs
+both file sizes and how the INT8 detections agree with FP32 on one of them.
 """
 import argparse
 import logging
 import os
 import sys
+from typing import List
 
 import numpy as np
 import torch
@@ -25,20 +31,37 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import centerx  # noqa: E402
 from centerx.deploy import ExportError, build_deploy_model, check_input_size  # noqa: E402
 from centerx.deploy.onnx_export import DEFAULT_OPSET  # noqa: E402
+from centerx.deploy.quantize import (  # noqa: E402
+    calibration_files,
+    calibration_reader,
+    import_quantization,
+    quantize_onnx,
+)
 from centerx.deploy.tensorrt_engine import TensorRTUnavailable  # noqa: E402
 
 logger = logging.getLogger("centerx.export")
+# The INT8 agreement log line covers detections scoring above AGREEMENT_SCORE (the
+# visualisation threshold of the training hook), matched with IoU above AGREEMENT_IOU.
+AGREEMENT_SCORE = 0.3
+AGREEMENT_IOU = 0.9
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config")
-    parser.add_argument("--format", required=True, choices=("onnx", "caffe", "tensorrt"), help="what to export")
+    parser.add_argument("--format", required=True, choices=("onnx", "onnx-int8", "caffe", "tensorrt"),
+                        help="what to export (onnx-int8: model.onnx and its INT8 quantisation model_int8.onnx)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset (default {DEFAULT_OPSET}; deformable convs need 19)")
     parser.add_argument("--raw", action="store_true",
                         help="ONNX: output the peak-masked heatmap and regression maps instead of decoded boxes")
     parser.add_argument("--fp16", action="store_true", help="TensorRT: build an FP16 engine (FP32 otherwise)")
+    parser.add_argument("--calibration-images", type=int, metavar="N",
+                        help="onnx-int8: number of calibration images, evenly spread over the dataset "
+                             "(default EXPORT.CALIBRATION_IMAGES)")
+    parser.add_argument("--calibration-dataset", metavar="NAME",
+                        help="onnx-int8: registered dataset to calibrate on (default EXPORT.CALIBRATION_DATASET, else "
+                             "DATASETS.TEST[0], else DATASETS.TRAIN[0])")
     parser.add_argument("--output", metavar="DIR", help="output folder (default OUTPUT_DIR/deploy)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser.parse_args(argv)
@@ -100,6 +123,40 @@ def export_onnx(cfg, out_dir: str, raw: bool, opset: int) -> str:
     return path
 
 
+def export_onnx_int8(cfg, out_dir: str, opset: int, calibration: List[str]) -> str:
+    """model.onnx and its INT8 quantisation model_int8.onnx in out_dir,
+    calibrated on the image files ``calibration``; logs both sizes and the
+    agreement of their detections on the first calibration image."""
+    fp32 = export_onnx(cfg, out_dir, raw=False, opset=opset)
+    int8 = quantize_onnx(fp32, os.path.join(out_dir, "model_int8.onnx"), calibration_reader(cfg, calibration))
+    mib = [os.path.getsize(p) / 2 ** 20 for p in (fp32, int8)]
+    logger.info(f"Sizes: {os.path.basename(fp32)} {mib[0]:.1f} MiB, {os.path.basename(int8)} {mib[1]:.1f} MiB "
+                f"({mib[1] / mib[0]:.2f} of FP32).")
+    _log_int8_agreement(cfg, fp32, int8, calibration[0])
+    return int8
+
+
+def _log_int8_agreement(cfg, fp32: str, int8: str, image_file: str) -> None:
+    """One log line on how the INT8 graph's confident detections (score above
+    AGREEMENT_SCORE) match FP32's (same class, IoU above AGREEMENT_IOU) on one image."""
+    import cv2
+    from detectron2.structures import Boxes, pairwise_iou
+
+    from centerx.deploy.runtimes import OnnxRuntime
+
+    image = cv2.imread(image_file, cv2.IMREAD_COLOR)
+    ref, out = (OnnxRuntime(cfg, path, providers=["CPUExecutionProvider"])([image])[0] for path in (fp32, int8))
+    ref_keep, out_keep = ref["scores"] > AGREEMENT_SCORE, out["scores"] > AGREEMENT_SCORE
+    iou = pairwise_iou(Boxes(torch.from_numpy(ref["boxes"][ref_keep])), Boxes(torch.from_numpy(out["boxes"]))).numpy()
+    iou[ref["classes"][ref_keep][:, None] != out["classes"][None]] = 0
+    found = iou.max(axis=1, initial=0.0) > AGREEMENT_IOU
+    score_diff = max((abs(score - out["scores"][row.argmax()]) for score, row in
+                      zip(ref["scores"][ref_keep][found], iou[found])), default=0.0)
+    logger.info(f"ONNX Runtime INT8 vs FP32 on {image_file}: {found.sum()} of FP32's {ref_keep.sum()} detections "
+                f"above {AGREEMENT_SCORE} found (same class, IoU > {AGREEMENT_IOU}; INT8 has {out_keep.sum()} above "
+                f"it), their scores differ by at most {score_diff:.3f}.")
+
+
 def export_caffe(cfg, out_dir: str) -> str:
     """model.prototxt + model.caffemodel in out_dir, run once in OpenCV."""
     import cv2
@@ -136,13 +193,23 @@ def main(argv=None) -> int:
     setup_logger(name="centerx")
     cfg = setup(args)
     if args.raw and args.format != "onnx":
-        raise SystemExit("--raw applies to --format onnx (Caffe exports are raw; TensorRT engines are decoded).")
+        raise SystemExit("--raw applies to --format onnx (Caffe exports are raw; TensorRT engines and the INT8 "
+                         "graph of onnx-int8 are decoded).")
+    if (args.calibration_images is not None or args.calibration_dataset) and args.format != "onnx-int8":
+        raise SystemExit("--calibration-images and --calibration-dataset apply to --format onnx-int8.")
     if args.fp16 and args.format != "tensorrt":
         raise SystemExit("--fp16 applies to --format tensorrt.")
     out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "deploy")
     try:
         if args.format == "onnx":
             path = export_onnx(cfg, out_dir, args.raw, args.opset)
+        elif args.format == "onnx-int8":
+            import_quantization()  # fail early, before the FP32 export
+            try:
+                calibration = calibration_files(cfg, args.calibration_dataset, args.calibration_images)
+            except (ValueError, FileNotFoundError) as e:
+                raise SystemExit(str(e)) from e
+            path = export_onnx_int8(cfg, out_dir, args.opset, calibration)
         elif args.format == "caffe":
             path = export_caffe(cfg, out_dir)
         else:

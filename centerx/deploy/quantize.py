@@ -1,0 +1,247 @@
+"""Post-training static INT8 quantisation of an exported ONNX graph with ONNX
+Runtime's tools (``onnxruntime.quantization.quantize_static``).
+
+What the INT8 graph holds (QDQ format: QuantizeLinear / DequantizeLinear pairs
+around each quantised node, which ONNX Runtime fuses into integer kernels; the
+file stays a standard ONNX graph):
+
+- the network, from the normalised image to the input of each head's last
+  convolution: every ``Conv`` / ``ConvTranspose`` with int8 weights, symmetric
+  and per output channel, and uint8 activations, one asymmetric range per
+  tensor (the min / max seen on the calibration images); the ``Relu``,
+  ``Add``, ``MaxPool`` and ``Resize`` between them run on the quantised
+  tensors (ONNX Runtime's recommended types for x86 CPUs, ``reduce_range``
+  off). ONNX Runtime's CPU provider fuses Conv into ``QLinearConv`` but has
+  no integer ``ConvTranspose``: CenterNet's upsampling deconvolutions keep
+  int8 weights in the file and run in FP32 on dequantised tensors;
+- FP32, not quantised: the normalisation in front (``Sub`` / ``Div``), the
+  heads' last convolutions (the convolutions with no convolution after them),
+  which take the dequantised features and output FP32 heatmap logits and
+  regression maps, and everything after them: sigmoid, peak mask, top-K and
+  box decode, exactly as in the FP32 graph. Heatmap logits snapped to an
+  8-bit grid would turn neighbouring cells closer than one step into
+  plateaus, which the ``==`` peak mask keeps as duplicate detections.
+
+``onnxruntime.quantization.quant_pre_process`` is not run: onnxslim has already
+folded BatchNorm and constants and annotated every tensor with its type and
+shape, which is what the quantiser needs (on CenterNet, pre-processing only
+folds 7 more nodes, none of a quantised type), and its symbolic shape
+inference fails on TTFNet, unable to equate the sizes of the upsampled and
+the skip-connection maps for a dynamic H, W.
+"""
+import importlib
+import logging
+import os
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from .letterbox import Letterbox
+from .wrapper import ExportError, check_input_size, deploy_config
+
+if TYPE_CHECKING:
+    import onnx
+
+logger = logging.getLogger(__name__)
+
+# Node types quantised inside the network (the others there, and every node of
+# the decode tail, stay FP32).
+QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "Relu", "Add", "MaxPool", "Resize")
+CONV_OP_TYPES = ("Conv", "ConvTranspose")
+DECODED_OUTPUTS = ("boxes", "scores", "classes")
+
+
+def import_quantization():
+    """``onnxruntime.quantization``, or :class:`ExportError` saying how to get it."""
+    try:
+        quantization = importlib.import_module("onnxruntime.quantization")
+    except ImportError as e:
+        raise ExportError(
+            f"INT8 export needs ONNX Runtime's quantisation tools (onnxruntime.quantization), which cannot be "
+            f"imported here ({e}). Install onnxruntime (pip install onnxruntime; onnxruntime-gpu has them too)."
+        ) from e
+    return quantization
+
+
+def split_network(model: "onnx.ModelProto") -> Tuple[List[str], List[str]]:
+    """Which nodes of an exported graph get quantised.
+
+    A node is in the network when a convolution follows it (anywhere
+    downstream); the output convolutions are those with no convolution after
+    them (one per head). The graph's nodes are in topological order, as ONNX
+    requires, so one backward pass decides it.
+
+    Returns:
+        quantised: names of the network's nodes of :data:`QUANTIZED_OP_TYPES`;
+        output_convs: names of the output convolutions (kept FP32).
+    """
+    consumers: Dict[str, List[int]] = {}
+    for i, node in enumerate(model.graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(i)
+    nodes = model.graph.node
+    feeds_conv = [False] * len(nodes)
+    for i in range(len(nodes) - 1, -1, -1):
+        feeds_conv[i] = any(nodes[j].op_type in CONV_OP_TYPES or feeds_conv[j]
+                            for out in nodes[i].output for j in consumers.get(out, ()))
+    quantised = [n.name for n, f in zip(nodes, feeds_conv) if f and n.op_type in QUANTIZED_OP_TYPES]
+    output_convs = [n.name for n, f in zip(nodes, feeds_conv) if not f and n.op_type in CONV_OP_TYPES]
+    if not output_convs:
+        raise ExportError("The graph has no convolution to quantise; is it an exported centerX model?")
+    return quantised, output_convs
+
+
+class CalibrationImages:
+    """ONNX Runtime ``CalibrationDataReader`` over images, one at a time,
+    pre-processed as the runtimes do (:class:`Letterbox`).
+
+    It implements the reader's ``get_next`` protocol (``isinstance(reader,
+    onnxruntime.quantization.CalibrationDataReader)`` holds through that class's
+    subclass hook) without importing onnxruntime at module import.
+    """
+
+    def __init__(self, images: Sequence[Union[str, np.ndarray]], letterbox: Letterbox):
+        """
+        Args:
+            images: image files, or BGR uint8 arrays [h, w, 3].
+            letterbox: the pre-processing of the deployment runtimes
+                (``EXPORT.INPUT_SIZE``, ``INPUT.FORMAT``, pixel-mean padding).
+        """
+        if not len(images):
+            raise ValueError("Calibration needs at least one image.")
+        self.images = list(images)
+        self.letterbox = letterbox
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        """The next graph input ``{"images": float32 [1, 3, H, W]}`` (pixels 0..255
+        in ``INPUT.FORMAT`` order), or None after the last image."""
+        if self._next >= len(self.images):
+            return None
+        image = self.images[self._next]
+        self._next += 1
+        if isinstance(image, str):
+            path, image = image, cv2.imread(image, cv2.IMREAD_COLOR)
+            if image is None:
+                raise FileNotFoundError(
+                    f"Calibration image {path} cannot be read. Check that the dataset's images are where its "
+                    f"registration says (datasets/README.md), or calibrate on another dataset."
+                )
+        return {"images": self.letterbox([image])[0]}
+
+
+def calibration_dataset(cfg, dataset: Optional[str] = None) -> str:
+    """The dataset to calibrate on: ``dataset``, else EXPORT.CALIBRATION_DATASET,
+    else ``DATASETS.TEST[0]``, else ``DATASETS.TRAIN[0]``; checked to be registered (the config's
+    ``DATASETS.COCO_JSON`` and ``DATASETS.IMAGE_FOLDERS`` are registered first)."""
+    from detectron2.data import DatasetCatalog
+
+    from ..data.datasets import register_coco_json_datasets
+    from ..data.datasets.image_folder import register_image_folders
+
+    register_coco_json_datasets(cfg.DATASETS.COCO_JSON)
+    register_image_folders(cfg.DATASETS.IMAGE_FOLDERS)
+    name = dataset or cfg.EXPORT.CALIBRATION_DATASET or (list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN) + [""])[0]
+    if not name:
+        raise ValueError("No calibration dataset: the config has neither DATASETS.TEST nor DATASETS.TRAIN; "
+                         "name a registered dataset (export.py --calibration-dataset NAME).")
+    if name not in DatasetCatalog.list():
+        raise ValueError(
+            f"Calibration dataset {name!r} is not registered. Use a built-in dataset (e.g. shapes_val), one of "
+            f"DATASETS.COCO_JSON or DATASETS.IMAGE_FOLDERS (given as config overrides), or pass another name to "
+            f"--calibration-dataset."
+        )
+    return name
+
+
+def calibration_files(cfg, dataset: Optional[str] = None, num_images: Optional[int] = None) -> List[str]:
+    """``num_images`` (default EXPORT.CALIBRATION_IMAGES) image files of the
+    calibration dataset (:func:`calibration_dataset`), evenly spread over it
+    (all of them when it has fewer)."""
+    from detectron2.data import DatasetCatalog
+
+    num_images = cfg.EXPORT.CALIBRATION_IMAGES if num_images is None else num_images
+    if num_images < 1:
+        raise ValueError(f"The number of calibration images must be positive; got {num_images}.")
+    name = calibration_dataset(cfg, dataset)
+    try:
+        records = DatasetCatalog.get(name)
+    except OSError as e:
+        raise FileNotFoundError(f"Calibration dataset {name!r} cannot be loaded: {e}") from e
+    if not records:
+        raise ValueError(f"Calibration dataset {name!r} has no images.")
+    index = np.unique(np.linspace(0, len(records) - 1, min(num_images, len(records))).round().astype(int))
+    files = [records[i]["file_name"] for i in index]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(files)} calibration images of {name!r} do not exist (e.g. {missing[0]}). "
+            f"Put the dataset's images where its registration says (datasets/README.md), or calibrate on another "
+            f"dataset (--calibration-dataset)."
+        )
+    logger.info(f"Calibrating on {len(files)} of the {len(records)} images of {name}.")
+    return files
+
+
+def calibration_reader(cfg, images: Sequence[Union[str, np.ndarray]]) -> CalibrationImages:
+    """A :class:`CalibrationImages` with the runtimes' letterbox of ``cfg`` (a
+    ``Distiller``'s student config)."""
+    cfg = deploy_config(cfg)
+    return CalibrationImages(images, Letterbox(check_input_size(cfg.EXPORT.INPUT_SIZE), cfg.INPUT.FORMAT,
+                                               cfg.MODEL.PIXEL_MEAN))
+
+
+class _PreProcessHint(logging.Filter):
+    """Drops ONNX Runtime's advice to run ``quant_pre_process`` first, left out
+    on purpose (see the module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def quantize_onnx(fp32_path: str, int8_path: str, reader: CalibrationImages) -> str:
+    """Write the static INT8 (QDQ) version of an exported decoded graph.
+
+    Args:
+        fp32_path: ``model.onnx`` of the ONNX export (decoded outputs; onnxslim'd).
+        int8_path: where to write the INT8 graph.
+        reader: the calibration images (:func:`calibration_reader`); the
+            activation ranges are their min / max.
+
+    Returns:
+        ``int8_path``. Raises :class:`ExportError` for a raw-output graph or
+        without ``onnxruntime.quantization``.
+    """
+    import onnx
+
+    quantization = import_quantization()
+    model = onnx.load(fp32_path)
+    outputs = tuple(o.name for o in model.graph.output)
+    if outputs != DECODED_OUTPUTS:
+        raise ExportError(
+            f"INT8 quantisation takes the decoded graph (outputs {', '.join(DECODED_OUTPUTS)}); {fp32_path} has "
+            f"outputs {', '.join(outputs)}. Export without --raw: the INT8 graph is for ONNX Runtime, which runs "
+            f"the decode, and the runtimes that need raw outputs (Caffe) cannot run QDQ graphs."
+        )
+    quantised, output_convs = split_network(model)
+    logger.info(f"Quantising {len(quantised)} nodes; FP32: the output convolutions {', '.join(output_convs)} "
+                f"and the decode after them.")
+    os.makedirs(os.path.dirname(os.path.abspath(int8_path)), exist_ok=True)
+    hint = _PreProcessHint()
+    logging.getLogger().addFilter(hint)
+    try:
+        quantization.quantize_static(
+            fp32_path, int8_path, reader, quant_format=quantization.QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=quantised, per_channel=True,
+            activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+        )
+    finally:
+        logging.getLogger().removeFilter(hint)
+    onnx.checker.check_model(int8_path, full_check=True)
+    logger.info(f"Wrote {int8_path} (INT8, QDQ, calibrated on {len(reader)} images).")
+    return int8_path

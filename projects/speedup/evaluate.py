@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""COCO box AP of a model on a registered dataset, run in a deployment runtime.
+
+    python projects/speedup/evaluate.py --config-file CFG --runtime onnxruntime --model deploy/model_int8.onnx \
+        [--dataset shapes_val] [KEY VALUE overrides]
+    python projects/speedup/evaluate.py --config-file CFG --runtime pytorch MODEL.WEIGHTS model_final.pth
+
+Each image is read with OpenCV (BGR), letterboxed to EXPORT.INPUT_SIZE, run,
+thresholded at the meta-architecture's SCORE_THRESH_TEST and mapped back to its
+own pixels, as every runtime of centerx.deploy.runtimes does; detectron2's
+COCOEvaluator scores the detections. Set EXPORT.INPUT_SIZE to the test size
+the model is evaluated at in PyTorch (e.g. (256, 256) for the shapes demo
+configs, whose test resize fits the longer side to 256) to compare the two.
+"""
+import argparse
+import logging
+import os
+import sys
+from typing import Dict
+
+import cv2
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import COCOEvaluator
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import setup_logger
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import centerx  # noqa: E402
+from centerx.deploy.runtimes import RUNTIMES, Runtime, build_runtime  # noqa: E402
+
+logger = logging.getLogger("centerx.evaluate")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
+    parser.add_argument("--runtime", required=True, choices=RUNTIMES, help="where to run the model")
+    parser.add_argument("--model", default="", metavar="FILE",
+                        help="exported file (.onnx, .prototxt with its .caffemodel beside it, .engine); "
+                             "not used by --runtime pytorch (MODEL.WEIGHTS)")
+    parser.add_argument("--dataset", metavar="NAME", help="registered dataset (default DATASETS.TEST[0])")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    return parser.parse_args(argv)
+
+
+def evaluate(runtime: Runtime, dataset: str) -> Dict[str, float]:
+    """COCO box metrics (AP, AP50, ..., in percent) of ``runtime`` on every image of ``dataset``."""
+    evaluator = COCOEvaluator(dataset, tasks=("bbox",), distributed=False)
+    evaluator.reset()
+    for record in DatasetCatalog.get(dataset):
+        image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"Cannot read {record['file_name']} of dataset {dataset!r}.")
+        (det,) = runtime([image])
+        instances = Instances(image.shape[:2], pred_boxes=Boxes(torch.from_numpy(det["boxes"])),
+                              scores=torch.from_numpy(det["scores"]), pred_classes=torch.from_numpy(det["classes"]))
+        evaluator.process([record], [{"instances": instances}])
+    return evaluator.evaluate()["bbox"]
+
+
+def main(argv=None) -> Dict[str, float]:
+    args = parse_args(argv)
+    setup_logger(name="centerx")
+    setup_logger(name="detectron2")
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    centerx.register_coco_json_datasets(cfg.DATASETS.COCO_JSON)
+    dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
+    if dataset not in DatasetCatalog.list():
+        raise SystemExit(f"Dataset {dataset!r} is not registered: pass --dataset NAME or set DATASETS.TEST.")
+    metrics = evaluate(build_runtime(args.runtime, cfg, args.model), dataset)
+    logger.info(f"{args.runtime} {args.model or cfg.MODEL.WEIGHTS} on {dataset}: AP {metrics['AP']:.2f}, "
+                f"AP50 {metrics['AP50']:.2f}, AP75 {metrics['AP75']:.2f}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
