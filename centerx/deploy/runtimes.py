@@ -169,6 +169,16 @@ class TensorRTRuntime(Runtime):
 RUNTIMES = ("pytorch", "onnxruntime", "caffe", "tensorrt")
 
 
+def add_runtime_arguments(parser) -> None:
+    """The ``--config-file``, ``--runtime`` and ``--model`` flags of every script
+    that runs a model on a chosen runtime (projects/speedup)."""
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
+    parser.add_argument("--runtime", required=True, choices=RUNTIMES, help="where to run the model")
+    parser.add_argument("--model", default="", metavar="FILE",
+                        help="exported file (.onnx, .prototxt with its .caffemodel beside it, .engine); "
+                             "not used by --runtime pytorch (MODEL.WEIGHTS)")
+
+
 def build_runtime(name: str, cfg, model_path: str = "") -> Runtime:
     """A runtime by name.
 

@@ -24,18 +24,14 @@ from detectron2.utils.logger import setup_logger
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import centerx  # noqa: E402
-from centerx.deploy.runtimes import RUNTIMES, build_runtime  # noqa: E402
+from centerx.deploy.runtimes import add_runtime_arguments, build_runtime  # noqa: E402
 
 logger = logging.getLogger("centerx.demo")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
-    parser.add_argument("--runtime", required=True, choices=RUNTIMES, help="where to run the model")
-    parser.add_argument("--model", default="", metavar="FILE",
-                        help="exported file (.onnx, .prototxt with its .caffemodel beside it, .engine); "
-                             "not used by --runtime pytorch (MODEL.WEIGHTS)")
+    add_runtime_arguments(parser)
     parser.add_argument("--input", required=True, nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the drawn images")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
