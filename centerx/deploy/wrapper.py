@@ -1,17 +1,13 @@
 """The export-friendly forward shared by every exporter and runtime (DESIGN §7)."""
-import logging
 from typing import Dict, Tuple
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from torch import nn
 
-from ..engine.ema import load_ema_weights
+from ..engine.ema import load_weights_for_eval
 from ..modeling.decode import peak_mask
 from ..modeling.meta_arch.point_detector import PointDetector
-
-logger = logging.getLogger(__name__)
 
 
 class ExportError(RuntimeError):
@@ -118,7 +114,5 @@ def build_deploy_model(cfg, raw: bool = False) -> DeployModel:
     cfg = deploy_config(cfg)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        extra = DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-        if cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.USE_FOR_EVAL and load_ema_weights(model, extra):
-            logger.info("Exporting the checkpoint's EMA weights (MODEL_EMA.USE_FOR_EVAL).")
+        load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS)
     return DeployModel(model, raw=raw).eval()

@@ -5,6 +5,7 @@ import math
 from typing import Dict
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from torch import nn
 
@@ -37,6 +38,8 @@ class ModelEMA:
     def reset(self, model: nn.Module) -> None:
         """Start over from the model's current weights."""
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._float_keys = [k for k, v in self.state.items() if v.is_floating_point()]
+        self._other_keys = [k for k, v in self.state.items() if not v.is_floating_point()]
         self.updates = 0
 
     def decay_at(self, updates: int) -> float:
@@ -50,11 +53,10 @@ class ModelEMA:
         self.updates += 1
         weight = 1.0 - self.decay_at(self.updates)
         current = model.state_dict()
-        floats = [k for k, v in self.state.items() if v.is_floating_point()]
-        torch._foreach_lerp_([self.state[k] for k in floats], [current[k].detach() for k in floats], weight)
-        for k, v in self.state.items():
-            if not v.is_floating_point():
-                v.copy_(current[k])
+        torch._foreach_lerp_([self.state[k] for k in self._float_keys],
+                             [current[k].detach() for k in self._float_keys], weight)
+        for k in self._other_keys:
+            self.state[k].copy_(current[k])
 
     @contextlib.contextmanager
     def apply_to(self, model: nn.Module):
@@ -89,6 +91,19 @@ class EMAHook(HookBase):
 
     def after_step(self):
         self.ema.update(self.model)
+
+
+def load_weights_for_eval(cfg, model, weights: str, resume: bool = False) -> None:
+    """Load ``weights`` (or, with ``resume``, the last checkpoint of OUTPUT_DIR) for
+    evaluation or export; with MODEL_EMA.ENABLED and USE_FOR_EVAL, the
+    checkpoint's EMA weights when it has them."""
+    extra = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights, resume=resume)
+    if cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.USE_FOR_EVAL:
+        if load_ema_weights(model, extra):
+            logger.info("Using the checkpoint's EMA weights (MODEL_EMA.USE_FOR_EVAL).")
+        else:
+            logger.warning("MODEL_EMA.USE_FOR_EVAL is set but the checkpoint has no EMA weights; "
+                           "using its trained weights.")
 
 
 def load_ema_weights(model: nn.Module, checkpoint: Dict) -> bool:

@@ -18,7 +18,7 @@ from fvcore.nn.precise_bn import get_bn_modules
 from ..data import CenterNetDatasetMapper
 from ..data.samplers import PositionedDataset, ResumableTrainingSampler
 from .checkpoint import AtomicCheckpointer
-from .ema import EMAHook, ModelEMA, load_ema_weights
+from .ema import EMAHook, ModelEMA
 from .replicas import ReplicaCheck
 from .visualization import PredictionImages
 
@@ -94,19 +94,6 @@ def build_resumable_train_loader(cfg, seed: int):
 def data_seed(cfg) -> int:
     """SEED when set (>= 0), else one random seed shared by all processes."""
     return cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-
-
-def load_weights_for_eval(cfg, model, weights: str, resume: bool = False) -> None:
-    """Load ``weights`` (or, with ``resume``, the last checkpoint of OUTPUT_DIR) for
-    evaluation or export; with MODEL_EMA.ENABLED and USE_FOR_EVAL, the
-    checkpoint's EMA weights when it has them."""
-    extra = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights, resume=resume)
-    if cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.USE_FOR_EVAL:
-        if load_ema_weights(model, extra):
-            logger.info("Using the checkpoint's EMA weights (MODEL_EMA.USE_FOR_EVAL).")
-        else:
-            logger.warning("MODEL_EMA.USE_FOR_EVAL is set but the checkpoint has no EMA weights; "
-                           "using its trained weights.")
 
 
 class Trainer(DefaultTrainer):

@@ -76,7 +76,7 @@ def gaussian_patches(centers: torch.Tensor, radii: torch.Tensor, output_size: Tu
     H, W = output_size
     device = centers.device
     wx, wy = (max(0, int(w)) for w in window)
-    radii = torch.minimum(radii, torch.tensor([wx, wy], device=device))
+    radii = torch.stack((radii[:, 0].clamp(max=wx), radii[:, 1].clamp(max=wy)), dim=1)
     dx = torch.arange(-wx, wx + 1, device=device)
     dy = torch.arange(-wy, wy + 1, device=device)
     sigma = (2 * radii.float() + 1) / 6  # [N, 2]
