@@ -1,6 +1,8 @@
 """Training-time dataset mapper for CenterNet-style detectors."""
 import copy
+import functools
 import logging
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -12,28 +14,48 @@ from detectron2.utils.logger import log_every_n_seconds
 logger = logging.getLogger(__name__)
 
 
-def build_centernet_train_augmentations(cfg):
-    """Random scale + fixed-size crop/pad to INPUT.TRAIN_SIZE, horizontal flip,
-    brightness / contrast / saturation jitter (all detectron2 transforms)."""
-    size = cfg.INPUT.TRAIN_SIZE
-    lo, hi = cfg.INPUT.SCALE_RANGE
+def centernet_train_augmentations(size: int, scale_range: Tuple[float, float], pad_value: float,
+                                  hflip_prob: float, color_jitter: float) -> List[T.Augmentation]:
+    """Random scale + fixed-size crop/pad to a ``size`` x ``size`` square (input
+    pixels, padded with ``pad_value``), horizontal flip with ``hflip_prob``,
+    brightness / contrast / saturation jitter of strength ``color_jitter``
+    (all detectron2 transforms)."""
+    lo, hi = scale_range
     augs = [
         T.ResizeScale(min_scale=lo, max_scale=hi, target_height=size, target_width=size),
-        T.FixedSizeCrop(crop_size=(size, size), pad=True, pad_value=float(np.mean(cfg.MODEL.PIXEL_MEAN))),
+        T.FixedSizeCrop(crop_size=(size, size), pad=True, pad_value=pad_value),
     ]
-    if cfg.INPUT.HFLIP_PROB > 0:
-        augs.append(T.RandomFlip(prob=cfg.INPUT.HFLIP_PROB, horizontal=True))
-    s = cfg.INPUT.COLOR_JITTER
+    if hflip_prob > 0:
+        augs.append(T.RandomFlip(prob=hflip_prob, horizontal=True))
+    s = color_jitter
     if s > 0:
         augs += [T.RandomBrightness(1 - s, 1 + s), T.RandomContrast(1 - s, 1 + s), T.RandomSaturation(1 - s, 1 + s)]
     return augs
+
+
+def build_centernet_train_augmentations(cfg, size: Optional[int] = None) -> List[T.Augmentation]:
+    """:func:`centernet_train_augmentations` as the config says, to a square of
+    ``size`` input pixels (default INPUT.TRAIN_SIZE)."""
+    return centernet_train_augmentations(**_augmentation_args(cfg), size=size or cfg.INPUT.TRAIN_SIZE)
+
+
+def _augmentation_args(cfg) -> Dict:
+    return {
+        "scale_range": tuple(cfg.INPUT.SCALE_RANGE),
+        "pad_value": float(np.mean(cfg.MODEL.PIXEL_MEAN)),
+        "hflip_prob": cfg.INPUT.HFLIP_PROB,
+        "color_jitter": cfg.INPUT.COLOR_JITTER,
+    }
 
 
 class CenterNetDatasetMapper:
     """Dataset dict -> model input dict for training.
 
     Output: {"image": uint8 tensor [3, S, S] in INPUT.FORMAT, "instances":
-    Instances(gt_boxes in input pixels, gt_classes), plus the input's keys}.
+    Instances(gt_boxes in input pixels, gt_classes), plus the input's keys};
+    S is INPUT.TRAIN_SIZE, or the ``size`` a call asks for (multi-scale
+    training: the augmentations for each size are built on first use, by
+    ``augmentations_for_size``, and kept).
     Boxes are transformed and clipped with the image; boxes left narrower or
     lower than ``min_box_size`` pixels, and crowd annotations, are dropped and
     counted. An image whose file is missing or unreadable is skipped (``None``
@@ -41,8 +63,11 @@ class CenterNetDatasetMapper:
     """
 
     @configurable
-    def __init__(self, *, augmentations, image_format="BGR", min_box_size=2.0):
+    def __init__(self, *, augmentations, image_format="BGR", min_box_size=2.0,
+                 augmentations_for_size: Optional[Callable[[int], List[T.Augmentation]]] = None):
         self.augmentations = T.AugmentationList(augmentations)
+        self.augmentations_for_size = augmentations_for_size
+        self._sized_augmentations: Dict[int, T.AugmentationList] = {}
         self.image_format = image_format
         self.min_box_size = min_box_size
         self.num_dropped_boxes = 0
@@ -55,9 +80,22 @@ class CenterNetDatasetMapper:
             "augmentations": build_centernet_train_augmentations(cfg),
             "image_format": cfg.INPUT.FORMAT,
             "min_box_size": cfg.INPUT.MIN_BOX_SIZE,
+            "augmentations_for_size": functools.partial(centernet_train_augmentations, **_augmentation_args(cfg)),
         }
 
-    def __call__(self, dataset_dict):
+    def _augmentations_at(self, size: Optional[int]) -> T.AugmentationList:
+        if size is None:
+            return self.augmentations
+        if size not in self._sized_augmentations:
+            if self.augmentations_for_size is None:
+                raise ValueError("This CenterNetDatasetMapper was built without augmentations_for_size, "
+                                 f"so it cannot map to another size ({size}).")
+            self._sized_augmentations[size] = T.AugmentationList(self.augmentations_for_size(int(size)))
+        return self._sized_augmentations[size]
+
+    def __call__(self, dataset_dict, size: Optional[int] = None):
+        """Map one dataset dict; ``size``: square side in input pixels, None = the
+        mapper's own (INPUT.TRAIN_SIZE)."""
         dataset_dict = copy.deepcopy(dataset_dict)
         try:
             image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
@@ -70,7 +108,7 @@ class CenterNetDatasetMapper:
             return None
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
+        transforms = self._augmentations_at(size)(aug_input)
         image = aug_input.image
         shape = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))

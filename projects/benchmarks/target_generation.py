@@ -63,12 +63,12 @@ def random_batch(rng: np.random.Generator, batch: int, objects: int, size: int) 
 
 
 def build_centernet(gt, device, size):
-    boxes, classes, window = batch_ground_truth(gt, device, lambda b, c: centernet_window(b, c, STRIDE))
+    boxes, classes, _, window = batch_ground_truth(gt, device, lambda b, c: centernet_window(b, c, STRIDE))
     return centernet_targets(boxes, classes, NUM_CLASSES, (size // STRIDE, size // STRIDE), STRIDE, window=window)
 
 
 def build_ttfnet(gt, device, size):
-    boxes, classes, window = batch_ground_truth(gt, device, lambda b, c: ttfnet_window(b, c, STRIDE))
+    boxes, classes, _, window = batch_ground_truth(gt, device, lambda b, c: ttfnet_window(b, c, STRIDE))
     return ttfnet_targets(boxes, classes, NUM_CLASSES, (size // STRIDE, size // STRIDE), STRIDE, window=window)
 
 

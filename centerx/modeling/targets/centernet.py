@@ -3,7 +3,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .gaussian import draw_gaussians, gaussian_radius
+from .gaussian import draw_gaussians, draw_peak_weights, gaussian_radius
 
 
 def centernet_radii(boxes: torch.Tensor, stride: int, min_overlap: float = 0.7,
@@ -53,6 +53,7 @@ def centernet_targets(
     radius_mode: str = "corrected",
     max_objects: int = 128,
     window: Optional[Tuple[int, int]] = None,
+    weights: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
     """Build CenterNet's targets for a batch, as shape-static tensor code on the
     boxes' device (no value is read back to the host).
@@ -64,6 +65,8 @@ def centernet_targets(
         output_size: (H, W) of the output maps in cells; stride: input pixels per cell.
         window: splat window (host ints, :func:`centernet_window`); None = the
             radius of a box as large as the map, enough for any box inside it.
+        weights: optional [B, M] per-object loss weights (e.g. mixup's, see
+            :func:`~centerx.modeling.targets.batching.batch_ground_truth`).
 
     Returns dict:
         ``heatmap`` [B, C, H, W]: max over the objects' Gaussians (centre value 1);
@@ -72,6 +75,12 @@ def centernet_targets(
         ``mask`` [B, K] float: 1 for a real object, 0 for padding;
         ``num_skipped``: 0-dim int64 tensor, objects beyond ``max_objects`` plus
         boxes with non-positive size, a centre outside the map or a class out of range.
+        Only when ``weights`` is given: ``object_weight`` [B, K] each kept
+        object's weight (0 for padding), for the size and offset L1 terms, and
+        ``pos_weight`` [B, C, H, W] the weights at the heatmap peaks, 1 elsewhere
+        (:func:`~centerx.modeling.targets.gaussian.draw_peak_weights`), for the
+        focal loss's positive terms. The weights scale each object's terms; the
+        losses keep the number of objects as their divisor.
     """
     B, M = classes.shape
     H, W = output_size
@@ -108,5 +117,13 @@ def centernet_targets(
     wh_t.scatter_(1, slot[..., None].expand(-1, -1, 2), wh)
     offset_t.scatter_(1, slot[..., None].expand(-1, -1, 2), center - cell.float())
     mask.scatter_(1, slot, keep.float())
-    return {"heatmap": heatmap, "index": index[:, :K], "wh": wh_t[:, :K], "offset": offset_t[:, :K],
-            "mask": mask[:, :K], "num_skipped": num_skipped}
+    out = {"heatmap": heatmap, "index": index[:, :K], "wh": wh_t[:, :K], "offset": offset_t[:, :K],
+           "mask": mask[:, :K], "num_skipped": num_skipped}
+    if weights is not None:
+        w = weights.float()
+        object_weight = torch.zeros(B, K + 1, device=device)
+        object_weight.scatter_(1, slot, w * keep)
+        out["object_weight"] = object_weight[:, :K]
+        out["pos_weight"] = draw_peak_weights(heatmap.shape, bidx.reshape(-1), cls.reshape(-1), cell.reshape(-1, 2),
+                                              w.reshape(-1), keep.reshape(-1))
+    return out

@@ -122,3 +122,33 @@ def draw_gaussians(heatmap: torch.Tensor, batch_idx: torch.Tensor, classes: torc
     index = plane[:, None, None] + ys[:, :, None] * W + xs[:, None, :]
     heatmap.view(-1).scatter_reduce_(0, index.reshape(-1), values.reshape(-1).to(heatmap.dtype), reduce="amax")
     return heatmap
+
+
+def draw_peak_weights(shape: Tuple[int, int, int, int], batch_idx: torch.Tensor, classes: torch.Tensor,
+                      centers: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-object loss weights placed at the objects' heatmap peaks: the
+    ``pos_weight`` of :func:`~centerx.modeling.losses.penalty_reduced_focal_loss`.
+
+    Each valid object writes its weight at its centre cell in its class's plane;
+    where several objects of one class share a centre cell, the largest weight
+    wins (the heatmap there is one positive, the max of their Gaussians). Every
+    other cell is 1. Shape-static (a scatter-max): nothing is read back.
+
+    Args:
+        shape: (B, C, H, W) of the heatmap.
+        batch_idx, classes: [N] int64 image index and class of each object.
+        centers: [N, 2] int64 centre cells (x, y).
+        weights: [N] non-negative weights; valid: [N] bool (invalid objects,
+            whatever their class and centre, leave no trace).
+
+    Returns:
+        [B, C, H, W] float32.
+    """
+    B, C, H, W = shape
+    cx = centers[:, 0].clamp(0, W - 1)
+    cy = centers[:, 1].clamp(0, H - 1)
+    index = ((batch_idx * C + classes.clamp(0, C - 1)) * H + cy) * W + cx
+    values = torch.where(valid, weights.float(), torch.full_like(weights, -1.0, dtype=torch.float32))
+    peak = torch.full((B * C * H * W,), -1.0, device=weights.device)
+    peak.scatter_reduce_(0, index, values, reduce="amax")
+    return torch.where(peak >= 0, peak, torch.ones_like(peak)).view(B, C, H, W)

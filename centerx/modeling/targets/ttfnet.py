@@ -9,7 +9,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .gaussian import draw_gaussians, gaussian_patches
+from .gaussian import draw_gaussians, draw_peak_weights, gaussian_patches
 
 
 def ttfnet_targets(
@@ -21,6 +21,7 @@ def ttfnet_targets(
     alpha: float = 0.54,
     beta: float = 0.54,
     window: Optional[Tuple[int, int]] = None,
+    weights: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
     """Build TTFNet's heatmap and box-regression targets for a batch.
 
@@ -42,6 +43,11 @@ def ttfnet_targets(
     - sample weights: log(area_m) * G_m(cell) / sum of G_m over the cells object
       m owns, with G_m its beta-Gaussian and area_m in input pixels (clamped at
       1, so log >= 0): every object that owns a cell contributes log(area_m).
+    - per-object loss weights (optional, e.g. mixup's): object m's sample
+      weights are multiplied by its weight u_m, and its heatmap peak gets u_m as
+      the weight of its positive focal term. ``weight_sum`` (the box loss's
+      divisor) stays the sum of the sample weights before that scaling, so an
+      object of weight u counts u times as much, as in CenterNet's losses.
 
     Objects with a non-positive width or height, a centre cell outside the map or
     a class outside [0, num_classes) get no targets. An object whose samples
@@ -59,11 +65,18 @@ def ttfnet_targets(
             of the regression samples.
         window: splat window (host ints, :func:`ttfnet_window`); None = the
             radii of a box as large as the map, enough for any box inside it.
+        weights: optional [B, M] per-object loss weights (see
+            :func:`~centerx.modeling.targets.batching.batch_ground_truth`).
 
     Returns dict:
         ``heatmap`` [B, C, H, W] in [0, 1], 1 at each object's centre cell;
         ``box`` [B, 4, H, W] (x1, y1, x2, y2) input pixels at sample cells, 0 elsewhere;
-        ``weight`` [B, H, W] sample weights, 0 outside the samples.
+        ``weight`` [B, H, W] sample weights (times the owner's loss weight
+        when ``weights`` is given), 0 outside the samples;
+        ``weight_sum`` 0-dim: sum of the sample weights without loss weights;
+        only when ``weights`` is given: ``pos_weight`` [B, C, H, W], the
+        weights at the heatmap peaks, 1 elsewhere
+        (:func:`~centerx.modeling.targets.gaussian.draw_peak_weights`).
     """
     B, M = classes.shape
     H, W = output_size
@@ -106,11 +119,19 @@ def ttfnet_targets(
     weight.index_add_(0, flat.reshape(-1), (g * scale[:, None, None]).reshape(-1))
     box_target = torch.zeros(B * H * W, 4, device=device)
     box_target.index_add_(0, flat.reshape(-1), (owned[..., None] * box[:, None, None, :]).reshape(-1, 4))
-    return {
+    out = {
         "heatmap": heatmap,
         "box": box_target.view(B, H, W, 4).permute(0, 3, 1, 2),
         "weight": weight.view(B, H, W),
+        "weight_sum": weight.sum(),
     }
+    if weights is not None:
+        w = weights.float().reshape(-1)
+        owner_weight = torch.zeros(B * H * W, device=device)
+        owner_weight.index_add_(0, flat.reshape(-1), (owned * w[:, None, None]).reshape(-1))
+        out["weight"] = (weight * owner_weight).view(B, H, W)
+        out["pos_weight"] = draw_peak_weights(heatmap.shape, bidx, cls, cell, w, valid)
+    return out
 
 
 def ttfnet_window(boxes: torch.Tensor, classes: torch.Tensor, stride: int, alpha: float = 0.54,
