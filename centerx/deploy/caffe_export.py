@@ -3,7 +3,7 @@ modules of a CenterNet with a ResNet backbone and a plain-conv upsampler.
 
 Layers used: Input, Scale (normalisation), Convolution, Deconvolution,
 BatchNorm + Scale (each BatchNorm2d / FrozenBatchNorm2d), ReLU, Pooling,
-Eltwise, Power, Sigmoid. Every one is exact in standard Caffe:
+Eltwise, Power, Sigmoid, Concat (SPP). Every one is exact in standard Caffe:
 
 - ResNet's stem max-pool (3x3, stride 2, pad 1, floor mode) is a stride-1
   max-pool followed by a 1x1 depthwise identity convolution of stride 2,
@@ -12,11 +12,17 @@ Eltwise, Power, Sigmoid. Every one is exact in standard Caffe:
   ``gap = maxpool3x3(heat) - heat``, three stages ``gap = t - ReLU(t - 1)``
   with ``t = 4096 * gap`` (= min(t, 1), exact below 1) and
   ``heatmap = heat * ReLU(1 - 4096 * gap)``.
+- SPP (MODEL.CENTERX.SPP) is a Concat of the feature and stride-1 Pooling
+  layers padded by k // 2 (Caffe's max-pooling skips the padding, as PyTorch's
+  -inf padding does), then the 1x1 conv. DropBlock is the identity in eval
+  mode and has no layer.
 
 Caffe has no top-K, so the net ends with the raw outputs of DESIGN §7:
 ``heatmap`` (peak-masked scores) and ``wh``, ``offset``; ``decode_raw_outputs``
 or the runtimes decode them. TTFNet (bilinear upsampling) and deformable
-convs have no standard Caffe layer and are refused.
+convs have no standard Caffe layer and are refused, and so is CoordConv
+(MODEL.CENTERX.COORD_CONV: its coordinate channels depend on the input size,
+which a Caffe net run at another size than its Input layer would get wrong).
 """
 import logging
 import os
@@ -31,9 +37,10 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..modeling.backbones.resnet import TorchvisionResNet
 from ..modeling.decode import _PEAK_GAIN, _PEAK_STAGES
+from ..modeling.dropblock import DropBlock
 from ..modeling.heads import CenterNetHeads, ConvHead
 from ..modeling.meta_arch.centernet import CenterNet
-from ..modeling.necks import CenterNetUpsampler
+from ..modeling.necks import SPP, CenterNetUpsampler, CoordConv
 from . import caffe_pb
 from .wrapper import DeployModel, ExportError
 
@@ -134,6 +141,11 @@ class CaffeNetBuilder:
         p.coeff.extend(coeffs)
         return name
 
+    def concat(self, name: str, bottoms: Sequence[str]) -> str:
+        """Concatenation along channels (Caffe's default axis 1)."""
+        self.layer(name, "Concat", bottoms)
+        return name
+
 
 def _is_batch_norm(m: nn.Module) -> bool:
     return isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))
@@ -147,6 +159,16 @@ def _module(b: CaffeNetBuilder, m: nn.Module, bottom: str, name: str) -> str:
         return bottom
     if isinstance(m, ConvHead):
         return _module(b, m.layers, bottom, f"{name}.layers")
+    if isinstance(m, (nn.Identity, DropBlock)):  # DropBlock: the identity in eval mode
+        return bottom
+    if isinstance(m, SPP):
+        pooled = [b.max_pool(f"{name}.pool{k}", bottom, k, 1, k // 2) for k in m.pool_sizes]
+        return _module(b, m.fuse, b.concat(f"{name}.concat", [bottom] + pooled), f"{name}.fuse")
+    if isinstance(m, CoordConv):
+        raise ExportError(
+            f"The Caffe exporter cannot express CoordConv ({name}): its coordinate channels depend on the input "
+            "size. Train with MODEL.CENTERX.COORD_CONV False for Caffe, or export to ONNX / TensorRT."
+        )
     if isinstance(m, nn.ConvTranspose2d):
         return b.conv(name, bottom, m, transposed=True)
     if isinstance(m, nn.Conv2d):
@@ -201,7 +223,7 @@ def _peak_mask(b: CaffeNetBuilder, heat: str, name: str) -> str:
 
 
 def _centernet(b: CaffeNetBuilder, model: CenterNet, images: str):
-    """Normalisation, ResNet, upsampler, heads, sigmoid + peak masking."""
+    """Normalisation, ResNet, [SPP], upsampler, heads, sigmoid + peak masking."""
     if not isinstance(model.backbone, TorchvisionResNet) or model.in_feature != "res5":
         raise ExportError("The Caffe exporter supports CenterNet on the ResNet backbone "
                           "(MODEL.BACKBONE.NAME build_torchvision_resnet_backbone).")
@@ -210,6 +232,8 @@ def _centernet(b: CaffeNetBuilder, model: CenterNet, images: str):
     std = model.pixel_std.flatten()
     x = b.scale("normalize", images, 1.0 / std, -model.pixel_mean.flatten() / std)
     x = _resnet(b, model.backbone, x, "backbone")
+    x = _module(b, model.coord_conv, x, "coord_conv")
+    x = _module(b, model.spp, x, "spp")
     x = _module(b, model.upsampler.layers, x, "upsampler.layers")
     logits = _module(b, model.heads.heatmap, x, "heads.heatmap")
     _peak_mask(b, b.sigmoid("heatmap_scores", logits), "heatmap")

@@ -28,13 +28,16 @@ class DeployModel(nn.Module):
       K = ``TEST.DETECTIONS_PER_IMAGE``. Rows are sorted by score; the user
       only thresholds them.
     - ``raw=True`` (centerX-compatible): ``heatmap`` [N, C, H/4, W/4]
-      peak-masked scores (sigmoid, 0 off the 3x3 local maxima), then the
-      meta-architecture's other maps as its ``predict`` names them (CenterNet:
-      ``wh``, ``offset`` in output-stride cells; TTFNet: ``ltrb`` in pixels).
+      peak-masked scores (the model's ``heatmap_scores``: the sigmoid, or for an
+      IoU-aware TTFNet the score fused with the predicted IoU; 0 off the 3x3
+      local maxima), then the meta-architecture's regression maps as its
+      ``predict`` names them (CenterNet: ``wh``, ``offset`` in output-stride
+      cells; TTFNet: ``ltrb`` in pixels). Maps folded into the scores (TTFNet's
+      ``iou``) are not output: the raw outputs decode as without them.
 
     Each meta-architecture (a :class:`PointDetector`) supplies its own
     ``predict`` (normalised images -> raw maps, heatmap logits under
-    ``"heatmap"``) and ``decode`` (peak masking + top-K of
+    ``"heatmap"``), ``heatmap_scores`` and ``decode`` (peak masking + top-K of
     ``centerx.modeling.decode``), so the graph runs the evaluation code itself.
     """
 
@@ -52,7 +55,7 @@ class DeployModel(nn.Module):
         x = (images - self.model.pixel_mean) / self.model.pixel_std
         maps = self.model.predict(x)
         if self.raw:
-            return peak_masked(maps)
+            return peak_masked(self.model, maps)
         return self.model.decode(maps)
 
     @property
@@ -61,11 +64,12 @@ class DeployModel(nn.Module):
         return f"MODEL.{type(self.model).__name__.upper()}.DEFORMABLE"
 
 
-def peak_masked(maps: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Raw maps with heatmap logits -> the same maps with the heatmap replaced
-    by its peak-masked sigmoid scores [N, C, h, w]."""
-    out = {"heatmap": peak_mask(torch.sigmoid(maps["heatmap"]))}
-    out.update((k, v) for k, v in maps.items() if k != "heatmap")
+def peak_masked(model: PointDetector, maps: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``model``'s raw maps -> ``heatmap``: the peak-masked detection scores
+    [N, C, h, w] (``model.heatmap_scores``), then the maps not folded into them
+    (not in ``model.score_maps``), i.e. the regression maps."""
+    out = {"heatmap": peak_mask(model.heatmap_scores(maps))}
+    out.update((k, v) for k, v in maps.items() if k not in model.score_maps)
     return out
 
 
@@ -73,10 +77,12 @@ def decode_raw_outputs(model: PointDetector, raw: Dict[str, torch.Tensor]) -> Di
     """Decode the raw outputs of an exported graph with the meta-architecture's
     own ``decode``.
 
-    ``decode`` takes heatmap logits; the raw heatmap holds their peak-masked
-    sigmoid. ``logit`` inverts the sigmoid (masked cells become -inf, whose
+    ``decode`` takes heatmap logits; the raw heatmap holds the peak-masked
+    scores. ``logit`` inverts the sigmoid (masked cells become -inf, whose
     sigmoid is 0 again) and peak masking is idempotent, so this returns the
-    decoded outputs of the same graph up to float rounding of the scores.
+    decoded outputs of the same graph up to float rounding of the scores. For
+    an IoU-aware TTFNet the raw scores are already fused with the IoU and the
+    raw outputs have no ``iou``, so ``decode`` takes them as plain scores.
 
     Args:
         raw: ``heatmap`` [N, C, h, w] peak-masked scores plus the regression maps.

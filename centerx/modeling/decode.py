@@ -3,7 +3,7 @@
 Written with ops every exporter supports (max-pool, subtract, multiply,
 clip, top-K, gather): no ``==``, no data-dependent Python branches.
 """
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -95,18 +95,40 @@ def ltrb_to_boxes(ltrb: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, stride
     return torch.stack((px - ltrb[..., 0], py - ltrb[..., 1], px + ltrb[..., 2], py + ltrb[..., 3]), dim=-1)
 
 
-def decode_ttfnet(heatmap_logits: torch.Tensor, ltrb: torch.Tensor, k: int, stride: int) -> Dict[str, torch.Tensor]:
+def ttfnet_scores(heatmap_logits: torch.Tensor, iou_logits: Optional[torch.Tensor] = None,
+                  iou_alpha: float = 0.5) -> torch.Tensor:
+    """TTFNet's detection scores: the heatmap's sigmoid, or with IoU-aware
+    scoring (PP-YOLO) sigmoid(heatmap)^(1 - iou_alpha) * sigmoid(iou)^iou_alpha.
+
+    Args:
+        heatmap_logits: [B, C, H, W]; iou_logits: [B, 1, H, W] predicted IoU
+            logits of each cell's box (shared by the C classes), or None;
+        iou_alpha: weight of the IoU in [0, 1].
+
+    Returns:
+        [B, C, H, W] scores in [0, 1].
+    """
+    heat = torch.sigmoid(heatmap_logits)
+    if iou_logits is None:
+        return heat
+    return heat.pow(1.0 - iou_alpha) * torch.sigmoid(iou_logits).pow(iou_alpha)
+
+
+def decode_ttfnet(heatmap_logits: torch.Tensor, ltrb: torch.Tensor, k: int, stride: int,
+                  iou_logits: Optional[torch.Tensor] = None, iou_alpha: float = 0.5) -> Dict[str, torch.Tensor]:
     """TTFNet outputs -> top-``k`` boxes in input pixels.
 
     Args:
         heatmap_logits: [B, C, H, W]; ltrb: [B, 4, H, W] distances from each cell
-        point to the box sides in input pixels; stride: input pixels per cell.
+        point to the box sides in input pixels; stride: input pixels per cell;
+        iou_logits, iou_alpha: IoU-aware scoring (:func:`ttfnet_scores`), fused
+        into the scores before peak masking and top-K; None = plain heatmap scores.
 
     Returns dict:
         ``boxes`` [B, k, 4] (x1, y1, x2, y2) in input pixels of the padded batch,
         ``scores`` [B, k], ``classes`` [B, k] int64.
     """
-    heat = peak_mask(torch.sigmoid(heatmap_logits))
+    heat = peak_mask(ttfnet_scores(heatmap_logits, iou_logits, iou_alpha))
     scores, classes, index, xs, ys = topk_peaks(heat, k)
     boxes = ltrb_to_boxes(gather_at(ltrb, index), xs, ys, stride)
     return {"boxes": boxes, "scores": scores, "classes": classes}
