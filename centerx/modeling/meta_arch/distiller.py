@@ -3,7 +3,10 @@
 ``MODEL.META_ARCHITECTURE: "Distiller"`` wraps a student (any of our point
 detectors, named by ``MODEL.DISTILL.STUDENT_META_ARCHITECTURE``; the rest of the
 config describes it) and one or more frozen teachers, each built from its own
-config file and weights file and teaching a set of the student's classes.
+config file and weights file and teaching a set of the student's classes:
+output-map (logit) distillation (``MODEL.DISTILL.LOGIT_KD``) and / or
+adversarial feature distillation (``MODEL.DISTILL.ADVERSARIAL``,
+:mod:`centerx.modeling.adversarial`).
 """
 import logging
 import os
@@ -21,6 +24,7 @@ from torch import nn
 from ...config import add_centerx_config
 from ...data.datasets import register_coco_json_datasets
 from ...data.datasets.image_folder import register_image_folders
+from ..adversarial import FeatureAdversaries
 from ..loss_balance import LossBalancer, build_loss_balancer
 from ..losses.distillation import centernet_distillation_losses, ttfnet_distillation_losses
 from .centernet import CenterNet
@@ -92,7 +96,8 @@ class _TeacherCheckpointer(DetectionCheckpointer):
 
 @META_ARCH_REGISTRY.register()
 class Distiller(nn.Module):
-    """Student trained to match frozen teachers' output maps, with or without labels.
+    """Student trained to match frozen teachers' output maps and / or to make its
+    feature maps indistinguishable from theirs, with or without labels.
 
     Training input: detectron2 dicts as for the student. With labels, the
     student's own losses are computed on the images that have them (dicts
@@ -100,20 +105,26 @@ class Distiller(nn.Module):
     distillation losses on every image; label-free, only the latter. Output:
     the loss dict, with ``loss_kd_<teacher>_<head>`` terms (e.g.
     ``loss_kd_t0_heatmap``, ``loss_kd_t1_wh``) weighted by
-    ``weight * head_weights[head]``, then loss balancing when configured.
+    ``weight * head_weights[head]`` (unless ``logit_kd`` is off), the
+    adversarial ``loss_adv_<teacher>_<level>`` terms (e.g.
+    ``loss_adv_t0_upsampler``) when ``adversarial`` is given, then loss
+    balancing when configured.
 
     Inference: exactly the student's.
 
     Teachers stay in eval mode with ``requires_grad=False`` (detectron2's
     optimizer builders skip them) and run under ``no_grad``. ``state_dict`` and
     ``load_state_dict`` are the student's, so checkpoints hold only the student
-    and load into :func:`student_config`.
+    and load into :func:`student_config`; the adversarial adapters and
+    discriminators (``self.adversarial``) are training state the trainer
+    checkpoints on its own.
     """
 
     @configurable
     def __init__(self, *, student: PointDetector, teachers: Sequence[PointDetector], links: Sequence[TeacherLink],
                  use_labels: bool = True, weight: float = 10.0, head_weights: Optional[Dict[str, float]] = None,
-                 loss_balancer: Optional[LossBalancer] = None):
+                 loss_balancer: Optional[LossBalancer] = None, logit_kd: bool = True,
+                 adversarial: Optional[FeatureAdversaries] = None):
         """
         Args:
             student: the detector being trained.
@@ -124,10 +135,15 @@ class Distiller(nn.Module):
             head_weights: per-head weight, multiplied by ``weight`` (heatmap, wh,
                 offset for CenterNet; heatmap, box for TTFNet).
             loss_balancer: applied to the whole loss dict, or None.
+            logit_kd: add the output-map terms ``loss_kd_*``.
+            adversarial: adapters and discriminators of adversarial feature
+                distillation (``loss_adv_*``), built for these teachers, or None.
         """
         super().__init__()
         if len(teachers) != len(links) or not teachers:
             raise ValueError("Distiller needs at least one teacher and one TeacherLink per teacher.")
+        if not logit_kd and adversarial is None:
+            raise ValueError(_NOTHING_TO_LEARN)
         self.student = student
         self.teachers = nn.ModuleList(teachers)
         for teacher in self.teachers:
@@ -139,11 +155,15 @@ class Distiller(nn.Module):
         self.head_weights = dict(head_weights or {"heatmap": 1.0, "wh": 1.0, "offset": 0.1, "box": 1.0})
         self.loss_balancer = loss_balancer
         self.distillation_losses_fn = _distillation_losses_for(type(student))
+        self.logit_kd = logit_kd
+        self.adversarial = adversarial
 
     @classmethod
     def from_config(cls, cfg):
         d = cfg.MODEL.DISTILL
         _distillation_losses_for(META_ARCH_REGISTRY.get(d.STUDENT_META_ARCHITECTURE))
+        if not d.LOGIT_KD and not d.ADVERSARIAL.ENABLED:
+            raise ValueError(_NOTHING_TO_LEARN)
         if not d.TEACHERS:
             raise ValueError("MODEL.DISTILL.TEACHERS is empty: give at least one (config file, weights file, "
                              "classes) triple.")
@@ -177,6 +197,11 @@ class Distiller(nn.Module):
         if untaught and not d.USE_LABELS:
             logger.warning(f"Student classes {untaught} have no teacher: label-free training gives them no "
                            "training signal.")
+        adversarial = None
+        if d.ADVERSARIAL.ENABLED:
+            a = d.ADVERSARIAL
+            adversarial = FeatureAdversaries(tuple(a.FEATURES), [link.name for link in links], student.feature_shapes(),
+                                             [t.feature_shapes() for t in teachers], a.CHANNELS, a.WEIGHT)
         return {
             "student": student,
             "teachers": teachers,
@@ -186,6 +211,8 @@ class Distiller(nn.Module):
             "head_weights": {"heatmap": d.HEATMAP_WEIGHT, "wh": d.WH_WEIGHT, "offset": d.OFFSET_WEIGHT,
                              "box": d.BOX_WEIGHT},
             "loss_balancer": build_loss_balancer(cfg),
+            "logit_kd": d.LOGIT_KD,
+            "adversarial": adversarial,
         }
 
     @property
@@ -210,9 +237,13 @@ class Distiller(nn.Module):
         if not self.training:
             return self.student(batched_inputs)
         images = self.student.preprocess_image(batched_inputs)
-        outputs = self.student.predict(images.tensor)
+        outputs, features = self.student.predict_with_features(images.tensor)
         losses = self.student_losses(outputs, batched_inputs) if self.use_labels else {}
-        losses.update(self.distillation_losses(outputs, batched_inputs, images.tensor))
+        teacher_outputs, teacher_features = self.teacher_predictions(batched_inputs, images.tensor)
+        if self.logit_kd:
+            losses.update(self.distillation_losses(outputs, batched_inputs, images.tensor, teacher_outputs))
+        if self.adversarial is not None:
+            losses.update(self.adversarial(features, teacher_features))
         if self.loss_balancer is not None:
             losses = self.loss_balancer(losses)
         return losses
@@ -235,8 +266,30 @@ class Distiller(nn.Module):
             losses = {k: v * 0.0 for k, v in losses.items()}
         return losses
 
+    def teacher_predictions(self, batched_inputs: List[Dict], images: torch.Tensor
+                            ) -> Tuple[List[Dict[str, torch.Tensor]], List[Dict[str, torch.Tensor]]]:
+        """Every teacher's (raw output maps, named feature maps) for the batch,
+        without gradients (see ``PointDetector.predict_with_features``).
+
+        Args:
+            batched_inputs: the input dicts (raw images, for teachers that
+                normalise differently).
+            images: [N, 3, H, W] the student's normalised, padded batch.
+
+        Returns:
+            (output maps per teacher, feature maps per teacher), in teacher order.
+        """
+        outputs, features = [], []
+        with torch.no_grad():
+            for teacher, link in zip(self.teachers, self.links):
+                out, feats = teacher.predict_with_features(self._teacher_images(teacher, link, batched_inputs, images))
+                outputs.append(out)
+                features.append(feats)
+        return outputs, features
+
     def distillation_losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict],
-                            images: torch.Tensor) -> Dict[str, torch.Tensor]:
+                            images: torch.Tensor, teacher_outputs: Optional[Sequence[Dict[str, torch.Tensor]]] = None
+                            ) -> Dict[str, torch.Tensor]:
         """``loss_kd_<teacher>_<head>`` for every teacher, weighted.
 
         Args:
@@ -244,11 +297,13 @@ class Distiller(nn.Module):
             batched_inputs: the input dicts (raw images, for teachers that
                 normalise differently).
             images: [N, 3, H, W] the student's normalised, padded batch.
+            teacher_outputs: the teachers' raw output maps for this batch when
+                already computed (:meth:`teacher_predictions`); None: run the teachers.
         """
+        if teacher_outputs is None:
+            teacher_outputs = self.teacher_predictions(batched_inputs, images)[0]
         losses = {}
-        for teacher, link in zip(self.teachers, self.links):
-            with torch.no_grad():
-                t_out = teacher.predict(self._teacher_images(teacher, link, batched_inputs, images))
+        for t_out, link in zip(teacher_outputs, self.links):
             student_taught = dict(outputs, heatmap=outputs["heatmap"][:, list(link.student_classes)])
             teacher_taught = dict(t_out, heatmap=t_out["heatmap"][:, list(link.teacher_channels)])
             terms = self.distillation_losses_fn(student_taught, teacher_taught, self.student.stride)
@@ -268,6 +323,10 @@ class Distiller(nn.Module):
                 image = image.flip(0)
             tensors.append((image - teacher.pixel_mean) / teacher.pixel_std)
         return ImageList.from_tensors(tensors, self.student.backbone.size_divisibility).tensor
+
+
+_NOTHING_TO_LEARN = ("MODEL.DISTILL.LOGIT_KD and MODEL.DISTILL.ADVERSARIAL.ENABLED are both False: the student would "
+                      "learn nothing from its teachers; set one of them True.")
 
 
 def _distillation_losses_for(student_class: type) -> Callable:
