@@ -30,6 +30,26 @@ def add_centerx_config(cfg):
     # Normalisation after each hidden 3x3 conv of the heads, same names as
     # NECK_NORM; "" = none (as in both papers).
     _C.MODEL.CENTERX.HEAD_NORM = ""
+    # PP-YOLO's neck and head options, for CenterNet and TTFNet (all off: the
+    # papers' models, same parameter names). The last (stride-32) backbone
+    # feature goes through CoordConv, then SPP, before the upsampler.
+    # CoordConv: two coordinate channels (x and y, -1 to 1 across the map)
+    # appended, then a 1x1 conv back to the feature's channels + NECK_NORM + ReLU.
+    _C.MODEL.CENTERX.COORD_CONV = False
+    # Spatial pyramid pooling: the feature concatenated with stride-1 "same"
+    # max-pools of each of POOL_SIZES (odd, in stride-32 cells), then a 1x1 conv
+    # back to the feature's channels + NECK_NORM + ReLU.
+    _C.MODEL.CENTERX.SPP = CN()
+    _C.MODEL.CENTERX.SPP.ENABLED = False
+    _C.MODEL.CENTERX.SPP.POOL_SIZES = (5, 9, 13)
+    # DropBlock (Ghiasi et al. 2018) after each hidden conv + ReLU of every head,
+    # in training only: square blocks of BLOCK_SIZE (odd) output-stride cells
+    # are zeroed so that about DROP_PROB of the units are dropped, the rest
+    # rescaled to keep the mean.
+    _C.MODEL.CENTERX.DROPBLOCK = CN()
+    _C.MODEL.CENTERX.DROPBLOCK.ENABLED = False
+    _C.MODEL.CENTERX.DROPBLOCK.DROP_PROB = 0.1
+    _C.MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE = 3
 
     # --------------------------------------------------------------- CenterNet
     _C.MODEL.CENTERNET = CN()
@@ -101,6 +121,18 @@ def add_centerx_config(cfg):
     # Loss weights: heatmap focal loss and Gaussian-weighted GIoU box loss.
     _C.MODEL.TTFNET.HEATMAP_LOSS_WEIGHT = 1.0
     _C.MODEL.TTFNET.BOX_LOSS_WEIGHT = 5.0
+    # IoU-aware scoring (PP-YOLO): the box head gets an output ``iou`` (logit
+    # of the IoU of each cell's predicted box with its object), trained at the
+    # box-regression samples with binary cross-entropy against that IoU
+    # (prediction detached), weighted like the GIoU loss (loss_iou, times
+    # LOSS_WEIGHT). At inference the score is
+    # sigmoid(heatmap)^(1 - ALPHA) * sigmoid(iou)^ALPHA, before peak masking
+    # and top-K (and so in every exported graph).
+    _C.MODEL.TTFNET.IOU_AWARE = CN()
+    _C.MODEL.TTFNET.IOU_AWARE.ENABLED = False
+    _C.MODEL.TTFNET.IOU_AWARE.LOSS_WEIGHT = 1.0
+    # Weight of the predicted IoU in the score, in [0, 1].
+    _C.MODEL.TTFNET.IOU_AWARE.ALPHA = 0.5
     # Detections with a lower score are dropped at inference (after top-K,
     # K = TEST.DETECTIONS_PER_IMAGE).
     _C.MODEL.TTFNET.SCORE_THRESH_TEST = 0.01
@@ -160,6 +192,32 @@ def add_centerx_config(cfg):
     _C.MODEL.DISTILL.WH_WEIGHT = 1.0
     _C.MODEL.DISTILL.OFFSET_WEIGHT = 0.1
     _C.MODEL.DISTILL.BOX_WEIGHT = 1.0
+    # The output-map (logit) distillation terms above, loss_kd_<teacher>_<head>.
+    # False: adversarial feature distillation only (needs ADVERSARIAL.ENABLED).
+    _C.MODEL.DISTILL.LOGIT_KD = True
+    # Adversarial feature distillation: per teacher and feature level, a small
+    # discriminator learns to tell the teacher's feature map (real) from the
+    # student's (fake, brought to the teacher's channels by a 1x1 conv adapter
+    # when they differ), and the student is trained to fool it
+    # (loss_adv_<teacher>_<level>, non-saturating GAN loss). Discriminators and
+    # adapters are training state only: saved in checkpoints under
+    # "adversarial", restored on --resume, never part of the exported student.
+    _C.MODEL.DISTILL.ADVERSARIAL = CN()
+    _C.MODEL.DISTILL.ADVERSARIAL.ENABLED = False
+    # Levels to distil: output feature names of the student's backbone (e.g.
+    # "res4", "res5"; the teachers' backbones must have them at the same stride)
+    # and/or "upsampler" (the stride-4 map the heads read).
+    _C.MODEL.DISTILL.ADVERSARIAL.FEATURES = ("upsampler",)
+    # Weight of each student fooling term loss_adv_<teacher>_<level>.
+    _C.MODEL.DISTILL.ADVERSARIAL.WEIGHT = 1.0
+    # The discriminators' own Adam optimizer, stepped after every training step
+    # with this constant learning rate (SOLVER's schedule, warm-up and gradient
+    # clipping do not apply to it) and these (beta1, beta2).
+    _C.MODEL.DISTILL.ADVERSARIAL.BASE_LR = 1e-4
+    _C.MODEL.DISTILL.ADVERSARIAL.BETAS = (0.5, 0.999)
+    # Hidden channels of each discriminator (two stride-2 3x3 convs, then a
+    # 1x1 conv to one real/fake logit per cell of the stride-4x coarser map).
+    _C.MODEL.DISTILL.ADVERSARIAL.CHANNELS = 64
 
     # ------------------------------------------------------ loss balancing
     # Constant-magnitude loss weighting (DESIGN §5): each listed loss term L
@@ -210,6 +268,13 @@ def add_centerx_config(cfg):
     # ------------------------------------------------------------------- input
     # Square side (input pixels) of every training image after augmentation.
     _C.INPUT.TRAIN_SIZE = 512
+    # Multi-scale ("random shapes") training: square sides (input pixels,
+    # positive multiples of 32) to draw from, one per iteration, shared by all
+    # images of the batch on all processes and drawn from (SEED, iteration), so
+    # --resume continues the same sequence, e.g. (320, 384, 448, 512, 576, 640).
+    # Empty = TRAIN_SIZE always. Needs DATALOADER.TRAIN_MAPPER "centernet" and
+    # SAMPLER_TRAIN "ResumableTrainingSampler".
+    _C.INPUT.TRAIN_SIZES = ()
     # Random scale range of the training resize, relative to fitting the
     # longer image side to TRAIN_SIZE; a TRAIN_SIZE crop is then taken (padded
     # with the pixel mean where the image is smaller).
@@ -222,6 +287,22 @@ def add_centerx_config(cfg):
     # Boxes narrower or lower than this (input pixels) after augmentation and
     # clipping are dropped (and counted in the log).
     _C.INPUT.MIN_BOX_SIZE = 2.0
+    # Mixup for detection ("Bag of Freebies for Training Object Detection"):
+    # a training image is blended with a second one, lam * a + (1 - lam) * b,
+    # both box sets kept, each object's losses weighted by its image's share
+    # (lam or 1 - lam). Drawn from (SEED, stream position), so --resume
+    # continues exactly. Needs DATALOADER.TRAIN_MAPPER "centernet" and
+    # SAMPLER_TRAIN "ResumableTrainingSampler"; works for CenterNet, TTFNet and
+    # a Distiller's student.
+    _C.INPUT.MIXUP = CN()
+    _C.INPUT.MIXUP.ENABLED = False
+    # Probability that a training image is mixed with a second one.
+    _C.INPUT.MIXUP.PROB = 0.5
+    # lam ~ Beta(ALPHA, ALPHA) (1.5 as in the paper).
+    _C.INPUT.MIXUP.ALPHA = 1.5
+    # No mixup in the last OFF_LAST_ITERS iterations of SOLVER.MAX_ITER
+    # (training ends on plain images); 0 = mixup to the end.
+    _C.INPUT.MIXUP.OFF_LAST_ITERS = 0
 
     # ---------------------------------------------------------------- datasets
     # User datasets in COCO json format registered from the config, each a

@@ -15,11 +15,13 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.engine import AMPTrainer
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 import centerx
 from centerx.engine import Trainer
+from centerx.modeling.adversarial import FeatureAdversaries
 from centerx.modeling.targets import (centernet_targets, centernet_window, pad_objects, ttfnet_targets,
                                       ttfnet_window)
 
@@ -61,6 +63,47 @@ def test_losses_read_nothing_back_from_the_device(arch, one_thread):
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.heads.parameters())
 
 
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_model_options_read_nothing_back_from_the_device(arch, one_thread):
+    """The same with CoordConv, SPP and DropBlock (training mode) on, and for
+    TTFNet IoU-aware scoring: its loss_iou and backward stay on the device too."""
+    torch.manual_seed(0)
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.CENTERX.COORD_CONV", "True", "MODEL.CENTERX.SPP.ENABLED", "True",
+            "MODEL.CENTERX.DROPBLOCK.ENABLED", "True"]
+    if arch == "TTFNet":
+        opts += ["MODEL.TTFNET.IOU_AWARE.ENABLED", "True"]
+    model = build_model(arch_cfg(arch, *opts)).train().to("meta")
+    outputs = model.predict(torch.empty(2, 3, 64, 64, device="meta"))
+    losses = model.losses(outputs, ground_truth())
+    assert set(losses) == LOSSES[arch] | ({"loss_iou"} if arch == "TTFNet" else set())
+    assert all(v.device.type == "meta" and v.dim() == 0 and v.dtype == torch.float32 for v in losses.values())
+    sum(losses.values()).backward()
+    trained = [model.heads, model.coord_conv, model.spp]
+    assert all(p.grad is not None and p.grad.device.type == "meta" for m in trained for p in m.parameters())
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_weighted_losses_read_nothing_back_from_the_device(arch, one_thread):
+    """The same with per-object loss weights (mixup's gt_weights on one image of
+    the batch, none on the other): the weight maps are built on the device too,
+    and change the losses."""
+    torch.manual_seed(0)
+    model = build_model(arch_cfg(arch, "MODEL.DEVICE", "cpu")).train()
+    outputs = model.predict(torch.rand(2, 3, 64, 64) * 255)
+    weighted = ground_truth()
+    weighted[0].gt_weights = torch.tensor([0.3, 0.5, 0.7])
+    plain = model.losses(outputs, ground_truth())
+    mixed = model.losses(outputs, weighted)
+    assert all(mixed[k].item() != plain[k].item() for k in LOSSES[arch])
+    model = model.to("meta")
+    outputs = model.predict(torch.empty(2, 3, 64, 64, device="meta"))
+    losses = model.losses(outputs, weighted)
+    assert set(losses) == LOSSES[arch]
+    assert all(v.device.type == "meta" and v.dim() == 0 and v.dtype == torch.float32 for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.heads.parameters())
+
+
 def test_meta_device_catches_host_reads():
     """The check above can fail: code that reads a value (sizing the window from
     device boxes) raises on meta tensors."""
@@ -70,6 +113,25 @@ def test_meta_device_catches_host_reads():
         centernet_window(boxes, classes, 4)
     with pytest.raises((RuntimeError, NotImplementedError)):
         ttfnet_window(boxes, classes, 4)
+
+
+def test_adversarial_terms_read_nothing_back_from_the_device(one_thread):
+    """Adversarial feature distillation on the meta device: the student's fooling
+    term, its backward into the adapter and the student map (none into the
+    discriminator), and the discriminator's loss and backward."""
+    adv = FeatureAdversaries(("upsampler",), ("t0",), {"upsampler": ShapeSpec(channels=3, stride=4)},
+                             [{"upsampler": ShapeSpec(channels=4, stride=4)}], channels=8).to("meta")
+    student = torch.empty(2, 3, 16, 16, device="meta", requires_grad=True)
+    losses = adv({"upsampler": student}, [{"upsampler": torch.empty(2, 4, 16, 16, device="meta")}])
+    assert losses["loss_adv_t0_upsampler"].device.type == "meta"
+    losses["loss_adv_t0_upsampler"].backward()
+    assert student.grad is not None and all(p.grad is not None for p in adv.adapters.parameters())
+    assert all(p.grad is None for p in adv.discriminators.parameters())
+    with adv.trainable_discriminators():
+        loss, accuracy = adv.discriminator_losses()["t0_upsampler"]
+        loss.backward()
+    assert accuracy.device.type == "meta"
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in adv.discriminators.parameters())
 
 
 def random_objects(seed, num_images=3, max_objects=7, size=96):

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 import weakref
+from typing import Dict
 
 import torch
 from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
@@ -16,7 +17,9 @@ from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
 from ..data import CenterNetDatasetMapper
+from ..data.mixup import Mixup
 from ..data.samplers import PositionedDataset, ResumableTrainingSampler
+from .adversarial import DiscriminatorStep, build_discriminator_optimizer, feature_adversaries
 from .checkpoint import AtomicCheckpointer
 from .ema import EMAHook, ModelEMA
 from .replicas import ReplicaCheck
@@ -44,6 +47,34 @@ def build_train_mapper(cfg):
     return DatasetMapper(cfg, is_train=True)
 
 
+def stream_augmentations(cfg) -> Dict:
+    """Multi-scale training (INPUT.TRAIN_SIZES) and mixup (INPUT.MIXUP) as the
+    :class:`PositionedDataset` arguments ``batch_size`` (SOLVER.IMS_PER_BATCH,
+    all processes), ``train_sizes`` and ``mixup`` (None when off), checked.
+
+    Both need DATALOADER.SAMPLER_TRAIN "ResumableTrainingSampler" (its stream
+    positions define the iterations) and TRAIN_MAPPER "centernet" (square
+    outputs of a requested size); ``cfg`` must be final (auto-scaled).
+    """
+    sizes = tuple(cfg.INPUT.TRAIN_SIZES)
+    bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s <= 0 or s % 32]
+    if bad:
+        raise ValueError(f"INPUT.TRAIN_SIZES must hold positive multiples of 32 (input pixels), got {bad} "
+                         f"in {sizes}.")
+    features = [k for k, on in (("INPUT.TRAIN_SIZES", sizes), ("INPUT.MIXUP.ENABLED", cfg.INPUT.MIXUP.ENABLED)) if on]
+    if features and cfg.DATALOADER.SAMPLER_TRAIN != RESUMABLE_SAMPLER:
+        raise ValueError(f"{' and '.join(features)} need DATALOADER.SAMPLER_TRAIN '{RESUMABLE_SAMPLER}', "
+                         f"got '{cfg.DATALOADER.SAMPLER_TRAIN}'.")
+    if features and cfg.DATALOADER.TRAIN_MAPPER != "centernet":
+        raise ValueError(f"{' and '.join(features)} need DATALOADER.TRAIN_MAPPER 'centernet', "
+                         f"got '{cfg.DATALOADER.TRAIN_MAPPER}'.")
+    return {
+        "batch_size": cfg.SOLVER.IMS_PER_BATCH,
+        "train_sizes": sizes,
+        "mixup": Mixup.from_config(cfg) if cfg.INPUT.MIXUP.ENABLED else None,
+    }
+
+
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD (detectron2's own), Adam or AdamW as ``SOLVER.OPTIMIZER`` says, with
     detectron2's per-parameter weight-decay / lr rules and gradient clipping."""
@@ -64,7 +95,8 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def build_resumable_train_loader(cfg, seed: int):
     """The training loader over a :class:`PositionedDataset`: a stream whose
-    samples depend only on their position and ``seed``.
+    samples depend only on their position and ``seed``, with multi-scale
+    training and mixup as the config says (:func:`stream_augmentations`).
 
     Returns:
         (data loader, the dataset, the sampler); set ``dataset.seed`` and
@@ -76,7 +108,7 @@ def build_resumable_train_loader(cfg, seed: int):
         min_keypoints=0,
         proposal_files=None,
     )
-    dataset = PositionedDataset(dicts, build_train_mapper(cfg), seed)
+    dataset = PositionedDataset(dicts, build_train_mapper(cfg), seed, **stream_augmentations(cfg))
     sampler = ResumableTrainingSampler()
     loader = build_detection_train_loader(
         dataset,
@@ -104,10 +136,15 @@ class Trainer(DefaultTrainer):
     - atomic checkpoint writes (:class:`AtomicCheckpointer`);
     - with DATALOADER.SAMPLER_TRAIN "ResumableTrainingSampler", a data stream
       that ``--resume`` continues exactly (:mod:`centerx.data.samplers`);
-      its seed is saved with the checkpoint;
+      its seed is saved with the checkpoint; multi-scale training
+      (INPUT.TRAIN_SIZES) and mixup (INPUT.MIXUP) are drawn within it;
     - DistributedDataParallel for CPU models too (gloo), which detectron2's
       trainer wraps with GPU-only arguments, and a check that all processes
       end with the same weights;
+    - with MODEL.DISTILL.ADVERSARIAL, the discriminators' own optimizer and
+      step (:class:`DiscriminatorStep`); discriminators, adapters and that
+      optimizer are checkpointed ("adversarial", "adversarial_optimizer") and
+      restored on ``--resume``, while "model" stays the plain student;
     - images with predicted boxes in TensorBoard at each evaluation (TEST.VIS_IMAGES).
     """
 
@@ -127,6 +164,9 @@ class Trainer(DefaultTrainer):
         else:
             data_loader = self.build_train_loader(cfg)
         self.ema = ModelEMA(model, cfg.MODEL_EMA.DECAY, cfg.MODEL_EMA.WARMUP_ITERS) if cfg.MODEL_EMA.ENABLED else None
+        self.adversaries = feature_adversaries(model)
+        self.discriminator_optimizer = (build_discriminator_optimizer(cfg, self.adversaries)
+                                        if self.adversaries is not None else None)
 
         on_gpu = torch.device(cfg.MODEL.DEVICE).type == "cuda"
         model = create_ddp_model(model, broadcast_buffers=False,
@@ -136,6 +176,9 @@ class Trainer(DefaultTrainer):
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         if self.ema is not None:
             self.checkpointer.add_checkpointable("ema", self.ema)
+        if self.adversaries is not None:
+            self.checkpointer.add_checkpointable("adversarial", self.adversaries)
+            self.checkpointer.add_checkpointable("adversarial_optimizer", self.discriminator_optimizer)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -182,14 +225,17 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         """detectron2's default hooks (timer, LR scheduler, PreciseBN,
-        checkpointer, evaluation, writers) plus the EMA update (before the
-        checkpointer, so checkpoints hold the updated EMA), the replica check of
+        checkpointer, evaluation, writers) plus the discriminators' step and the
+        EMA update (in that order, before the checkpointer, so checkpoints hold
+        the stepped discriminators and the updated EMA), the replica check of
         distributed runs and prediction images (before the writers); evaluation
         and images use :meth:`eval_weights`."""
         cfg = self.cfg.clone()
         cfg.defrost()
         cfg.DATALOADER.NUM_WORKERS = 0  # as detectron2: the PreciseBN loader
         ret = [hooks.IterationTimer(), hooks.LRScheduler()]
+        if self.adversaries is not None:
+            ret.append(DiscriminatorStep(self.adversaries, self.discriminator_optimizer))
         if self.ema is not None:
             ret.append(EMAHook(self.ema, self.unwrapped_model))
         if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model):
@@ -216,6 +262,7 @@ class Trainer(DefaultTrainer):
         resumable one itself when DATALOADER.SAMPLER_TRAIN asks for it)."""
         if cfg.DATALOADER.SAMPLER_TRAIN == RESUMABLE_SAMPLER:
             return build_resumable_train_loader(cfg, data_seed(cfg))[0]
+        stream_augmentations(cfg)  # refuses multi-scale / mixup without the resumable stream
         return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
 
     @classmethod

@@ -1,18 +1,20 @@
 """CenterNet ("Objects as Points", Zhou et al. 2019) as a detectron2 meta-architecture."""
 import logging
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
+from torch import nn
 
 from ..decode import decode_centernet
+from ..dropblock import drop_block_args
 from ..heads import CenterNetHeads
 from ..losses import masked_l1_loss, penalty_reduced_focal_loss
-from ..necks import CenterNetUpsampler
+from ..necks import CenterNetUpsampler, build_coord_conv, build_spp
 from ..targets import batch_ground_truth, centernet_targets, centernet_window
 from .point_detector import PointDetector
 
@@ -24,19 +26,25 @@ _SKIP_LOG_PERIOD_S = 60.0
 
 @META_ARCH_REGISTRY.register()
 class CenterNet(PointDetector):
-    """backbone -> upsampler (stride 4) -> heatmap / size / offset heads ->
-    focal + L1 losses in training, peak masking + top-K decode at inference.
+    """backbone -> [CoordConv, SPP on its last feature] -> upsampler (stride 4) ->
+    heatmap / size / offset heads -> focal + L1 losses in training, peak masking
+    + top-K decode at inference.
 
-    Inputs and outputs as :class:`PointDetector`.
+    Inputs and outputs as :class:`PointDetector`. ``coord_conv`` and ``spp``
+    (:mod:`centerx.modeling.necks`) map the last backbone feature to one of the
+    same shape; None = identity.
     """
 
     @configurable
     def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std,
                  min_overlap=0.7, radius_mode="corrected", max_objects=128, focal_alpha=2.0,
                  focal_beta=4.0, heatmap_loss_weight=1.0, wh_loss_weight=0.1,
-                 offset_loss_weight=1.0, test_topk=100, score_thresh_test=0.01, loss_balancer=None):
+                 offset_loss_weight=1.0, test_topk=100, score_thresh_test=0.01, loss_balancer=None,
+                 coord_conv=None, spp=None):
         super().__init__(backbone=backbone, num_classes=num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
                          test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer)
+        self.coord_conv = coord_conv if coord_conv is not None else nn.Identity()
+        self.spp = spp if spp is not None else nn.Identity()
         self.upsampler = upsampler
         self.heads = heads
         self.in_feature = backbone._out_features[-1]
@@ -58,9 +66,11 @@ class CenterNet(PointDetector):
         feat = backbone.output_shape()[backbone._out_features[-1]]
         upsampler = CenterNetUpsampler(feat.channels, c.UPSAMPLE_CHANNELS, c.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
         heads = CenterNetHeads(upsampler.out_channels, c.NUM_CLASSES, c.HEAD_CHANNELS, c.HEATMAP_BIAS,
-                               cfg.MODEL.CENTERX.HEAD_NORM)
+                               cfg.MODEL.CENTERX.HEAD_NORM, drop_block_args(cfg))
         return {
             **common,
+            "coord_conv": build_coord_conv(cfg, feat.channels),
+            "spp": build_spp(cfg, feat.channels),
             "upsampler": upsampler,
             "heads": heads,
             "min_overlap": c.MIN_OVERLAP,
@@ -73,22 +83,30 @@ class CenterNet(PointDetector):
             "offset_loss_weight": c.OFFSET_LOSS_WEIGHT,
         }
 
-    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Normalised [N, 3, H, W] -> raw head outputs at stride 4 (see CenterNetHeads)."""
+    def predict_with_features(self, images: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """Normalised [N, 3, H, W] -> (raw head outputs at stride 4 (see CenterNetHeads),
+        the backbone's outputs plus "upsampler", the map the heads read)."""
         features = self.backbone(images)
-        return self.heads(self.upsampler(features[self.in_feature]))
+        x = self.upsampler(self.spp(self.coord_conv(features[self.in_feature])))
+        return self.heads(x), {**features, "upsampler": x}
 
     def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
-        """``loss_heatmap``, ``loss_wh``, ``loss_offset``, already weighted."""
+        """``loss_heatmap``, ``loss_wh``, ``loss_offset``, already weighted.
+
+        Objects with ``gt_weights`` (mixup) weigh their size and offset L1 terms
+        and the positive focal term at their centre by their weight; negative
+        focal terms and the divisor (the number of objects) are unchanged."""
         H, W = outputs["heatmap"].shape[-2:]
-        boxes, classes, window = batch_ground_truth(
+        boxes, classes, weights, window = batch_ground_truth(
             gt, self.device, lambda b, c: centernet_window(b, c, self.stride, self.min_overlap, self.radius_mode))
         targets = centernet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.min_overlap,
-                                    self.radius_mode, self.max_objects, window)
+                                    self.radius_mode, self.max_objects, window, weights)
         self._log_skipped(targets["num_skipped"])
-        hm = penalty_reduced_focal_loss(outputs["heatmap"], targets["heatmap"], self.focal_alpha, self.focal_beta)
-        wh = masked_l1_loss(outputs["wh"], targets["index"], targets["wh"], targets["mask"])
-        off = masked_l1_loss(outputs["offset"], targets["index"], targets["offset"], targets["mask"])
+        hm = penalty_reduced_focal_loss(outputs["heatmap"], targets["heatmap"], self.focal_alpha, self.focal_beta,
+                                        targets.get("pos_weight"))
+        object_weight = targets.get("object_weight")
+        wh = masked_l1_loss(outputs["wh"], targets["index"], targets["wh"], targets["mask"], object_weight)
+        off = masked_l1_loss(outputs["offset"], targets["index"], targets["offset"], targets["mask"], object_weight)
         w = self.loss_weights
         return {"loss_heatmap": hm * w["heatmap"], "loss_wh": wh * w["wh"], "loss_offset": off * w["offset"]}
 

@@ -1,5 +1,5 @@
 """What CenterNet and TTFNet share: objects found as peaks of a per-class heatmap."""
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.layers import ShapeSpec
@@ -18,7 +18,7 @@ class PointDetector(nn.Module):
     Inference: images -> :meth:`predict` -> :meth:`decode` -> score threshold,
     clipping -> ``Instances`` rescaled to each input's "height"/"width".
 
-    Subclasses implement ``predict``, ``losses`` and ``decode``. When
+    Subclasses implement ``predict_with_features``, ``losses`` and ``decode``. When
     MODEL.LOSS_BALANCE is enabled, ``forward`` rescales the loss dict of any
     subclass to constant magnitudes (:mod:`centerx.modeling.loss_balance`).
 
@@ -64,7 +64,21 @@ class PointDetector(nn.Module):
 
     def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Normalised [N, 3, H, W] -> dict of raw output maps (used by the exporters)."""
+        return self.predict_with_features(images)[0]
+
+    def predict_with_features(self, images: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """Normalised [N, 3, H, W] -> (raw output maps as :meth:`predict`, named
+        intermediate maps: the backbone's outputs and "upsampler", the map the heads
+        read), as described by :meth:`feature_shapes`."""
         raise NotImplementedError
+
+    def feature_shapes(self) -> Dict[str, ShapeSpec]:
+        """Channels and stride (input pixels per cell) of each map
+        :meth:`predict_with_features` names; subclasses have an ``upsampler``
+        whose ``out_channels`` feed the heads at ``stride``."""
+        shapes = dict(self.backbone.output_shape())
+        shapes["upsampler"] = ShapeSpec(channels=self.upsampler.out_channels, stride=self.stride)
+        return shapes
 
     def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
         """Raw output maps + ground truth -> dict of weighted losses.
@@ -78,6 +92,14 @@ class PointDetector(nn.Module):
         """Raw output maps -> ``boxes`` [N, K, 4] in input pixels of the padded
         batch, ``scores`` [N, K], ``classes`` [N, K] int64 (K = ``test_topk``)."""
         raise NotImplementedError
+
+    # The raw output maps that heatmap_scores folds into the detection scores.
+    score_maps = ("heatmap",)
+
+    def heatmap_scores(self, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Raw output maps -> [N, C, H, W] detection scores in [0, 1], whose 3x3
+        peaks ``decode`` takes: the sigmoid of the heatmap logits."""
+        return torch.sigmoid(outputs["heatmap"])
 
     def forward(self, batched_inputs: List[Dict]):
         images = self.preprocess_image(batched_inputs)

@@ -1,40 +1,54 @@
 """TTFNet ("Training-Time-Friendly Network for Real-Time Object Detection",
 Liu et al., AAAI 2020) as a detectron2 meta-architecture."""
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
+from torch import nn
 
-from ..decode import decode_ttfnet, ltrb_to_boxes
+from ..decode import decode_ttfnet, ltrb_to_boxes, ttfnet_scores
+from ..dropblock import drop_block_args
 from ..heads import TTFNetHeads
-from ..losses import penalty_reduced_focal_loss, weighted_giou_loss
-from ..necks import TTFNetUpsampler
+from ..losses import penalty_reduced_focal_loss, weighted_giou_loss, weighted_iou_aware_loss
+from ..necks import TTFNetUpsampler, build_coord_conv, build_spp
 from ..targets import batch_ground_truth, ttfnet_targets, ttfnet_window
 from .point_detector import PointDetector
 
 
 @META_ARCH_REGISTRY.register()
 class TTFNet(PointDetector):
-    """backbone -> upsampler with shortcuts (stride 4) -> heatmap / ltrb heads ->
-    focal loss on elliptical-Gaussian heatmaps + GIoU loss on Gaussian-weighted
-    box samples in training, peak masking + top-K decode at inference.
+    """backbone -> [CoordConv, SPP on its last feature] -> upsampler with
+    shortcuts (stride 4) -> heatmap / ltrb [/ IoU] heads -> focal loss on
+    elliptical-Gaussian heatmaps + GIoU loss [+ IoU-prediction loss] on
+    Gaussian-weighted box samples in training, peak masking + top-K decode at
+    inference.
 
-    Inputs and outputs as :class:`PointDetector`.
+    Inputs and outputs as :class:`PointDetector`. ``coord_conv`` and ``spp``
+    (:mod:`centerx.modeling.necks`) map the largest-stride backbone feature to
+    one of the same shape (the shortcuts read the other features as they are);
+    None = identity. Heads with an ``iou`` output (IoU-aware scoring) add
+    ``loss_iou`` (times ``iou_loss_weight``) and score detections with
+    :func:`~centerx.modeling.decode.ttfnet_scores` (weight ``iou_alpha``).
     """
 
     @configurable
     def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std, alpha=0.54, beta=0.54,
                  heatmap_loss_weight=1.0, box_loss_weight=5.0, test_topk=100, score_thresh_test=0.01,
-                 loss_balancer=None):
+                 loss_balancer=None, coord_conv=None, spp=None, iou_loss_weight=1.0, iou_alpha=0.5):
         super().__init__(backbone=backbone, num_classes=num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
                          test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer)
+        if not 0.0 <= iou_alpha <= 1.0:
+            raise ValueError(f"MODEL.TTFNET.IOU_AWARE.ALPHA must be in [0, 1]; got {iou_alpha}.")
+        self.coord_conv = coord_conv if coord_conv is not None else nn.Identity()
+        self.spp = spp if spp is not None else nn.Identity()
         self.upsampler = upsampler
         self.heads = heads
         self.stride = upsampler.out_stride
         self.alpha, self.beta = alpha, beta
-        self.loss_weights = {"heatmap": heatmap_loss_weight, "box": box_loss_weight}
+        self.iou_alpha = iou_alpha
+        self.loss_weights = {"heatmap": heatmap_loss_weight, "box": box_loss_weight, "iou": iou_loss_weight}
 
     @classmethod
     def from_config(cls, cfg):
@@ -45,38 +59,71 @@ class TTFNet(PointDetector):
                                     t.SHORTCUT_CONVS, t.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
         heads = TTFNetHeads(upsampler.out_channels, t.NUM_CLASSES, t.HEATMAP_HEAD_CHANNELS, t.HEATMAP_HEAD_CONVS,
                             t.BOX_HEAD_CHANNELS, t.BOX_HEAD_CONVS, t.HEATMAP_BIAS, t.BOX_BASE, t.BOX_HEAD_BIAS,
-                            cfg.MODEL.CENTERX.HEAD_NORM)
+                            cfg.MODEL.CENTERX.HEAD_NORM, drop_block_args(cfg), t.IOU_AWARE.ENABLED)
+        last = backbone.output_shape()[upsampler.in_feature].channels
         return {
             **common,
+            "coord_conv": build_coord_conv(cfg, last),
+            "spp": build_spp(cfg, last),
             "upsampler": upsampler,
             "heads": heads,
             "alpha": t.ALPHA,
             "beta": t.BETA,
             "heatmap_loss_weight": t.HEATMAP_LOSS_WEIGHT,
             "box_loss_weight": t.BOX_LOSS_WEIGHT,
+            "iou_loss_weight": t.IOU_AWARE.LOSS_WEIGHT,
+            "iou_alpha": t.IOU_AWARE.ALPHA,
         }
 
-    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Normalised [N, 3, H, W] -> raw head outputs at stride 4 (see TTFNetHeads)."""
-        return self.heads(self.upsampler(self.backbone(images)))
+    def predict_with_features(self, images: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """Normalised [N, 3, H, W] -> (raw head outputs at stride 4 (see TTFNetHeads),
+        the backbone's outputs plus "upsampler", the map the heads read)."""
+        features = self.backbone(images)
+        last = self.upsampler.in_feature
+        x = self.upsampler({**features, last: self.spp(self.coord_conv(features[last]))})
+        return self.heads(x), {**features, "upsampler": x}
 
     def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
-        """``loss_heatmap`` (focal) and ``loss_box`` (weighted GIoU), already weighted, FP32."""
+        """``loss_heatmap`` (focal), ``loss_box`` (weighted GIoU) and, when ``outputs``
+        has ``iou`` (IoU-aware heads), ``loss_iou``, already weighted, FP32.
+
+        Objects with ``gt_weights`` (mixup) weigh their box samples and the
+        positive focal term at their centre by their weight; the box loss's
+        divisor (sum of the unweighted sample weights), the negative focal terms
+        and the focal divisor (the number of objects) are unchanged."""
         H, W = outputs["heatmap"].shape[-2:]
-        boxes, classes, window = batch_ground_truth(
+        boxes, classes, weights, window = batch_ground_truth(
             gt, self.device, lambda b, c: ttfnet_window(b, c, self.stride, self.alpha, self.beta))
-        targets = ttfnet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.alpha, self.beta, window)
-        hm = penalty_reduced_focal_loss(outputs["heatmap"], targets["heatmap"])
+        targets = ttfnet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.alpha, self.beta, window,
+                                 weights)
+        hm = penalty_reduced_focal_loss(outputs["heatmap"], targets["heatmap"], pos_weight=targets.get("pos_weight"))
         # GIoU at every cell, weighted: cells that are not samples have weight 0
         # (a dense, shape-static form of gathering the samples)
         ys, xs = torch.meshgrid(torch.arange(H, device=self.device), torch.arange(W, device=self.device),
                                 indexing="ij")
         pred_boxes = ltrb_to_boxes(outputs["ltrb"].float().permute(0, 2, 3, 1), xs, ys, self.stride)
         box = weighted_giou_loss(pred_boxes.reshape(-1, 4), targets["box"].permute(0, 2, 3, 1).reshape(-1, 4),
-                                 targets["weight"].reshape(-1))
+                                 targets["weight"].reshape(-1), targets["weight_sum"])
         w = self.loss_weights
-        return {"loss_heatmap": hm * w["heatmap"], "loss_box": box * w["box"]}
+        losses = {"loss_heatmap": hm * w["heatmap"], "loss_box": box * w["box"]}
+        if "iou" in outputs:
+            # IoU-aware: BCE against the IoU of each (detached) predicted box with
+            # its target, at the GIoU loss's samples with its weights and divisor
+            iou = weighted_iou_aware_loss(outputs["iou"].permute(0, 2, 3, 1).reshape(-1), pred_boxes.reshape(-1, 4),
+                                          targets["box"].permute(0, 2, 3, 1).reshape(-1, 4),
+                                          targets["weight"].reshape(-1), targets["weight_sum"])
+            losses["loss_iou"] = iou * w["iou"]
+        return losses
+
+    score_maps = ("heatmap", "iou")
+
+    def heatmap_scores(self, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """[N, C, H, W] detection scores in [0, 1]: sigmoid of the heatmap, fused
+        with the predicted IoU when ``outputs`` has ``iou`` (:func:`ttfnet_scores`)."""
+        return ttfnet_scores(outputs["heatmap"], outputs.get("iou"), self.iou_alpha)
 
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Peak masking + top-K; boxes from l, t, r, b at each peak (input pixels)."""
-        return decode_ttfnet(outputs["heatmap"], outputs["ltrb"], self.test_topk, self.stride)
+        """Peak masking + top-K of :meth:`heatmap_scores`; boxes from l, t, r, b at
+        each peak (input pixels)."""
+        return decode_ttfnet(outputs["heatmap"], outputs["ltrb"], self.test_topk, self.stride, outputs.get("iou"),
+                             self.iou_alpha)
