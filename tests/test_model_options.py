@@ -16,7 +16,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-import centerx
 from centerx.deploy import DeployModel, ExportError, decode_raw_outputs
 from centerx.deploy.caffe_export import export_caffe
 from centerx.deploy.letterbox import Letterbox
@@ -28,13 +27,12 @@ from centerx.modeling.dropblock import DropBlock
 from centerx.modeling.losses.iou_aware import iou_targets
 from centerx.modeling.necks import SPP, CoordConv, coordinate_channels
 from centerx.modeling.targets import pad_objects, ttfnet_targets
+from test_deploy import SIZE
+from test_deploy import tiny_cfg as deploy_tiny_cfg
 
 ort = pytest.importorskip("onnxruntime")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE = {"CenterNet": "Base-CenterNet.yaml", "TTFNet": "Base-TTFNet.yaml"}
-SIZE = (128, 128)
-K = 10
 STRIDE = 4
 NECK_OPTIONS = ["MODEL.CENTERX.COORD_CONV", "True", "MODEL.CENTERX.SPP.ENABLED", "True",
                 "MODEL.CENTERX.DROPBLOCK.ENABLED", "True"]
@@ -45,22 +43,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(arch, *opts):
-    """ResNet-18, 3 classes, narrow upsampler and heads, K = 10, 128 px export size."""
+    """test_deploy's tiny model (ResNet-18, 3 classes, K = 10, 128 px export
+    size) with a narrower upsampler, then ``opts``."""
     key = arch.upper()
-    cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", BASE[arch]))
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu", f"MODEL.{key}.NUM_CLASSES", "3", f"MODEL.{key}.UPSAMPLE_CHANNELS", "[32, 16, 16]",
-        f"MODEL.{key}.DEFORMABLE", "False", "TEST.DETECTIONS_PER_IMAGE", str(K), "EXPORT.INPUT_SIZE", str(SIZE),
-        "OUTPUT_DIR", "",
-    ])
-    if arch == "CenterNet":
-        cfg.merge_from_list(["MODEL.CENTERNET.HEAD_CHANNELS", "16"])
-    else:
-        cfg.merge_from_list(["MODEL.TTFNET.HEATMAP_HEAD_CHANNELS", "16", "MODEL.TTFNET.BOX_HEAD_CHANNELS", "16",
-                             "MODEL.TTFNET.BOX_HEAD_BIAS", "1.0"])
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return deploy_tiny_cfg(arch, f"MODEL.{key}.UPSAMPLE_CHANNELS", "[32, 16, 16]", *opts)
 
 
 def randomize_(model, seed=0):

@@ -2,8 +2,9 @@
 CoordConv solution", Liu et al. 2018), as PP-YOLO uses it: two coordinate
 channels appended to a feature map before a convolution."""
 import torch
-from detectron2.layers import get_norm
 from torch import nn
+
+from .pointwise import pointwise_conv_block
 
 
 def _ramp(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -44,14 +45,7 @@ class CoordConv(nn.Module):
             norm: detectron2 ``get_norm`` name ("BN", "SyncBN", "GN", ...; "" = none).
         """
         super().__init__()
-        layers = [nn.Conv2d(channels + 2, channels, 1, bias=not norm)]
-        if norm:
-            layers.append(get_norm(norm, channels))
-        layers.append(nn.ReLU(inplace=True))
-        self.conv = nn.Sequential(*layers)
-        nn.init.kaiming_normal_(self.conv[0].weight, mode="fan_out", nonlinearity="relu")
-        if self.conv[0].bias is not None:
-            nn.init.zeros_(self.conv[0].bias)
+        self.conv = pointwise_conv_block(channels + 2, channels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat((x, coordinate_channels(x)), dim=1))

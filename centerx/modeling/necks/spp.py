@@ -4,8 +4,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import get_norm
 from torch import nn
+
+from .pointwise import pointwise_conv_block
 
 
 class SPP(nn.Module):
@@ -32,14 +33,7 @@ class SPP(nn.Module):
             raise ValueError(f"MODEL.CENTERX.SPP.POOL_SIZES must be one or more positive odd sizes (a stride-1 pool "
                              f"keeps the map's size only with an odd kernel); got {pool_sizes}.")
         self.pool_sizes = pool_sizes
-        layers = [nn.Conv2d(channels * (1 + len(pool_sizes)), channels, 1, bias=not norm)]
-        if norm:
-            layers.append(get_norm(norm, channels))
-        layers.append(nn.ReLU(inplace=True))
-        self.fuse = nn.Sequential(*layers)
-        nn.init.kaiming_normal_(self.fuse[0].weight, mode="fan_out", nonlinearity="relu")
-        if self.fuse[0].bias is not None:
-            nn.init.zeros_(self.fuse[0].bias)
+        self.fuse = pointwise_conv_block(channels * (1 + len(pool_sizes)), channels, norm)
 
     def extra_repr(self) -> str:
         return f"pool_sizes={self.pool_sizes}"

@@ -1,0 +1,91 @@
+"""projects/ablation/ablation.py: every variant is a valid config that switches on
+exactly its trick, and one tiny variant runs end to end, is cached and tabulated."""
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("ablation_cli", os.path.join(REPO, "projects", "ablation",
+                                                                               "ablation.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.path.remove(os.path.join(REPO, "projects", "distillation"))
+
+
+# the key each trick variant must change from its default, and to what
+TRICK_KEYS = {
+    "mixup": ("INPUT.MIXUP.ENABLED", True),
+    "multi-scale": ("INPUT.TRAIN_SIZES", (128, 160, 192, 224, 256)),
+    "coordconv": ("MODEL.CENTERX.COORD_CONV", True),
+    "spp": ("MODEL.CENTERX.SPP.ENABLED", True),
+    "dropblock": ("MODEL.CENTERX.DROPBLOCK.ENABLED", True),
+    "iou-aware": ("MODEL.TTFNET.IOU_AWARE.ENABLED", True),
+}
+
+
+def _get(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+@pytest.mark.parametrize("arch", ["centernet", "ttfnet"])
+def test_variants_are_valid_configs(ablation, arch, tmp_path):
+    """Each variant merges into the demo config; the baseline has every trick off,
+    each single-trick variant turns on its own trick only, "all tricks" all of them;
+    the KD variants set the distillation modes; IoU-aware exists for TTFNet only."""
+    args = ablation.parse_args(["--arch", arch, "--iters", "50"])
+    teacher = ("t.yaml", "t.pth", ())
+    variants = ablation.trick_variants(args) + ablation.kd_variants(args, teacher)
+    names = [n for n, _ in variants]
+    expected = ["baseline", "mixup", "multi-scale", "coordconv", "spp", "dropblock"]
+    expected += ["iou-aware"] if arch == "ttfnet" else []
+    assert names == expected + ["all tricks", "logit KD", "adversarial KD", "logit + adversarial KD"]
+    trick_keys = {k: v for k, v in TRICK_KEYS.items() if k in names}
+    cfgs = {n: ablation.experiment_cfg(ablation.demo_config(args), args, str(tmp_path), ["shapes_train"],
+                                       ["shapes_val"], o) for n, o in variants}
+    for key, value in trick_keys.values():
+        assert _get(cfgs["baseline"], key) != value
+        assert _get(cfgs["all tricks"], key) == value
+    for name, (key, value) in trick_keys.items():
+        on = {n for n in trick_keys if _get(cfgs[name], trick_keys[n][0]) == trick_keys[n][1]}
+        assert on == {name}
+    assert cfgs["mixup"].INPUT.MIXUP.OFF_LAST_ITERS == 5
+    for name, logit, adversarial in [("logit KD", True, False), ("adversarial KD", False, True),
+                                     ("logit + adversarial KD", True, True)]:
+        cfg = cfgs[name]
+        assert cfg.MODEL.META_ARCHITECTURE == "Distiller"
+        assert (cfg.MODEL.DISTILL.LOGIT_KD, cfg.MODEL.DISTILL.ADVERSARIAL.ENABLED) == (logit, adversarial)
+        assert cfg.MODEL.DISTILL.TEACHERS == [teacher]
+
+
+def test_tiny_run_is_cached_and_tabulated(ablation, tmp_path, capsys):
+    """One tiny variant trains, writes its figures and the table; a second call
+    reads the figures back instead of training again."""
+    out = tmp_path / "ablation"
+    argv = ["--arch", "ttfnet", "--groups", "tricks", "--only", "spp", "--iters", "2", "--train-images", "4",
+            "--test-images", "2", "--latency-reps", "1", "--output-dir", str(out),
+            "SOLVER.IMS_PER_BATCH", "2", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
+            "INPUT.MAX_SIZE_TEST", "64", "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0"]
+    ablation.main(argv)
+    figures = json.loads((out / "spp" / "ablation.json").read_text())
+    assert figures["iterations"] == 2
+    assert figures["train_s"] > 0 and figures["latency_ms"] > 0
+    assert figures["AP"] is not None
+    mtime = os.path.getmtime(out / "spp" / "model_final.pth")
+    capsys.readouterr()
+    ablation.main(argv)
+    assert os.path.getmtime(out / "spp" / "model_final.pth") == mtime
+    table = (out / "table.md").read_text()
+    assert table.splitlines()[0].startswith("| variant | iterations | AP")
+    assert table.splitlines()[2].startswith("| spp | 2 |")
+    with pytest.raises(SystemExit, match="unknown variants"):
+        ablation.main(argv[:4] + ["--only", "nope"])
