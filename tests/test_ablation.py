@@ -48,13 +48,16 @@ def test_variants_are_valid_configs(ablation, arch, tmp_path):
     names = [n for n, _ in variants]
     expected = ["baseline", "mixup", "multi-scale", "coordconv", "spp", "dropblock"]
     expected += ["iou-aware"] if arch == "ttfnet" else []
-    assert names == expected + ["all tricks", "logit KD", "adversarial KD", "logit + adversarial KD"]
+    kept = "mixup + spp" + (" + iou-aware" if arch == "ttfnet" else "")
+    assert names == expected + ["all tricks", kept, "logit KD", "adversarial KD", "logit + adversarial KD"]
     trick_keys = {k: v for k, v in TRICK_KEYS.items() if k in names}
     cfgs = {n: ablation.experiment_cfg(ablation.demo_config(args), args, str(tmp_path), ["shapes_train"],
                                        ["shapes_val"], o) for n, o in variants}
     for key, value in trick_keys.values():
         assert _get(cfgs["baseline"], key) != value
         assert _get(cfgs["all tricks"], key) == value
+    assert {n for n, (k, v) in trick_keys.items() if _get(cfgs[kept], k) == v} == {"mixup", "spp", "iou-aware"} & set(
+        trick_keys)
     for name, (key, value) in trick_keys.items():
         on = {n for n in trick_keys if _get(cfgs[name], trick_keys[n][0]) == trick_keys[n][1]}
         assert on == {name}
