@@ -58,8 +58,9 @@ def tiny_cfg(meta_arch="CenterNet", *opts):
 
 
 def randomize_(model, seed=0):
-    """Non-trivial random weights: BatchNorm statistics and affine, He-normal
-    upsampler convs, N(0, 0.1) heads, heatmap bias 0 and regression biases 2."""
+    """Non-trivial random weights, so that the maps have many distinct peaks:
+    BatchNorm statistics and affine, He-normal neck convs (CoordConv and SPP when
+    on, upsampler), N(0, 0.1) heads, heatmap and IoU biases 0, regression biases 2."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -68,15 +69,16 @@ def randomize_(model, seed=0):
                 m.running_var.uniform_(0.5, 2.0, generator=g)
                 m.weight.uniform_(0.5, 1.5, generator=g)
                 m.bias.normal_(0, 0.1, generator=g)
-        for m in model.upsampler.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                m.weight.normal_(0, (2.0 / m.weight[0].numel()) ** 0.5, generator=g)
+        for neck in (model.coord_conv, model.spp, model.upsampler):
+            for m in neck.modules():
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                    m.weight.normal_(0, (2.0 / m.weight[0].numel()) ** 0.5, generator=g)
         for m in model.heads.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.normal_(0, 0.1, generator=g)
                 m.bias.zero_()
         for name, head in model.heads.named_children():
-            if name != "heatmap":  # sizes start positive, so no box is empty
+            if name not in ("heatmap", "iou"):  # sizes start positive, so no box is empty
                 head.layers[-1].bias.fill_(2.0)
     return model
 

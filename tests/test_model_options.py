@@ -27,7 +27,7 @@ from centerx.modeling.dropblock import DropBlock
 from centerx.modeling.losses.iou_aware import iou_targets
 from centerx.modeling.necks import SPP, CoordConv, coordinate_channels
 from centerx.modeling.targets import pad_objects, ttfnet_targets
-from test_deploy import SIZE
+from test_deploy import SIZE, randomize_
 from test_deploy import tiny_cfg as deploy_tiny_cfg
 
 ort = pytest.importorskip("onnxruntime")
@@ -47,32 +47,6 @@ def tiny_cfg(arch, *opts):
     size) with a narrower upsampler, then ``opts``."""
     key = arch.upper()
     return deploy_tiny_cfg(arch, f"MODEL.{key}.UPSAMPLE_CHANNELS", "[32, 16, 16]", *opts)
-
-
-def randomize_(model, seed=0):
-    """Non-trivial weights so that the maps have many distinct peaks: random
-    BatchNorm statistics and affine, He-normal neck convs (CoordConv, SPP,
-    upsampler), N(0, 0.1) heads, regression biases 2."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0, 0.1, generator=g)
-        for neck in (model.coord_conv, model.spp, model.upsampler):
-            for m in neck.modules():
-                if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                    m.weight.normal_(0, (2.0 / m.weight[0].numel()) ** 0.5, generator=g)
-        for m in model.heads.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.normal_(0, 0.1, generator=g)
-                m.bias.zero_()
-        for name, head in model.heads.named_children():
-            if name not in ("heatmap", "iou"):  # sizes start positive, so no box is empty
-                head.layers[-1].bias.fill_(2.0)
-    return model
 
 
 def build(arch, *opts, seed=0):
