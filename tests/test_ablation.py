@@ -90,5 +90,14 @@ def test_tiny_run_is_cached_and_tabulated(ablation, tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert table.splitlines()[0].startswith("| variant | iterations | AP")
     assert table.splitlines()[2].startswith("| spp | 2 |")
+    figures["latency_ms"] = -1.0  # replaced by a fresh measurement, without retraining
+    (out / "spp" / "ablation.json").write_text(json.dumps(figures))
+    ablation.main(["--remeasure-latency"] + argv)
+    assert os.path.getmtime(out / "spp" / "model_final.pth") == mtime
+    latency = json.loads((out / "spp" / "ablation.json").read_text())["latency_ms"]
+    assert latency > 0
+    assert (out / "table.md").read_text().splitlines()[2].endswith(f"| {latency:.1f} |")
+    with pytest.raises(SystemExit, match=r"another config \(1 keys differ: SOLVER.IMS_PER_BATCH: 2 saved vs 1"):
+        ablation.main(argv + ["SOLVER.IMS_PER_BATCH", "1"])
     with pytest.raises(SystemExit, match="unknown variants"):
         ablation.main(argv[:4] + ["--only", "nope"])

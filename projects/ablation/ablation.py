@@ -19,8 +19,11 @@ Groups (``--groups``):
   projects/distillation/single_teacher.py) or trained there first.
 
 Each variant's figures are kept in ``<output-dir>/<variant>/ablation.json``; a
-rerun skips variants that have one (``--rerun`` retrains them). The table is
-printed and written to ``<output-dir>/table.md``::
+rerun skips variants that have one (``--rerun`` retrains them);
+``--remeasure-latency`` times all selected trained variants again in one
+session, taking turns, which is fairer than the per-variant figures when the
+machine's load changed during training. The table is printed and written to
+``<output-dir>/table.md``::
 
     python projects/ablation/ablation.py --arch ttfnet --iters 200 SOLVER.IMS_PER_BATCH 8   # the README's table
     python projects/ablation/ablation.py --only baseline mixup --iters 20
@@ -35,6 +38,7 @@ import sys
 import time
 
 import torch
+import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "distillation"))
 
@@ -74,42 +78,105 @@ def kd_variants(args, teacher):
             ("logit + adversarial KD", kd + adv)]
 
 
-def measure_latency(cfg, reps: int) -> float:
+def measure_latencies(cfgs, reps: int) -> list:
     """Median milliseconds of one eval forward (batch 1, a square image of
-    INPUT.MAX_SIZE_TEST pixels) of the trained model in ``cfg.OUTPUT_DIR``
-    (the student alone for a Distiller)."""
-    if cfg.MODEL.META_ARCHITECTURE == "Distiller":
-        cfg = student_config(cfg)
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
-    model.eval()
-    size = cfg.INPUT.MAX_SIZE_TEST
-    inputs = [{"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8), "height": size, "width": size}]
-    times = []
+    INPUT.MAX_SIZE_TEST pixels) of each trained model in ``cfg.OUTPUT_DIR``
+    (the student alone for a Distiller). The models take turns, one forward each
+    per round (two warm-up rounds first), so that a change in machine load hits
+    every model alike."""
+    models, inputs = [], []
+    for cfg in cfgs:
+        if cfg.MODEL.META_ARCHITECTURE == "Distiller":
+            cfg = student_config(cfg)
+        model = build_model(cfg)
+        DetectionCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+        models.append(model.eval())
+        size = cfg.INPUT.MAX_SIZE_TEST
+        inputs.append([{"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8),
+                        "height": size, "width": size}])
+    times = [[] for _ in models]
     with torch.no_grad():
-        for i in range(reps + 2):
-            start = time.perf_counter()
-            model(inputs)
-            if cfg.MODEL.DEVICE.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i >= 2:  # two warm-up runs
-                times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for round_ in range(reps + 2):
+            for model, cfg, x, t in zip(models, cfgs, inputs, times):
+                start = time.perf_counter()
+                model(x)
+                if cfg.MODEL.DEVICE.startswith("cuda"):
+                    torch.cuda.synchronize()
+                if round_ >= 2:
+                    t.append((time.perf_counter() - start) * 1000)
+    return [statistics.median(t) for t in times]
 
 
-def run_variant(cfg, rerun: bool, latency_reps: int) -> dict:
-    """Train + evaluate + time one variant, or read its saved figures."""
+def run_variant(cfg, rerun: bool, latency_reps: int) -> None:
+    """Train + evaluate + time one variant and save its figures, unless they are
+    saved already (and not ``rerun``)."""
     path = os.path.join(cfg.OUTPUT_DIR, "ablation.json")
     if os.path.exists(path) and not rerun:
-        with open(path) as f:
-            return json.load(f)
+        check_same_config(cfg)
+        return
     metrics, seconds = train_and_evaluate(cfg)
     result = {"AP": metrics.get("AP"), "AP50": metrics.get("AP50"), "iterations": metrics["iterations"],
               "train_s": seconds, "final_loss": metrics["final_loss"]}
-    result["latency_ms"] = measure_latency(cfg, latency_reps) if result["AP"] is not None else None
+    result["latency_ms"] = measure_latencies([cfg], latency_reps)[0] if result["AP"] is not None else None
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
-    return result
+
+
+def check_same_config(cfg) -> None:
+    """Refuse saved figures that were trained with another config than ``cfg``
+    (the ``config.yaml`` in its OUTPUT_DIR), naming the keys that differ."""
+    saved_path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    with open(saved_path) as f:
+        saved = flatten(yaml.safe_load(f))
+    now = flatten(yaml.safe_load(cfg.dump()))
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} saved vs {now.get(k)!r} now" for k in differ[:5])
+        raise SystemExit(f"{cfg.OUTPUT_DIR} holds figures of another config ({len(differ)} keys differ: {shown}). "
+                         "Pass the same options as when it was trained, --rerun to retrain, or another "
+                         "--output-dir.")
+
+
+def flatten(tree, prefix=""):
+    """{"A.B": value} of a nested dict."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def variant_dir(args, name: str) -> str:
+    """Output folder of a variant: its name under ``--output-dir``, spaces as _ and + as "and"."""
+    return os.path.join(args.output_dir, name.replace(" ", "_").replace("+", "and"))
+
+
+def read_figures(cfg) -> dict:
+    """The saved figures of the variant trained in ``cfg.OUTPUT_DIR``."""
+    with open(os.path.join(cfg.OUTPUT_DIR, "ablation.json")) as f:
+        return json.load(f)
+
+
+def figures_table(named_cfgs) -> str:
+    """Markdown table of the saved figures of [(variant name, cfg)]."""
+    rows = []
+    for name, cfg in named_cfgs:
+        r = read_figures(cfg)
+        rows.append([name, r["iterations"], r["AP"], r["AP50"], round(r["train_s"]), r["latency_ms"]])
+    return format_table(["variant", "iterations", "AP", "AP50", "train time (s)", "latency (ms)"], rows)
+
+
+def remeasure_latencies(cfgs, reps: int) -> None:
+    """Measure the trained, non-diverged variants again, all in one session,
+    and store the new latencies in their figures."""
+    cfgs = [cfg for cfg in cfgs if read_figures(cfg)["AP"] is not None]
+    for cfg, latency in zip(cfgs, measure_latencies(cfgs, reps)):
+        figures = read_figures(cfg)
+        figures["latency_ms"] = latency
+        with open(os.path.join(cfg.OUTPUT_DIR, "ablation.json"), "w") as f:
+            json.dump(figures, f, indent=1)
 
 
 def teacher_entry(args, train, test):
@@ -133,6 +200,9 @@ def parse_args(argv=None):
     p.add_argument("--teacher-iters", type=int, default=300, help="iterations of a teacher trained here")
     p.add_argument("--latency-reps", type=int, default=10)
     p.add_argument("--rerun", action="store_true", help="retrain variants that have saved figures")
+    p.add_argument("--remeasure-latency", action="store_true",
+                   help="measure the latency of all selected trained variants again, taking turns, and "
+                        "update their figures (for a quiet machine after training under load)")
     p.add_argument("--output-dir", default="output/ablation")
     add_common_args(p)
     return p.parse_args(argv)
@@ -147,18 +217,14 @@ def main(argv=None):
     unknown = set(args.only) - {name for name, _ in variants}
     if unknown:
         raise SystemExit(f"--only: unknown variants {sorted(unknown)}; choose from {[n for n, _ in variants]}")
-    rows = []
-    for name, overrides in variants:
-        if args.only and name not in args.only:
-            continue
-        out = os.path.join(args.output_dir, name.replace(" ", "_").replace("+", "and"))
-        r = run_variant(experiment_cfg(demo_config(args), args, out, train, test, overrides), args.rerun,
-                        args.latency_reps)
-        rows.append([name, r["iterations"], r["AP"], r["AP50"], f"{r['train_s']:.0f}",
-                     None if r["latency_ms"] is None else f"{r['latency_ms']:.1f}"])
-        write_table(args.output_dir, format_table(
-            ["variant", "iterations", "AP", "AP50", "train time (s)", "latency (ms)"], rows))
-
+    selected = [(name, experiment_cfg(demo_config(args), args, variant_dir(args, name), train, test, overrides))
+                for name, overrides in variants if not args.only or name in args.only]
+    for i, (_, cfg) in enumerate(selected):
+        run_variant(cfg, args.rerun, args.latency_reps)
+        write_table(args.output_dir, figures_table(selected[: i + 1]))
+    if args.remeasure_latency:
+        remeasure_latencies([cfg for _, cfg in selected], args.latency_reps)
+        write_table(args.output_dir, figures_table(selected))
 
 if __name__ == "__main__":
     main()
