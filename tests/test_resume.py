@@ -11,14 +11,15 @@ from detectron2.config import get_cfg
 import centerx
 from centerx.data.samplers import PositionedDataset, ResumableTrainingSampler
 from centerx.engine import AtomicCheckpointer, Trainer
+from centerx.engine.trainer import step_seed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
+DEMOS = {arch: os.path.join(REPO, "configs", "shapes", f"{arch.lower()}_r18_demo.yaml") for arch in ("CenterNet", "TTFNet")}
 
 
-def run_cfg(dataset, output_dir, *opts):
+def run_cfg(dataset, output_dir, *opts, arch="CenterNet"):
     cfg = centerx.add_centerx_config(get_cfg())
-    cfg.merge_from_file(DEMO)
+    cfg.merge_from_file(DEMOS[arch])
     cfg.merge_from_list([
         "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "6", "SOLVER.WARMUP_ITERS", "2",
@@ -48,14 +49,14 @@ def assert_same(a, b, tol=1e-6):
     assert worst <= tol, worst
 
 
-def resume_from_half(straight_dir, output_dir, cfg_opts, dataset):
+def resume_from_half(straight_dir, output_dir, cfg_opts, dataset, arch="CenterNet"):
     """A run that stopped after iteration 3 of 6: the straight run's checkpoint at
     that point, alone in a new directory, then --resume."""
     os.makedirs(output_dir)
     shutil.copy(os.path.join(straight_dir, "model_0000002.pth"), output_dir)
     with open(os.path.join(output_dir, "last_checkpoint"), "w") as f:
         f.write("model_0000002.pth")
-    return train(run_cfg(dataset, output_dir, *cfg_opts), resume=True)
+    return train(run_cfg(dataset, output_dir, *cfg_opts, arch=arch), resume=True)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -71,6 +72,27 @@ def test_resume_at_n_to_2n_equals_2n_straight(tiny_shapes, tmp_path, workers, on
     assert_same(w_straight, w_resumed)
     assert_same(ema_straight, ema_resumed)
     assert resumed.ema.updates == straight.ema.updates == 6
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_resume_is_exact_with_mixup_multiscale_and_dropblock(arch, tiny_shapes, tmp_path, one_thread):
+    """The randomised training options replay after a resume: mixup and the
+    drawn sizes come from the stream, DropBlock's masks from the per-step seed."""
+    name, _ = tiny_shapes
+    opts = ["INPUT.TRAIN_SIZES", "(64, 96)", "INPUT.MIXUP.ENABLED", "True", "INPUT.MIXUP.PROB", "0.7",
+            "MODEL.CENTERX.DROPBLOCK.ENABLED", "True", "MODEL.CENTERX.DROPBLOCK.DROP_PROB", "0.3"]
+    straight = train(run_cfg(name, tmp_path / "straight", *opts, arch=arch))
+    resumed = resume_from_half(tmp_path / "straight", tmp_path / "resumed", opts, name, arch=arch)
+    assert resumed.start_iter == 3 and resumed.iter == 6
+    (w_straight, ema_straight), (w_resumed, ema_resumed) = weights(straight), weights(resumed)
+    assert_same(w_straight, w_resumed)
+    assert_same(ema_straight, ema_resumed)
+
+
+def test_step_seeds_differ_per_step_and_process():
+    seeds = {step_seed(s, i, r) for s in (0, 1) for i in range(50) for r in range(4)}
+    assert len(seeds) == 2 * 50 * 4
+    assert step_seed(3, 7, 1) == step_seed(3, 7, 1)
 
 
 def test_detectron2_sampler_does_not_resume_exactly(tiny_shapes, tmp_path, one_thread):

@@ -7,6 +7,7 @@ import os
 import weakref
 from typing import Dict
 
+import numpy as np
 import torch
 from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
@@ -128,6 +129,25 @@ def data_seed(cfg) -> int:
     return cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
 
 
+def step_seed(seed: int, iteration: int, rank: int) -> int:
+    """32-bit seed of torch's global generator for one training step of one
+    process: a hash of (data seed, iteration, rank), so that each step and each
+    process draws differently and a resumed run draws the same."""
+    return int(np.random.SeedSequence([seed, iteration, rank]).generate_state(1)[0])
+
+
+def reseed_training_forward(trainer_ref):
+    """Forward pre-hook for the trainer's model: in training mode, seed torch's
+    global generator (CPU and CUDA) with :func:`step_seed` of the trainer's data
+    seed, its current iteration and this process's rank. ``trainer_ref`` is a
+    weak reference, so the model does not keep its trainer alive."""
+    def hook(module, args):
+        trainer = trainer_ref()
+        if module.training and trainer is not None:
+            torch.manual_seed(step_seed(trainer._data_seed, trainer.iter, comm.get_rank()))
+    return hook
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` whose train mapper (DATALOADER.TRAIN_MAPPER), evaluator
     (TEST.EVALUATOR) and optimizer (SOLVER.OPTIMIZER) come from the config, and which adds:
@@ -145,7 +165,11 @@ class Trainer(DefaultTrainer):
       step (:class:`DiscriminatorStep`); discriminators, adapters and that
       optimizer are checkpointed ("adversarial", "adversarial_optimizer") and
       restored on ``--resume``, while "model" stays the plain student;
-    - images with predicted boxes in TensorBoard at each evaluation (TEST.VIS_IMAGES).
+    - images with predicted boxes in TensorBoard at each evaluation (TEST.VIS_IMAGES);
+    - torch's global generator reseeded right before each training forward
+      from (data seed, iteration, rank) (:func:`step_seed`), after the batch is
+      loaded, so that random draws in the forward (DropBlock's masks) replay
+      exactly after ``--resume``.
     """
 
     def __init__(self, cfg):
@@ -155,6 +179,7 @@ class Trainer(DefaultTrainer):
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
 
         model = self.build_model(cfg)
+        model.register_forward_pre_hook(reseed_training_forward(weakref.ref(self)))
         optimizer = self.build_optimizer(cfg, model)
         self._data_seed = data_seed(cfg)
         self._stream = None
