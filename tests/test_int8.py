@@ -247,17 +247,22 @@ def test_int8_detections_match_fp32(tiny_shapes, trained, int8_export):
     scores is about 0.01.
 
     Precondition (the scores mean something): the trained model detects above
-    0.2 in every image, and its best detection of an image lies on a
-    ground-truth object of its class (IoU > 0.5) in at least 4 of the 8."""
+    0.2 in at least 4 of the 8 images, 8 times in all, and its best detection
+    of an image lies on a ground-truth object of its class (IoU > 0.5) in at
+    least 4 of the 8. Not "in every image": 60 iterations on one thread train
+    to different weights on different CPUs (their float kernels differ), and
+    an image's best score was 0.16 on one machine. Nor a lower threshold: at
+    0.1 the heatmap has plateaus of near-equal cells, whose peak moves by one
+    cell under 8-bit rounding."""
     fp32, int8, _ = int8_export
     cfg = _cfg(TTFNET_DEMO, trained[0])
     letterbox = Letterbox((SIZE, SIZE), cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_MEAN)
     sessions = _session(fp32), _session(int8)
-    on_objects, missed, extra, total = 0, 0, 0, 0
+    on_objects, detecting, missed, extra, total = 0, 0, 0, 0, 0
     for record in DatasetCatalog.get(tiny_shapes[0]):
         batch, (scale,) = letterbox([cv2.imread(record["file_name"])])
         ref, out = ({k: v[0] for k, v in _run(s, batch).items()} for s in sessions)
-        assert (ref["scores"] > SCORE).any(), record["file_name"]
+        detecting += bool((ref["scores"] > SCORE).any())
         gt = np.array([a["bbox"] for a in record["annotations"]], dtype=np.float64)  # XYWH, original pixels
         gt[:, 2:] += gt[:, :2]
         gt *= [scale[1], scale[0], scale[1], scale[0]]
@@ -268,7 +273,7 @@ def test_int8_detections_match_fp32(tiny_shapes, trained, int8_export):
         e, _ = _unmatched(out, ref)
         missed, extra, total = missed + m, extra + e, total + n
     assert on_objects >= 4, on_objects
-    assert total >= 8
+    assert detecting >= 4 and total >= 8, (detecting, total)
     assert missed == 0 and extra == 0, (missed, extra, total)
 
 
