@@ -68,10 +68,12 @@ def add_centerx_config(cfg):
     # ground truth (CornerNet's min_overlap).
     _C.MODEL.CENTERNET.MIN_OVERLAP = 0.7
     # Which roots of CornerNet's radius quadratics to take:
-    # "corrected" = the proper (smaller) roots, as CenterNet-better and centerX;
     # "original" = (b + sqrt(D)) / 2 in all three cases, as the original
-    # CenterNet code that produced its published AP (much larger radii).
-    _C.MODEL.CENTERNET.RADIUS_MODE = "corrected"
+    # CenterNet code behind its published AP and CenterNet-better (both at
+    # MIN_OVERLAP 0.7); "corrected" = the proper (smaller) roots, as centerX and
+    # mmdetection, which train with MIN_OVERLAP 0.3. A 10x10-cell box gets
+    # r = 2 from either reference pairing but r = 0 from "corrected" at 0.7.
+    _C.MODEL.CENTERNET.RADIUS_MODE = "original"
     # At most this many objects per image get targets; extra (smallest) ones
     # are skipped and counted in the log.
     _C.MODEL.CENTERNET.MAX_OBJECTS = 128

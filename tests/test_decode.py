@@ -171,7 +171,9 @@ def test_topk_peaks_coordinates():
 
 def test_targets_decode_round_trip():
     """Targets of some boxes turned into perfect maps (logit of the target heatmap,
-    wh / offset written at the index cells) decode back to the same boxes."""
+    wh / offset written at the index cells) decode back to the same boxes, as the
+    targets see them: clipped to the last cell's point ((W - 1) * 4, (H - 1) * 4)
+    px, the original CenterNet's convention (the last box spans the image)."""
     boxes = [torch.tensor([[10.3, 12.7, 50.1, 40.9], [70.2, 5.5, 90.0, 60.25], [3.0, 70.0, 33.3, 95.1]]),
              torch.tensor([[40.0, 40.0, 41.5, 47.0], [0.0, 0.0, 127.0, 95.0]])]
     classes = [torch.tensor([0, 1, 0]), torch.tensor([1, 1])]
@@ -191,7 +193,8 @@ def test_targets_decode_round_trip():
     for b, (bx, cl) in enumerate(zip(boxes, classes)):
         n = len(bx)
         got = sorted(zip(det["boxes"][b, :n].tolist(), det["classes"][b, :n].tolist()))
-        exp = sorted(zip(bx.tolist(), cl.tolist()))
+        clipped = torch.stack([bx[:, 0::2].clamp(0, (Wm - 1) * s), bx[:, 1::2].clamp(0, (Hm - 1) * s)], -1)
+        exp = sorted(zip(clipped.reshape(-1, 4).tolist(), cl.tolist()))  # rows (x1, y1), (x2, y2)
         for (gb, gc), (eb, ec) in zip(got, exp):
             assert gc == ec
             assert gb == pytest.approx(eb, abs=1e-4)

@@ -110,9 +110,9 @@ def test_meta_device_catches_host_reads():
     boxes = torch.empty(2, 3, 4, device="meta")
     classes = torch.empty(2, 3, dtype=torch.long, device="meta")
     with pytest.raises((RuntimeError, NotImplementedError)):
-        centernet_window(boxes, classes, 4)
+        centernet_window(boxes, classes, 4, (16, 16))
     with pytest.raises((RuntimeError, NotImplementedError)):
-        ttfnet_window(boxes, classes, 4)
+        ttfnet_window(boxes, classes, 4, (16, 16))
 
 
 def test_adversarial_terms_read_nothing_back_from_the_device(one_thread):
@@ -154,12 +154,12 @@ def test_tight_window_gives_the_same_targets_as_the_map_bound(seed):
     boxes, classes = random_objects(seed)
     H = W = 24
     for mode in ("corrected", "original"):
-        tight = centernet_window(boxes, classes, 4, 0.7, mode)
+        tight = centernet_window(boxes, classes, 4, (H, W), 0.7, mode)
         a = centernet_targets(boxes, classes, 3, (H, W), 4, radius_mode=mode, max_objects=5, window=tight)
         b = centernet_targets(boxes, classes, 3, (H, W), 4, radius_mode=mode, max_objects=5)
         for k in ("heatmap", "index", "wh", "offset", "mask", "num_skipped"):
             assert torch.equal(a[k], b[k]), (mode, k)
-    tight = ttfnet_window(boxes, classes, 4)
+    tight = ttfnet_window(boxes, classes, 4, (H, W))
     a = ttfnet_targets(boxes, classes, 3, (H, W), 4, window=tight)
     b = ttfnet_targets(boxes, classes, 3, (H, W), 4)
     for k in ("heatmap", "box", "weight"):

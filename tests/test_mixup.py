@@ -374,12 +374,12 @@ def test_centernet_two_mixed_objects_closed_form(models):
     e_i = |predicted - true size| summed over w, h at the object's centre cell."""
     model = models["CenterNet"]
     outputs = random_outputs("CenterNet", seed=2)
-    boxes = [[8.0, 12.0, 40.0, 36.0], [30.0, 2.0, 50.0, 62.0]]  # centre cells (6, 6) and (10, 8)
+    boxes = [[8.0, 12.0, 40.0, 36.0], [30.0, 6.0, 50.0, 54.0]]  # centre cells (6, 6) and (10, 7.5)
     lam = 0.3
     got = model.losses(outputs, [gt(boxes, [2, 0], [lam, 1 - lam])])["loss_wh"].item()
     wh = outputs["wh"][0].double().numpy()
     e1 = abs(wh[0, 6, 6] - 8) + abs(wh[1, 6, 6] - 6)
-    e2 = abs(wh[0, 8, 10] - 5) + abs(wh[1, 8, 10] - 15)
+    e2 = abs(wh[0, 7, 10] - 5) + abs(wh[1, 7, 10] - 12)
     assert got == pytest.approx(0.1 * (lam * e1 + (1 - lam) * e2) / 4, rel=1e-5)
 
 
@@ -392,7 +392,8 @@ def test_ttfnet_two_mixed_objects_closed_form(models):
     boxes = [[4.0, 4.0, 24.0, 28.0], [36.0, 30.0, 60.0, 60.0]]
     lam = 0.7
     alone = [model.losses(outputs, [gt([b], [c])])["loss_box"].item() for b, c in zip(boxes, (1, 3))]
-    z = [np.log((b[2] - b[0]) * (b[3] - b[1])) for b in boxes]  # each object's sample weights sum to log(area)
+    # each object's sample weights sum to log of its pixel-inclusive area
+    z = [np.log((b[2] - b[0] + 1) * (b[3] - b[1] + 1)) for b in boxes]
     s = [loss / 5 * zi for loss, zi in zip(alone, z)]
     got = model.losses(outputs, [gt(boxes, [1, 3], [lam, 1 - lam])])["loss_box"].item()
     assert got == pytest.approx(5 * (lam * s[0] + (1 - lam) * s[1]) / (z[0] + z[1]), rel=1e-5)

@@ -1,7 +1,9 @@
 """CenterNet targets: Gaussian radius, Gaussian splats and the per-object targets.
 
-Expected numbers come from closed forms written out here, hand-built cases, or a
-plain-loop numpy re-implementation of CenterNet's target code (DESIGN §2).
+Expected numbers come from closed forms written out here, hand-worked cases, or a
+plain-loop numpy re-implementation of the original CenterNet's target code
+(``ctdet.py``: boxes clipped to the last output cell, radius of the ceiled size,
+truncated, splats max-combined).
 """
 import math
 
@@ -56,19 +58,24 @@ def _radius(h, w, m, mode):
     return radius_corrected(h, w, m) if mode == "corrected" else radius_original(h, w, m)
 
 
+def clipped_cells(box, stride, H, W):
+    """A box in input pixels -> in cells, x clipped to [0, W - 1] and y to [0, H - 1]."""
+    x1, y1, x2, y2 = (float(v) / stride for v in box)
+    return (min(max(x1, 0), W - 1), min(max(y1, 0), H - 1), min(max(x2, 0), W - 1), min(max(y2, 0), H - 1))
+
+
 def reference_heatmap(boxes, classes, num_classes, H, W, stride, m, mode):
-    """CenterNet-style heatmap with plain loops: radius from the ceil of the cell
-    size, int(r), square (2r+1)^2 window, sigma = (2r+1)/6, max-combined."""
+    """CenterNet-style heatmap with plain loops: box clipped to the last cell,
+    radius from the ceil of its size, int(r), square (2r+1)^2 window,
+    sigma = (2r+1)/6, max-combined."""
     hm = np.zeros((len(boxes), num_classes, H, W), dtype=np.float64)
     for b, (bx, cl) in enumerate(zip(boxes, classes)):
         for box, c in zip(np.asarray(bx, dtype=np.float64), np.asarray(cl)):
-            x1, y1, x2, y2 = box / stride
+            x1, y1, x2, y2 = clipped_cells(box, stride, H, W)
             w, h = x2 - x1, y2 - y1
             if w <= 0 or h <= 0:
                 continue
             ix, iy = int(math.floor((x1 + x2) / 2)), int(math.floor((y1 + y2) / 2))
-            if not (0 <= ix < W and 0 <= iy < H):
-                continue
             r = max(0, int(_radius(math.ceil(h), math.ceil(w), m, mode)))
             sigma = (2 * r + 1) / 6
             for dy in range(-r, r + 1):
@@ -110,7 +117,7 @@ def test_radius_matches_closed_form(mode, ref):
 
 
 def test_radius_design_example_10x10():
-    """DESIGN §2: a 10x10-cell box gives r = 2.73 ("original") vs 0.82 ("corrected")."""
+    """A 10x10-cell box gives r = 2.73 ("original") vs 0.82 ("corrected") at 0.7."""
     t = torch.tensor([10.0])
     assert round(float(gaussian_radius(t, t, 0.7, "original")), 2) == 2.73
     assert round(float(gaussian_radius(t, t, 0.7, "corrected")), 2) == 0.82
@@ -242,8 +249,8 @@ def _slot_rows(t, b):
     return rows
 
 
-def _expected_row(box, stride, W):
-    x1, y1, x2, y2 = (v / stride for v in box)
+def _expected_row(box, stride, W, H):
+    x1, y1, x2, y2 = clipped_cells(box, stride, H, W)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     ix, iy = math.floor(cx), math.floor(cy)
     return (iy * W + ix, round(x2 - x1, 5), round(y2 - y1, 5), round(cx - ix, 5), round(cy - iy, 5))
@@ -258,9 +265,9 @@ def test_batch_with_different_object_counts():
     t = centernet_targets([torch.tensor(b0), torch.tensor(b1)], [torch.tensor([1]), torch.tensor([0, 1, 0])],
                           num_classes=2, output_size=(H, W), stride=s, max_objects=5)
     assert t["mask"].sum(1).tolist() == [1.0, 3.0]
-    assert _slot_rows(t, 0) == {_expected_row(b, s, W) for b in b0}
-    assert _slot_rows(t, 1) == {_expected_row(b, s, W) for b in b1}
-    ref = reference_heatmap([b0, b1], [[1], [0, 1, 0]], 2, H, W, s, 0.7, "corrected")
+    assert _slot_rows(t, 0) == {_expected_row(b, s, W, H) for b in b0}
+    assert _slot_rows(t, 1) == {_expected_row(b, s, W, H) for b in b1}
+    ref = reference_heatmap([b0, b1], [[1], [0, 1, 0]], 2, H, W, s, 0.7, "original")
     np.testing.assert_allclose(t["heatmap"].numpy(), ref, atol=1e-6)
     assert (t["heatmap"] == 1).sum().item() == 4
 
@@ -293,8 +300,8 @@ def test_max_objects_keeps_largest():
                           num_classes=1, output_size=(H, W), stride=s, max_objects=3)
     assert t["num_skipped"] == 2
     kept = [boxes[1], boxes[3], boxes[4]]
-    assert _slot_rows(t, 0) == {_expected_row(b, s, W) for b in kept}
-    ref = reference_heatmap([kept], [[0, 0, 0]], 1, H, W, s, 0.7, "corrected")
+    assert _slot_rows(t, 0) == {_expected_row(b, s, W, H) for b in kept}
+    ref = reference_heatmap([kept], [[0, 0, 0]], 1, H, W, s, 0.7, "original")
     np.testing.assert_allclose(t["heatmap"].numpy(), ref, atol=1e-6)
     assert t["heatmap"][0, 0, 2, 2].item() == 0.0    # smallest boxes' centres are empty
     assert t["heatmap"][0, 0, 23, 23].item() < 1.0
@@ -314,8 +321,8 @@ def test_degenerate_and_outside_boxes_are_skipped():
                           output_size=(H, W), stride=s, max_objects=8)
     assert t["num_skipped"] == 5
     assert t["mask"].sum().item() == 1.0
-    assert _slot_rows(t, 0) == {_expected_row([12.0, 12.0, 28.0, 20.0], s, W)}
-    ref = reference_heatmap([boxes.tolist()], [[0] * 6], 1, H, W, s, 0.7, "corrected")
+    assert _slot_rows(t, 0) == {_expected_row([12.0, 12.0, 28.0, 20.0], s, W, H)}
+    ref = reference_heatmap([boxes.tolist()], [[0] * 6], 1, H, W, s, 0.7, "original")
     np.testing.assert_allclose(t["heatmap"].numpy(), ref, atol=1e-6)
     assert torch.isfinite(t["heatmap"]).all()
 
@@ -341,10 +348,49 @@ def test_heatmap_matches_loop_reference(mode):
     for i, b in enumerate(boxes):
         assert t["mask"][i].sum().item() == len(b)
         got = sorted(_slot_rows(t, i))
-        exp = sorted(_expected_row(row.tolist(), s, W) for row in b)
+        exp = sorted(_expected_row(row.tolist(), s, W, H) for row in b)
         assert [g[0] for g in got] == [e[0] for e in exp]
         np.testing.assert_allclose(np.array([g[1:] for g in got]), np.array([e[1:] for e in exp]), atol=2e-5)
     assert t["num_skipped"] == 0
+
+
+def test_default_targets_10x10_cell_box():
+    """A 10 x 10-cell box (40 x 40 px) gets r = int(2.73) = 2 with the defaults
+    (the original CenterNet's radius at min_overlap 0.7): a 5 x 5 splat, as
+    every reference gives (centerX / mmdetection: corrected roots at 0.3, also
+    r = int(2.26) = 2); corrected roots at 0.7 give r = int(0.82) = 0."""
+    args = dict(num_classes=1, output_size=(16, 16), stride=4)
+    box, cls = [torch.tensor([[12.0, 12.0, 52.0, 52.0]])], [torch.tensor([0])]
+    assert (centernet_targets(box, cls, **args)["heatmap"] > 0).sum().item() == 25
+    assert (centernet_targets(box, cls, min_overlap=0.3, radius_mode="corrected", **args)["heatmap"] > 0).sum() == 25
+    assert (centernet_targets(box, cls, radius_mode="corrected", **args)["heatmap"] > 0).sum().item() == 1
+
+
+def test_box_touching_the_last_cell_is_clipped_to_it():
+    """Box (44, 20, 64, 40) px on a 16 x 16 map: cells x 11 to 16, clipped to the
+    last cell, 15 (the original CenterNet's convention), so w = 4 (not 5) cells,
+    centre x 13 (not 13.5): cell (13, 7), offset (0, 0.5); the radius is that of
+    ceil((h, w)) = (5, 4): int(1.216) = 1, a 3 x 3 splat."""
+    t = centernet_targets([torch.tensor([[44.0, 20.0, 64.0, 40.0]])], [torch.tensor([0])], num_classes=1,
+                          output_size=(16, 16), stride=4, max_objects=2)
+    assert t["wh"][0, 0].tolist() == [4.0, 5.0]
+    assert t["offset"][0, 0].tolist() == [0.0, 0.5]
+    assert t["index"][0, 0].item() == 7 * 16 + 13
+    assert radius_original(5, 4, 0.7) == pytest.approx(1.216, abs=1e-3)
+    hm = t["heatmap"][0, 0]
+    assert hm[7, 13].item() == 1.0
+    assert (hm > 0).nonzero().tolist() == [[y, x] for y in (6, 7, 8) for x in (12, 13, 14)]
+
+
+def test_3x3_pixel_box():
+    """Box (5, 5, 8, 8) px: 0.75 x 0.75 cells, ceiled to 1 x 1, radius int(0.27) = 0:
+    one positive cell (1, 1), offset (0.625, 0.625), wh (0.75, 0.75)."""
+    t = centernet_targets([torch.tensor([[5.0, 5.0, 8.0, 8.0]])], [torch.tensor([0])], num_classes=1,
+                          output_size=(8, 8), stride=4, max_objects=2)
+    assert (t["heatmap"] > 0).nonzero().tolist() == [[0, 0, 1, 1]]
+    assert t["offset"][0, 0].tolist() == [0.625, 0.625]
+    assert t["wh"][0, 0].tolist() == [0.75, 0.75]
+    assert t["index"][0, 0].item() == 1 * 8 + 1
 
 
 def test_radius_modes_differ_on_targets():

@@ -63,13 +63,15 @@ def random_batch(rng: np.random.Generator, batch: int, objects: int, size: int) 
 
 
 def build_centernet(gt, device, size):
-    boxes, classes, _, window = batch_ground_truth(gt, device, lambda b, c: centernet_window(b, c, STRIDE))
-    return centernet_targets(boxes, classes, NUM_CLASSES, (size // STRIDE, size // STRIDE), STRIDE, window=window)
+    cells = (size // STRIDE, size // STRIDE)
+    boxes, classes, _, window = batch_ground_truth(gt, device, lambda b, c: centernet_window(b, c, STRIDE, cells))
+    return centernet_targets(boxes, classes, NUM_CLASSES, cells, STRIDE, window=window)
 
 
 def build_ttfnet(gt, device, size):
-    boxes, classes, _, window = batch_ground_truth(gt, device, lambda b, c: ttfnet_window(b, c, STRIDE))
-    return ttfnet_targets(boxes, classes, NUM_CLASSES, (size // STRIDE, size // STRIDE), STRIDE, window=window)
+    cells = (size // STRIDE, size // STRIDE)
+    boxes, classes, _, window = batch_ground_truth(gt, device, lambda b, c: ttfnet_window(b, c, STRIDE, cells))
+    return ttfnet_targets(boxes, classes, NUM_CLASSES, cells, STRIDE, window=window)
 
 
 BUILDERS = {"CenterNet": build_centernet, "TTFNet": build_ttfnet}

@@ -37,7 +37,7 @@ class CenterNet(PointDetector):
 
     @configurable
     def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std,
-                 min_overlap=0.7, radius_mode="corrected", max_objects=128, focal_alpha=2.0,
+                 min_overlap=0.7, radius_mode="original", max_objects=128, focal_alpha=2.0,
                  focal_beta=4.0, heatmap_loss_weight=1.0, wh_loss_weight=0.1,
                  offset_loss_weight=1.0, test_topk=100, score_thresh_test=0.01, loss_balancer=None,
                  coord_conv=None, spp=None):
@@ -98,7 +98,7 @@ class CenterNet(PointDetector):
         focal terms and the divisor (the number of objects) are unchanged."""
         H, W = outputs["heatmap"].shape[-2:]
         boxes, classes, weights, window = batch_ground_truth(
-            gt, self.device, lambda b, c: centernet_window(b, c, self.stride, self.min_overlap, self.radius_mode))
+            gt, self.device, lambda b, c: centernet_window(b, c, self.stride, (H, W), self.min_overlap, self.radius_mode))
         targets = centernet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.min_overlap,
                                     self.radius_mode, self.max_objects, window, weights)
         self._log_skipped(targets["num_skipped"])

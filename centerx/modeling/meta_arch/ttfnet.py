@@ -93,7 +93,7 @@ class TTFNet(PointDetector):
         and the focal divisor (the number of objects) are unchanged."""
         H, W = outputs["heatmap"].shape[-2:]
         boxes, classes, weights, window = batch_ground_truth(
-            gt, self.device, lambda b, c: ttfnet_window(b, c, self.stride, self.alpha, self.beta))
+            gt, self.device, lambda b, c: ttfnet_window(b, c, self.stride, (H, W), self.alpha, self.beta))
         targets = ttfnet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.alpha, self.beta, window,
                                  weights)
         hm = penalty_reduced_focal_loss(outputs["heatmap"], targets["heatmap"], pos_weight=targets.get("pos_weight"))

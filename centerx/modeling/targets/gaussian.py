@@ -10,7 +10,7 @@ RADIUS_MODES = ("corrected", "original")
 
 
 def gaussian_radius(heights: torch.Tensor, widths: torch.Tensor, min_overlap: float = 0.7,
-                    mode: str = "corrected") -> torch.Tensor:
+                    mode: str = "original") -> torch.Tensor:
     """CornerNet's Gaussian radius for boxes of the given size.
 
     The radius r is the largest corner shift that keeps IoU >= ``min_overlap``

@@ -9,6 +9,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .cells import clip_to_last_cell
 from .gaussian import draw_gaussians, draw_peak_weights, gaussian_patches
 
 
@@ -25,8 +26,10 @@ def ttfnet_targets(
 ) -> Dict[str, torch.Tensor]:
     """Build TTFNet's heatmap and box-regression targets for a batch.
 
-    For an object with box size (w, h) in cells and centre cell
-    floor(box centre / stride):
+    Conventions, those of the authors' ``ttf_head.py`` (the code behind the
+    paper's figures). For an object with box b in input pixels, clipped box
+    size (w, h) in cells (:func:`~centerx.modeling.targets.cells.clip_to_last_cell`)
+    and centre cell floor(centre of b / stride):
 
     - heatmap: an elliptical Gaussian of radii (int(alpha * w / 2), int(alpha * h / 2))
       cells, i.e. sigma = (2 r + 1) / 6 per axis (see :func:`gaussian_patches`),
@@ -34,15 +37,19 @@ def ttfnet_targets(
       form of the paper's sigma_x = alpha * w / 6, sigma_y = alpha * h / 6: the
       two differ by less than 1/6 cell and agree exactly when alpha * w / 2 is
       an integer plus 0.5.
-    - regression samples: the cells where the object's beta-Gaussian (same form,
-      ``beta`` instead of ``alpha``) is non-zero and whose point lies inside the
-      box (borders included). Where samples of several objects meet, the object
-      of smallest area owns the cell (as drawing largest-area first and letting
-      later boxes overwrite; equal areas: the later object of the batch wins).
-      Box target = the owner's box in input pixels.
-    - sample weights: log(area_m) * G_m(cell) / sum of G_m over the cells object
-      m owns, with G_m its beta-Gaussian and area_m in input pixels (clamped at
-      1, so log >= 0): every object that owns a cell contributes log(area_m).
+    - regression samples: every cell where the object's beta-Gaussian (same
+      form, ``beta`` instead of ``alpha``) is non-zero, its centre cell always
+      among them, so every object, however small, has at least one sample.
+      Where samples of several objects meet, the object of smallest area owns
+      the cell (as drawing largest-area first and letting later boxes
+      overwrite; equal areas: the later object of the batch wins). Box target =
+      the owner's box in input pixels (unclipped).
+    - sample weights: log(a_m) * G_m(cell) / sum of G_m over all of object m's
+      samples, G_m its beta-Gaussian and a_m = (x2 - x1 + 1)(y2 - y1 + 1) its
+      area in input pixels counted inclusively (the authors' ``bbox_areas``), so
+      that an object that keeps every sample contributes log(a_m) in total and
+      one whose samples are partly owned by smaller objects contributes less
+      (the authors normalise before smaller boxes overwrite).
     - per-object loss weights (optional, e.g. mixup's): object m's sample
       weights are multiplied by its weight u_m, and its heatmap peak gets u_m as
       the weight of its positive focal term. ``weight_sum`` (the box loss's
@@ -50,9 +57,7 @@ def ttfnet_targets(
       object of weight u counts u times as much, as in CenterNet's losses.
 
     Objects with a non-positive width or height, a centre cell outside the map or
-    a class outside [0, num_classes) get no targets. An object whose samples
-    contain no cell point (a box smaller than a cell between grid points) has a
-    heatmap peak but no regression sample.
+    a class outside [0, num_classes) get no targets.
 
     Shape-static tensor code on the boxes' device: no value is read back to the host.
 
@@ -84,9 +89,10 @@ def ttfnet_targets(
     box = boxes.float().reshape(-1, 4)  # [N, 4], N = B * M
     cls = classes.long().reshape(-1)
     bidx = torch.arange(B, device=device).repeat_interleave(M)
-    wh = (box[:, 2:] - box[:, :2]) / stride
-    cell = ((box[:, :2] + box[:, 2:]) / (2 * stride)).floor().long()
-    valid = (cls >= 0) & (cls < num_classes) & (wh > 0).all(1)
+    cells = clip_to_last_cell(box, stride, (H, W))
+    wh = cells[:, 2:] - cells[:, :2]  # radii come from the clipped box
+    cell = ((box[:, :2] + box[:, 2:]) / (2 * stride)).floor().long()  # the centre from the unclipped one
+    valid = (cls >= 0) & (cls < num_classes) & (box[:, 2:] > box[:, :2]).all(1)
     valid &= (cell[:, 0] >= 0) & (cell[:, 0] < W) & (cell[:, 1] >= 0) & (cell[:, 1] < H)
     if window is None:
         window = (int(max(alpha, beta) * W / 2), int(max(alpha, beta) * H / 2))
@@ -95,12 +101,10 @@ def ttfnet_targets(
     draw_gaussians(heatmap, bidx, cls, cell, (alpha * wh / 2).long(), window, valid)
 
     gauss, xs, ys = gaussian_patches(cell, (beta * wh / 2).long(), (H, W), window)  # [N, Y, X], [N, X], [N, Y]
-    inside_x = (xs * stride >= box[:, 0:1]) & (xs * stride <= box[:, 2:3])
-    inside_y = (ys * stride >= box[:, 1:2]) & (ys * stride <= box[:, 3:4])
-    candidate = (gauss > 0) & inside_y[:, :, None] & inside_x[:, None, :] & valid[:, None, None]
+    candidate = (gauss > 0) & valid[:, None, None]
     flat = bidx[:, None, None] * (H * W) + ys[:, :, None] * W + xs[:, None, :]  # [N, Y, X]
 
-    area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    area = (box[:, 2] - box[:, 0] + 1) * (box[:, 3] - box[:, 1] + 1)
     order = torch.argsort(area, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(len(order), device=device)  # drawing order: larger first
@@ -109,11 +113,12 @@ def ttfnet_targets(
     owner.scatter_reduce_(0, flat.reshape(-1), rank_map.reshape(-1), reduce="amax")
     owned = candidate & (owner[flat] == rank_map)
 
-    # every owned cell has exactly one owner: summing the owners' contributions
-    # (zero elsewhere) writes each cell once
+    # normalised over all of the object's samples, before smaller objects take
+    # some of them; every owned cell has exactly one owner, so summing the
+    # owners' contributions (zero elsewhere) writes each cell once
+    total = (gauss * candidate).sum((1, 2))
     g = gauss * owned
-    total = g.sum((1, 2))
-    # objects that own no cell get scale 0, not log(area) / 0 (0 * inf would be NaN)
+    # invalid objects have no sample: scale 0, not log(area) / 0 (0 * inf would be NaN)
     scale = torch.where(total > 0, area.clamp(min=1.0).log() / total.clamp(min=torch.finfo(g.dtype).tiny), 0.0)
     weight = torch.zeros(B * H * W, device=device)
     weight.index_add_(0, flat.reshape(-1), (g * scale[:, None, None]).reshape(-1))
@@ -134,14 +139,16 @@ def ttfnet_targets(
     return out
 
 
-def ttfnet_window(boxes: torch.Tensor, classes: torch.Tensor, stride: int, alpha: float = 0.54,
-                  beta: float = 0.54) -> Tuple[int, int]:
+def ttfnet_window(boxes: torch.Tensor, classes: torch.Tensor, stride: int, output_size: Tuple[int, int],
+                  alpha: float = 0.54, beta: float = 0.54) -> Tuple[int, int]:
     """The smallest splat window (wx, wy) for these objects' heatmap and sample
     Gaussians. Reads values: call it on host tensors.
 
     Args:
-        boxes: [B, M, 4] input pixels; classes: [B, M] (-1 = padding).
+        boxes: [B, M, 4] input pixels; classes: [B, M] (-1 = padding);
+        output_size: (H, W) of the map in cells.
     """
-    wh = ((boxes[..., 2:] - boxes[..., :2]) / stride).clamp(min=0) * (classes >= 0)[..., None]
+    cells = clip_to_last_cell(boxes, stride, output_size)
+    wh = (cells[..., 2:] - cells[..., :2]).clamp(min=0) * (classes >= 0)[..., None]
     r = (max(alpha, beta) * wh / 2).long().reshape(-1, 2)
     return (int(r[:, 0].max()), int(r[:, 1].max())) if len(r) else (0, 0)
