@@ -1,6 +1,6 @@
 """The device-side training path: targets and losses are shape-static tensor code
 that reads nothing back from the device, and mixed precision runs through
-detectron2's AMPTrainer with FP32 losses.
+detectron2's AMPTrainer (CUDA) or bfloat16 autocast (CPU) with FP32 losses.
 
 "Reads nothing back" is checked on PyTorch's meta device: meta tensors have
 shapes but no values, so every host read (``.item()``, ``int()``, ``bool()``)
@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.engine import AMPTrainer
+from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 import centerx
+import centerx.engine.amp as amp_module
+import centerx.engine.trainer as trainer_module
 from centerx.engine import Trainer
+from centerx.engine.amp import CPUAutocastTrainer
 from centerx.modeling.adversarial import FeatureAdversaries
 from centerx.modeling.targets import (centernet_targets, centernet_window, pad_objects, ttfnet_targets,
                                       ttfnet_window)
@@ -191,25 +194,42 @@ def test_losses_stay_fp32_under_autocast(arch, one_thread):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
-def test_amp_enabled_trains_through_detectron2_amp_trainer(arch, tiny_shapes, tmp_path, monkeypatch, one_thread):
-    """SOLVER.AMP.ENABLED picks detectron2's AMPTrainer, whose step trains every
-    architecture. AMPTrainer insists on CUDA; on this CPU machine its step runs
-    with CPU FP16 autocast in place of CUDA's (GradScaler disabled, as
-    detectron2 builds it without CUDA)."""
+def amp_trainer_cfg(arch, tiny_shapes, tmp_path, *opts):
     name, _ = tiny_shapes
-    cfg = arch_cfg(arch, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
-                   "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0",
-                   "SOLVER.CHECKPOINT_PERIOD", "1000", "DATALOADER.NUM_WORKERS", "0", "SOLVER.AMP.ENABLED", "True",
-                   "OUTPUT_DIR", str(tmp_path), "SEED", "3")
-    trainer = Trainer(cfg)
-    assert isinstance(trainer._trainer, AMPTrainer)
-    trainer.resume_or_load(resume=False)
-    step = trainer._trainer.run_step
-    dtypes = []
-    model = trainer.unwrapped_model
-    model.heads.register_forward_hook(lambda m, i, o: dtypes.append(o["heatmap"].dtype))
+    return arch_cfg(arch, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
+                    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0",
+                    "SOLVER.CHECKPOINT_PERIOD", "1000", "DATALOADER.NUM_WORKERS", "0", "SOLVER.AMP.ENABLED", "True",
+                    "OUTPUT_DIR", str(tmp_path), "SEED", "3", *opts)
 
+
+def train_and_check(trainer, dtype):
+    """Train ``trainer`` (3 iterations); the heads must compute in ``dtype``, the
+    losses stay finite and the weights change."""
+    trainer.resume_or_load(resume=False)
+    model = trainer.unwrapped_model
+    dtypes = []
+    model.heads.register_forward_hook(lambda m, i, o: dtypes.append(o["heatmap"].dtype))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.train()
+    assert dtypes == [dtype] * 3
+    losses = trainer.storage.history("total_loss").values()
+    assert len(losses) == 3 and all(np.isfinite(v) for v, _ in losses)
+    after = model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert all(v.dtype == torch.float32 for v in after.values() if v.is_floating_point())
+    assert not torch.equal(before["heads.heatmap.layers.0.weight"], after["heads.heatmap.layers.0.weight"])
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_detectron2_amp_trainer_trains_every_architecture(arch, tiny_shapes, tmp_path, monkeypatch, one_thread):
+    """detectron2's AMPTrainer (what SOLVER.AMP.ENABLED picks on CUDA) trains every
+    architecture. It insists on CUDA; on this CPU machine its step runs with CPU
+    FP16 autocast in place of CUDA's (GradScaler disabled, as detectron2 builds
+    it without CUDA)."""
+    monkeypatch.setattr(trainer_module, "build_step_trainer", lambda cfg, m, d, o: AMPTrainer(m, d, o))
+    trainer = Trainer(amp_trainer_cfg(arch, tiny_shapes, tmp_path))
+    assert isinstance(trainer._trainer, AMPTrainer)
+    step = trainer._trainer.run_step
     cuda_available = torch.cuda.is_available
 
     def available_to_amp_trainer():
@@ -223,11 +243,51 @@ def test_amp_enabled_trains_through_detectron2_amp_trainer(arch, tiny_shapes, tm
             step()
 
     monkeypatch.setattr(trainer._trainer, "run_step", step_with_cpu_autocast)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer.train()
-    assert dtypes == [torch.float16] * 3
-    losses = trainer.storage.history("total_loss").values()
-    assert len(losses) == 3 and all(np.isfinite(v) for v, _ in losses)
-    after = model.state_dict()
-    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
-    assert not torch.equal(before["heads.heatmap.layers.0.weight"], after["heads.heatmap.layers.0.weight"])
+    train_and_check(trainer, torch.float16)
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_cpu_bfloat16_autocast_trains_every_architecture(arch, tiny_shapes, tmp_path, monkeypatch, one_thread):
+    """SOLVER.AMP.ENABLED on a CPU with native bfloat16 (forced here, so that the
+    test runs on any CPU) trains under bfloat16 autocast with FP32 weights, also
+    with MODEL.CENTERX.CHANNELS_LAST (weights and input batch in NHWC)."""
+    monkeypatch.setattr(amp_module, "cpu_has_native_bf16", lambda: True)
+    trainer = Trainer(amp_trainer_cfg(arch, tiny_shapes, tmp_path, "MODEL.CENTERX.CHANNELS_LAST", "True"))
+    assert isinstance(trainer._trainer, CPUAutocastTrainer)
+    weights = [m.weight for m in trainer.unwrapped_model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(weights) > 20 and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    train_and_check(trainer, torch.bfloat16)
+
+
+def test_bfloat16_losses_stay_close_to_float32(one_thread):
+    """Under CPU bfloat16 autocast the losses are FP32 and within 5 % of the FP32
+    forward of the same weights and batch."""
+    torch.manual_seed(0)
+    model = build_model(arch_cfg("TTFNet", "MODEL.DEVICE", "cpu")).train()
+    g = torch.Generator().manual_seed(0)
+    batch = [{"image": torch.rand(3, 64, 64, generator=g) * 255, "instances": inst} for inst in ground_truth()]
+    model.eval()  # fixed BatchNorm statistics, so both passes see the same network
+    with torch.no_grad():
+        reference = model.losses(model.predict(model.preprocess_image(batch).tensor), ground_truth())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs = model.predict(model.preprocess_image(batch).tensor)
+            losses = model.losses(outputs, ground_truth())
+    assert outputs["heatmap"].dtype == torch.bfloat16
+    for k, v in losses.items():
+        assert v.dtype == torch.float32
+        assert v.item() == pytest.approx(reference[k].item(), rel=5e-2), k
+
+
+@pytest.mark.parametrize("device, amp, native, expected", [
+    ("cpu", False, True, SimpleTrainer), ("cuda", True, True, AMPTrainer),
+    ("cpu", True, True, CPUAutocastTrainer), ("cpu", True, False, SimpleTrainer)])
+def test_step_trainer_choice(device, amp, native, expected, monkeypatch, caplog):
+    """SOLVER.AMP.ENABLED and MODEL.DEVICE pick the step runner; on a CPU without
+    native bfloat16 AMP falls back to FP32 with a warning naming the key."""
+    monkeypatch.setattr(amp_module, "cpu_has_native_bf16", lambda: native)
+    cfg = arch_cfg("CenterNet", "MODEL.DEVICE", device, "SOLVER.AMP.ENABLED", str(amp))
+    model = torch.nn.Linear(2, 2)
+    with caplog.at_level("WARNING", logger="centerx.engine.amp"):
+        runner = amp_module.build_step_trainer(cfg, model, [], torch.optim.SGD(model.parameters(), 0.1))
+    assert type(runner) is expected
+    assert ("SOLVER.AMP.ENABLED" in caplog.text) == (amp and not native and device == "cpu")

@@ -10,7 +10,7 @@ from typing import Dict
 import numpy as np
 import torch
 from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
@@ -21,6 +21,7 @@ from ..data import CenterNetDatasetMapper
 from ..data.mixup import Mixup
 from ..data.samplers import PositionedDataset, ResumableTrainingSampler
 from .adversarial import DiscriminatorStep, build_discriminator_optimizer, feature_adversaries
+from .amp import build_step_trainer
 from .checkpoint import AtomicCheckpointer
 from .ema import EMAHook, ModelEMA
 from .replicas import ReplicaCheck
@@ -196,7 +197,7 @@ class Trainer(DefaultTrainer):
         on_gpu = torch.device(cfg.MODEL.DEVICE).type == "cuda"
         model = create_ddp_model(model, broadcast_buffers=False,
                                  device_ids=[comm.get_local_rank()] if on_gpu else None)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         if self.ema is not None:
@@ -297,6 +298,16 @@ class Trainer(DefaultTrainer):
             raise NotImplementedError("TEST.EVALUATOR is 'none'")
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def build_model(cls, cfg):
+        """detectron2's model, its weights in channels-last layout when
+        MODEL.CENTERX.CHANNELS_LAST (the model puts its input batch in that
+        layout itself)."""
+        model = super().build_model(cfg)
+        if cfg.MODEL.CENTERX.CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
+        return model
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -40,9 +40,10 @@ class CenterNet(PointDetector):
                  min_overlap=0.7, radius_mode="original", max_objects=128, focal_alpha=2.0,
                  focal_beta=4.0, heatmap_loss_weight=1.0, wh_loss_weight=0.1,
                  offset_loss_weight=1.0, test_topk=100, score_thresh_test=0.01, loss_balancer=None,
-                 coord_conv=None, spp=None):
+                 coord_conv=None, spp=None, channels_last=False):
         super().__init__(backbone=backbone, num_classes=num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                         test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer)
+                         test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer,
+                         channels_last=channels_last)
         self.coord_conv = coord_conv if coord_conv is not None else nn.Identity()
         self.spp = spp if spp is not None else nn.Identity()
         self.upsampler = upsampler

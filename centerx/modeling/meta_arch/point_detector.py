@@ -30,8 +30,9 @@ class PointDetector(nn.Module):
     """
 
     def __init__(self, *, backbone, num_classes, pixel_mean, pixel_std, test_topk=100, score_thresh_test=0.01,
-                 loss_balancer=None):
+                 loss_balancer=None, channels_last=False):
         super().__init__()
+        self.channels_last = channels_last
         self.backbone = backbone
         self.loss_balancer = loss_balancer
         self.num_classes = num_classes
@@ -51,6 +52,7 @@ class PointDetector(nn.Module):
             "test_topk": cfg.TEST.DETECTIONS_PER_IMAGE,
             "score_thresh_test": score_thresh_test,
             "loss_balancer": build_loss_balancer(cfg),
+            "channels_last": cfg.MODEL.CENTERX.CHANNELS_LAST,
         }
 
     @property
@@ -58,9 +60,13 @@ class PointDetector(nn.Module):
         return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise and pad to a multiple of the backbone's size divisibility (32)."""
+        """Normalise and pad to a multiple of the backbone's size divisibility (32);
+        channels-last layout when MODEL.CENTERX.CHANNELS_LAST."""
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        images = ImageList.from_tensors(images, self.backbone.size_divisibility)
+        if self.channels_last:
+            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
+        return images
 
     def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Normalised [N, 3, H, W] -> dict of raw output maps (used by the exporters)."""

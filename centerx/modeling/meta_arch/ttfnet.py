@@ -36,9 +36,11 @@ class TTFNet(PointDetector):
     @configurable
     def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std, alpha=0.54, beta=0.54,
                  heatmap_loss_weight=1.0, box_loss_weight=5.0, test_topk=100, score_thresh_test=0.01,
-                 loss_balancer=None, coord_conv=None, spp=None, iou_loss_weight=1.0, iou_alpha=0.5):
+                 loss_balancer=None, coord_conv=None, spp=None, iou_loss_weight=1.0, iou_alpha=0.5,
+                 channels_last=False):
         super().__init__(backbone=backbone, num_classes=num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                         test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer)
+                         test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer,
+                         channels_last=channels_last)
         if not 0.0 <= iou_alpha <= 1.0:
             raise ValueError(f"MODEL.TTFNET.IOU_AWARE.ALPHA must be in [0, 1]; got {iou_alpha}.")
         self.coord_conv = coord_conv if coord_conv is not None else nn.Identity()

@@ -1,0 +1,64 @@
+"""Mixed-precision training steps: detectron2's ``AMPTrainer`` (float16) on CUDA,
+bfloat16 autocast on CPUs that compute in bfloat16 natively."""
+import logging
+import time
+
+import torch
+from detectron2.engine import AMPTrainer, SimpleTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX),
+    where oneDNN's bfloat16 convolutions are faster than float32 ones. Elsewhere
+    bfloat16 is emulated and slower, so autocast is not worth it."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+class CPUAutocastTrainer(SimpleTrainer):
+    """:class:`SimpleTrainer` whose forward (the model's losses included) runs
+    under ``torch.autocast("cpu", bfloat16)``: convolutions and matrix products
+    in bfloat16, everything else (BatchNorm statistics, the losses, which
+    centerX computes in float32, the weights and the optimizer) in float32.
+    bfloat16 has float32's exponent range, so no gradient scaler is needed.
+    """
+
+    def __init__(self, model, data_loader, optimizer, precision: torch.dtype = torch.bfloat16):
+        super().__init__(model, data_loader, optimizer)
+        self.precision = precision
+
+    def run_step(self):
+        assert self.model.training, "[CPUAutocastTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast("cpu", dtype=self.precision):
+            loss_dict = self.model(data)
+        losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
+def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
+    """The training-step runner ``SOLVER.AMP.ENABLED`` and ``MODEL.DEVICE`` call for.
+
+    - AMP off: detectron2's ``SimpleTrainer`` (float32).
+    - AMP on, CUDA: detectron2's ``AMPTrainer`` (float16 autocast + gradient scaler).
+    - AMP on, CPU with native bfloat16 (:func:`cpu_has_native_bf16`):
+      :class:`CPUAutocastTrainer`; on another CPU a warning, then float32.
+    """
+    if not cfg.SOLVER.AMP.ENABLED:
+        return SimpleTrainer(model, data_loader, optimizer)
+    if torch.device(cfg.MODEL.DEVICE).type == "cuda":
+        return AMPTrainer(model, data_loader, optimizer)
+    if cpu_has_native_bf16():
+        logger.info("SOLVER.AMP.ENABLED on CPU: training under bfloat16 autocast (this CPU has native bfloat16).")
+        return CPUAutocastTrainer(model, data_loader, optimizer)
+    logger.warning("SOLVER.AMP.ENABLED on a CPU without native bfloat16 (no AVX-512 BF16 / AMX): bfloat16 would be "
+                   "emulated and slower, so training runs in float32. Set SOLVER.AMP.ENABLED False to silence this.")
+    return SimpleTrainer(model, data_loader, optimizer)
