@@ -159,6 +159,9 @@ def add_centerx_config(cfg):
     # traced at (ONNX keeps N, H, W dynamic), the fixed input of the Caffe net
     # and of the TensorRT profile, and the letterbox size of the runtimes.
     _C.EXPORT.INPUT_SIZE = (512, 512)
+    # Fold flip test-time augmentation (TEST.FLIP_TEST) into the exported graph
+    # (ONNX, ONNX INT8, TensorRT; Caffe has no flip layer and refuses it).
+    _C.EXPORT.FLIP_TEST = False
     # TensorRT engine: largest batch of the optimisation profile (the input
     # size is fixed to INPUT_SIZE) and builder workspace limit in MiB.
     _C.EXPORT.TENSORRT_MAX_BATCH = 8
@@ -336,6 +339,13 @@ def add_centerx_config(cfg):
     _C.SOLVER.OPTIMIZER = "SGD"
 
     # -------------------------------------------------------------------- test
+    # Flip test-time augmentation (CenterNet's --flip_test) in evaluation and
+    # DefaultPredictor: each image and its mirror image go through the network
+    # in one batch; heatmap probabilities and box sizes (CenterNet) or
+    # distances (TTFNet) are averaged before peak masking (CenterNet's offsets
+    # come from the unflipped image). About 2x the network's inference cost.
+    # EXPORT.FLIP_TEST puts it in exported graphs.
+    _C.TEST.FLIP_TEST = False
     # Evaluator for TEST datasets: "coco" (detectron2's COCOEvaluator) or
     # "none" (no evaluation).
     _C.TEST.EVALUATOR = "coco"

@@ -27,8 +27,8 @@ from centerx.modeling.dropblock import DropBlock
 from centerx.modeling.losses.iou_aware import iou_targets
 from centerx.modeling.necks import SPP, CoordConv, coordinate_channels
 from centerx.modeling.targets import pad_objects, ttfnet_targets
-from test_deploy import SIZE, randomize_
-from test_deploy import tiny_cfg as deploy_tiny_cfg
+from tiny_models import SIZE, images, randomize_
+from tiny_models import tiny_cfg as deploy_tiny_cfg
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(arch, *opts):
-    """test_deploy's tiny model (ResNet-18, 3 classes, K = 10, 128 px export
+    """The shared tiny model (ResNet-18, 3 classes, K = 10, 128 px export
     size) with a narrower upsampler, then ``opts``."""
     key = arch.upper()
     return deploy_tiny_cfg(arch, f"MODEL.{key}.UPSAMPLE_CHANNELS", "[32, 16, 16]", *opts)
@@ -52,10 +52,6 @@ def tiny_cfg(arch, *opts):
 def build(arch, *opts, seed=0):
     torch.manual_seed(seed)
     return randomize_(build_model(tiny_cfg(arch, *opts)).eval(), seed)
-
-
-def images(n, h, w, seed=0):
-    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 255
 
 
 def run_onnx(path, x):

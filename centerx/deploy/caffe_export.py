@@ -262,6 +262,9 @@ def export_caffe(model: DeployModel, prefix: str, input_size: Tuple[int, int], b
         )
     if model.training:
         raise ValueError("Export needs the model in eval mode (BatchNorm statistics are frozen into the net).")
+    if model.flip_test:
+        raise ExportError("Standard Caffe has no layer that mirrors a blob, so flip test-time augmentation cannot be "
+                          "exported to it. Set EXPORT.FLIP_TEST False for Caffe, or export to ONNX / TensorRT.")
     b = CaffeNetBuilder(type(net).__name__)
     _centernet(b, net, b.input("images", (batch_size, 3, *input_size)))
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)

@@ -35,13 +35,17 @@ class DeployModel(nn.Module):
       cells; TTFNet: ``ltrb`` in pixels). Maps folded into the scores (TTFNet's
       ``iou``) are not output: the raw outputs decode as without them.
 
+    ``flip_test=True`` (EXPORT.FLIP_TEST) folds flip test-time augmentation
+    into the graph: the maps of each image and of its mirror image, merged by
+    the model's ``merge_flipped``, as TEST.FLIP_TEST does in evaluation.
+
     Each meta-architecture (a :class:`PointDetector`) supplies its own
     ``predict`` (normalised images -> raw maps, heatmap logits under
     ``"heatmap"``), ``heatmap_scores`` and ``decode`` (peak masking + top-K of
     ``centerx.modeling.decode``), so the graph runs the evaluation code itself.
     """
 
-    def __init__(self, model: PointDetector, raw: bool = False):
+    def __init__(self, model: PointDetector, raw: bool = False, flip_test: bool = False):
         super().__init__()
         if not isinstance(model, PointDetector):
             raise TypeError(
@@ -50,10 +54,11 @@ class DeployModel(nn.Module):
             )
         self.model = model
         self.raw = raw
+        self.flip_test = flip_test
 
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         x = (images - self.model.pixel_mean) / self.model.pixel_std
-        maps = self.model.predict(x)
+        maps = self.model.predict_flip_averaged(x) if self.flip_test else self.model.predict(x)
         if self.raw:
             return peak_masked(self.model, maps)
         return self.model.decode(maps)
@@ -116,9 +121,10 @@ def deploy_config(cfg):
 def build_deploy_model(cfg, raw: bool = False) -> DeployModel:
     """The config's detector (a Distiller's student) with ``MODEL.WEIGHTS``
     loaded (random initialisation when empty; the checkpoint's EMA weights with
-    MODEL_EMA.ENABLED and USE_FOR_EVAL), in eval mode on ``MODEL.DEVICE``, wrapped."""
+    MODEL_EMA.ENABLED and USE_FOR_EVAL), in eval mode on ``MODEL.DEVICE``, wrapped
+    (with flip test-time augmentation when EXPORT.FLIP_TEST)."""
     cfg = deploy_config(cfg)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS)
-    return DeployModel(model, raw=raw).eval()
+    return DeployModel(model, raw=raw, flip_test=cfg.EXPORT.FLIP_TEST).eval()

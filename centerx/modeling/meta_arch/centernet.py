@@ -40,10 +40,10 @@ class CenterNet(PointDetector):
                  min_overlap=0.7, radius_mode="original", max_objects=128, focal_alpha=2.0,
                  focal_beta=4.0, heatmap_loss_weight=1.0, wh_loss_weight=0.1,
                  offset_loss_weight=1.0, test_topk=100, score_thresh_test=0.01, loss_balancer=None,
-                 coord_conv=None, spp=None, channels_last=False):
+                 coord_conv=None, spp=None, channels_last=False, flip_test=False):
         super().__init__(backbone=backbone, num_classes=num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
                          test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer,
-                         channels_last=channels_last)
+                         channels_last=channels_last, flip_test=flip_test)
         self.coord_conv = coord_conv if coord_conv is not None else nn.Identity()
         self.spp = spp if spp is not None else nn.Identity()
         self.upsampler = upsampler
@@ -137,6 +137,16 @@ class CenterNet(PointDetector):
             get_event_storage().put_scalar("skipped_objects", float(total), smoothing_hint=False)
         except AssertionError:  # called outside a detectron2 training loop
             pass
+
+    def merge_flipped(self, outputs: Dict[str, torch.Tensor], mirrored: Dict[str, torch.Tensor]
+                      ) -> Dict[str, torch.Tensor]:
+        """As the original CenterNet's flip test: heatmap probabilities and sizes
+        averaged over the two passes, the sub-cell offset of the unflipped pass
+        only (a mirrored offset o would be 1 - o of the neighbouring cell)."""
+        merged = super().merge_flipped(outputs, mirrored)
+        merged["wh"] = (outputs["wh"] + mirrored["wh"]) / 2
+        merged["offset"] = outputs["offset"]
+        return merged
 
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Peak masking + top-K; boxes from size and offset at each peak (input pixels)."""

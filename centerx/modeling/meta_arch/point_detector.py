@@ -30,9 +30,10 @@ class PointDetector(nn.Module):
     """
 
     def __init__(self, *, backbone, num_classes, pixel_mean, pixel_std, test_topk=100, score_thresh_test=0.01,
-                 loss_balancer=None, channels_last=False):
+                 loss_balancer=None, channels_last=False, flip_test=False):
         super().__init__()
         self.channels_last = channels_last
+        self.flip_test = flip_test
         self.backbone = backbone
         self.loss_balancer = loss_balancer
         self.num_classes = num_classes
@@ -53,6 +54,7 @@ class PointDetector(nn.Module):
             "score_thresh_test": score_thresh_test,
             "loss_balancer": build_loss_balancer(cfg),
             "channels_last": cfg.MODEL.CENTERX.CHANNELS_LAST,
+            "flip_test": cfg.TEST.FLIP_TEST,
         }
 
     @property
@@ -107,14 +109,46 @@ class PointDetector(nn.Module):
         peaks ``decode`` takes: the sigmoid of the heatmap logits."""
         return torch.sigmoid(outputs["heatmap"])
 
+    def predict_flip_averaged(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Flip test-time augmentation (CenterNet's ``--flip_test``): the raw maps of
+        ``images`` merged with those of their mirror images by :meth:`merge_flipped`,
+        both passes in one batch of 2N.
+
+        Args:
+            images: normalised [N, 3, H, W].
+
+        Returns:
+            raw output maps as :meth:`predict`, decodable by :meth:`decode`.
+        """
+        n = images.shape[0]
+        both = self.predict(torch.cat([images, images.flip(-1)]))
+        return self.merge_flipped({k: v[:n] for k, v in both.items()}, {k: v[n:].flip(-1) for k, v in both.items()})
+
+    def merge_flipped(self, outputs: Dict[str, torch.Tensor], mirrored: Dict[str, torch.Tensor]
+                      ) -> Dict[str, torch.Tensor]:
+        """Merge the raw maps of images and of their mirror images.
+
+        Args:
+            outputs: raw maps of the images; mirrored: raw maps of the mirror
+                images, flipped back along W (so cell (i, j) of both describes the
+                same image cell; channels that depend on the direction, such as
+                TTFNet's left / right distances, are still mirrored).
+
+        Returns:
+            raw maps whose score maps (:attr:`score_maps`) hold the logit of the
+            mean of the two passes' sigmoids; subclasses add their regression maps.
+        """
+        return {k: torch.logit((torch.sigmoid(outputs[k].float()) + torch.sigmoid(mirrored[k].float())) / 2)
+                for k in self.score_maps if k in outputs}
+
     def forward(self, batched_inputs: List[Dict]):
         images = self.preprocess_image(batched_inputs)
-        outputs = self.predict(images.tensor)
         if self.training:
             if not all("instances" in x for x in batched_inputs):
                 raise ValueError(f"{type(self).__name__} training needs 'instances' in every input dict.")
-            losses = self.losses(outputs, [x["instances"] for x in batched_inputs])
+            losses = self.losses(self.predict(images.tensor), [x["instances"] for x in batched_inputs])
             return self.loss_balancer(losses) if self.loss_balancer is not None else losses
+        outputs = self.predict_flip_averaged(images.tensor) if self.flip_test else self.predict(images.tensor)
         return self.postprocess(self.inference(outputs, images.image_sizes), batched_inputs, images.image_sizes)
 
     def inference(self, outputs: Dict[str, torch.Tensor], image_sizes) -> List[Instances]:

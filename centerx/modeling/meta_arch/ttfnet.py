@@ -37,10 +37,10 @@ class TTFNet(PointDetector):
     def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std, alpha=0.54, beta=0.54,
                  heatmap_loss_weight=1.0, box_loss_weight=5.0, test_topk=100, score_thresh_test=0.01,
                  loss_balancer=None, coord_conv=None, spp=None, iou_loss_weight=1.0, iou_alpha=0.5,
-                 channels_last=False):
+                 channels_last=False, flip_test=False):
         super().__init__(backbone=backbone, num_classes=num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
                          test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer,
-                         channels_last=channels_last)
+                         channels_last=channels_last, flip_test=flip_test)
         if not 0.0 <= iou_alpha <= 1.0:
             raise ValueError(f"MODEL.TTFNET.IOU_AWARE.ALPHA must be in [0, 1]; got {iou_alpha}.")
         self.coord_conv = coord_conv if coord_conv is not None else nn.Identity()
@@ -118,6 +118,20 @@ class TTFNet(PointDetector):
         return losses
 
     score_maps = ("heatmap", "iou")
+
+    def merge_flipped(self, outputs: Dict[str, torch.Tensor], mirrored: Dict[str, torch.Tensor]
+                      ) -> Dict[str, torch.Tensor]:
+        """Heatmap (and IoU) probabilities and box distances averaged over the two
+        passes. The mirror pass's left and right distances swap, and since a cell
+        sits at x * stride (no +0.5), the mirror of cell x's point is one stride
+        right of the point of the cell it is flipped back to: its (l, t, r, b)
+        becomes (r - stride, t, l + stride, b) there, which decodes to exactly
+        the mirrored box."""
+        merged = super().merge_flipped(outputs, mirrored)
+        l, t, r, b = mirrored["ltrb"].unbind(1)
+        back = torch.stack((r - self.stride, t, l + self.stride, b), dim=1)
+        merged["ltrb"] = (outputs["ltrb"] + back) / 2
+        return merged
 
     def heatmap_scores(self, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
         """[N, C, H, W] detection scores in [0, 1]: sigmoid of the heatmap, fused
