@@ -31,8 +31,15 @@ def setup(args):
     cfg.freeze()
     centerx.register_coco_json_datasets(cfg.DATASETS.COCO_JSON)
     default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="centerx")
+    setup_centerx_logger(cfg.OUTPUT_DIR, comm.get_rank())
     return cfg
+
+
+def setup_centerx_logger(output_dir: str, rank: int):
+    """The "centerx" logger: console (rank 0) and OUTPUT_DIR/log.txt. detectron2's
+    setup_logger is cached by its arguments, so ``prepare`` and ``setup`` in one
+    process share one set of handlers (each line printed once)."""
+    return setup_logger(output_dir, distributed_rank=rank, name="centerx")
 
 
 def main(args):
@@ -51,7 +58,7 @@ def prepare(args):
     cfg = centerx.add_centerx_config(get_cfg())
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    setup_logger(name="centerx")
+    setup_centerx_logger(cfg.OUTPUT_DIR, 0)
     ensure_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
 
 

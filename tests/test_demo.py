@@ -280,6 +280,25 @@ def test_prediction_images_reach_tensorboard(one_thread, tiny_shapes, tmp_path):
         assert not np.array_equal(images["0.0"][tag][0][1], plain)
 
 
+def test_prediction_images_written_to_files_after_training(one_thread, tiny_shapes, tmp_path):
+    """With a save_dir, the drawings of the last evaluation (after training) are
+    also PNG files there, pixel for pixel the images TensorBoard gets at step 9,
+    and nothing is written at the periodic drawings before."""
+    name, _ = tiny_shapes
+    cfg = _tiny_cfg(name, "TEST.VIS_IMAGES", "2", "TEST.VIS_SCORE_THRESH", "0.0")
+    hook = PredictionImages(cfg, period=5, save_dir=str(tmp_path / "predictions"))
+    hook.trainer = _fake_trainer(_model_with_visible_boxes(cfg), 0, 10)
+    images, _ = _run_hook(hook, tmp_path / "tb")
+    files = sorted(os.listdir(tmp_path / "predictions"))
+    dicts = DatasetCatalog.get(name)[:2]
+    stems = [f"{i}_{os.path.splitext(os.path.basename(d['file_name']))[0]}" for i, d in enumerate(dicts)]
+    assert files == sorted(f"{stem}.png" for stem in stems)
+    for i, d in enumerate(dicts):
+        written = cv2.imread(str(tmp_path / "predictions" / f"{stems[i]}.png"))[:, :, ::-1]
+        step, last = images[f"predictions/{i}_{os.path.basename(d['file_name'])}"][-1]
+        assert step == 9 and np.array_equal(written, last)
+
+
 def test_prediction_images_off_or_unreadable(one_thread, tiny_shapes, tmp_path):
     """VIS_IMAGES 0 or no test dataset: no image, scalars still written. An unreadable
     test image is skipped, the others are drawn."""

@@ -278,7 +278,7 @@ class Trainer(DefaultTrainer):
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
         ret.append(ReplicaCheck(self.unwrapped_model))
         if comm.is_main_process():
-            ret.append(PredictionImages(self.cfg, cfg.TEST.EVAL_PERIOD))
+            ret.append(PredictionImages(self.cfg, cfg.TEST.EVAL_PERIOD, os.path.join(cfg.OUTPUT_DIR, "predictions")))
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
         return ret
 

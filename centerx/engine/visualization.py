@@ -6,6 +6,7 @@ import os
 import time
 from typing import Dict, List, Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
@@ -75,16 +76,24 @@ class PredictionImages(HookBase):
     and a config with ``VIS_IMAGES`` 0 or no test dataset, do nothing. Images
     that cannot be read are skipped and counted in the log.
 
+    After the last iteration the same drawings are also written as PNG files to
+    ``save_dir`` (``OUTPUT_DIR/predictions`` in the trainer), whose path is
+    logged, so that a user can look at what the detector finds without
+    TensorBoard.
+
     Register it before detectron2's ``PeriodicWriter`` so that the writer flushes
     the images after the last iteration.
     """
 
-    def __init__(self, cfg, period: int):
+    def __init__(self, cfg, period: int, save_dir: Optional[str] = None):
         """
         Args:
             cfg: the training config.
             period: iterations between two drawings; 0 = only after the last one.
+            save_dir: folder for the PNG files written after the last
+                iteration; None = none written.
         """
+        self._save_dir = save_dir
         num_images = cfg.TEST.VIS_IMAGES
         if num_images < 0:
             raise ValueError(f"TEST.VIS_IMAGES must be >= 0 (0 = off), got {num_images}.")
@@ -109,16 +118,22 @@ class PredictionImages(HookBase):
     def after_train(self):
         # as EvalHook: not after a training that stopped early
         if self.trainer.iter + 1 >= self.trainer.max_iter:
-            self.put_images()
+            written = self.put_images(self._save_dir)
+            if written and self._save_dir:
+                logger.info(f"Predictions (score > {self._score_thresh}) drawn on {written} images of "
+                            f"'{self._dataset}': {os.path.abspath(self._save_dir)}")
 
     def _first_images(self) -> List[Dict]:
         if self._dataset_dicts is None:
             self._dataset_dicts = list(DatasetCatalog.get(self._dataset)[: self._num_images])
         return self._dataset_dicts
 
-    def put_images(self) -> int:
+    def put_images(self, save_dir: Optional[str] = None) -> int:
         """
         Draw the predictions now and put them into the current event storage.
+
+        Args:
+            save_dir: also write each drawing there as ``{i}_{file name}.png``.
 
         Returns:
             int: number of images put (0 when disabled).
@@ -155,6 +170,10 @@ class PredictionImages(HookBase):
                     drawn = draw_detections(rgb.astype(np.uint8), instances, class_names)
                     name = os.path.basename(record.get("file_name", f"image{i}"))
                     storage.put_image(f"predictions/{i}_{name}", drawn.transpose(2, 0, 1))
+                    if save_dir:
+                        os.makedirs(save_dir, exist_ok=True)
+                        stem = os.path.splitext(name)[0]
+                        cv2.imwrite(os.path.join(save_dir, f"{i}_{stem}.png"), drawn[:, :, ::-1])
                     put += 1
         finally:
             model.train(was_training)
