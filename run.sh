@@ -21,7 +21,7 @@ cd "$ROOT"
 TORCH_VERSION="2.14.1"
 TORCHVISION_VERSION="0.29.1"
 DETECTRON2_FALLBACK="sal-detectron2==0.7.2"   # detectron2 main (2024), pure Python + _C for CPython 3.10
-DEMO_CONFIG="configs/shapes/centernet_r18_demo.yaml"
+DEMO_CONFIG="configs/shapes/ttfnet_r18_demo.yaml"
 # -----------------------------------------------------------------------------
 
 PYTHON_BIN="${PYTHON:-python3}"
