@@ -1,9 +1,9 @@
 """projects/ablation/ablation.py: every variant is a valid config that switches on
-exactly its trick, and one tiny variant runs end to end, is cached and tabulated."""
+exactly its trick, and one tiny variant runs end to end over two seeds, is cached
+and tabulated."""
 import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
@@ -16,8 +16,7 @@ def ablation():
                                                                                "ablation.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(os.path.join(REPO, "projects", "distillation"))
+    return module
 
 
 # the key each trick variant must change from its default, and to what
@@ -70,31 +69,48 @@ def test_variants_are_valid_configs(ablation, arch, tmp_path):
         assert cfg.MODEL.DISTILL.TEACHERS == [teacher]
 
 
+def test_radius_variants_set_the_radius_keys(ablation, tmp_path):
+    """The radius group: the default (original roots at 0.7) and the two corrected
+    settings; refused for TTFNet, whose Gaussians have no CornerNet radius."""
+    args = ablation.parse_args(["--arch", "centernet", "--groups", "radius"])
+    variants = ablation.radius_variants(args)
+    cfgs = [ablation.experiment_cfg(ablation.demo_config(args), args, str(tmp_path), ["shapes_train"], ["shapes_val"],
+                                    o) for _, o in variants]
+    assert [(c.MODEL.CENTERNET.RADIUS_MODE, c.MODEL.CENTERNET.MIN_OVERLAP) for c in cfgs] == [
+        ("original", 0.7), ("corrected", 0.3), ("corrected", 0.7)]
+    default = ablation.experiment_cfg(ablation.demo_config(args), args, str(tmp_path), ["shapes_train"], ["shapes_val"])
+    assert (default.MODEL.CENTERNET.RADIUS_MODE, default.MODEL.CENTERNET.MIN_OVERLAP) == ("original", 0.7)
+    with pytest.raises(SystemExit, match="--arch centernet"):
+        ablation.radius_variants(ablation.parse_args(["--arch", "ttfnet", "--groups", "radius"]))
+
+
 def test_tiny_run_is_cached_and_tabulated(ablation, tmp_path, capsys):
-    """One tiny variant trains, writes its figures and the table; a second call
-    reads the figures back instead of training again."""
+    """One tiny variant trains once per seed, writes its figures and the table
+    (mean +- std and each seed's AP); a second call reads the figures back
+    instead of training again."""
     out = tmp_path / "ablation"
     argv = ["--arch", "ttfnet", "--groups", "tricks", "--only", "spp", "--iters", "2", "--train-images", "4",
-            "--test-images", "2", "--latency-reps", "1", "--output-dir", str(out),
+            "--test-images", "2", "--latency-reps", "1", "--seeds", "1", "2", "--output-dir", str(out),
             "SOLVER.IMS_PER_BATCH", "2", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
             "INPUT.MAX_SIZE_TEST", "64", "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0"]
     ablation.main(argv)
-    figures = json.loads((out / "spp" / "ablation.json").read_text())
-    assert figures["iterations"] == 2
-    assert figures["train_s"] > 0 and figures["latency_ms"] > 0
-    assert figures["AP"] is not None
-    mtime = os.path.getmtime(out / "spp" / "model_final.pth")
+    figures = [json.loads((out / "spp" / f"seed{k}" / "result.json").read_text()) for k in (1, 2)]
+    assert [f["iterations"] for f in figures] == [2, 2]
+    assert all(f["train_s"] > 0 and f["AP"] is not None for f in figures)
+    assert json.loads((out / "spp" / "latency.json").read_text())["latency_ms"] > 0
+    mtime = os.path.getmtime(out / "spp" / "seed2" / "model_final.pth")
     capsys.readouterr()
     ablation.main(argv)
-    assert os.path.getmtime(out / "spp" / "model_final.pth") == mtime
+    assert os.path.getmtime(out / "spp" / "seed2" / "model_final.pth") == mtime
     table = (out / "table.md").read_text()
-    assert table.splitlines()[0].startswith("| variant | iterations | AP")
-    assert table.splitlines()[2].startswith("| spp | 2 |")
-    figures["latency_ms"] = -1.0  # replaced by a fresh measurement, without retraining
-    (out / "spp" / "ablation.json").write_text(json.dumps(figures))
-    ablation.main(["--remeasure-latency"] + argv)
-    assert os.path.getmtime(out / "spp" / "model_final.pth") == mtime
-    latency = json.loads((out / "spp" / "ablation.json").read_text())["latency_ms"]
+    assert table.splitlines()[0].startswith("| variant | iterations | AP | AP per seed")
+    row = table.splitlines()[2]
+    assert row.startswith("| spp | 2 |") and "(n=2)" in row
+    assert f"| {figures[0]['AP']:.1f} / {figures[1]['AP']:.1f} |" in row
+    (out / "spp" / "latency.json").write_text(json.dumps({"latency_ms": -1.0}))
+    ablation.main(["--remeasure-latency"] + argv)  # a fresh measurement, without retraining
+    assert os.path.getmtime(out / "spp" / "seed2" / "model_final.pth") == mtime
+    latency = json.loads((out / "spp" / "latency.json").read_text())["latency_ms"]
     assert latency > 0
     assert (out / "table.md").read_text().splitlines()[2].endswith(f"| {latency:.1f} |")
     with pytest.raises(SystemExit, match=r"another config \(1 keys differ: SOLVER.IMS_PER_BATCH: 2 saved vs 1"):

@@ -1,31 +1,39 @@
 #!/usr/bin/env python
-"""Ablation of the training tricks and of adversarial feature distillation on shapes.
+"""Ablation of the training tricks, of adversarial feature distillation and of
+CenterNet's Gaussian radius on shapes, over several seeds.
 
 Every variant is the ``--arch`` R18 shapes demo (configs/shapes/<arch>_r18_demo.yaml,
 schedule rescaled to ``--iters``) trained from random initialisation with one
-switch turned on, evaluated once at the end (COCO AP on shapes_val), timed, and
-its inference latency measured (PyTorch eager, batch 1, one test-size image,
-median of ``--latency-reps`` runs on this machine's CPU or MODEL.DEVICE).
+switch turned on, once per ``--seeds`` seed, evaluated once at the end (COCO AP
+on shapes_val), timed, and its inference latency measured on the first seed's
+model (PyTorch eager, batch 1, one test-size image, median of ``--latency-reps``
+runs on this machine's CPU or MODEL.DEVICE).
 
 Groups (``--groups``):
 
 - ``tricks``: baseline, mixup, multi-scale training, CoordConv, SPP, DropBlock,
   IoU-aware scoring (TTFNet only), all of them together, and mixup + SPP
-  (+ IoU-aware), the ones that helped alone in the README's TTFNet table;
+  (+ IoU-aware);
 - ``kd``: the R18 student distilled from a ResNet-``--teacher-depth`` teacher
   with logit KD (the output-map losses), adversarial feature KD, and both, at
   equal iterations. The teacher is read from ``--teacher-dir`` (its
   ``config.yaml`` and ``model_final.pth``, as written by
-  projects/distillation/single_teacher.py) or trained there first.
+  projects/distillation/single_teacher.py) or trained there first;
+- ``radius`` (CenterNet only): the Gaussian radius of the targets, the
+  original CenterNet's roots at MIN_OVERLAP 0.7 (the default), the proper
+  roots at 0.3 (centerX, mmdetection) and the proper roots at 0.7 (centerX's
+  default before the targets followed the references).
 
-Each variant's figures are kept in ``<output-dir>/<variant>/ablation.json``; a
-rerun skips variants that have one (``--rerun`` retrains them);
+Each run's figures are kept in ``<output-dir>/<variant>/seed<k>/result.json``;
+a rerun skips runs that have one (``--rerun`` retrains them);
 ``--remeasure-latency`` times all selected trained variants again in one
 session, taking turns, which is fairer than the per-variant figures when the
-machine's load changed during training. The table is printed and written to
+machine's load changed during training. The table (AP as mean +- standard
+deviation over the seeds, and each seed's AP) is printed and written to
 ``<output-dir>/table.md``::
 
-    python projects/ablation/ablation.py --arch ttfnet --iters 200 SOLVER.IMS_PER_BATCH 8   # the README's table
+    python projects/ablation/ablation.py --arch ttfnet --groups tricks --seeds 1 2 3   # docs/results.md
+    python projects/ablation/ablation.py --arch centernet --groups radius --iters 1000 --seeds 1 2
     python projects/ablation/ablation.py --only baseline mixup --iters 20
 
 Trailing ``KEY VALUE`` pairs override every model's config alike.
@@ -34,21 +42,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 import torch
-import yaml
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "distillation"))
+from centerx.experiments import add_common_args, demo_config, distill_overrides, experiment_cfg, format_table, \
+    mean_std, prepare_shapes, run_cached, seed_dir, write_table
+from centerx.modeling.meta_arch.distiller import student_config
 
-from common import add_common_args, demo_config, distill_overrides, experiment_cfg, format_table, \
-    prepare_shapes, train_and_evaluate, write_table  # noqa: E402
-
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-
-from centerx.modeling.meta_arch.distiller import student_config  # noqa: E402
+LATENCY_FILE = "latency.json"
 
 
 def trick_variants(args):
@@ -76,6 +80,14 @@ def kd_variants(args, teacher):
     adv = ["MODEL.DISTILL.ADVERSARIAL.ENABLED", True]
     return [("logit KD", kd), ("adversarial KD", kd + adv + ["MODEL.DISTILL.LOGIT_KD", False]),
             ("logit + adversarial KD", kd + adv)]
+
+
+def radius_variants(args):
+    """(name, config overrides) of CenterNet's Gaussian radius settings."""
+    if args.arch != "centernet":
+        raise SystemExit("--groups radius compares CenterNet's Gaussian radius settings: use --arch centernet.")
+    return [(f"{mode} roots at {overlap}", ["MODEL.CENTERNET.RADIUS_MODE", mode, "MODEL.CENTERNET.MIN_OVERLAP", overlap])
+            for mode, overlap in (("original", 0.7), ("corrected", 0.3), ("corrected", 0.7))]
 
 
 def measure_latencies(cfgs, reps: int) -> list:
@@ -107,76 +119,41 @@ def measure_latencies(cfgs, reps: int) -> list:
     return [statistics.median(t) for t in times]
 
 
-def run_variant(cfg, rerun: bool, latency_reps: int) -> None:
-    """Train + evaluate + time one variant and save its figures, unless they are
-    saved already (and not ``rerun``)."""
-    path = os.path.join(cfg.OUTPUT_DIR, "ablation.json")
-    if os.path.exists(path) and not rerun:
-        check_same_config(cfg)
-        return
-    metrics, seconds = train_and_evaluate(cfg)
-    result = {"AP": metrics.get("AP"), "AP50": metrics.get("AP50"), "iterations": metrics["iterations"],
-              "train_s": seconds, "final_loss": metrics["final_loss"]}
-    result["latency_ms"] = measure_latencies([cfg], latency_reps)[0] if result["AP"] is not None else None
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-
-
-def check_same_config(cfg) -> None:
-    """Refuse saved figures that were trained with another config than ``cfg``
-    (the ``config.yaml`` in its OUTPUT_DIR), naming the keys that differ."""
-    saved_path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
-    with open(saved_path) as f:
-        saved = flatten(yaml.safe_load(f))
-    now = flatten(yaml.safe_load(cfg.dump()))
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-    if differ:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} saved vs {now.get(k)!r} now" for k in differ[:5])
-        raise SystemExit(f"{cfg.OUTPUT_DIR} holds figures of another config ({len(differ)} keys differ: {shown}). "
-                         "Pass the same options as when it was trained, --rerun to retrain, or another "
-                         "--output-dir.")
-
-
-def flatten(tree, prefix=""):
-    """{"A.B": value} of a nested dict."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def variant_dir(args, name: str) -> str:
     """Output folder of a variant: its name under ``--output-dir``, spaces as _ and + as "and"."""
     return os.path.join(args.output_dir, name.replace(" ", "_").replace("+", "and"))
 
 
-def read_figures(cfg) -> dict:
-    """The saved figures of the variant trained in ``cfg.OUTPUT_DIR``."""
-    with open(os.path.join(cfg.OUTPUT_DIR, "ablation.json")) as f:
-        return json.load(f)
-
-
-def figures_table(named_cfgs) -> str:
-    """Markdown table of the saved figures of [(variant name, cfg)]."""
+def figures_table(named_runs) -> str:
+    """Markdown table of [(variant name, [cfg of each seed])]: AP mean +- std and per
+    seed, AP50 and training time means, the first seed's latency."""
     rows = []
-    for name, cfg in named_cfgs:
-        r = read_figures(cfg)
-        rows.append([name, r["iterations"], r["AP"], r["AP50"], round(r["train_s"]), r["latency_ms"]])
-    return format_table(["variant", "iterations", "AP", "AP50", "train time (s)", "latency (ms)"], rows)
+    for name, cfgs in named_runs:
+        results = [run_cached(cfg) for cfg in cfgs]
+        aps = [r.get("AP") for r in results]
+        latency = read_latency(cfgs[0])
+        rows.append([name, results[0]["iterations"], mean_std(aps), " / ".join(
+            "-" if ap is None else f"{ap:.1f}" for ap in aps), mean_std([r.get("AP50") for r in results]),
+            round(statistics.mean(r["train_s"] for r in results)), latency])
+    return format_table(["variant", "iterations", "AP", "AP per seed", "AP50", "train time (s)", "latency (ms)"],
+                        rows)
 
 
-def remeasure_latencies(cfgs, reps: int) -> None:
-    """Measure the trained, non-diverged variants again, all in one session,
-    and store the new latencies in their figures."""
-    cfgs = [cfg for cfg in cfgs if read_figures(cfg)["AP"] is not None]
+def read_latency(cfg):
+    path = os.path.join(os.path.dirname(cfg.OUTPUT_DIR), LATENCY_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["latency_ms"]
+
+
+def write_latencies(cfgs, reps: int) -> None:
+    """Measure the trained, non-diverged models of ``cfgs`` in one session, taking
+    turns, and store each one's latency in its variant folder."""
+    cfgs = [cfg for cfg in cfgs if run_cached(cfg).get("AP") is not None]
     for cfg, latency in zip(cfgs, measure_latencies(cfgs, reps)):
-        figures = read_figures(cfg)
-        figures["latency_ms"] = latency
-        with open(os.path.join(cfg.OUTPUT_DIR, "ablation.json"), "w") as f:
-            json.dump(figures, f, indent=1)
+        with open(os.path.join(os.path.dirname(cfg.OUTPUT_DIR), LATENCY_FILE), "w") as f:
+            json.dump({"latency_ms": latency}, f)
 
 
 def teacher_entry(args, train, test):
@@ -186,20 +163,19 @@ def teacher_entry(args, train, test):
     if not (os.path.exists(config) and os.path.exists(weights)):
         cfg = experiment_cfg(demo_config(args), args, args.teacher_dir, train, test,
                              ["MODEL.RESNETS.DEPTH", args.teacher_depth], iters=args.teacher_iters or args.iters)
-        train_and_evaluate(cfg)
+        run_cached(cfg)
     return config, weights, ()
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--groups", nargs="+", choices=("tricks", "kd"), default=["tricks", "kd"])
+    p.add_argument("--groups", nargs="+", choices=("tricks", "kd", "radius"), default=["tricks", "kd"])
     p.add_argument("--only", nargs="+", default=[], help="run only the variants of these names")
     p.add_argument("--teacher-dir", default="output/distill_single_teacher/teacher_r34",
                    help="KD teacher: config.yaml + model_final.pth, trained here if missing")
     p.add_argument("--teacher-depth", type=int, default=34, help="ResNet depth of a teacher trained here")
     p.add_argument("--teacher-iters", type=int, default=300, help="iterations of a teacher trained here")
     p.add_argument("--latency-reps", type=int, default=10)
-    p.add_argument("--rerun", action="store_true", help="retrain variants that have saved figures")
     p.add_argument("--remeasure-latency", action="store_true",
                    help="measure the latency of all selected trained variants again, taking turns, and "
                         "update their figures (for a quiet machine after training under load)")
@@ -212,19 +188,26 @@ def main(argv=None):
     args = parse_args(argv)
     train, test = ([name] for name in prepare_shapes(args))
     variants = trick_variants(args) if "tricks" in args.groups else []
+    if "radius" in args.groups:
+        variants += radius_variants(args)
     if "kd" in args.groups:
         variants += kd_variants(args, teacher_entry(args, train, test))
     unknown = set(args.only) - {name for name, _ in variants}
     if unknown:
         raise SystemExit(f"--only: unknown variants {sorted(unknown)}; choose from {[n for n, _ in variants]}")
-    selected = [(name, experiment_cfg(demo_config(args), args, variant_dir(args, name), train, test, overrides))
+    selected = [(name, [experiment_cfg(demo_config(args), args, seed_dir(variant_dir(args, name), seed), train, test,
+                                       overrides, seed=seed) for seed in args.seeds])
                 for name, overrides in variants if not args.only or name in args.only]
-    for i, (_, cfg) in enumerate(selected):
-        run_variant(cfg, args.rerun, args.latency_reps)
+    for i, (_, cfgs) in enumerate(selected):
+        for cfg in cfgs:
+            run_cached(cfg, args.rerun)
+        if read_latency(cfgs[0]) is None or args.rerun:
+            write_latencies(cfgs[:1], args.latency_reps)
         write_table(args.output_dir, figures_table(selected[: i + 1]))
     if args.remeasure_latency:
-        remeasure_latencies([cfg for _, cfg in selected], args.latency_reps)
+        write_latencies([cfgs[0] for _, cfgs in selected], args.latency_reps)
         write_table(args.output_dir, figures_table(selected))
+
 
 if __name__ == "__main__":
     main()

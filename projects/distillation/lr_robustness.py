@@ -1,33 +1,36 @@
 #!/usr/bin/env python
-"""Experiment 3: learning-rate robustness with and without constant-magnitude loss weighting.
+"""Experiment 3: learning-rate robustness with and without constant-magnitude loss
+weighting, over several seeds.
 
-DESIGN §5 claims that rescaling every loss term to a fixed magnitude
-(MODEL.LOSS_BALANCE, c * L / stopgrad(L); heatmap 1.5, size 0.3, offset 0.1)
-makes training insensitive to too-large learning rates under a cosine
-schedule. This trains CenterNet-R18 on shapes (configs/shapes/centernet_r18_demo.yaml,
-schedule rescaled to ``--iters``, lr steps replaced by detectron2's
-WarmupCosineLR) at the demo's learning rate times each ``--lr-factors``, with
-the weighting off and on, and prints COCO AP on shapes_val per run ("diverged"
-where the loss became non-finite):
+Rescaling every loss term to a fixed magnitude (MODEL.LOSS_BALANCE,
+c * L / stopgrad(L)) is meant to make training insensitive to too-large
+learning rates under a cosine schedule. This trains the ``--arch`` R18 shapes
+demo (schedule rescaled to ``--iters``, detectron2's WarmupCosineLR) at the
+demo's learning rate times each ``--lr-factors``, with the weighting off and
+on, once per seed, and prints COCO AP on shapes_val (mean +- std; "diverged"
+counts runs whose loss became non-finite) and the final unscaled loss, then
+the AP of each weighted run as a fraction of the plain run at factor 1:
 
-    python projects/distillation/lr_robustness.py                       # factors 1, 4, 16; 400 iterations each
-    python projects/distillation/lr_robustness.py --lr-factors 1 10 100 SOLVER.OPTIMIZER SGD SOLVER.BASE_LR 0.01
+    python projects/distillation/lr_robustness.py --seeds 1 2 3 --lr-factors 1 30   # docs/results.md
+    python projects/distillation/lr_robustness.py --arch centernet --lr-factors 1 10 SOLVER.OPTIMIZER SGD \
+        SOLVER.BASE_LR 0.01
 
 Trailing ``KEY VALUE`` pairs override every run's config alike (the factors
 multiply the resulting SOLVER.BASE_LR).
 """
 import argparse
 import os
+import statistics
 
-from common import add_common_args, demo_config, experiment_cfg, format_table, prepare_shapes, \
-    train_and_evaluate, write_table
+from centerx.experiments import add_common_args, demo_config, experiment_cfg, format_table, mean_std, \
+    prepare_shapes, run_cached, seed_dir, write_table
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lr-factors", type=float, nargs="+", default=[1.0, 4.0, 16.0],
+    p.add_argument("--lr-factors", type=float, nargs="+", default=[1.0, 30.0],
                    help="multiples of the config's SOLVER.BASE_LR to train with")
-    p.add_argument("--output-dir", default="output/distill_lr_robustness")
+    p.add_argument("--output-dir", default="output/lr_robustness")
     add_common_args(p)
     return p.parse_args(argv)
 
@@ -35,22 +38,36 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     train, test = ([name] for name in prepare_shapes(args))
-    rows = []
+    rows, aps = [], {}
     for factor in args.lr_factors:
         for balance in (False, True):
             tag = f"lr{factor:g}x_{'balanced' if balance else 'plain'}"
-            base = experiment_cfg(demo_config(args), args, os.path.join(args.output_dir, tag), train, test)
-            cfg = experiment_cfg(demo_config(args), args, os.path.join(args.output_dir, tag), train, test, [
-                "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.STEPS", (),
-                "SOLVER.BASE_LR", base.SOLVER.BASE_LR * factor, "MODEL.LOSS_BALANCE.ENABLED", balance,
-            ])
-            metrics, seconds = train_and_evaluate(cfg)
-            diverged = "AP" not in metrics
+            results = []
+            for seed in args.seeds:
+                directory = seed_dir(os.path.join(args.output_dir, tag), seed)
+                base = experiment_cfg(demo_config(args), args, directory, train, test, seed=seed)
+                cfg = experiment_cfg(demo_config(args), args, directory, train, test, [
+                    "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.STEPS", (),
+                    "SOLVER.BASE_LR", base.SOLVER.BASE_LR * factor, "MODEL.LOSS_BALANCE.ENABLED", balance,
+                ], seed=seed)
+                results.append(run_cached(cfg, args.rerun))
+            aps[(factor, balance)] = [r.get("AP") for r in results]
+            diverged = [r["iterations"] for r in results if "AP" not in r]
             rows.append([f"{cfg.SOLVER.BASE_LR:g} ({factor:g}x)", "on" if balance else "off",
-                         f"diverged at {metrics['iterations']}" if diverged else metrics["iterations"],
-                         metrics["final_loss"], metrics.get("AP"), metrics.get("AP50"), f"{seconds:.0f}"])
-    write_table(args.output_dir, format_table(
-        ["base lr", "loss weighting", "iterations", "final loss, unscaled (median of last 20 it)", "AP", "AP50", "train time (s)"], rows))
+                         f"{len(diverged)} of {len(results)}" + (f" (at {diverged})" if diverged else ""),
+                         mean_std([r["final_loss"] for r in results]), mean_std(aps[(factor, balance)]),
+                         round(statistics.mean(r["train_s"] for r in results))])
+    table = format_table(["base lr", "loss weighting", "diverged", "final loss, unscaled (median of last 20 it)",
+                          "AP", "train time (s)"], rows)
+    good = [a for a in aps.get((args.lr_factors[0], False), []) if a is not None]
+    if good:
+        reference = statistics.mean(good)
+        for factor in args.lr_factors[1:]:
+            balanced = [a for a in aps[(factor, True)] if a is not None]
+            if balanced:
+                table += (f"\n\nWeighted at {factor:g}x: {100 * statistics.mean(balanced) / reference:.0f} % of the "
+                          f"plain AP at {args.lr_factors[0]:g}x ({statistics.mean(balanced):.1f} vs {reference:.1f}).")
+    write_table(args.output_dir, table)
 
 
 if __name__ == "__main__":

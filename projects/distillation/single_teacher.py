@@ -1,62 +1,77 @@
 #!/usr/bin/env python
-"""Experiment 1: one bigger teacher -> an R18 student on shapes, at equal student iterations.
+"""Experiment 1: one bigger teacher -> an R18 student on shapes, at equal student
+iterations, over several seeds.
 
 Trains, each from random initialisation with the ``--arch`` shapes demo
 schedule (configs/shapes/<arch>_r18_demo.yaml, rescaled):
 
-1. the teacher (ResNet-``--teacher-depth``, ``--teacher-iters`` iterations) with labels;
-2. the R18 student with labels alone (baseline, ``--iters``);
-3. the R18 student distilled from the teacher, with labels (``--iters``;
-   for CenterNet this is configs/shapes/distill_centernet_r50_to_r18_demo.yaml);
+1. the teacher (ResNet-``--teacher-depth``, ``--teacher-iters`` iterations) with
+   labels, once (first seed);
+2. per seed, the R18 student with labels alone (baseline, ``--iters``);
+3. per seed, the R18 student distilled from the teacher, with labels (``--iters``);
 
-then prints COCO AP / AP50 on shapes_val and the training time of each
-(label-free distillation is experiment 2, two_teachers.py):
+then prints COCO AP on shapes_val (mean +- std over the seeds, and each seed's),
+AP50 and the training time, and the gain of distillation (mean and standard
+deviation of the per-seed differences; label-free distillation is experiment 2,
+two_teachers.py):
 
-    python projects/distillation/single_teacher.py                    # CenterNet, 400 iterations each
-    python projects/distillation/single_teacher.py --arch ttfnet --teacher-depth 34 --iters 200 \
-        --teacher-iters 300 SOLVER.IMS_PER_BATCH 8                    # the README's table
-    python projects/distillation/single_teacher.py --iters 3000 MODEL.DEVICE cuda
+    python projects/distillation/single_teacher.py --seeds 1 2 3       # docs/results.md
+    python projects/distillation/single_teacher.py --arch centernet --iters 3000 MODEL.DEVICE cuda
 
+Runs already in ``--output-dir`` with the same config are read back, not
+retrained; two_teachers.py reads the baseline students from the same folder.
 Trailing ``KEY VALUE`` pairs override every model's config alike.
 """
 import argparse
 import os
+import statistics
 
-from common import add_common_args, demo_config, distill_overrides, experiment_cfg, format_table, prepare_shapes, \
-    train_and_evaluate, write_table
+from centerx.experiments import add_common_args, demo_config, distill_overrides, experiment_cfg, format_table, \
+    mean_std, prepare_shapes, run_cached, seed_dir, write_table
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher-depth", type=int, default=50, help="ResNet depth of the teacher")
+    p.add_argument("--teacher-depth", type=int, default=34, help="ResNet depth of the teacher")
     p.add_argument("--teacher-iters", type=int, default=0, help="training iterations of the teacher (0: --iters)")
-    p.add_argument("--output-dir", default="output/distill_single_teacher")
+    p.add_argument("--output-dir", default="output/distillation")
     add_common_args(p)
     return p.parse_args(argv)
+
+
+def student_runs(args, train, test, name, extra=()):
+    """One config per seed of an R18 student with labels (``extra``: its distillation)."""
+    return [experiment_cfg(demo_config(args), args, seed_dir(os.path.join(args.output_dir, name), seed), train, test,
+                           list(extra), seed=seed) for seed in args.seeds]
 
 
 def main(argv=None):
     args = parse_args(argv)
     train, test = ([name] for name in prepare_shapes(args))
-    out = args.output_dir
-
-    demo = demo_config(args)
-    teacher_dir = os.path.join(out, f"teacher_r{args.teacher_depth}")
-    teacher_cfg = experiment_cfg(demo, args, teacher_dir, train, test, ["MODEL.RESNETS.DEPTH", args.teacher_depth],
-                                 iters=args.teacher_iters or args.iters)
+    teacher_dir = os.path.join(args.output_dir, f"teacher_r{args.teacher_depth}")
+    teacher_cfg = experiment_cfg(demo_config(args), args, teacher_dir, train, test,
+                                 ["MODEL.RESNETS.DEPTH", args.teacher_depth], iters=args.teacher_iters or args.iters)
     teacher = (os.path.join(teacher_dir, "config.yaml"), os.path.join(teacher_dir, "model_final.pth"), ())
-    runs = [
-        (f"teacher R{args.teacher_depth}, labels", teacher_cfg),
-        ("student R18, labels", experiment_cfg(demo, args, os.path.join(out, "student_r18"), train, test)),
-        ("student R18, labels + distillation",
-         experiment_cfg(demo, args, os.path.join(out, "student_r18_kd"), train, test,
-                        distill_overrides(args, [teacher], use_labels=True))),
-    ]
-    rows = []
-    for name, cfg in runs:
-        metrics, seconds = train_and_evaluate(cfg)
-        rows.append([name, metrics["iterations"], metrics.get("AP"), metrics.get("AP50"), f"{seconds:.0f}"])
-    write_table(out, format_table(["model", "iterations", "AP", "AP50", "train time (s)"], rows))
+    runs = {
+        f"teacher R{args.teacher_depth}, labels": [teacher_cfg],
+        "student R18, labels": student_runs(args, train, test, "student_r18"),
+        "student R18, labels + distillation": student_runs(args, train, test, "student_r18_kd",
+                                                            distill_overrides(args, [teacher], use_labels=True)),
+    }
+    rows, aps = [], {}
+    for name, cfgs in runs.items():
+        results = [run_cached(cfg, args.rerun) for cfg in cfgs]
+        aps[name] = [r.get("AP") for r in results]
+        rows.append([name, results[0]["iterations"], mean_std(aps[name]),
+                     " / ".join("-" if a is None else f"{a:.1f}" for a in aps[name]),
+                     mean_std([r.get("AP50") for r in results]),
+                     round(statistics.mean(r["train_s"] for r in results))])
+    table = format_table(["model", "iterations", "AP", "AP per seed", "AP50", "train time (s)"], rows)
+    gains = [kd - plain for kd, plain in zip(aps["student R18, labels + distillation"], aps["student R18, labels"])
+             if kd is not None and plain is not None]
+    if gains:
+        table += f"\n\nDistillation gain over the same student without it (per-seed differences): {mean_std(gains)}"
+    write_table(args.output_dir, table)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Experiment 2: two class-split teachers -> one label-free student, per-class AP.
+"""Experiment 2: two class-split teachers -> one label-free student, per-class AP,
+over several seeds.
 
 The shapes training set is cut in two halves of its images; half A is labelled
 only for circle and rectangle, half B only for triangle and cross (objects of
@@ -8,37 +9,38 @@ for different purposes). Trains, each with the ``--arch`` shapes demo schedule
 rescaled:
 
 1. teacher A (2 classes) on half A, teacher B (2 classes) on half B
-   (``--teacher-iters`` iterations each);
-2. one 4-class student from both teachers, label-free, reading the training
-   images as an image folder (``--iters``; for CenterNet this is
-   configs/shapes/distill_two_teachers_label_free_demo.yaml; teachers' classes
-   given here by name);
+   (``--teacher-iters`` iterations each), once (first seed);
+2. per seed, one 4-class student from both teachers, label-free, reading the
+   training images as an image folder (``--iters``; teachers' classes given by
+   name);
+3. per seed, the same student trained with all labels, for reference (the
+   baseline of single_teacher.py, read back from the same ``--output-dir`` when
+   it is there);
 
-then prints AP per class on shapes_val (each teacher on its own classes). The
-same student trained with all labels is single_teacher.py's "student R18,
-labels" row (same config and iterations):
+then prints AP per class on shapes_val (each teacher on its own classes), as
+mean +- std over the seeds, and how far the label-free student is from each
+teacher on that teacher's classes:
 
-    python projects/distillation/two_teachers.py                  # CenterNet, 400 iterations each
-    python projects/distillation/two_teachers.py --arch ttfnet --iters 200 --teacher-iters 200 \
-        SOLVER.IMS_PER_BATCH 8                                    # the README's table
+    python projects/distillation/two_teachers.py --seeds 1 2 3          # docs/results.md
     python projects/distillation/two_teachers.py --iters 3000 MODEL.DEVICE cuda
 
 Trailing ``KEY VALUE`` pairs override every model's config alike.
 """
 import argparse
 import os
+import statistics
 
-from common import add_common_args, class_split_dataset, demo_config, distill_overrides, experiment_cfg, \
-    format_table, num_classes_key, prepare_shapes, train_and_evaluate, write_table
 from centerx.data.datasets import SHAPES_CLASSES
 from centerx.data.datasets.shapes import datasets_root
+from centerx.experiments import add_common_args, class_split_dataset, demo_config, distill_overrides, \
+    experiment_cfg, format_table, mean_std, num_classes_key, prepare_shapes, run_cached, seed_dir, write_table
 
 SPLIT = {"a": ("circle", "rectangle"), "b": ("triangle", "cross")}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output-dir", default="output/distill_two_teachers")
+    p.add_argument("--output-dir", default="output/distillation")
     p.add_argument("--teacher-iters", type=int, default=0, help="training iterations of each teacher (0: --iters)")
     add_common_args(p)
     return p.parse_args(argv)
@@ -55,21 +57,34 @@ def main(argv=None):
         cfg = experiment_cfg(demo_config(args), args, directory, [class_split_dataset(train, classes, (part, 2))],
                              [class_split_dataset(test, classes)], [num_classes_key(args), len(classes)],
                              iters=args.teacher_iters or args.iters)
-        results[f"teacher {tag.upper()} ({', '.join(classes)})"], _ = train_and_evaluate(cfg)
+        results[f"teacher {tag.upper()} ({', '.join(classes)})"] = [run_cached(cfg, args.rerun)]
         teachers.append((os.path.join(directory, "config.yaml"), os.path.join(directory, "model_final.pth"), classes))
 
     # the folder holds every training image; with --train-images the student reads the
     # subset's images from the labelled dataset instead (label-free: its labels are not used)
     student_train = [train] if args.train_images > 0 else ["shapes_train_images"]
     images = [("shapes_train_images", os.path.join(datasets_root(), "shapes", "train"))]
-    cfg = experiment_cfg(demo_config(args), args, os.path.join(out, "student"), student_train, [test],
-                         distill_overrides(args, teachers, use_labels=False)
-                         + ["DATASETS.IMAGE_FOLDERS", images, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", False])
-    results["student, label-free from A + B"], _ = train_and_evaluate(cfg)
+    label_free = distill_overrides(args, teachers, use_labels=False) + [
+        "DATASETS.IMAGE_FOLDERS", images, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", False]
+    results["student, label-free from A + B"] = [
+        run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, "student_label_free"), seed),
+                                  student_train, [test], label_free, seed=seed), args.rerun) for seed in args.seeds]
+    results["same student with all labels (reference)"] = [
+        run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, "student_r18"), seed), [train],
+                                  [test], seed=seed), args.rerun) for seed in args.seeds]
 
-    rows = [[name] + [metrics.get(f"AP-{c}") for c in SHAPES_CLASSES] + [metrics.get("AP")]
-            for name, metrics in results.items()]
-    write_table(out, format_table(["model"] + [f"AP {c}" for c in SHAPES_CLASSES] + ["AP (its classes)"], rows))
+    rows = [[name] + [mean_std([r.get(f"AP-{c}") for r in runs]) for c in SHAPES_CLASSES]
+            + [mean_std([r.get("AP") for r in runs]), round(statistics.mean(r["train_s"] for r in runs))]
+            for name, runs in results.items()]
+    table = format_table(["model"] + [f"AP {c}" for c in SHAPES_CLASSES] + ["AP (its classes)", "train time (s)"],
+                         rows)
+    student = results["student, label-free from A + B"]
+    for (tag, classes), teacher_runs in zip(SPLIT.items(), list(results.values())[:2]):
+        own = [statistics.mean(r[f"AP-{c}"] for c in classes) for r in student if "AP" in r]
+        gap = [o - statistics.mean(teacher_runs[0][f"AP-{c}"] for c in classes) for o in own]
+        table += (f"\n\nLabel-free student minus teacher {tag.upper()} on {' and '.join(classes)} "
+                  f"(mean AP of the two classes): {mean_std(gap)}")
+    write_table(out, table)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export a centerX model to ONNX (FP32 or INT8), Caffe or TensorRT (DESIGN §7 I/O contract).
+"""Export a centerX model to ONNX (FP32 or INT8), Caffe or TensorRT (the I/O contract of docs/design.md).
 
     python projects/speedup/export.py --config-file configs/COCO-Detection/centernet_r18_140e.yaml \
         --format onnx [--opset 17] [--raw] [--output DIR] MODEL.WEIGHTS model_final.pth
