@@ -14,8 +14,9 @@ def add_centerx_config(cfg):
     _C = cfg
 
     # ---------------------------------------------------------------- backbone
-    # Torchvision-layout ResNet registered in detectron2's BACKBONE_REGISTRY;
-    # depth comes from detectron2's own MODEL.RESNETS.DEPTH (18, 34, 50, 101).
+    # Options every centerX detector shares: backbone weights (the backbones are
+    # a torchvision-layout ResNet of depth MODEL.RESNETS.DEPTH 18 / 34 / 50 / 101
+    # and DarkNet), norms, memory layout and PP-YOLO's neck and head options.
     _C.MODEL.CENTERX = CN()
     # Local ImageNet weights for the backbone: a torchvision ``.pth`` state dict
     # or a detectron2 / Caffe2 ``.pkl``. Empty = random initialisation.
@@ -119,7 +120,7 @@ def add_centerx_config(cfg):
     _C.MODEL.TTFNET.BOX_BASE = 16.0
     # Initial bias of the box head's outputs. 0 (the authors') starts every cell
     # with an empty box, where GIoU has no useful gradient and the ReLU can die
-    # (DESIGN §9); 1 starts with BOX_BASE pixels on each side.
+    # (a pitfall users of the authors' code reported); 1 starts with BOX_BASE pixels on each side.
     _C.MODEL.TTFNET.BOX_HEAD_BIAS = 0.0
     # Heatmap Gaussian extent: sigma = ALPHA * box side / 6 (per axis).
     _C.MODEL.TTFNET.ALPHA = 0.54
@@ -175,7 +176,7 @@ def add_centerx_config(cfg):
     _C.EXPORT.CALIBRATION_DATASET = ""
 
     # ------------------------------------------------------------ distillation
-    # Knowledge distillation (DESIGN §4), used by MODEL.META_ARCHITECTURE
+    # Knowledge distillation (docs/distillation.md), used by MODEL.META_ARCHITECTURE
     # "Distiller": the rest of the config describes the student; each teacher
     # is built from its own config file and kept frozen.
     _C.MODEL.DISTILL = CN()
@@ -230,7 +231,7 @@ def add_centerx_config(cfg):
     _C.MODEL.DISTILL.ADVERSARIAL.CHANNELS = 64
 
     # ------------------------------------------------------ loss balancing
-    # Constant-magnitude loss weighting (DESIGN §5): each listed loss term L
+    # Constant-magnitude loss weighting (docs/distillation.md): each listed loss term L
     # becomes c * L / stopgrad(L), so its value stays c and its gradient is
     # c * grad(L) / L. Off by default: it changes the optimisation of every
     # published recipe. Works for every meta-architecture, Distiller included.

@@ -243,7 +243,7 @@ def test_deform_conv_zero_offsets_is_half_plain_conv(bias):
 
 
 def test_heads_init_and_shapes():
-    """On a zero input the heads output their last biases: heatmap -2.19 (DESIGN §2),
+    """On a zero input the heads output their last biases: heatmap -2.19 (CenterNet's),
     wh and offset 0; shapes [N, C, H, W], [N, 2, H, W], [N, 2, H, W]."""
     heads = CenterNetHeads(16, num_classes=5, hidden_channels=8)
     with torch.no_grad():

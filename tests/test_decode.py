@@ -1,7 +1,7 @@
 """Peak masking, top-K decoding and the CenterNet inference path.
 
 Expected values come from the `==` definition of a peak, hand-built maps whose
-boxes are computed here by the formula of DESIGN §2, and target/decode round trips.
+boxes are computed here by CenterNet's decoding formula, and target/decode round trips.
 """
 import math
 import os
@@ -70,7 +70,7 @@ def test_peak_mask_fp16_finite_and_same_peaks():
 
 
 def test_design_1e9_trick_is_nan_in_fp16():
-    """Documents why peak_mask does not use DESIGN §6's trick: in FP16, 1e-9 -> 0 and
+    """Documents why peak_mask does not use the original centerX's ReLU * 1e9 trick: in FP16, 1e-9 -> 0 and
     1e9 -> inf, so keep = ReLU(heat - hmax + 1e-9) * 1e9 is 0 * inf = NaN at every
     cell (peaks and non-peaks alike), while peak_mask stays exact on the same map."""
     heat = (torch.arange(1, 26, dtype=torch.float32).view(1, 1, 5, 5) / 32).half()

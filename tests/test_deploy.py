@@ -90,7 +90,7 @@ def run_onnx(path, x):
 # ONNX
 # --------------------------------------------------------------------------- #
 def test_onnx_contract(onnx_files):
-    """Input / output names, dtypes and dynamic axes of DESIGN §7."""
+    """Input / output names, dtypes and dynamic axes of the export contract (docs/design.md)."""
     for path, outputs in zip(onnx_files, (("boxes", "scores", "classes"), ("heatmap", "wh", "offset"))):
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         (inp,) = session.get_inputs()

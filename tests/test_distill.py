@@ -1,4 +1,4 @@
-"""Multi-teacher distillation (DESIGN §4): losses, the Distiller wrapper, class
+"""Multi-teacher distillation (docs/distillation.md): losses, the Distiller wrapper, class
 mapping, validation, checkpoints and label-free training.
 
 Expected loss values are recomputed here in numpy from the same output maps

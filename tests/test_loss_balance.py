@@ -1,4 +1,4 @@
-"""Constant-magnitude loss weighting (DESIGN §5): values, gradients, guards, logging, config.
+"""Constant-magnitude loss weighting (docs/distillation.md): values, gradients, guards, logging, config.
 
 Expected numbers are derived here independently: target magnitudes from the
 config, gradients from autograd on each unscaled term, running means from a

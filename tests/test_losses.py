@@ -1,7 +1,7 @@
 """CenterNet losses: penalty-reduced focal loss and the masked L1 regression loss.
 
 The focal loss is compared with a direct float64 numpy implementation of the
-formula of DESIGN §2 (un-clamped logs); the L1 loss with hand-computed values.
+formula of the CenterNet paper (un-clamped logs); the L1 loss with hand-computed values.
 """
 import numpy as np
 import pytest
@@ -109,7 +109,7 @@ def test_focal_without_positives_is_finite():
 
 def test_focal_fp16_logits_give_finite_fp32_loss():
     """FP16 logits large enough that sigmoid saturates to exactly 1 in FP16
-    (|x| >= 12, DESIGN §9) still give a finite FP32 loss equal to the formula."""
+    (|x| >= 12, where 1 - 1e-4 rounds to 1 in FP16) still give a finite FP32 loss equal to the formula."""
     y = gaussian_target()
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(y.shape, generator=g) * 8 + 12) * torch.where(torch.rand(y.shape, generator=g) < 0.5, 1.0, -1.0)

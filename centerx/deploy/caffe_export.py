@@ -17,7 +17,7 @@ Eltwise, Power, Sigmoid, Concat (SPP). Every one is exact in standard Caffe:
   -inf padding does), then the 1x1 conv. DropBlock is the identity in eval
   mode and has no layer.
 
-Caffe has no top-K, so the net ends with the raw outputs of DESIGN §7:
+Caffe has no top-K, so the net ends with the raw outputs of the export contract (docs/design.md):
 ``heatmap`` (peak-masked scores) and ``wh``, ``offset``; ``decode_raw_outputs``
 or the runtimes decode them. TTFNet (bilinear upsampling) and deformable
 convs have no standard Caffe layer and are refused, and so is CoordConv

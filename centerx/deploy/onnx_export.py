@@ -1,4 +1,4 @@
-"""ONNX export of a :class:`DeployModel` (DESIGN §7).
+"""ONNX export of a :class:`DeployModel` (the export contract: docs/design.md).
 
 Uses torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``):
 in torch 2.14 the default dynamo exporter needs ``onnxscript``, which centerX does

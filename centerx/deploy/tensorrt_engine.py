@@ -57,7 +57,7 @@ def build_engine(onnx_path: str, engine_path: str, input_size: Tuple[int, int], 
     1..``max_batch`` at ``input_size`` and serialise it to ``engine_path``.
 
     FP16 keeps the peak mask exact: ``peak_mask`` uses gains of 2^12, which
-    FP16 represents (DESIGN §6). TopK's K is a constant of the graph, as
+    FP16 represents (see centerx/modeling/decode.py). TopK's K is a constant of the graph, as
     TensorRT requires (K <= 3840).
     """
     trt = import_tensorrt()

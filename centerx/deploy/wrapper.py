@@ -1,4 +1,4 @@
-"""The export-friendly forward shared by every exporter and runtime (DESIGN §7)."""
+"""The export-friendly forward shared by every exporter and runtime (the export contract: docs/design.md)."""
 from typing import Dict, Tuple
 
 import torch

@@ -13,7 +13,7 @@ from .losses.regression import gather_at
 # Each stage multiplies the (non-negative) gap to the local maximum by 2^12 and
 # clips it at 1; after four stages every gap >= 2^-48 becomes exactly 1. 2^12
 # is representable in FP16 (max 65504), so the mask stays exact there too
-# instead of turning into inf * 0 = NaN like the 1e9 trick of DESIGN §6.
+# instead of turning into inf * 0 = NaN like the original centerX's ReLU(h - hmax + 1e-9) * 1e9 trick.
 _PEAK_GAIN = 4096.0
 _PEAK_STAGES = 4
 
@@ -82,7 +82,7 @@ def ltrb_to_boxes(ltrb: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, stride
     """Boxes from the distances of their sides to cell points (TTFNet).
 
     The cell (x, y) sits at the point (x * stride, y * stride) input pixels,
-    with no +0.5; TTFNet's targets use the same point (DESIGN §9).
+    with no +0.5; TTFNet's targets use the same point (docs/design.md).
 
     Args:
         ltrb: [..., 4] distances (left, top, right, bottom) in input pixels;

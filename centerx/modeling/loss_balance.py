@@ -1,4 +1,4 @@
-"""Constant-magnitude loss weighting (DESIGN §5; the original centerX's "communism loss").
+"""Constant-magnitude loss weighting (docs/distillation.md; the original centerX's "communism loss").
 
 Each chosen loss term L is replaced by ``c * L / stopgrad(D)``, where D is the
 term's current value (or a running average of it) and ``c`` its target

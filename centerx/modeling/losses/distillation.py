@@ -1,4 +1,4 @@
-"""Logit-level distillation losses between a student and a teacher detector (DESIGN §4).
+"""Logit-level distillation losses between a student and a teacher detector (docs/distillation.md).
 
 Every function compares raw output maps of the two models at the same output
 stride, over the classes one teacher teaches, and returns unweighted scalars in
@@ -70,7 +70,7 @@ def weighted_giou_distillation_loss(student_ltrb: torch.Tensor, teacher_ltrb: to
                                     stride: int) -> torch.Tensor:
     """sum over cells of w * (1 - GIoU(student box, teacher box)) / sum of w.
 
-    Boxes are decoded at every cell as TTFNet does (DESIGN §3). Cells where the
+    Boxes are decoded at every cell as TTFNet does (docs/design.md). Cells where the
     teacher's box is empty (its l + r or t + b is 0) carry no box to learn and
     get weight 0, so identical models give exactly 0.
 

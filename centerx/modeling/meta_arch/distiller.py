@@ -1,4 +1,4 @@
-"""Multi-teacher knowledge distillation as a detectron2 meta-architecture (DESIGN §4).
+"""Multi-teacher knowledge distillation as a detectron2 meta-architecture (docs/distillation.md).
 
 ``MODEL.META_ARCHITECTURE: "Distiller"`` wraps a student (any of our point
 detectors, named by ``MODEL.DISTILL.STUDENT_META_ARCHITECTURE``; the rest of the
