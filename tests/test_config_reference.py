@@ -1,0 +1,44 @@
+"""docs/config.md is generated from centerx/config.py: it must list every key
+centerX adds, with its current default, and be regenerated when they change."""
+from detectron2.config import get_cfg
+
+import centerx
+from centerx import config_reference
+
+
+def _leaves(cfg, prefix=""):
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def test_reference_file_is_up_to_date():
+    with open(config_reference.REFERENCE) as f:
+        assert f.read() == config_reference.render(), "run: python -m centerx.config_reference"
+
+
+def test_every_added_key_is_documented_with_a_comment():
+    """The keys in the reference are exactly those add_centerx_config adds to
+    detectron2's defaults or gives another default (DATALOADER.SAMPLER_TRAIN),
+    and each has a comment (its own, its group's, or its node's)."""
+    ours, detectron2s = _leaves(centerx.get_centerx_cfg()), _leaves(get_cfg())
+    added = {k for k, v in ours.items() if k not in detectron2s or detectron2s[k] != v}
+    documented = {k: (node, c) for k, node, c in config_reference.documented_keys()}
+    assert {k for k, (node, _) in documented.items() if not node} == added
+    nodes = {k for k, (node, _) in documented.items() if node}
+    for key in added:
+        owners = [n for n in nodes if key.startswith(n + ".") and documented[n][1]]
+        assert documented[key][1] or owners, key
+
+
+def test_check_flag_reports_a_stale_file(tmp_path, monkeypatch):
+    stale = tmp_path / "config.md"
+    stale.write_text("old\n")
+    monkeypatch.setattr(config_reference, "REFERENCE", str(stale))
+    assert config_reference.main(["--check"]) == 1
+    assert config_reference.main([]) == 0
+    assert config_reference.main(["--check"]) == 0
