@@ -61,7 +61,7 @@ def test_ttfnet_flip_averaged_boxes_are_the_mean_of_the_mirrored_boxes():
     for i in range(h):
         for j in range(w):
             k = w - 1 - j  # the mirror image's cell over the same image cell
-            px, py = k * STRIDE, i * STRIDE
+            px = k * STRIDE
             x1m, x2m = px - lt[0, i, k], px + lt[2, i, k]  # its box, in mirror-image pixels
             x1, x2 = W - x2m, W - x1m  # the same box in the image
             mirrored = [j * STRIDE - x1, lt[1, i, k], x2 - j * STRIDE, lt[3, i, k]]
