@@ -270,7 +270,8 @@ def run_cfg(arch, dataset, output_dir, teacher, *opts):
 
 def assert_loads_into_plain_student(arch, checkpoint_file, student):
     """The checkpoint's "model" is exactly the plain student's keys, loads with
-    strict matching and computes what the trained student does."""
+    strict matching and computes what the trained student does (to float
+    rounding: the trainer keeps the student's weights channels-last)."""
     checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
     plain = build_model(plain_cfg(arch)).eval()
     assert set(checkpoint["model"]) == set(plain.state_dict())
@@ -278,7 +279,8 @@ def assert_loads_into_plain_student(arch, checkpoint_file, student):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         got, expected = plain.predict(x), student.eval().predict(x)
-    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-4, atol=1e-5)
     return checkpoint
 
 
