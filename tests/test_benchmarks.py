@@ -1,5 +1,6 @@
-"""projects/benchmarks: the training-throughput, data-pipeline and target-generation scripts run end
-to end on a tiny setting and report one row per measurement with positive figures."""
+"""projects/benchmarks: the learning-efficiency, step-profile, training-throughput, data-pipeline and
+target-generation scripts run end to end on a tiny setting and report one row per measurement with
+positive figures."""
 import importlib.util
 import os
 
@@ -60,3 +61,38 @@ def test_target_generation(one_thread, tmp_path):
         ("CenterNet", 1), ("TTFNet", 1), ("CenterNet", 5), ("TTFNet", 5)]
     assert all(r["ms_per_image"] > 0 for r in rows)
     assert (tmp_path / "targets.md").read_text().count("| CenterNet |") == 2
+
+
+def test_step_profile(tiny_shapes, one_thread, tmp_path, capsys):
+    """Every phase of a real trainer's step is timed (the target builders too,
+    through their wrappers) and the phases add up to the table's sum."""
+    script = _load("step_profile")
+    phases, measured = script.main(script.parse_args([
+        "--warmup", "1", "--iters", "2", "--output", str(tmp_path / "step.md"),
+        "DATASETS.TRAIN", f"('{tiny_shapes[0]}',)", "INPUT.TRAIN_SIZE", "64", "SOLVER.IMS_PER_BATCH", "2"]))
+    assert list(phases) == list(script.PHASES)
+    assert all(v > 0 for k, v in phases.items() if k != "hooks") and phases["hooks"] >= 0
+    assert 0.8 * measured <= sum(phases.values()) <= 1.05 * measured
+    table = (tmp_path / "step.md").read_text()
+    assert all(f"| {phase}" in table for phase in script.PHASES) and "| sum" in table
+
+
+def test_learning_efficiency(tiny_shapes, one_thread, tmp_path):
+    """Three detectors on the same tiny batches: a curve per evaluation for the
+    equal-iteration runs, and the slower models retrained to the fastest one's
+    training time (fewer iterations, never more). FP32: under bfloat16
+    RetinaNet's classification loss is NaN on the second step of this 64 px,
+    batch-2 setting."""
+    script = _load("learning_efficiency")
+    name = tiny_shapes[0]
+    equal_iters, equal_time = script.main([
+        "--iters", "2", "--eval-period", "1", "--models", "centernet", "ttfnet", "retinanet",
+        "--output-dir", str(tmp_path), "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
+        "SOLVER.IMS_PER_BATCH", "2", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
+        "INPUT.MAX_SIZE_TEST", "64", "SOLVER.AMP.ENABLED", "False"])
+    for run in equal_iters.values():
+        assert [c[0] for c in run["curve"]] == [1, 2] and run["train_s"] > 0 and run["iterations"] == 2
+    fastest = min(equal_iters, key=lambda m: equal_iters[m]["train_s"] / 2)
+    assert equal_time[fastest] is equal_iters[fastest]
+    assert all(1 <= r["iterations"] <= 2 for r in equal_time.values())
+    assert "AP at equal wall time" in (tmp_path / "table.md").read_text()

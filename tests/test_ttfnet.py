@@ -219,6 +219,22 @@ def test_box_touching_the_last_cell_hand_worked():
     assert (t["box"][0][:, hm > 0] == torch.tensor(box)[:, None]).all()
 
 
+def test_10x10_cell_box_hand_worked():
+    """Box (12, 12, 52, 52) px: 10 x 10 cells, centre (32, 32) px = cell (8, 8);
+    alpha and beta radii int(0.54 * 10 / 2) = 2, so a 5 x 5 Gaussian of sigma 5/6
+    is both the heatmap and the 25 samples, whose weights are
+    log(41 * 41) * G / (sum of G over the 25 cells)."""
+    t = targets([[[12.0, 12.0, 52.0, 52.0]]], [[0]], 1, 16, 16)
+    sigma = 5 / 6
+    g = {(dx, dy): math.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma)) for dx in range(-2, 3) for dy in range(-2, 3)}
+    total = sum(g.values())
+    hm, weight = t["heatmap"][0, 0], t["weight"][0]
+    assert (hm > 0).sum().item() == 25 and (weight > 0).sum().item() == 25
+    for (dx, dy), value in g.items():
+        assert hm[8 + dy, 8 + dx].item() == pytest.approx(value, rel=1e-5)
+        assert weight[8 + dy, 8 + dx].item() == pytest.approx(math.log(41 * 41) * value / total, rel=1e-5)
+
+
 def test_tiny_box_regresses_from_its_centre_cell():
     """A 3 x 3 px box (5, 5, 8, 8): its centre 6.5 px is in cell 1, whose point
     (4, 4) px lies outside the box. As in the authors' code, the centre cell is

@@ -3,7 +3,8 @@
 CenterNet-R18, TTFNet-R18 and detectron2's own RetinaNet-R18-FPN on shapes.
 
     python projects/benchmarks/learning_efficiency.py [--iters 1000] [--eval-period 250]
-        [--models centernet ttfnet retinanet] [--seed 1] [--output-dir output/learning_efficiency] [KEY VALUE ...]
+        [--models centernet ttfnet retinanet retinanet-sgd] [--seed 1] [--output-dir output/learning_efficiency]
+        [KEY VALUE ...]
 
 Every model is trained from random initialisation by centerX's Trainer on the
 very same batches (the same SEED of the resumable data stream: the same images,
@@ -13,13 +14,15 @@ at the demo's 192 px), with the same schedule (the shapes demo's: Adam, lr
 CPU has it natively), one model after the other, never two at once:
 
 - CenterNet-R18 and TTFNet-R18: configs/shapes/{centernet,ttfnet}_r18_demo.yaml;
-- RetinaNet-R18-FPN: detectron2's COCO-Detection/retinanet_R_50_FPN_1x.yaml with
+- RetinaNet-R18-FPN (``retinanet``): detectron2's COCO-Detection/retinanet_R_50_FPN_1x.yaml with
   ResNet-18 (RES2_OUT_CHANNELS 64), BatchNorm trained in every stage (FREEZE_AT 0:
   from random initialisation frozen statistics mean nothing), anchors of 16 to
   406 px on P3-P7 (detectron2's sizes halved: the shapes are 8 to 200 px at
   these input sizes), the demo's classes, pixel normalisation, test size and
   solver; its losses in FP32 as centerX's (its head's outputs are cast before
-  them), its input in the layout of its weights.
+  them), its input in the layout of its weights; ``retinanet-sgd`` is the same
+  with detectron2's RetinaNet solver (SGD, momentum 0.9, lr 0.01, weight decay
+  1e-4) in place of the demo's Adam, the fairness check of the schedule.
 
 Two sets of runs, each evaluated on shapes_val (COCO AP) every
 ``--eval-period`` iterations and at the end:
@@ -52,7 +55,11 @@ from centerx.engine import Trainer
 from centerx.experiments import ARCHS, check_same_config, format_table, prepare_shapes, write_table
 
 logger = logging.getLogger("centerx.benchmarks")
-MODELS = {"centernet": "CenterNet-R18", "ttfnet": "TTFNet-R18", "retinanet": "RetinaNet-R18-FPN"}
+MODELS = {"centernet": "CenterNet-R18", "ttfnet": "TTFNet-R18", "retinanet": "RetinaNet-R18-FPN",
+          "retinanet-sgd": "RetinaNet-R18-FPN, SGD"}
+# detectron2's own RetinaNet solver (lr 0.01 at batch 16, weight decay 1e-4), for the fairness check
+RETINANET_SGD = ["SOLVER.OPTIMIZER", "SGD", "SOLVER.BASE_LR", 0.01, "SOLVER.WEIGHT_DECAY", 0.0001,
+                 "SOLVER.MOMENTUM", 0.9]
 RESULT_FILE = "learning.json"
 
 
@@ -78,7 +85,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iters", type=int, default=1000, help="iterations of the equal-iteration runs")
     p.add_argument("--eval-period", type=int, default=250, help="evaluate every this many iterations")
-    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                   help="retinanet-sgd: RetinaNet with detectron2's own solver (SGD, lr 0.01) instead of the "
+                        "demo's Adam, to check that the schedule is not what holds it back")
     p.add_argument("--seed", type=int, default=1, help="SEED of every run: data stream and initial weights")
     p.add_argument("--train-images", type=int, default=0, help="use only the first N training images (0: all)")
     p.add_argument("--test-images", type=int, default=0, help="evaluate on the first N test images (0: all)")
@@ -91,7 +100,7 @@ def parse_args(argv=None):
 def model_cfg(model: str, args, iters: int, eval_period: int, output_dir: str, train: str, test: str):
     """The config of ``model`` with the demo's solver, input and data, rescaled to ``iters``."""
     cfg = get_centerx_cfg()
-    if model == "retinanet":
+    if model.startswith("retinanet"):
         cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/retinanet_R_50_FPN_1x.yaml"))
         reference = get_centerx_cfg()
         reference.merge_from_file(ARCHS["ttfnet"][0])
@@ -106,6 +115,8 @@ def model_cfg(model: str, args, iters: int, eval_period: int, output_dir: str, t
             "MODEL.DEVICE", reference.MODEL.DEVICE, "MODEL.CENTERX.CHANNELS_LAST",
             reference.MODEL.CENTERX.CHANNELS_LAST,
         ])
+        if model == "retinanet-sgd":
+            cfg.merge_from_list(RETINANET_SGD)
     else:
         cfg.merge_from_file(ARCHS[model][0])
     scale = iters / cfg.SOLVER.MAX_ITER
@@ -152,9 +163,9 @@ def train_timed(cfg, rerun: bool):
     trainer.train()
     total = time.perf_counter() - start
     histories = trainer.storage.histories()
-    # periodic evaluations are stored at iteration - 1, the final one at MAX_ITER - 1
+    # periodic evaluations are stored at iteration - 1, the final one at MAX_ITER
     ap50 = {it: v for v, it in histories["bbox/AP50"].values()}
-    curve = sorted([it + 1, ap, ap50[it]] for ap, it in histories["bbox/AP"].values())
+    curve = sorted([min(it + 1, cfg.SOLVER.MAX_ITER), ap, ap50[it]] for ap, it in histories["bbox/AP"].values())
     result = {"curve": curve, "train_s": total - evaluating["s"], "iterations": cfg.SOLVER.MAX_ITER}
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
@@ -162,6 +173,8 @@ def train_timed(cfg, rerun: bool):
 
 
 def main(argv=None):
+    """Train and tabulate; returns ({model: equal-iteration run}, {model: equal-time run}),
+    each run {"curve": [[iteration, AP, AP50], ...], "train_s", "iterations"}."""
     args = parse_args(argv)
     train, test = prepare_shapes(args)
     out = args.output_dir
@@ -193,6 +206,7 @@ def main(argv=None):
     table += format_table(["model", "s / iteration", f"AP after {args.iters} it", "iterations in budget",
                            "train time (s)", "AP", "AP50"], rows)
     write_table(out, table)
+    return equal_iters, equal_time
 
 
 if __name__ == "__main__":
