@@ -1,9 +1,11 @@
 """detectron2's checkpointer with atomic writes."""
+import glob
+import logging
 import os
-from typing import Any
+from typing import Any, List
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
+from ..checkpoint import SafeCheckpointer
 
 
 def _atomic_write(path: str, write) -> None:
@@ -22,12 +24,26 @@ def _atomic_write(path: str, write) -> None:
             os.remove(tmp)
 
 
-class AtomicCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` whose checkpoint files and ``last_checkpoint``
-    tag are written atomically (on local paths), so a run killed while saving
-    leaves the previous checkpoint complete and tagged. Loading is unchanged.
-    Paths that are not local (other ``PathManager`` handlers) are written as
-    detectron2 does."""
+def remove_stale_temporary_files(save_dir: str) -> List[str]:
+    """Delete the temporary files (``<name>.tmp-<pid>``) that a run killed while
+    writing a checkpoint left in ``save_dir``; returns their paths. Call it when
+    no process writes there (before training starts)."""
+    stale = sorted(glob.glob(os.path.join(save_dir, "*.pth.tmp-*")) +
+                   glob.glob(os.path.join(save_dir, "last_checkpoint.tmp-*")))
+    for path in stale:
+        os.remove(path)
+    if stale:
+        logging.getLogger(__name__).warning(f"Removed {len(stale)} partial checkpoint file(s) left by an interrupted "
+                                            f"save: {', '.join(os.path.basename(p) for p in stale)}")
+    return stale
+
+
+class AtomicCheckpointer(SafeCheckpointer):
+    """The training checkpointer: checkpoint files and the ``last_checkpoint`` tag
+    are written atomically (on local paths), so a run killed while saving leaves
+    the previous checkpoint complete and tagged; files are read safely and
+    loaded leniently (:class:`~centerx.checkpoint.SafeCheckpointer`). Paths that
+    are not local (other ``PathManager`` handlers) are written as detectron2 does."""
 
     def _is_local(self) -> bool:
         return os.path.isdir(self.save_dir)

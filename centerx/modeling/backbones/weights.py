@@ -8,19 +8,21 @@ Accepted files:
   torchvision converter, or in Caffe2/MSRA naming (``res2_0_branch2a_w``),
   which is first converted with detectron2's own ``convert_basic_c2_names``.
 
-Names are translated to torchvision's layout (``conv1``, ``bn1``,
+Files are read without running code from them (``centerx.checkpoint``). Names
+are translated to torchvision's layout (``conv1``, ``bn1``,
 ``layer1.0.conv1``, ...); missing, unexpected and shape-mismatched keys are
 reported in the log, never silently dropped.
 """
 import logging
 import os
-import pickle
 import re
 from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
 from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
+
+from ...checkpoint import load_pickle, load_torch
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +64,7 @@ def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
             "(set MODEL.CENTERX.BACKBONE_WEIGHTS to a local file, or to '' for random init)."
         )
     if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
+        data = load_pickle(path)
         if isinstance(data, dict) and "model" in data:
             data = data["model"]
         elif isinstance(data, dict) and "blobs" in data:
@@ -73,7 +74,7 @@ def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
             names = convert_basic_c2_names(sorted(state.keys()))
             state = {new: state[old] for old, new in zip(sorted(state.keys()), names)}
     else:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_torch(path)
         for key in ("state_dict", "model"):
             if isinstance(data, dict) and key in data and isinstance(data[key], dict):
                 data = data[key]
