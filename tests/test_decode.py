@@ -141,19 +141,23 @@ def test_decode_top1_and_suppressed_neighbours():
 
 
 def test_decode_k_larger_than_map():
-    """k > C*H*W returns C*H*W candidates: the 3 peaks, then the flat background
-    (every background cell equals its max-pool, score sigmoid(-10)), and the 8
-    neighbours of each peak last with score 0."""
+    """k > C*H*W still returns k rows: the 3 peaks, then the flat background
+    (every background cell equals its max-pool, score sigmoid(-10)), then score
+    0: the 8 neighbours of each peak and the k - C*H*W rows beyond the map's
+    cells (class 0, the box of cell (0, 0))."""
     logits, wh, off = hand_maps()
-    det = decode_centernet(logits, wh, off, k=10_000, stride=STRIDE)
+    k = 10_000
+    det = decode_centernet(logits, wh, off, k=k, stride=STRIDE)
     n = C * H * W
-    assert det["scores"].shape == (1, n) and det["boxes"].shape == (1, n, 4)
+    assert det["scores"].shape == (1, k) and det["boxes"].shape == (1, k, 4)
     scores = det["scores"][0]
     assert (scores[:-1] >= scores[1:]).all()
     n_zero = 3 * 8  # all three peaks are interior cells
-    assert (scores == 0).sum().item() == n_zero
+    assert (scores == 0).sum().item() == n_zero + (k - n)
     bg = scores[3:n - n_zero]
     assert torch.allclose(bg, torch.full_like(bg, sigmoid(-10)), rtol=1e-5)
+    beyond = slice(n, None)
+    assert (det["classes"][0, beyond] < C).all()
 
 
 def test_topk_peaks_coordinates():

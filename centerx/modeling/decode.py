@@ -38,16 +38,22 @@ def peak_mask(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
 def topk_peaks(heat: torch.Tensor, k: int):
     """Top-``k`` cells over all classes and positions.
 
+    The flattened scores are padded with ``k`` zeros, so that there are always
+    ``k`` candidates: on a map with fewer than ``k`` cells (a small input) the
+    rows beyond its cells have score 0, class 0 and cell (0, 0). ``k`` stays a
+    constant of an exported graph (as TensorRT needs) and the graph stays valid
+    for any input size.
+
     Args:
-        heat: [B, C, H, W] peak-masked scores.
+        heat: [B, C, H, W] peak-masked scores (>= 0).
 
     Returns:
         scores [B, k], classes [B, k] int64, index [B, k] int64 (y * W + x),
         xs [B, k] and ys [B, k] float cell coordinates.
     """
     B, C, H, W = heat.shape
-    k = min(k, C * H * W)
-    scores, flat = torch.topk(heat.reshape(B, -1), k)
+    scores, flat = torch.topk(F.pad(heat.reshape(B, -1), (0, k)), k)
+    flat = torch.where(flat < C * H * W, flat, torch.zeros_like(flat))
     classes = torch.div(flat, H * W, rounding_mode="floor")
     index = flat - classes * (H * W)
     ys = torch.div(index, W, rounding_mode="floor")
