@@ -186,8 +186,9 @@ def test_deformable_export_refused_below_opset_19_and_exact_at_19(tmp_path):
 
 
 def test_export_cli(tmp_path):
-    """projects/speedup/export.py: ONNX file written; DCN refused with exit code 2
-    and an error log line naming the config key."""
+    """projects/speedup/export.py: no weights refused with exit code 2 naming
+    MODEL.WEIGHTS; with --allow-random-weights the ONNX file is written; DCN
+    refused with exit code 2 and an error log line naming the config key."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("export_cli", os.path.join(REPO, "projects", "speedup", "export.py"))
@@ -201,9 +202,14 @@ def test_export_cli(tmp_path):
             "--output", str(tmp_path)]
     small = ["EXPORT.INPUT_SIZE", "(64, 64)", "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 32, 32]"]
     try:
-        assert cli.main(base + ["--format", "onnx", "--raw"] + small) == 0
+        assert cli.main(base + ["--format", "onnx", "--raw"] + small) == 2
+        assert not (tmp_path / "model_raw.onnx").exists()
+        assert len(errors) == 1 and "MODEL.WEIGHTS is empty" in errors[0] and "--allow-random-weights" in errors[0]
+        errors.clear()
+        assert cli.main(base + ["--format", "onnx", "--raw", "--allow-random-weights"] + small) == 0
         assert (tmp_path / "model_raw.onnx").exists() and not errors
-        assert cli.main(base + ["--format", "onnx"] + small + ["MODEL.CENTERNET.DEFORMABLE", "True"]) == 2
+        assert cli.main(base + ["--format", "onnx", "--allow-random-weights"] + small
+                        + ["MODEL.CENTERNET.DEFORMABLE", "True"]) == 2
     finally:
         cli.logger.removeHandler(handler)
     assert not (tmp_path / "model.onnx").exists()
@@ -350,9 +356,9 @@ def test_distiller_config_deploys_its_student():
     """A Distiller config (teachers not needed) deploys its student: the wrapper
     holds the student's meta-architecture and the runtimes its score threshold."""
     cfg = tiny_cfg("CenterNet", "MODEL.META_ARCHITECTURE", "Distiller", "MODEL.CENTERNET.SCORE_THRESH_TEST", "0.3")
-    wrapper = build_deploy_model(cfg)
+    wrapper = build_deploy_model(cfg, allow_random=True)
     assert type(wrapper.model).__name__ == "CenterNet" and not wrapper.training
-    assert TorchRuntime(cfg).score_thresh == pytest.approx(0.3)
+    assert TorchRuntime(cfg, allow_random=True).score_thresh == pytest.approx(0.3)
 
 
 # --------------------------------------------------------------------------- #

@@ -320,7 +320,7 @@ def test_invalid_teachers_are_refused_with_the_reason(tmp_path):
         ([(ttf[0], ttf[1], ())], "the teacher is a TTFNet, the student a CenterNet"),
         ([(a[0], str(tmp_path / "missing.pth"), ())], "weights file .*missing.pth' does not exist"),
         ([(str(tmp_path / "missing.yaml"), a[1], ())], "config file .*missing.yaml' does not exist"),
-        ([(str(wrong_weights), a[1], ())], "do not fit the teacher's config"),
+        ([(str(wrong_weights), a[1], ())], "do not fit this model's config"),
     ]
     for teachers, match in cases:
         with pytest.raises((ValueError, FileNotFoundError), match=match):

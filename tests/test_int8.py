@@ -20,7 +20,6 @@ import onnx
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 from onnx import numpy_helper
 
@@ -97,7 +96,7 @@ def trained(tiny_shapes, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_net.main(default_argument_parser().parse_args(["--config-file", TTFNET_DEMO, *opts]))
+        train_net.main(train_net.argument_parser().parse_args(["--config-file", TTFNET_DEMO, *opts]))
     finally:
         torch.set_num_threads(threads)
     with open(os.path.join(out, "metrics.json")) as f:

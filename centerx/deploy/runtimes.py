@@ -85,14 +85,15 @@ class Runtime:
 
 
 class TorchRuntime(Runtime):
-    """PyTorch eager: the :class:`DeployModel` of the config (``MODEL.WEIGHTS``)
-    on ``MODEL.DEVICE``."""
+    """PyTorch eager: the :class:`DeployModel` of the config (``MODEL.WEIGHTS``,
+    loaded strictly; ``allow_random`` for a random model on purpose) on
+    ``MODEL.DEVICE``."""
 
     name = "pytorch"
 
-    def __init__(self, cfg, raw: bool = False):
+    def __init__(self, cfg, raw: bool = False, allow_random: bool = False):
         super().__init__(cfg)
-        self.model = build_deploy_model(cfg, raw=raw)
+        self.model = build_deploy_model(cfg, raw=raw, allow_random=allow_random)
         self.device = torch.device(cfg.MODEL.DEVICE)
 
     def run(self, batch):

@@ -118,13 +118,13 @@ def deploy_config(cfg):
     return cfg
 
 
-def build_deploy_model(cfg, raw: bool = False) -> DeployModel:
+def build_deploy_model(cfg, raw: bool = False, allow_random: bool = False) -> DeployModel:
     """The config's detector (a Distiller's student) with ``MODEL.WEIGHTS``
-    loaded (random initialisation when empty; the checkpoint's EMA weights with
-    MODEL_EMA.ENABLED and USE_FOR_EVAL), in eval mode on ``MODEL.DEVICE``, wrapped
-    (with flip test-time augmentation when EXPORT.FLIP_TEST)."""
+    loaded strictly (:func:`~centerx.engine.load_weights_for_eval`: every
+    parameter from the file, the checkpoint's EMA weights with MODEL_EMA.ENABLED
+    and USE_FOR_EVAL; no weights refused unless ``allow_random``), in eval mode on
+    ``MODEL.DEVICE``, wrapped (with flip test-time augmentation when EXPORT.FLIP_TEST)."""
     cfg = deploy_config(cfg)
     model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS)
+    load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS, allow_random=allow_random)
     return DeployModel(model, raw=raw, flip_test=cfg.EXPORT.FLIP_TEST).eval()

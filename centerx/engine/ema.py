@@ -5,9 +5,10 @@ import math
 from typing import Dict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from torch import nn
+
+from ..checkpoint import MissingWeightsError, StrictCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +94,28 @@ class EMAHook(HookBase):
         self.ema.update(self.model)
 
 
-def load_weights_for_eval(cfg, model, weights: str, resume: bool = False) -> None:
+def load_weights_for_eval(cfg, model, weights: str, resume: bool = False, allow_random: bool = False) -> None:
     """Load ``weights`` (or, with ``resume``, the last checkpoint of OUTPUT_DIR) for
-    evaluation or export; with MODEL_EMA.ENABLED and USE_FOR_EVAL, the
-    checkpoint's EMA weights when it has them."""
-    extra = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights, resume=resume)
+    evaluation, export or inference, strictly: every parameter and buffer of
+    ``model`` must come from the file
+    (:class:`~centerx.checkpoint.StrictCheckpointer`); with MODEL_EMA.ENABLED and
+    USE_FOR_EVAL, the checkpoint's EMA weights when it has them.
+
+    No file at all is refused (:class:`~centerx.checkpoint.MissingWeightsError`)
+    unless ``allow_random``: then the model keeps its random initialisation, with
+    a warning."""
+    checkpointer = StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    path = checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint() else weights
+    if not path:
+        if not allow_random:
+            raise MissingWeightsError(
+                "MODEL.WEIGHTS is empty" + (f" and {cfg.OUTPUT_DIR} has no checkpoint to resume" if resume else "")
+                + ": the model would keep its random initialisation. Set MODEL.WEIGHTS to a trained checkpoint "
+                "(e.g. output/ttfnet_r18_demo/model_final.pth), or pass --allow-random-weights to use a random "
+                "model on purpose.")
+        logger.warning("No weights: the model keeps its random initialisation (--allow-random-weights).")
+        return
+    extra = checkpointer.load(path)
     if cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.USE_FOR_EVAL:
         if load_ema_weights(model, extra):
             logger.info("Using the checkpoint's EMA weights (MODEL_EMA.USE_FOR_EVAL).")

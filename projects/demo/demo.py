@@ -27,14 +27,14 @@ import cv2
 import numpy as np
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import centerx  # noqa: E402  (registers everything)
 from centerx.data.datasets import ensure_datasets  # noqa: E402
-from centerx.engine import load_weights_for_eval  # noqa: E402
+from centerx.checkpoint import UnsafeWeightsError, WeightsMismatchError  # noqa: E402
+from centerx.engine import Predictor  # noqa: E402
 from centerx.engine.visualization import draw_detections  # noqa: E402
 
 logger = logging.getLogger("centerx.demo")
@@ -146,21 +146,20 @@ class Detector:
     """DefaultPredictor + score filter + drawing, on BGR uint8 images."""
 
     def __init__(self, cfg, threshold: float):
-        self.predictor = DefaultPredictor(cfg)
-        if cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.USE_FOR_EVAL:
-            load_weights_for_eval(cfg, self.predictor.model, cfg.MODEL.WEIGHTS)
+        # weights loaded strictly, the EMA weights when the config says so; any image shape
+        self.predictor = Predictor(cfg)
         self.threshold = threshold
         self.class_names = class_names(cfg)
 
-    def __call__(self, image: np.ndarray) -> Tuple[np.ndarray, int]:
+    def __call__(self, image: np.ndarray, name: str = "image") -> Tuple[np.ndarray, int]:
         """
         Args:
-            image: (H, W, 3) uint8 BGR image.
+            image: (H, W, 3) uint8 BGR image; name: its file, for error messages.
 
         Returns:
             ((H, W, 3) uint8 BGR image with the detections drawn, number drawn)
         """
-        instances = self.predictor(image)["instances"].to("cpu")
+        instances = self.predictor(image, name)["instances"].to("cpu")
         instances = instances[instances.scores > self.threshold]
         drawn = draw_detections(np.ascontiguousarray(image[:, :, ::-1]), instances, self.class_names)
         return np.ascontiguousarray(drawn[:, :, ::-1]), len(instances)
@@ -175,7 +174,12 @@ def run_images(detector: Detector, paths: Sequence[str], output_dir: str, summar
             summary.images_skipped += 1
             logger.warning(f"Cannot read {path} as an image; skipped ({summary.images_skipped} so far).")
             continue
-        drawn, n = detector(image)
+        try:
+            drawn, n = detector(image, path)
+        except ValueError as e:  # an image no detector can take (e.g. 1 pixel wide)
+            summary.images_skipped += 1
+            logger.warning(f"Skipping {path}: {e} ({summary.images_skipped} skipped so far).")
+            continue
         out = os.path.join(output_dir, os.path.basename(path))
         if not cv2.imwrite(out, drawn):
             raise OSError(f"OpenCV could not write {out}; check that --output is a writable folder.")
@@ -258,7 +262,10 @@ def run(argv: Optional[Sequence[str]] = None) -> DemoSummary:
         parser.error(f"--output {args.output} is the input's folder: the drawn files would overwrite the inputs")
     os.makedirs(args.output, exist_ok=True)
     start = time.perf_counter()
-    detector = Detector(cfg, args.confidence_threshold)
+    try:
+        detector = Detector(cfg, args.confidence_threshold)
+    except (WeightsMismatchError, UnsafeWeightsError) as e:
+        parser.error(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: {e}")
     summary = DemoSummary()
     if video is not None:
         run_video(detector, video, args.output, summary)

@@ -11,10 +11,17 @@
 Trailing ``KEY VALUE`` pairs override the config, as in train_net.py. The graph
 is traced on CPU at ``EXPORT.INPUT_SIZE``; then the file is loaded in its
 runtime (ONNX Runtime for ONNX and TensorRT, OpenCV for Caffe) on a random
-image and its agreement with PyTorch is logged. ``onnx-int8`` writes the FP32
+image and its agreement with PyTorch is checked (centerx.deploy.verify):
+near-tied cells that swap are reported, a missing detection or peak fails the
+export with exit code 3 (the file stays written). ``onnx-int8`` writes the FP32
 ``model.onnx`` and its static INT8 quantisation ``model_int8.onnx``
 (centerx.deploy.quantize), calibrated on images of a registered dataset, logs
-both file sizes and how the INT8 detections agree with FP32 on one of them.
+both file sizes and checks the INT8 detections against FP32 on one of them.
+
+The weights are loaded strictly: MODEL.WEIGHTS empty, or a checkpoint that
+leaves a parameter of the config's model missing or mis-shaped, stops the
+export with exit code 2 and the reason; ``--allow-random-weights`` exports a
+randomly initialised model on purpose.
 """
 import argparse
 import logging
@@ -22,13 +29,13 @@ import os
 import sys
 from typing import List
 
-import numpy as np
 import torch
 from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import centerx  # noqa: E402
+from centerx.checkpoint import MissingWeightsError, UnsafeWeightsError, WeightsMismatchError  # noqa: E402
 from centerx.deploy import ExportError, build_deploy_model, check_input_size  # noqa: E402
 from centerx.deploy.onnx_export import DEFAULT_OPSET  # noqa: E402
 from centerx.deploy.quantize import (  # noqa: E402
@@ -38,12 +45,12 @@ from centerx.deploy.quantize import (  # noqa: E402
     quantize_onnx,
 )
 from centerx.deploy.tensorrt_engine import TensorRTUnavailable  # noqa: E402
+from centerx.deploy.verify import FP32_TOLERANCE, INT8_TOLERANCE, compare_detections, compare_raw  # noqa: E402
 
 logger = logging.getLogger("centerx.export")
-# The INT8 agreement log line covers detections scoring above AGREEMENT_SCORE (the
-# visualisation threshold of the training hook), matched with IoU above AGREEMENT_IOU.
-AGREEMENT_SCORE = 0.3
-AGREEMENT_IOU = 0.9
+# The INT8 check covers detections scoring above INT8_SCORE (the visualisation
+# threshold of the training hook)
+INT8_SCORE = 0.3
 
 
 def parse_args(argv=None):
@@ -63,6 +70,8 @@ def parse_args(argv=None):
                         help="onnx-int8: registered dataset to calibrate on (default EXPORT.CALIBRATION_DATASET, else "
                              "DATASETS.TEST[0], else DATASETS.TRAIN[0])")
     parser.add_argument("--output", metavar="DIR", help="output folder (default OUTPUT_DIR/deploy)")
+    parser.add_argument("--allow-random-weights", action="store_true",
+                        help="export a randomly initialised model when MODEL.WEIGHTS is empty (refused otherwise)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser.parse_args(argv)
 
@@ -76,36 +85,31 @@ def setup(args):
     return cfg
 
 
-def _log_agreement(runtime: str, outputs: dict, reference: dict) -> None:
-    """One log line on how the exported file agrees with PyTorch on one image.
+class DisagreementError(RuntimeError):
+    """The exported file does not compute what the PyTorch model computes."""
 
-    Rows are matched, not compared in order: near-tied scores (common in an
-    untrained model) may swap order or flip a peak, which is no export error.
-    """
+
+def check_agreement(runtime: str, outputs: dict, reference: dict, trained: bool) -> None:
+    """Log how the exported file agrees with PyTorch on one image
+    (:mod:`centerx.deploy.verify`) and raise :class:`DisagreementError` when a
+    detection or peak is missing, or, for a ``trained`` model, when more than
+    MAX_TIE_FRACTION of them are near-ties (a random model's flat heatmap may
+    tie everywhere)."""
     if "boxes" in reference:
-        ref_boxes, ref_classes = reference["boxes"][0], reference["classes"][0]
-        matched = sum(
-            bool(np.any((ref_classes == c) & (np.abs(ref_boxes - box).max(axis=1) < 0.5)))
-            for box, c in zip(outputs["boxes"][0], outputs["classes"][0])
-        )
-        score_diff = np.abs(np.sort(outputs["scores"][0]) - np.sort(reference["scores"][0])).max()
-        summary = (f"{matched}/{len(ref_classes)} detections match PyTorch (class and box within 0.5 px), "
-                   f"sorted scores differ by at most {score_diff:.1e}")
+        agreement = compare_detections(outputs, reference, **FP32_TOLERANCE)
     else:
-        peaks, ref_peaks = outputs["heatmap"] > 0, reference["heatmap"] > 0
-        shared = peaks & ref_peaks
-        heat_diff = np.abs(outputs["heatmap"] - reference["heatmap"])[shared].max(initial=0.0)
-        maps = ", ".join(f"{k} {np.abs(outputs[k] - reference[k]).max():.1e}" for k in reference if k != "heatmap")
-        summary = (f"{shared.sum()} of PyTorch's {ref_peaks.sum()} heatmap peaks found ({(peaks & ~ref_peaks).sum()} "
-                   f"others), differing by at most {heat_diff:.1e}; max |difference| of {maps}")
-    logger.info(f"{runtime} on a random image: {summary}.")
+        agreement = compare_raw(outputs, reference, FP32_TOLERANCE["score"])
+    logger.info(f"{runtime} against PyTorch on a random image: {agreement}.")
+    if not (agreement.ok_for_trained_model() if trained else agreement.ok):
+        raise DisagreementError(f"{runtime} disagrees with PyTorch beyond the tolerance ({agreement}); the file "
+                                "was written but does not compute the model. Please report it with the config.")
 
 
-def export_onnx(cfg, out_dir: str, raw: bool, opset: int) -> str:
+def export_onnx(cfg, out_dir: str, raw: bool, opset: int, allow_random: bool = False) -> str:
     """model.onnx (model_raw.onnx) in out_dir, run once in ONNX Runtime."""
     from centerx.deploy.onnx_export import export_onnx as export
 
-    model = build_deploy_model(cfg, raw=raw)
+    model = build_deploy_model(cfg, raw=raw, allow_random=allow_random)
     path = os.path.join(out_dir, "model_raw.onnx" if raw else "model.onnx")
     export(model, path, check_input_size(cfg.EXPORT.INPUT_SIZE), opset=opset)
     try:
@@ -119,51 +123,47 @@ def export_onnx(cfg, out_dir: str, raw: bool, opset: int) -> str:
     outputs = dict(zip(names, session.run(names, {"images": images.numpy()})))
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in model(images).items()}
-    _log_agreement("ONNX Runtime", outputs, reference)
+    check_agreement("ONNX Runtime", outputs, reference, trained=bool(cfg.MODEL.WEIGHTS))
     return path
 
 
-def export_onnx_int8(cfg, out_dir: str, opset: int, calibration: List[str]) -> str:
+def export_onnx_int8(cfg, out_dir: str, opset: int, calibration: List[str], allow_random: bool = False) -> str:
     """model.onnx and its INT8 quantisation model_int8.onnx in out_dir,
     calibrated on the image files ``calibration``; logs both sizes and the
     agreement of their detections on the first calibration image."""
-    fp32 = export_onnx(cfg, out_dir, raw=False, opset=opset)
+    fp32 = export_onnx(cfg, out_dir, raw=False, opset=opset, allow_random=allow_random)
     int8 = quantize_onnx(fp32, os.path.join(out_dir, "model_int8.onnx"), calibration_reader(cfg, calibration))
     mib = [os.path.getsize(p) / 2 ** 20 for p in (fp32, int8)]
     logger.info(f"Sizes: {os.path.basename(fp32)} {mib[0]:.1f} MiB, {os.path.basename(int8)} {mib[1]:.1f} MiB "
                 f"({mib[1] / mib[0]:.2f} of FP32).")
-    _log_int8_agreement(cfg, fp32, int8, calibration[0])
+    _check_int8_agreement(cfg, fp32, int8, calibration[0])
     return int8
 
 
-def _log_int8_agreement(cfg, fp32: str, int8: str, image_file: str) -> None:
-    """One log line on how the INT8 graph's confident detections (score above
-    AGREEMENT_SCORE) match FP32's (same class, IoU above AGREEMENT_IOU) on one image."""
+def _check_int8_agreement(cfg, fp32: str, int8: str, image_file: str) -> None:
+    """Log how the INT8 graph's confident detections (score above INT8_SCORE)
+    match FP32's on one image (same class, IoU > 0.9, score within 0.03; near-ties
+    reported) and raise :class:`DisagreementError` when one is missing."""
     import cv2
-    from detectron2.structures import Boxes, pairwise_iou
 
     from centerx.deploy.runtimes import OnnxRuntime
 
     image = cv2.imread(image_file, cv2.IMREAD_COLOR)
     ref, out = (OnnxRuntime(cfg, path, providers=["CPUExecutionProvider"])([image])[0] for path in (fp32, int8))
-    ref_keep, out_keep = ref["scores"] > AGREEMENT_SCORE, out["scores"] > AGREEMENT_SCORE
-    iou = pairwise_iou(Boxes(torch.from_numpy(ref["boxes"][ref_keep])), Boxes(torch.from_numpy(out["boxes"]))).numpy()
-    iou[ref["classes"][ref_keep][:, None] != out["classes"][None]] = 0
-    found = iou.max(axis=1, initial=0.0) > AGREEMENT_IOU
-    score_diff = max((abs(score - out["scores"][row.argmax()]) for score, row in
-                      zip(ref["scores"][ref_keep][found], iou[found])), default=0.0)
-    logger.info(f"ONNX Runtime INT8 vs FP32 on {image_file}: {found.sum()} of FP32's {ref_keep.sum()} detections "
-                f"above {AGREEMENT_SCORE} found (same class, IoU > {AGREEMENT_IOU}; INT8 has {out_keep.sum()} above "
-                f"it), their scores differ by at most {score_diff:.3f}.")
+    agreement = compare_detections(out, ref, score_floor=INT8_SCORE, **INT8_TOLERANCE)
+    logger.info(f"ONNX Runtime INT8 against FP32 on {image_file}, detections above {INT8_SCORE}: {agreement}.")
+    if not (agreement.ok_for_trained_model() if cfg.MODEL.WEIGHTS else agreement.ok):
+        raise DisagreementError(f"The INT8 graph disagrees with FP32 beyond the tolerance ({agreement}); try more "
+                                "calibration images (--calibration-images) from the data the model will see.")
 
 
-def export_caffe(cfg, out_dir: str) -> str:
+def export_caffe(cfg, out_dir: str, allow_random: bool = False) -> str:
     """model.prototxt + model.caffemodel in out_dir, run once in OpenCV."""
     import cv2
 
     from centerx.deploy.caffe_export import export_caffe as export
 
-    model = build_deploy_model(cfg, raw=True)
+    model = build_deploy_model(cfg, raw=True, allow_random=allow_random)
     size = check_input_size(cfg.EXPORT.INPUT_SIZE)
     prototxt, caffemodel = export(model, os.path.join(out_dir, "model"), size)
     net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
@@ -173,16 +173,16 @@ def export_caffe(cfg, out_dir: str) -> str:
     outputs = dict(zip(names, net.forward(names)))
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in model(images).items()}
-    _log_agreement("OpenCV (Caffe)", outputs, reference)
+    check_agreement("OpenCV (Caffe)", outputs, reference, trained=bool(cfg.MODEL.WEIGHTS))
     return prototxt
 
 
-def export_tensorrt(cfg, out_dir: str, opset: int, fp16: bool) -> str:
+def export_tensorrt(cfg, out_dir: str, opset: int, fp16: bool, allow_random: bool = False) -> str:
     """model.onnx and model_fp32.engine (model_fp16.engine) in out_dir."""
     from centerx.deploy.tensorrt_engine import build_engine, import_tensorrt
 
     import_tensorrt()  # fail early, before the ONNX export, without TensorRT or a GPU
-    onnx_path = export_onnx(cfg, out_dir, raw=False, opset=opset)
+    onnx_path = export_onnx(cfg, out_dir, raw=False, opset=opset, allow_random=allow_random)
     engine = os.path.join(out_dir, f"model_{'fp16' if fp16 else 'fp32'}.engine")
     return build_engine(onnx_path, engine, check_input_size(cfg.EXPORT.INPUT_SIZE),
                         cfg.EXPORT.TENSORRT_MAX_BATCH, fp16, cfg.EXPORT.TENSORRT_WORKSPACE_MB)
@@ -201,22 +201,26 @@ def main(argv=None) -> int:
         raise SystemExit("--fp16 applies to --format tensorrt.")
     out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "deploy")
     try:
+        random = args.allow_random_weights
         if args.format == "onnx":
-            path = export_onnx(cfg, out_dir, args.raw, args.opset)
+            path = export_onnx(cfg, out_dir, args.raw, args.opset, random)
         elif args.format == "onnx-int8":
             import_quantization()  # fail early, before the FP32 export
             try:
                 calibration = calibration_files(cfg, args.calibration_dataset, args.calibration_images)
             except (ValueError, FileNotFoundError) as e:
                 raise SystemExit(str(e)) from e
-            path = export_onnx_int8(cfg, out_dir, args.opset, calibration)
+            path = export_onnx_int8(cfg, out_dir, args.opset, calibration, random)
         elif args.format == "caffe":
-            path = export_caffe(cfg, out_dir)
+            path = export_caffe(cfg, out_dir, random)
         else:
-            path = export_tensorrt(cfg, out_dir, args.opset, args.fp16)
-    except (ExportError, TensorRTUnavailable) as e:
+            path = export_tensorrt(cfg, out_dir, args.opset, args.fp16, random)
+    except (ExportError, TensorRTUnavailable, MissingWeightsError, WeightsMismatchError, UnsafeWeightsError) as e:
         logger.error(str(e))
         return 2
+    except DisagreementError as e:
+        logger.error(str(e))
+        return 3
     logger.info(f"Done: {path}")
     return 0
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import configurable, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import ImageList
 from torch import nn
 
+from ...checkpoint import StrictCheckpointer, UnsafeWeightsError
 from ...config import add_centerx_config
 from ...data.datasets import register_coco_json_datasets
 from ...data.datasets.image_folder import register_image_folders
@@ -74,24 +74,6 @@ def student_config(cfg):
     student_cfg.MODEL.LOSS_BALANCE.ENABLED = False
     student_cfg.freeze()
     return student_cfg
-
-
-class _TeacherCheckpointer(DetectionCheckpointer):
-    """Loads a teacher's weights and refuses a file that leaves parameters or
-    buffers of the teacher's config missing or mis-shaped (a teacher must not
-    silently keep random layers). Batch norm's ``num_batches_tracked`` counters,
-    absent from old checkpoints and unused in eval mode, may be missing."""
-
-    def _load_model(self, checkpoint):
-        incompatible = super()._load_model(checkpoint)
-        problems = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")] + [
-            f"{key} (file {tuple(shape_file)} vs model {tuple(shape_model)})"
-            for key, shape_file, shape_model in incompatible.incorrect_shapes
-        ]
-        if problems:
-            raise ValueError(f"The weights do not fit the teacher's config: {problems[:10]}"
-                             + (f" and {len(problems) - 10} more" if len(problems) > 10 else ""))
-        return incompatible
 
 
 @META_ARCH_REGISTRY.register()
@@ -405,8 +387,8 @@ def _check_same_grid(i: int, config_file: str, student: PointDetector, teacher: 
 
 def _load_teacher_weights(i: int, teacher: PointDetector, weights_file: str) -> None:
     try:
-        _TeacherCheckpointer(teacher).load(weights_file)
-    except ValueError as e:
+        StrictCheckpointer(teacher).load(weights_file)
+    except (ValueError, UnsafeWeightsError) as e:
         raise ValueError(f"MODEL.DISTILL.TEACHERS[{i}]: '{weights_file}': {e}") from e
 
 

@@ -1,0 +1,52 @@
+"""detectron2's DefaultPredictor for any image a user can hand it, with the
+weights loaded strictly."""
+import numpy as np
+from detectron2.engine import DefaultPredictor
+from detectron2.structures import Boxes, Instances
+
+from ..data.image_io import as_three_channels
+from .ema import load_weights_for_eval
+
+# an image is padded (bottom / right, with zeros) so that its shorter side stays
+# at least this many pixels once resized to INPUT.MAX_SIZE_TEST
+MIN_RESIZED_SIDE = 32
+
+
+class Predictor(DefaultPredictor):
+    """``DefaultPredictor(cfg)(image)`` that takes any array a user can hand it:
+
+    - H x W greyscale (or H x W x 1) and H x W x 4 (alpha dropped) images become
+      3-channel ones; images under 2 pixels on a side, or that are not 8-bit,
+      are refused with a ``ValueError`` naming them;
+    - an extreme aspect ratio (2 x 9000 px) is padded at the bottom or right
+      so that the shorter side keeps ``MIN_RESIZED_SIDE`` pixels after the test
+      resize; the boxes are clipped to the image itself;
+    - ``MODEL.WEIGHTS`` is loaded strictly
+      (:func:`~centerx.engine.load_weights_for_eval`: every parameter from the
+      file, the EMA weights when the config says so; no weights refused unless
+      ``allow_random``).
+
+    Input and output as detectron2's: an image in ``INPUT.FORMAT``'s channel
+    order (BGR by default) -> ``{"instances": Instances}`` in its pixels.
+    """
+
+    def __init__(self, cfg, allow_random: bool = False):
+        super().__init__(cfg)
+        load_weights_for_eval(self.cfg, self.model, cfg.MODEL.WEIGHTS, allow_random=allow_random)
+
+    def __call__(self, original_image, name: str = "image"):
+        image = as_three_channels(original_image, name)
+        h, w = image.shape[:2]
+        min_side = int(np.ceil(max(h, w) * MIN_RESIZED_SIDE / self.aug.max_size)) if self.aug.max_size > 0 else 1
+        padded = image
+        if min(h, w) < min_side:
+            ph, pw = (max(h, min_side), w) if h < w else (h, max(w, min_side))
+            padded = np.zeros((ph, pw, 3), dtype=np.uint8)
+            padded[:h, :w] = image
+        out = super().__call__(padded)
+        if padded is not image:
+            inst = Instances((h, w), **out["instances"].get_fields())
+            inst.pred_boxes = Boxes(inst.pred_boxes.tensor.clone())
+            inst.pred_boxes.clip((h, w))
+            out["instances"] = inst
+        return out
