@@ -20,14 +20,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import centerx  # noqa: E402  (registers everything)
 from centerx.data.datasets import ensure_datasets  # noqa: E402
+from centerx.data.validation import validate_datasets  # noqa: E402
 from centerx.engine import Trainer, load_weights_for_eval  # noqa: E402
+
+
+def load_config(args):
+    """Config file + ``KEY VALUE`` overrides, checked (centerx.check_config)."""
+    flags = [o for o in args.opts if isinstance(o, str) and o.startswith("--")]
+    if flags:
+        raise SystemExit(f"{' '.join(flags)} came after the KEY VALUE overrides, where it reads as a config key: put "
+                         f"flags first, e.g. train_net.py --config-file FILE {' '.join(flags)} KEY VALUE ...")
+    cfg = centerx.add_centerx_config(get_cfg())
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    centerx.check_config(cfg, training=not args.eval_only, world_size=args.num_gpus * args.num_machines)
+    return cfg
 
 
 def setup(args):
     """Config from file + command line, with centerX's keys and datasets registered."""
-    cfg = centerx.add_centerx_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args)
     cfg.freeze()
     centerx.register_coco_json_datasets(cfg.DATASETS.COCO_JSON)
     default_setup(cfg, args)
@@ -44,9 +56,11 @@ def setup_centerx_logger(output_dir: str, rank: int):
 
 def main(args):
     cfg = setup(args)
+    validate_datasets(cfg)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS, resume=args.resume,
+                              allow_random=args.allow_random_weights)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
@@ -54,16 +68,23 @@ def main(args):
 
 
 def prepare(args):
-    """Once, before the workers start: generate built-in datasets the config uses."""
-    cfg = centerx.add_centerx_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    """Once, before the workers start: check the config, generate built-in datasets it uses."""
+    cfg = load_config(args)
     setup_centerx_logger(cfg.OUTPUT_DIR, 0)
     ensure_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
 
 
+def argument_parser():
+    """detectron2's default parser, plus --allow-random-weights for --eval-only."""
+    parser = default_argument_parser()
+    parser.add_argument("--allow-random-weights", action="store_true",
+                        help="with --eval-only: evaluate a randomly initialised model when MODEL.WEIGHTS is empty "
+                             "(refused otherwise)")
+    return parser
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     prepare(args)
     launch(

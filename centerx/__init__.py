@@ -3,7 +3,7 @@
 ``import centerx`` registers the backbones, meta-architectures and built-in
 datasets with detectron2's registries; ``add_centerx_config`` adds every key.
 """
-from .config import add_centerx_config
+from .config import add_centerx_config, check_config
 from . import modeling  # noqa: F401  (registers backbones and meta-architectures)
 from .data.datasets import register_all_builtin, register_coco_json_datasets
 
@@ -11,7 +11,7 @@ register_all_builtin()
 
 __version__ = "0.1.0"
 
-__all__ = ["add_centerx_config", "register_coco_json_datasets", "get_centerx_cfg"]
+__all__ = ["add_centerx_config", "check_config", "register_coco_json_datasets", "get_centerx_cfg"]
 
 
 def get_centerx_cfg():

@@ -320,6 +320,13 @@ def add_centerx_config(cfg):
     # triple (name, json_file, image_root), e.g.
     # DATASETS.COCO_JSON "[('mine_train', 'a/train.json', 'a/images')]".
     _C.DATASETS.COCO_JSON = []
+    # Before training or evaluation every dataset of DATASETS.TRAIN / TEST is
+    # checked once (centerx/data/validation.py): its classes against the model's,
+    # box sizes, and its image files, decoded to find missing or unreadable ones
+    # (skipped in training and evaluation, counted in the log). This many images
+    # of each training dataset are decoded, evenly spread: -1 = all, 0 = none
+    # (test datasets: always all, evaluation reads them all anyway).
+    _C.DATASETS.CHECK_IMAGES = -1
 
     # -------------------------------------------------------------- dataloader
     # Training mapper: "centernet" (random scale + crop to INPUT.TRAIN_SIZE,
@@ -357,3 +364,29 @@ def add_centerx_config(cfg):
     # Only detections scoring above this are drawn in those images.
     _C.TEST.VIS_SCORE_THRESH = 0.3
     return cfg
+
+
+def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
+    """Refuse settings that would fail later with a message that does not say what
+    to change; each error names the key and a value that works.
+
+    Args:
+        training: also check what only training uses (INPUT.TRAIN_SIZE, SOLVER.MAX_ITER).
+        world_size: number of processes the run will have (detectron2 rescales the
+            schedule to it from SOLVER.REFERENCE_WORLD_SIZE).
+    """
+    if training:
+        size = cfg.INPUT.TRAIN_SIZE
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 32:
+            raise ValueError(f"INPUT.TRAIN_SIZE must be a positive multiple of 32 (the training input side in "
+                             f"pixels), got {size!r}; e.g. INPUT.TRAIN_SIZE 512.")
+        if cfg.SOLVER.MAX_ITER < 1:
+            raise ValueError(f"SOLVER.MAX_ITER must be at least 1 to train, got {cfg.SOLVER.MAX_ITER}; to evaluate "
+                             "a trained model use --eval-only MODEL.WEIGHTS <checkpoint>.")
+    reference, batch = cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH
+    if reference and reference != world_size and batch % reference:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH {batch} cannot be rescaled from SOLVER.REFERENCE_WORLD_SIZE {reference} (the "
+            f"config's reference number of GPUs) to {world_size} process(es): it is not a multiple of {reference}. "
+            f"Set SOLVER.IMS_PER_BATCH to a multiple of {reference} (the per-GPU batch times {reference}), or "
+            "SOLVER.REFERENCE_WORLD_SIZE 0 to use the batch and schedule as given.")

@@ -68,7 +68,8 @@ def test_degenerate_and_outside_boxes_are_dropped_and_counted(tmp_path):
     mapper = deterministic_mapper()
     out = mapper(d)
     assert len(out["instances"]) == 1
-    assert mapper.num_dropped_boxes == 3  # zero width, fully outside, below INPUT.MIN_BOX_SIZE
+    assert mapper.num_dropped_boxes == 2  # fully outside, below INPUT.MIN_BOX_SIZE
+    assert mapper.num_invalid_boxes == {"non-positive size": 1}  # zero width in the annotation
 
 
 def test_image_without_annotations_gives_empty_instances(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
-from detectron2.engine import DefaultPredictor, default_argument_parser
+from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
@@ -80,7 +80,7 @@ def test_train_then_evaluate_with_coco_evaluator(tiny_shapes, tmp_path):
     import train_net
 
     name, _ = tiny_shapes
-    args = default_argument_parser().parse_args([
+    args = train_net.argument_parser().parse_args([
         "--config-file", DEMO,
         "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
         "INPUT.TRAIN_SIZE", "96", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96",

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import Boxes, Instances
@@ -523,7 +522,7 @@ def test_train_then_evaluate_with_coco_evaluator(tiny_shapes, tmp_path):
         "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0",
         "OUTPUT_DIR", str(tmp_path), "SEED", "1",
     ]
-    train_net.main(default_argument_parser().parse_args(["--config-file", DEMO, *opts]))
+    train_net.main(train_net.argument_parser().parse_args(["--config-file", DEMO, *opts]))
     with open(tmp_path / "metrics.json") as f:
         records = [json.loads(line) for line in f]
     ap = [r["bbox/AP"] for r in records if "bbox/AP" in r]

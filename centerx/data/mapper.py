@@ -9,7 +9,11 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
 from detectron2.utils.logger import log_every_n_seconds
+
+from .image_io import read_image
+from .validation import invalid_box_reason
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +62,11 @@ class CenterNetDatasetMapper:
     ``augmentations_for_size``, and kept).
     Boxes are transformed and clipped with the image; boxes left narrower or
     lower than ``min_box_size`` pixels, and crowd annotations, are dropped and
-    counted. An image whose file is missing or unreadable is skipped (``None``
-    makes detectron2's loader draw another image) and counted in the log.
+    counted. Annotations whose box has a negative, zero, infinite or NaN size
+    are skipped before any transform (never repaired) and counted under that
+    reason. An image whose file is missing or unreadable is skipped (``None``
+    makes detectron2's loader draw another image) and counted in the log;
+    16-bit images keep their range (:func:`~centerx.data.image_io.read_image`).
     """
 
     @configurable
@@ -71,6 +78,7 @@ class CenterNetDatasetMapper:
         self.image_format = image_format
         self.min_box_size = min_box_size
         self.num_dropped_boxes = 0
+        self.num_invalid_boxes = {}
         self.num_skipped_images = 0
         logger.info(f"[CenterNetDatasetMapper] augmentations: {augmentations}")
 
@@ -98,8 +106,8 @@ class CenterNetDatasetMapper:
         mapper's own (INPUT.TRAIN_SIZE)."""
         dataset_dict = copy.deepcopy(dataset_dict)
         try:
-            image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        except (FileNotFoundError, OSError) as e:
+            image = read_image(dataset_dict["file_name"], format=self.image_format)
+        except OSError as e:
             self.num_skipped_images += 1
             logger.warning(
                 f"Skipping image {dataset_dict['file_name']} ({type(e).__name__}: {e}); "
@@ -113,15 +121,23 @@ class CenterNetDatasetMapper:
         shape = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
-        # integer boxes would be truncated by detectron2's in-place coordinate transforms
-        annos = [
-            utils.transform_instance_annotations({**obj, "bbox": [float(v) for v in obj["bbox"]]}, transforms, shape)
-            for obj in dataset_dict.pop("annotations", [])
-            if obj.get("iscrowd", 0) == 0
-        ]
+        # boxes of invalid size are skipped, not repaired (the transforms would turn a
+        # negative width into a positive one); integer boxes would be truncated by
+        # detectron2's in-place coordinate transforms
+        annos = []
+        for obj in dataset_dict.pop("annotations", []):
+            if obj.get("iscrowd", 0):
+                continue
+            reason = invalid_box_reason(obj["bbox"]) if obj.get("bbox_mode", BoxMode.XYWH_ABS) == BoxMode.XYWH_ABS \
+                else None
+            if reason:
+                self._count_invalid(reason, dataset_dict["file_name"])
+                continue
+            annos.append(utils.transform_instance_annotations({**obj, "bbox": [float(v) for v in obj["bbox"]]},
+                                                              transforms, shape))
         instances = utils.annotations_to_instances(annos, shape)
         wh = instances.gt_boxes.tensor[:, 2:] - instances.gt_boxes.tensor[:, :2]
-        keep = (wh >= self.min_box_size).all(dim=1) & torch.isfinite(wh).all(dim=1)
+        keep = (wh >= self.min_box_size).all(dim=1)
         dropped = int((~keep).sum())
         if dropped:
             self.num_dropped_boxes += dropped
@@ -133,3 +149,12 @@ class CenterNetDatasetMapper:
             )
         dataset_dict["instances"] = instances[keep]
         return dataset_dict
+
+    def _count_invalid(self, reason: str, file_name: str) -> None:
+        self.num_invalid_boxes[reason] = self.num_invalid_boxes.get(reason, 0) + 1
+        log_every_n_seconds(
+            logging.WARNING,
+            f"[CenterNetDatasetMapper] boxes skipped so far in this worker for an invalid size in the annotations "
+            f"(e.g. in {file_name}): {self.num_invalid_boxes}.",
+            n=60,
+        )

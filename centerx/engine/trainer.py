@@ -9,21 +9,24 @@ from typing import Dict
 
 import numpy as np
 import torch
-from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader, \
+    get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
-from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
 from ..data import CenterNetDatasetMapper
+from ..data.test_mapper import TestDatasetMapper
+from ..data.validation import readable_dataset_dicts
 from ..data.mixup import Mixup
 from ..data.samplers import PositionedDataset, ResumableTrainingSampler
 from .adversarial import DiscriminatorStep, build_discriminator_optimizer, feature_adversaries
 from .amp import build_step_trainer
-from .checkpoint import AtomicCheckpointer
+from .checkpoint import AtomicCheckpointer, remove_stale_temporary_files
 from .ema import EMAHook, ModelEMA
+from .evaluation import ReadableImagesCOCOEvaluator
 from .replicas import ReplicaCheck
 from .visualization import PredictionImages
 
@@ -206,6 +209,8 @@ class Trainer(DefaultTrainer):
                                  device_ids=[comm.get_local_rank()] if on_gpu else None)
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        if comm.is_main_process() and os.path.isdir(cfg.OUTPUT_DIR):
+            remove_stale_temporary_files(cfg.OUTPUT_DIR)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         if self.ema is not None:
             self.checkpointer.add_checkpointable("ema", self.ema)
@@ -304,7 +309,17 @@ class Trainer(DefaultTrainer):
         if cfg.TEST.EVALUATOR == "none":
             raise NotImplementedError("TEST.EVALUATOR is 'none'")
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        dicts, skipped = readable_dataset_dicts(dataset_name)
+        return ReadableImagesCOCOEvaluator(dataset_name, [d["image_id"] for d in dicts], skipped,
+                                           output_dir=output_folder)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader over the dataset's readable images (the ones
+        validation found unreadable are skipped, as in training), read as in
+        training (:class:`~centerx.data.test_mapper.TestDatasetMapper`)."""
+        dicts, _ = readable_dataset_dicts(dataset_name)
+        return build_detection_test_loader(dicts, mapper=TestDatasetMapper(cfg))
 
     @classmethod
     def build_model(cls, cfg):

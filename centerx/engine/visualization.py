@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import convert_image_to_rgb
 from detectron2.engine import HookBase
 from detectron2.structures import Instances
@@ -18,6 +18,8 @@ from detectron2.utils.colormap import colormap
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.visualizer import Visualizer
 from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from ..data.test_mapper import TestDatasetMapper
 
 __all__ = ["draw_detections", "PredictionImages"]
 
@@ -68,7 +70,7 @@ class PredictionImages(HookBase):
 
     Runs at the iterations of detectron2's ``EvalHook``: every ``period``
     iterations when ``period > 0``, and after the last iteration. Each image is
-    resized as at test time (``DatasetMapper(cfg, is_train=False)``), passed
+    resized as at test time (:class:`~centerx.data.test_mapper.TestDatasetMapper`), passed
     through ``trainer.model`` in eval mode, and stored with
     ``storage.put_image("predictions/{i}_{file name}", CHW uint8 RGB)`` with the
     detections scoring above ``cfg.TEST.VIS_SCORE_THRESH`` drawn on it, so its
@@ -102,7 +104,7 @@ class PredictionImages(HookBase):
         self._score_thresh = cfg.TEST.VIS_SCORE_THRESH
         self._dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
         self._input_format = cfg.INPUT.FORMAT
-        self._mapper = DatasetMapper(cfg, is_train=False)
+        self._mapper = TestDatasetMapper(cfg)
         self._dataset_dicts: Optional[List[Dict]] = None
 
     @property

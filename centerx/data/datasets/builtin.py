@@ -18,6 +18,7 @@ from detectron2.data.datasets import load_coco_json, register_coco_instances
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from PIL import Image
 
+from ..validation import check_coco_json
 from .shapes import SHAPES_CLASSES, atomic_write_bytes, datasets_root, ensure_shapes
 
 __all__ = [
@@ -195,6 +196,7 @@ def _load_user_coco_json(name: str, json_file: str, image_root: str) -> List[Dic
             "DATASETS.COCO_JSON, e.g. on the command line: DATASETS.COCO_JSON "
             f"\"[('{name}', '/path/to/annotations.json', '/path/to/images')]\"."
         )
+    check_coco_json(json_file, name)
     return load_coco_json(json_file, image_root, name)
 
 

@@ -1,0 +1,500 @@
+"""Bad input stops early with a message that names the problem, or is skipped and
+counted; it never crashes deep in a stack or silently trains / runs a wrong
+model. One test (or parameter) per row of the table in docs/robustness.md."""
+import io
+import json
+import logging
+import os
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+from PIL import Image
+
+import centerx
+from centerx.checkpoint import (MissingWeightsError, StrictCheckpointer, UnsafeWeightsError, WeightsMismatchError,
+                                load_pickle, load_torch)
+from centerx.data import CenterNetDatasetMapper
+from centerx.data.datasets import generate_shapes, register_coco_json_datasets
+from centerx.data.image_io import as_three_channels, read_image
+from centerx.data.validation import DatasetError, readable_dataset_dicts, validate_datasets
+from centerx.deploy import DeployModel
+from centerx.deploy.onnx_export import export_onnx
+from centerx.deploy.verify import compare_detections, compare_raw
+from centerx.engine import Predictor, load_weights_for_eval
+from centerx.engine.checkpoint import remove_stale_temporary_files
+from centerx.modeling.backbones.weights import read_weights_file
+from tiny_models import build, images, tiny_cfg
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --------------------------------------------------------------------------- #
+# helpers
+# --------------------------------------------------------------------------- #
+def coco(images_, annotations, categories=None):
+    return {"images": images_, "annotations": annotations,
+            "categories": [{"id": 1, "name": "thing"}] if categories is None else categories}
+
+
+GOOD_IMAGE = {"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}
+GOOD_ANN = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 10], "area": 200, "iscrowd": 0}
+
+
+def register_json(tmp_path, name, content, raw=None):
+    path = tmp_path / f"{name}.json"
+    path.write_text(raw if raw is not None else json.dumps(content))
+    register_coco_json_datasets([(name, str(path), str(tmp_path))])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def small_shapes(tmp_path_factory):
+    """Six generated shapes images (64-80 px) in a folder of their own, so that
+    tests can break some of the files."""
+    root = tmp_path_factory.mktemp("shapes_bad")
+    json_file = generate_shapes(str(root), "imgs", num_images=6, seed=11, min_size=64, max_size=80)
+    return root, json_file
+
+
+def copy_dataset(tmp_path, small_shapes, name, breaker=None):
+    """A copy of the small shapes dataset registered as ``name``; ``breaker(folder,
+    records)`` may damage files or records first."""
+    import shutil
+
+    root, json_file = small_shapes
+    folder = tmp_path / name
+    shutil.copytree(root / "imgs", folder)
+    data = json.loads(open(json_file).read())
+    if breaker:
+        breaker(folder, data)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    register_coco_json_datasets([(name, str(path), str(folder))])
+    return name, data
+
+
+def demo_cfg(*opts):
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(DEMO)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+# --------------------------------------------------------------------------- #
+# malformed COCO json: a DatasetError naming the file and the entry
+# --------------------------------------------------------------------------- #
+MALFORMED = {
+    "bbox null": (coco([GOOD_IMAGE], [dict(GOOD_ANN, bbox=None)]), None, "annotations[0] (id 7)", "bbox None"),
+    "bbox of 3 numbers": (coco([GOOD_IMAGE], [dict(GOOD_ANN, bbox=[1, 2, 3])]), None, "(id 7)", "4 numbers"),
+    "no categories": (coco([GOOD_IMAGE], [GOOD_ANN], categories=[]), None, "'categories' is empty", ""),
+    "not COCO": ({"items": []}, None, "not a COCO instances json", "'images'"),
+    "no width / height": (coco([{"id": 1, "file_name": "a.jpg"}], []), None, "images[0] (id 1)", "'width'"),
+    "empty file": (None, "", "the file is empty", ""),
+    "invalid json": (None, "{\"images\": [", "not valid json", "line 1"),
+    "unknown category": (coco([GOOD_IMAGE], [dict(GOOD_ANN, category_id=3)]), None, "(id 7)", "category_id 3"),
+    "unknown image": (coco([GOOD_IMAGE], [dict(GOOD_ANN, image_id=2)]), None, "(id 7)", "image_id 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_coco_json_is_named(case, tmp_path):
+    content, raw, where, what = MALFORMED[case]
+    name = f"bad_json_{case.replace(' ', '_').replace('/', '')}"
+    path = register_json(tmp_path, name, content, raw)
+    with pytest.raises(DatasetError) as e:
+        DatasetCatalog.get(name)
+    message = str(e.value)
+    assert path in message and f"'{name}'" in message and where in message and what in message, message
+
+
+# --------------------------------------------------------------------------- #
+# classes against the model, images, sizes
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("num_classes", [3, 40])
+def test_num_classes_that_do_not_fit_are_refused_before_training(num_classes, small_shapes, tmp_path):
+    name, _ = copy_dataset(tmp_path, small_shapes, f"classes_{num_classes}")
+    cfg = demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "MODEL.TTFNET.NUM_CLASSES",
+                   str(num_classes))
+    with pytest.raises(DatasetError, match=rf"has 4 classes .* but MODEL.TTFNET.NUM_CLASSES is {num_classes}: "
+                                           r"set MODEL.TTFNET.NUM_CLASSES 4"):
+        validate_datasets(cfg)
+
+
+def _break_files(folder, data):
+    files = sorted(data["images"], key=lambda im: im["id"])
+    os.remove(folder / files[0]["file_name"])                          # missing
+    (folder / files[1]["file_name"]).write_bytes(b"")                  # zero bytes
+    head = (folder / files[2]["file_name"]).read_bytes()[:200]
+    (folder / files[2]["file_name"]).write_bytes(head)                 # truncated
+
+
+def test_missing_empty_and_truncated_images_are_skipped_and_counted(small_shapes, tmp_path, caplog):
+    name, data = copy_dataset(tmp_path, small_shapes, "broken_files", _break_files)
+    cfg = demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()")
+    with caplog.at_level(logging.INFO, logger="centerx.data.validation"):
+        (report,) = validate_datasets(cfg)
+    assert report.images == 6 and report.images_checked == 6 and len(report.unreadable) == 3
+    assert "3 missing or unreadable, skipped in training and evaluation" in caplog.text
+    dicts, skipped = readable_dataset_dicts(name)
+    assert len(dicts) == 3 and len(skipped) == 3
+    assert {os.path.basename(f) for f in skipped} == {im["file_name"] for im in sorted(
+        data["images"], key=lambda im: im["id"])[:3]}
+
+
+def test_only_unreadable_images_is_an_error(small_shapes, tmp_path):
+    def break_all(folder, data):
+        for im in data["images"]:
+            os.remove(folder / im["file_name"])
+
+    name, _ = copy_dataset(tmp_path, small_shapes, "all_missing", break_all)
+    with pytest.raises(DatasetError, match="none of the 6 image files checked can be read"):
+        validate_datasets(demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()"))
+
+
+def test_image_size_disagreeing_with_the_json_is_an_error(small_shapes, tmp_path):
+    def lie(folder, data):
+        data["images"][0]["width"] += 10
+
+    name, data = copy_dataset(tmp_path, small_shapes, "wrong_size", lie)
+    with pytest.raises(DatasetError, match=rf"{data['images'][0]['file_name']} is .* but its annotations say"):
+        validate_datasets(demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()"))
+
+
+def test_check_images_samples_training_sets(small_shapes, tmp_path):
+    """DATASETS.CHECK_IMAGES N decodes N training images (evenly spread), 0 none;
+    test datasets are always checked in full."""
+    name, _ = copy_dataset(tmp_path, small_shapes, "sampled")
+    (train,) = validate_datasets(demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
+                                          "DATASETS.CHECK_IMAGES", "2"))
+    assert train.images_checked == 2
+    (train,) = validate_datasets(demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
+                                          "DATASETS.CHECK_IMAGES", "0"))
+    assert train.images_checked == 0
+    (test,) = validate_datasets(demo_cfg("DATASETS.TRAIN", "()", "DATASETS.TEST", f"('{name}',)",
+                                         "DATASETS.CHECK_IMAGES", "0"))
+    assert test.images_checked == 6
+
+
+def test_training_then_evaluation_skip_the_same_unreadable_images(small_shapes, tmp_path):
+    """The issue's reproduction: train and val listing images that cannot be read;
+    the run finishes, the evaluation reports them skipped beside the AP."""
+    import train_net
+
+    name, _ = copy_dataset(tmp_path, small_shapes, "broken_run", _break_files)
+    args = train_net.argument_parser().parse_args([
+        "--config-file", DEMO, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
+        "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0",
+        "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(tmp_path / "out"), "TEST.VIS_IMAGES", "0"])
+    train_net.main(args)
+    with open(tmp_path / "out" / "metrics.json") as f:
+        final = [json.loads(line) for line in f if "bbox/AP" in line][-1]
+    assert final["bbox/skipped images"] == 3.0
+    assert np.isfinite(final["bbox/AP"])
+
+
+# --------------------------------------------------------------------------- #
+# boxes and images as the user meant them
+# --------------------------------------------------------------------------- #
+def test_invalid_boxes_are_skipped_under_their_own_reason(small_shapes, tmp_path):
+    """Negative width, infinite width and NaN boxes are dropped before any
+    transform and counted as such; the valid box keeps its coordinates."""
+    root, json_file = small_shapes
+    record = DatasetCatalog.get(copy_dataset(tmp_path, small_shapes, "boxes")[0])[0]
+    h, w = record["height"], record["width"]
+    record = dict(record, annotations=[
+        {"bbox": [50, 30, -30, 20], "bbox_mode": 1, "category_id": 0},
+        {"bbox": [5, 5, float("inf"), 10], "bbox_mode": 1, "category_id": 0},
+        {"bbox": [5, 5, float("nan"), 10], "bbox_mode": 1, "category_id": 0},
+        {"bbox": [10, 12, 20, 16], "bbox_mode": 1, "category_id": 2},
+    ])
+    mapper = CenterNetDatasetMapper(demo_cfg("INPUT.TRAIN_SIZE", "64", "INPUT.SCALE_RANGE", "(1.0, 1.0)",
+                                             "INPUT.HFLIP_PROB", "0.0", "INPUT.COLOR_JITTER", "0.0"))
+    out = mapper(record)
+    assert mapper.num_invalid_boxes == {"non-positive size": 1, "not finite": 2}
+    assert out["instances"].gt_classes.tolist() == [2]
+    scale = 64 / max(h, w)
+    np.testing.assert_allclose(out["instances"].gt_boxes.tensor[0].numpy(),
+                               np.array([10, 12, 30, 28]) * scale, rtol=1e-5)
+
+
+def test_16_bit_png_keeps_its_range(tmp_path):
+    """A 16-bit greyscale PNG of values 0, 32896 and 65535 reads as 0, 128 and 255
+    in every channel (detectron2's read_image makes it all white)."""
+    values = np.array([[0, 32896, 65535]], dtype=np.uint16).repeat(4, axis=0)
+    path = str(tmp_path / "deep.png")
+    assert cv2.imwrite(path, values)
+    image = read_image(path, "BGR")
+    assert image.dtype == np.uint8 and image.shape == (4, 3, 3)
+    assert image[0, :, 0].tolist() == [0, 128, 255] and (image == image[..., :1]).all()
+
+
+def test_image_arrays_are_converted_or_refused():
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert as_three_channels(grey).shape == (3, 4, 3) and (as_three_channels(grey)[..., 2] == grey).all()
+    rgba = np.zeros((3, 4, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    assert as_three_channels(rgba).shape == (3, 4, 3) and as_three_channels(rgba).max() == 0
+    for bad, message in [(np.zeros((0, 0, 3), np.uint8), "too small"), (np.zeros((1, 1, 3), np.uint8), "too small"),
+                         (np.zeros((4, 4, 2), np.uint8), "expected an H x W"),
+                         (np.full((4, 4, 3), 300, np.int32), "8-bit"), (np.zeros((4, 4, 3), np.float32), "8-bit")]:
+        with pytest.raises(ValueError, match=message):
+            as_three_channels(bad, "x.png")
+
+
+@pytest.fixture(scope="module")
+def predictor_weights(tmp_path_factory):
+    """A randomised tiny TTFNet saved as a checkpoint, and its config."""
+    model = build("TTFNet")
+    path = str(tmp_path_factory.mktemp("predictor") / "model.pth")
+    torch.save({"model": model.state_dict()}, path)
+    cfg = tiny_cfg("TTFNet", "MODEL.WEIGHTS", path, "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+                   "INPUT.FORMAT", "BGR", "MODEL.TTFNET.SCORE_THRESH_TEST", "0.0")
+    return cfg
+
+
+def test_predictor_takes_any_image_a_user_has(predictor_weights):
+    """Greyscale 2-D and RGBA arrays give the detections of their 3-channel
+    versions; a 2 x 900 strip is padded and its boxes stay inside it; 0 x 0
+    and 1 x 1 are refused naming the image."""
+    predictor = Predictor(predictor_weights)
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (48, 64), dtype=np.uint8)
+    reference = predictor(np.repeat(grey[:, :, None], 3, axis=2))["instances"]
+    got = predictor(grey)["instances"]
+    torch.testing.assert_close(got.pred_boxes.tensor, reference.pred_boxes.tensor)
+    rgba = np.concatenate([np.repeat(grey[:, :, None], 3, axis=2), np.full((48, 64, 1), 7, np.uint8)], axis=2)
+    torch.testing.assert_close(predictor(rgba)["instances"].scores, reference.scores)
+    strip = predictor(rng.integers(0, 256, (2, 900, 3), dtype=np.uint8))["instances"]
+    assert strip.image_size == (2, 900) and len(strip) > 0
+    boxes = strip.pred_boxes.tensor
+    assert (boxes[:, [1, 3]] <= 2).all() and (boxes[:, [0, 2]] <= 900).all() and (boxes >= 0).all()
+    for shape in [(0, 0, 3), (1, 1, 3)]:
+        with pytest.raises(ValueError, match="tiny.png: .* too small"):
+            predictor(np.zeros(shape, np.uint8), "tiny.png")
+
+
+def test_demo_folder_skips_a_bad_image_and_goes_on(predictor_weights, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_cli", os.path.join(REPO, "projects", "demo", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((40, 50, 3), 90, np.uint8))
+    cv2.imwrite(str(folder / "b.png"), np.full((1, 30, 3), 90, np.uint8))  # 1 pixel high
+    cv2.imwrite(str(folder / "c.png"), np.full((30, 40, 3), 20, np.uint8))
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(predictor_weights.dump())
+    summary = demo.run(["--config-file", str(cfg_file), "--input", str(folder), "--output", str(tmp_path / "out")])
+    assert summary.images_written == 2 and summary.images_skipped == 1
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "c.png"]
+
+
+# --------------------------------------------------------------------------- #
+# weights: strict where a wrong model would be silent, safe to read
+# --------------------------------------------------------------------------- #
+def test_no_weights_are_refused_unless_asked_for():
+    cfg = tiny_cfg("CenterNet")
+    model = build_model(cfg)
+    with pytest.raises(MissingWeightsError, match="MODEL.WEIGHTS is empty.*--allow-random-weights"):
+        load_weights_for_eval(cfg, model, "")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    load_weights_for_eval(cfg, model, "", allow_random=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("other", ["TTFNet", "classes"])
+def test_checkpoint_of_another_model_is_refused_listing_the_keys(other, tmp_path):
+    """A TTFNet checkpoint into a CenterNet, or a 5-class CenterNet checkpoint into
+    a 3-class one: WeightsMismatchError naming missing / mis-shaped keys."""
+    source = build("TTFNet") if other == "TTFNet" else build("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "5")
+    path = str(tmp_path / "other.pth")
+    torch.save({"model": source.state_dict()}, path)
+    cfg = tiny_cfg("CenterNet")
+    with pytest.raises(WeightsMismatchError) as e:
+        load_weights_for_eval(cfg, build_model(cfg), path)
+    message = str(e.value)
+    if other == "TTFNet":
+        assert " missing (upsampler.layers.0.weight" in message, message
+    else:
+        assert "mis-shaped" in message and "heads.heatmap.layers.2.weight (file (5," in message
+
+
+def test_matching_checkpoint_loads_every_tensor(tmp_path):
+    source = build("CenterNet", seed=3)
+    path = str(tmp_path / "same.pth")
+    torch.save({"model": source.state_dict()}, path)
+    cfg = tiny_cfg("CenterNet")
+    model = build_model(cfg)
+    load_weights_for_eval(cfg, model, path)
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_by_pickle",))
+
+
+def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    """A .pkl whose unpickling would call os.system is refused, by the backbone
+    loader and by the checkpointer, and the command never runs."""
+    monkeypatch.chdir(tmp_path)
+    path = str(tmp_path / "weights.pkl")
+    with open(path, "wb") as f:
+        pickle.dump({"model": {"conv1.weight": np.zeros(3)}, "x": _RunsCode()}, f, protocol=2)
+    with pytest.raises(UnsafeWeightsError, match=r"asks for posix.system|asks for os.system"):
+        load_pickle(path)
+    with pytest.raises(UnsafeWeightsError):
+        read_weights_file(path)
+    with pytest.raises(UnsafeWeightsError):
+        StrictCheckpointer(build_model(tiny_cfg("CenterNet"))).load(path)
+    assert not os.path.exists(tmp_path / "pwned_by_pickle")
+
+
+def test_numpy_pickles_still_load(tmp_path):
+    """A detectron2-style .pkl of numpy arrays (protocol 2, as the model zoo's)
+    loads through the restricted unpickler."""
+    path = str(tmp_path / "zoo.pkl")
+    data = {"model": {"stem.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 2, 3)}, "__author__": "me",
+            "n": np.float64(2.5)}
+    with open(path, "wb") as f:
+        pickle.dump(data, f, protocol=2)
+    loaded = load_pickle(path)
+    assert loaded["__author__"] == "me" and loaded["n"] == 2.5
+    np.testing.assert_array_equal(loaded["model"]["stem.conv1.weight"], data["model"]["stem.conv1.weight"])
+
+
+def test_pth_with_objects_is_refused(tmp_path):
+    path = str(tmp_path / "obj.pth")
+    torch.save({"model": {}, "thing": io.StringIO("x")}, path)
+    with pytest.raises(UnsafeWeightsError, match="weights only"):
+        load_torch(path)
+
+
+# --------------------------------------------------------------------------- #
+# export: agreement checks, small inputs
+# --------------------------------------------------------------------------- #
+def _dets(boxes, scores, classes):
+    return {"boxes": np.array(boxes, float), "scores": np.array(scores, float), "classes": np.array(classes)}
+
+
+def test_detection_agreement_matches_ties_and_misses():
+    ref = _dets([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], [0.9, 0.5, 0.4], [0, 1, 1])
+    same = _dets([[20, 20, 30, 30.2], [0, 0, 10, 10], [40, 40, 50, 50]], [0.5004, 0.9, 0.4], [1, 0, 1])
+    a = compare_detections(same, ref, box_px=0.5, score=1e-3, tie=1e-3)
+    assert (a.total, a.matched, a.ties, a.misses, a.ok) == (3, 3, 0, 0, True)
+    tie = _dets([[0, 0, 10, 10], [24, 20, 34, 30], [40, 40, 50, 50]], [0.9, 0.5002, 0.4], [0, 1, 1])
+    a = compare_detections(tie, ref, box_px=0.5, score=1e-3, tie=1e-3)
+    assert (a.matched, a.ties, a.misses, a.ok) == (2, 1, 0, True)
+    wrong = _dets([[0, 0, 10, 10], [24, 20, 34, 30], [40, 40, 50, 50]], [0.9, 0.3, 0.4], [0, 1, 1])
+    a = compare_detections(wrong, ref, box_px=0.5, score=1e-3, tie=1e-3)
+    assert (a.matched, a.misses, a.ok) == (2, 1, False) and "1 MISSING" in str(a)
+
+
+def test_raw_agreement_needs_the_regression_maps_too():
+    heat = np.zeros((1, 1, 4, 4))
+    heat[0, 0, 1, 1], heat[0, 0, 3, 2] = 0.8, 0.6
+    wh = np.ones((1, 2, 4, 4))
+    assert compare_raw({"heatmap": heat, "wh": wh}, {"heatmap": heat, "wh": wh}).ok
+    moved = heat.copy()
+    moved[0, 0, 1, 1], moved[0, 0, 1, 2] = 0.0, 0.8
+    a = compare_raw({"heatmap": moved, "wh": wh}, {"heatmap": heat, "wh": wh})
+    assert (a.matched, a.ties, a.ok) == (1, 1, True)
+    bad_wh = wh.copy()
+    bad_wh[0, 1, 3, 2] = 3.0
+    a = compare_raw({"heatmap": heat, "wh": bad_wh}, {"heatmap": heat, "wh": wh})
+    assert (a.matched, a.misses, a.ok) == (1, 1, False)
+
+
+def test_export_exits_3_when_the_runtime_disagrees(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_cli", os.path.join(REPO, "projects", "speedup", "export.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    model = build("CenterNet")
+    weights = str(tmp_path / "m.pth")
+    torch.save({"model": model.state_dict()}, weights)
+    argv = ["--config-file", os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"), "--format", "onnx",
+            "--output", str(tmp_path), "EXPORT.INPUT_SIZE", "(64, 64)", "MODEL.CENTERNET.NUM_CLASSES", "3",
+            "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[64, 32, 32]", "MODEL.CENTERNET.HEAD_CHANNELS", "16",
+            "TEST.DETECTIONS_PER_IMAGE", "10", "MODEL.WEIGHTS", weights]
+    assert cli.main(argv) == 0
+    real = cli.compare_detections
+
+    def shifted(outputs, reference, **kw):
+        return real(dict(outputs, boxes=np.asarray(outputs["boxes"]) + 3), reference, **kw)
+
+    monkeypatch.setattr(cli, "compare_detections", shifted)
+    assert cli.main(argv) == 3
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_onnx_graph_runs_on_inputs_with_fewer_cells_than_k(arch, tmp_path):
+    """A 1-class model with K = 100 on a 32 x 32 input (64 cells): ONNX Runtime
+    returns 100 rows, the first ones PyTorch's detections, the rest score 0."""
+    ort = pytest.importorskip("onnxruntime")
+    key = arch.upper()
+    model = build(arch, f"MODEL.{key}.NUM_CLASSES", "1", "TEST.DETECTIONS_PER_IMAGE", "100")
+    deploy = DeployModel(model).eval()
+    path = str(tmp_path / "small.onnx")
+    export_onnx(deploy, path, (64, 64))
+    x = images(1, 32, 32, seed=4)
+    with torch.no_grad():
+        ref = deploy(x)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"images": x.numpy()})))
+    assert out["scores"].shape == (1, 100) and ref["scores"].shape == (1, 100)
+    assert (out["scores"][0, 64:] == 0).all()
+    np.testing.assert_allclose(out["scores"], ref["scores"].numpy(), atol=1e-5)
+    live = ref["scores"][0] > 0
+    np.testing.assert_allclose(out["boxes"][0][live.numpy()], ref["boxes"][0][live].numpy(), atol=1e-3)
+
+
+# --------------------------------------------------------------------------- #
+# config and command line
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("opts, message", [
+    (["INPUT.TRAIN_SIZE", "0"], "INPUT.TRAIN_SIZE must be a positive multiple of 32"),
+    (["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER must be at least 1 to train"),
+])
+def test_config_values_that_cannot_train_are_named(opts, message):
+    with pytest.raises(ValueError, match=message):
+        centerx.check_config(demo_cfg(*opts))
+
+
+def test_batch_that_cannot_be_rescaled_says_what_to_set():
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-TTFNet.yaml"))
+    cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", "2"])
+    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH 2 cannot be rescaled from "
+                                         r"SOLVER.REFERENCE_WORLD_SIZE 8 .* SOLVER.REFERENCE_WORLD_SIZE 0"):
+        centerx.check_config(cfg, world_size=1)
+    cfg.merge_from_list(["SOLVER.REFERENCE_WORLD_SIZE", "0"])
+    centerx.check_config(cfg, world_size=1)
+
+
+def test_flag_after_the_overrides_is_explained():
+    import train_net
+
+    args = train_net.argument_parser().parse_args(["--config-file", DEMO, "SOLVER.MAX_ITER", "5", "--resume"])
+    with pytest.raises(SystemExit, match="--resume came after the KEY VALUE overrides"):
+        train_net.load_config(args)
+
+
+def test_stale_temporary_checkpoints_are_removed(tmp_path):
+    for name in ("model_0000009.pth.tmp-123", "last_checkpoint.tmp-123", "model_0000009.pth", "other.tmp-1"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = remove_stale_temporary_files(str(tmp_path))
+    assert sorted(os.path.basename(p) for p in removed) == ["last_checkpoint.tmp-123", "model_0000009.pth.tmp-123"]
+    assert sorted(os.listdir(tmp_path)) == ["model_0000009.pth", "other.tmp-1"]
