@@ -20,12 +20,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
+from tqdm import tqdm
 
 from .image_io import read_image
 
 logger = logging.getLogger(__name__)
 
 UNREADABLE_KEY = "unreadable_images"
+# image checks of at least this many files show a progress bar (with its ETA)
+PROGRESS_MIN_IMAGES = 500
 
 
 class DatasetError(ValueError):
@@ -167,7 +170,8 @@ def _check_images(name: str, dicts: List[Dict], limit: int) -> Tuple[int, List[s
     step = 1 if limit < 0 or limit >= len(dicts) else len(dicts) / limit
     picked = [dicts[int(i * step)] for i in range(len(dicts) if step == 1 else limit)]
     unreadable = []
-    for d in picked:
+    for d in tqdm(picked, desc=f"checking the images of '{name}'", unit="image",
+                  disable=len(picked) < PROGRESS_MIN_IMAGES):
         try:
             image = read_image(d["file_name"], "RGB")
         except (OSError, ValueError) as e:

@@ -69,7 +69,7 @@ def trick_variants(args):
     if iou:
         variants.append(("iou-aware", iou))
     variants.append(("all tricks", mixup + multiscale + coord + spp + dropblock + iou))
-    # the tricks that gained more than the run-to-run spread alone in the README's TTFNet table
+    # the tricks that gained more than the run-to-run spread alone in an earlier single-seed TTFNet ablation
     variants.append(("mixup + spp" + (" + iou-aware" if iou else ""), mixup + spp + iou))
     return variants
 
