@@ -4,13 +4,28 @@ Each key has a default and a comment. ``add_centerx_config`` is idempotent and
 must run before ``merge_from_file`` so that unknown keys in a user's YAML fail
 with detectron2's usual ``KeyError: 'Non-existent config key: ...'``.
 """
+import logging
+
 from detectron2.config import CfgNode as CN
+
+# the node only centerX creates: its presence means the keys were added already
+# (MODEL.CENTERNET would not do: CenterNet2's add_centernet_config creates one too)
+SENTINEL = "CENTERX"
 
 
 def add_centerx_config(cfg):
-    """Add centerX's keys to a detectron2 config in place and return it."""
-    if hasattr(cfg.MODEL, "CENTERNET"):
+    """Add centerX's keys to a detectron2 config in place and return it.
+
+    A ``MODEL.CENTERNET`` node from another extension (CenterNet2's
+    ``add_centernet_config``) is replaced by centerX's, with a warning: the two
+    define different keys under the same name.
+    """
+    if hasattr(cfg.MODEL, SENTINEL):
         return cfg
+    if hasattr(cfg.MODEL, "CENTERNET"):
+        logging.getLogger(__name__).warning(
+            "add_centerx_config: the config already has a MODEL.CENTERNET node of another extension (CenterNet2?); "
+            "it is replaced by centerX's MODEL.CENTERNET keys.")
     _C = cfg
 
     # ---------------------------------------------------------------- backbone
