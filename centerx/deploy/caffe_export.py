@@ -36,7 +36,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..modeling.backbones.resnet import TorchvisionResNet
-from ..modeling.decode import _PEAK_GAIN, _PEAK_STAGES
+from ..modeling.decode import PEAK_GAIN, PEAK_STAGES
 from ..modeling.dropblock import DropBlock
 from ..modeling.heads import CenterNetHeads, ConvHead
 from ..modeling.meta_arch.centernet import CenterNet
@@ -214,11 +214,11 @@ def _resnet(b: CaffeNetBuilder, m: TorchvisionResNet, bottom: str, name: str) ->
 def _peak_mask(b: CaffeNetBuilder, heat: str, name: str) -> str:
     """``peak_mask`` (3x3) of the scores blob ``heat``, with the same gain and stages."""
     gap = b.eltwise(f"{name}/gap", [b.max_pool(f"{name}/max", heat, 3, 1, 1), heat], "SUM", (1.0, -1.0))
-    for k in range(1, _PEAK_STAGES):
-        t = b.power(f"{name}/gain{k}", gap, scale=_PEAK_GAIN)
+    for k in range(1, PEAK_STAGES):
+        t = b.power(f"{name}/gain{k}", gap, scale=PEAK_GAIN)
         over = b.relu(f"{name}/over{k}/relu", b.power(f"{name}/over{k}", t, shift=-1.0))
         gap = b.eltwise(f"{name}/clip{k}", [t, over], "SUM", (1.0, -1.0))
-    keep = b.relu(f"{name}/keep/relu", b.power(f"{name}/keep", gap, scale=-_PEAK_GAIN, shift=1.0))
+    keep = b.relu(f"{name}/keep/relu", b.power(f"{name}/keep", gap, scale=-PEAK_GAIN, shift=1.0))
     return b.eltwise(name, [heat, keep], "PROD")
 
 

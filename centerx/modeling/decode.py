@@ -14,8 +14,8 @@ from .losses.regression import gather_at
 # clips it at 1; after four stages every gap >= 2^-48 becomes exactly 1. 2^12
 # is representable in FP16 (max 65504), so the mask stays exact there too
 # instead of turning into inf * 0 = NaN like the original centerX's ReLU(h - hmax + 1e-9) * 1e9 trick.
-_PEAK_GAIN = 4096.0
-_PEAK_STAGES = 4
+PEAK_GAIN = 4096.0
+PEAK_STAGES = 4
 
 
 def peak_mask(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
@@ -30,8 +30,8 @@ def peak_mask(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     """
     hmax = F.max_pool2d(heat, kernel, stride=1, padding=(kernel - 1) // 2)
     gap = hmax - heat
-    for _ in range(_PEAK_STAGES):
-        gap = torch.clamp(gap * _PEAK_GAIN, max=1.0)
+    for _ in range(PEAK_STAGES):
+        gap = torch.clamp(gap * PEAK_GAIN, max=1.0)
     return heat * (1.0 - gap)
 
 

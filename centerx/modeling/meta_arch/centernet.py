@@ -48,7 +48,7 @@ class CenterNet(PointDetector):
         self.spp = spp if spp is not None else nn.Identity()
         self.upsampler = upsampler
         self.heads = heads
-        self.in_feature = backbone._out_features[-1]
+        self.in_feature = list(backbone.output_shape())[-1]  # the deepest (last) feature
         self.stride = backbone.output_shape()[self.in_feature].stride // upsampler.upsample_factor
         self.min_overlap = min_overlap
         self.radius_mode = radius_mode
@@ -64,7 +64,7 @@ class CenterNet(PointDetector):
         c = cfg.MODEL.CENTERNET
         common = cls.common_config(cfg, c.NUM_CLASSES, c.SCORE_THRESH_TEST)
         backbone = common["backbone"]
-        feat = backbone.output_shape()[backbone._out_features[-1]]
+        feat = list(backbone.output_shape().values())[-1]
         upsampler = CenterNetUpsampler(feat.channels, c.UPSAMPLE_CHANNELS, c.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
         heads = CenterNetHeads(upsampler.out_channels, c.NUM_CLASSES, c.HEAD_CHANNELS, c.HEATMAP_BIAS,
                                cfg.MODEL.CENTERX.HEAD_NORM, drop_block_args(cfg))

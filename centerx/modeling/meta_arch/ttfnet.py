@@ -57,7 +57,7 @@ class TTFNet(PointDetector):
         t = cfg.MODEL.TTFNET
         common = cls.common_config(cfg, t.NUM_CLASSES, t.SCORE_THRESH_TEST)
         backbone = common["backbone"]
-        upsampler = TTFNetUpsampler(backbone.output_shape(), backbone._out_features, t.UPSAMPLE_CHANNELS,
+        upsampler = TTFNetUpsampler(backbone.output_shape(), list(backbone.output_shape()), t.UPSAMPLE_CHANNELS,
                                     t.SHORTCUT_CONVS, t.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
         heads = TTFNetHeads(upsampler.out_channels, t.NUM_CLASSES, t.HEATMAP_HEAD_CHANNELS, t.HEATMAP_HEAD_CONVS,
                             t.BOX_HEAD_CHANNELS, t.BOX_HEAD_CONVS, t.HEATMAP_BIAS, t.BOX_BASE, t.BOX_HEAD_BIAS,

@@ -43,7 +43,7 @@ class TTFNetUpsampler(nn.Module):
         """
         Args:
             input_shapes: the backbone's ``output_shape()``.
-            in_features: names of the backbone features to use (its ``_out_features``).
+            in_features: names of the backbone features to use, shallow to deep (the keys of its ``output_shape()``).
             channels: output channels of each upsampling stage.
             num_shortcut_convs: 3x3 convs of each stage's shortcut; 0 = no shortcut.
             deformable: modulated deformable 3x3 convs instead of plain ones.
