@@ -8,20 +8,16 @@
 
 Trailing ``KEY VALUE`` pairs override the config (detectron2's usual syntax).
 """
-import os
-import sys
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import centerx  # noqa: E402  (registers everything)
-from centerx.data.datasets import ensure_datasets  # noqa: E402
-from centerx.data.validation import validate_datasets  # noqa: E402
-from centerx.engine import Trainer, load_weights_for_eval  # noqa: E402
+import centerx  # (registers everything)
+from centerx.data.datasets import ensure_datasets
+from centerx.data.validation import validate_datasets
+from centerx.engine import Trainer, load_weights_for_eval
 
 
 def load_config(args):

@@ -247,6 +247,17 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def report(title: str, table: str, output: str = "") -> None:
+    """Print ``title``, a blank line and ``table``; write the same to the file
+    ``output`` when given (the benchmark scripts' tables)."""
+    text = f"{title}\n\n{table}\n"
+    print(text, end="")
+    if output:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output, "w") as f:
+            f.write(text)
+
+
 def write_table(output_dir: str, table: str) -> None:
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "table.md"), "w") as f:

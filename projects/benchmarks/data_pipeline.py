@@ -21,21 +21,18 @@ import argparse
 import gc
 import logging
 import os
-import sys
 import time
 from typing import Dict, List
 
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import centerx  # (registers everything)
+from centerx.data.datasets import ensure_datasets
+from centerx.engine import Trainer
+from centerx.experiments import report
 
-import centerx  # noqa: E402  (registers everything)
-from centerx.data.datasets import ensure_datasets  # noqa: E402
-from centerx.engine import Trainer  # noqa: E402
-from report import report  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 logger = logging.getLogger("centerx.benchmarks")
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")

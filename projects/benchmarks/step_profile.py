@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -40,17 +39,15 @@ from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import centerx  # (registers everything)
+import centerx.modeling.meta_arch.centernet as centernet_module
+import centerx.modeling.meta_arch.ttfnet as ttfnet_module
+from centerx.data.datasets import ensure_datasets
+from centerx.engine import Trainer
+from centerx.engine.amp import CPUAutocastTrainer
+from centerx.experiments import report
 
-import centerx  # noqa: E402  (registers everything)
-import centerx.modeling.meta_arch.centernet as centernet_module  # noqa: E402
-import centerx.modeling.meta_arch.ttfnet as ttfnet_module  # noqa: E402
-from centerx.data.datasets import ensure_datasets  # noqa: E402
-from centerx.engine import Trainer  # noqa: E402
-from centerx.engine.amp import CPUAutocastTrainer  # noqa: E402
-from report import report  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 logger = logging.getLogger("centerx.benchmarks")
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")

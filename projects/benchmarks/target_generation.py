@@ -16,8 +16,6 @@ torch.cuda.synchronize on a GPU. Goal: under 1 ms per image on the device
 that builds the targets.
 """
 import argparse
-import os
-import sys
 import time
 from typing import Dict, List
 
@@ -25,12 +23,9 @@ import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from centerx.modeling.targets import (batch_ground_truth, centernet_targets, centernet_window,  # noqa: E402
+from centerx.modeling.targets import (batch_ground_truth, centernet_targets, centernet_window,
                                       ttfnet_targets, ttfnet_window)
-from report import report  # noqa: E402
+from centerx.experiments import report
 
 STRIDE = 4
 NUM_CLASSES = 80

@@ -47,7 +47,6 @@ import logging
 import os
 import re
 import resource
-import sys
 import time
 from typing import Dict, List
 
@@ -60,15 +59,13 @@ from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import centerx  # (registers everything)
+from centerx.data import CenterNetDatasetMapper
+from centerx.data.datasets import ensure_datasets
+from centerx.engine import build_optimizer
+from centerx.experiments import report
 
-import centerx  # noqa: E402  (registers everything)
-from centerx.data import CenterNetDatasetMapper  # noqa: E402
-from centerx.data.datasets import ensure_datasets  # noqa: E402
-from centerx.engine import build_optimizer  # noqa: E402
-from report import report  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 logger = logging.getLogger("centerx.benchmarks")
 MODELS = {

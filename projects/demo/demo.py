@@ -29,13 +29,11 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-import centerx  # noqa: E402  (registers everything)
-from centerx.data.datasets import ensure_datasets  # noqa: E402
-from centerx.checkpoint import UnsafeWeightsError, WeightsMismatchError  # noqa: E402
-from centerx.engine import Predictor  # noqa: E402
-from centerx.engine.visualization import draw_detections  # noqa: E402
+import centerx  # (registers everything)
+from centerx.data.datasets import ensure_datasets
+from centerx.checkpoint import UnsafeWeightsError, WeightsMismatchError
+from centerx.engine import Predictor
+from centerx.engine.visualization import draw_detections
 
 logger = logging.getLogger("centerx.demo")
 

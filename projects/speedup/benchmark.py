@@ -47,14 +47,12 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-import centerx  # noqa: E402
-from centerx.deploy import DeployModel, ExportError  # noqa: E402
-from centerx.deploy.letterbox import Letterbox  # noqa: E402
-from centerx.deploy.onnx_export import export_onnx, simplify  # noqa: E402
-from centerx.deploy.quantize import CalibrationImages, import_quantization, quantize_onnx  # noqa: E402
-from centerx.deploy.tensorrt_engine import TensorRTUnavailable, build_engine, import_tensorrt  # noqa: E402
+import centerx
+from centerx.deploy import DeployModel, ExportError
+from centerx.deploy.letterbox import Letterbox
+from centerx.deploy.onnx_export import export_onnx, simplify
+from centerx.deploy.quantize import CalibrationImages, import_quantization, quantize_onnx
+from centerx.deploy.tensorrt_engine import TensorRTUnavailable, build_engine, import_tensorrt
 
 logger = logging.getLogger("centerx.benchmark")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

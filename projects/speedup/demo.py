@@ -21,10 +21,8 @@ import numpy as np
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-import centerx  # noqa: E402
-from centerx.deploy.runtimes import add_runtime_arguments, build_runtime  # noqa: E402
+import centerx
+from centerx.deploy.runtimes import add_runtime_arguments, build_runtime
 
 logger = logging.getLogger("centerx.demo")
 

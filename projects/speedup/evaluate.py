@@ -14,8 +14,6 @@ configs, whose test resize fits the longer side to 256) to compare the two.
 """
 import argparse
 import logging
-import os
-import sys
 from typing import Dict
 
 import cv2
@@ -25,10 +23,8 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-import centerx  # noqa: E402
-from centerx.deploy.runtimes import Runtime, add_runtime_arguments, build_runtime  # noqa: E402
+import centerx
+from centerx.deploy.runtimes import Runtime, add_runtime_arguments, build_runtime
 
 logger = logging.getLogger("centerx.evaluate")
 

@@ -32,20 +32,18 @@ from typing import List
 import torch
 from detectron2.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-import centerx  # noqa: E402
-from centerx.checkpoint import MissingWeightsError, UnsafeWeightsError, WeightsMismatchError  # noqa: E402
-from centerx.deploy import ExportError, build_deploy_model, check_input_size  # noqa: E402
-from centerx.deploy.onnx_export import DEFAULT_OPSET  # noqa: E402
-from centerx.deploy.quantize import (  # noqa: E402
+import centerx
+from centerx.checkpoint import MissingWeightsError, UnsafeWeightsError, WeightsMismatchError
+from centerx.deploy import ExportError, build_deploy_model, check_input_size
+from centerx.deploy.onnx_export import DEFAULT_OPSET
+from centerx.deploy.quantize import (
     calibration_files,
     calibration_reader,
     import_quantization,
     quantize_onnx,
 )
-from centerx.deploy.tensorrt_engine import TensorRTUnavailable  # noqa: E402
-from centerx.deploy.verify import FP32_TOLERANCE, INT8_TOLERANCE, compare_detections, compare_raw  # noqa: E402
+from centerx.deploy.tensorrt_engine import TensorRTUnavailable
+from centerx.deploy.verify import FP32_TOLERANCE, INT8_TOLERANCE, compare_detections, compare_raw
 
 logger = logging.getLogger("centerx.export")
 # The INT8 check covers detections scoring above INT8_SCORE (the visualisation
