@@ -6,6 +6,12 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: trains, exports or starts processes (5 s or more here); "
+                   "`./run.sh test -m 'not slow'` for a fast loop")
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread for tests of tiny tensors: faster there, and it avoids OpenMP

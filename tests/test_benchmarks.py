@@ -4,6 +4,8 @@ positive figures."""
 import importlib.util
 import os
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -77,6 +79,7 @@ def test_step_profile(tiny_shapes, one_thread, tmp_path, capsys):
     assert all(f"| {phase}" in table for phase in script.PHASES) and "| sum" in table
 
 
+@pytest.mark.slow
 def test_learning_efficiency(tiny_shapes, one_thread, tmp_path):
     """Three detectors on the same tiny batches: a curve per evaluation for the
     equal-iteration runs, and the slower models retrained to the fastest one's

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
@@ -16,6 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 
 
+@pytest.mark.slow
 def test_two_processes_train_identical_replicas(tiny_shapes, tmp_path):
     """`train_net.py --num-gpus 2` on a CPU machine: two gloo processes,
     detectron2's REFERENCE_WORLD_SIZE scaling (batch 2 -> 4, lr x2, 4 -> 2

@@ -170,6 +170,7 @@ def test_tight_window_gives_the_same_targets_as_the_map_bound(seed):
         assert torch.allclose(a[k], b[k], atol=1e-6), k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
 def test_losses_stay_fp32_under_autocast(arch, one_thread):
     """Under FP16 autocast the convolutions run in FP16 but every loss comes out
@@ -220,6 +221,7 @@ def train_and_check(trainer, dtype):
     assert not torch.equal(before["heads.heatmap.layers.0.weight"], after["heads.heatmap.layers.0.weight"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
 def test_detectron2_amp_trainer_trains_every_architecture(arch, tiny_shapes, tmp_path, monkeypatch, one_thread):
     """detectron2's AMPTrainer (what SOLVER.AMP.ENABLED picks on CUDA) trains every

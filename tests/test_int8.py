@@ -39,7 +39,7 @@ ITERS = 120
 # top detections compared between FP32 and INT8 (see test_int8_detections_match_fp32)
 SCORE, SCORE_TOL, IOU, TIE_TOL = 0.2, 0.03, 0.9, 0.002
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def _load(name):

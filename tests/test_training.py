@@ -44,6 +44,7 @@ def test_unknown_config_key_fails_clearly(tmp_path):
         cfg.merge_from_file(str(bad))
 
 
+@pytest.mark.slow
 def test_overfit_one_batch_loss_drops_10x():
     """Training on one fixed batch (no augmentation) drives the total loss down >= 10x."""
     torch.manual_seed(0)
@@ -70,6 +71,7 @@ def test_overfit_one_batch_loss_drops_10x():
     assert losses[-1] < losses[0] / 10, losses[::10]
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_with_coco_evaluator(tiny_shapes, tmp_path):
     """train_net.py's main trains on generated shapes, evaluates with COCOEvaluator, AP > 0.
 

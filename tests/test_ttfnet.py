@@ -473,6 +473,7 @@ def test_darknet_loads_local_weights(tmp_path):
 # --------------------------------------------------------------------------- #
 # training
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 def test_overfit_one_batch_losses_drop():
     """Training on one fixed 96-px batch (boxes painted on noise, no augmentation)
     for 80 iterations drives the heatmap loss down >= 100x and the GIoU box loss
@@ -505,6 +506,7 @@ def test_overfit_one_batch_losses_drop():
     assert losses[-1]["loss_box"] < losses[0]["loss_box"] / 2, losses[::10]
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_with_coco_evaluator(tiny_shapes, tmp_path):
     """train_net.py's main trains TTFNet on generated shapes and evaluates with
     COCOEvaluator: AP > 0 and well above the same model's AP before training
