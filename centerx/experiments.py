@@ -247,10 +247,8 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
-def report(title: str, table: str, output: str = "") -> None:
-    """Print ``title``, a blank line and ``table``; write the same to the file
-    ``output`` when given (the benchmark scripts' tables)."""
-    text = f"{title}\n\n{table}\n"
+def _print_and_save(text: str, output: str = "") -> None:
+    """Print ``text``; write it to the file ``output`` too when given."""
     print(text, end="")
     if output:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -258,8 +256,12 @@ def report(title: str, table: str, output: str = "") -> None:
             f.write(text)
 
 
+def report(title: str, table: str, output: str = "") -> None:
+    """Print ``title``, a blank line and ``table``; write the same to the file
+    ``output`` when given (the benchmark scripts' tables)."""
+    _print_and_save(f"{title}\n\n{table}\n", output)
+
+
 def write_table(output_dir: str, table: str) -> None:
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "table.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    """Print ``table`` and write it to ``output_dir``/table.md (the experiment scripts' tables)."""
+    _print_and_save(table + "\n", os.path.join(output_dir, "table.md"))
