@@ -110,6 +110,16 @@ def distill_overrides(args, teachers: Sequence, use_labels: bool) -> List:
             "MODEL.DISTILL.TEACHERS", list(teachers), "MODEL.DISTILL.USE_LABELS", use_labels]
 
 
+def balanced_distill_overrides(num_teachers: int) -> List:
+    """Config overrides that switch MODEL.LOSS_BALANCE on for a Distiller: every
+    label term at its default magnitude and every teacher's term
+    (``loss_kd_t<i>_<head>``) at the magnitude of the label term it mirrors, so
+    no distillation weight is tuned by hand."""
+    labels = [tuple(pair) for pair in get_centerx_cfg().MODEL.LOSS_BALANCE.MAGNITUDES]
+    teachers = [(f"loss_kd_t{i}_{name[len('loss_'):]}", c) for i in range(num_teachers) for name, c in labels]
+    return ["MODEL.LOSS_BALANCE.ENABLED", True, "MODEL.LOSS_BALANCE.MAGNITUDES", labels + teachers]
+
+
 def experiment_cfg(config_file: str, args, output_dir: str, train: Sequence[str], test: Sequence[str],
                    extra: Optional[List] = None, iters: Optional[int] = None, seed: Optional[int] = None):
     """``config_file`` with the demo's schedule rescaled to ``iters`` (default

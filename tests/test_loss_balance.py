@@ -173,3 +173,22 @@ def test_meta_arch_losses_are_rescaled_to_the_configured_magnitudes(config, expe
     assert {k: v.item() for k, v in out.items()} == pytest.approx(expected_magnitudes, rel=1e-5)
     assert logged == pytest.approx({f"{k}_unscaled": v for k, v in expected.items()}, rel=1e-5)
     assert all(math.isfinite(v) for v in expected.values())
+
+
+def test_balanced_distillation_overrides_give_each_teacher_term_its_label_terms_magnitude():
+    """The experiments' balanced Distiller recipe: teacher t<i>'s heatmap / box terms at
+    1.5 (as loss_heatmap / loss_box), its size and offset at 0.3 / 0.1, for each teacher."""
+    from centerx.experiments import balanced_distill_overrides
+
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_list(balanced_distill_overrides(2))
+    b = build_loss_balancer(cfg)
+    expected = {"loss_heatmap": 1.5, "loss_wh": 0.3, "loss_offset": 0.1, "loss_box": 1.5}
+    for t in ("t0", "t1"):
+        expected.update({f"loss_kd_{t}_heatmap": 1.5, f"loss_kd_{t}_wh": 0.3, f"loss_kd_{t}_offset": 0.1,
+                         f"loss_kd_{t}_box": 1.5})
+    assert b.magnitudes == expected
+    out = b({"loss_kd_t1_box": torch.tensor(5.7, requires_grad=True),
+             "loss_kd_t0_heatmap": torch.tensor(0.002, requires_grad=True)})
+    assert {k: v.item() for k, v in out.items()} == pytest.approx({"loss_kd_t1_box": 1.5,
+                                                                   "loss_kd_t0_heatmap": 1.5})

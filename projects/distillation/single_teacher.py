@@ -9,6 +9,8 @@ schedule (configs/shapes/<arch>_r18_demo.yaml, rescaled):
    labels, once (first seed);
 2. per seed, the R18 student with labels alone (baseline, ``--iters``);
 3. per seed, the R18 student distilled from the teacher, with labels (``--iters``);
+4. the same, with MODEL.LOSS_BALANCE on (each teacher term at the magnitude of
+   the label term it mirrors: no hand-set distillation weight);
 
 then prints COCO AP on shapes_val (mean +- std over the seeds, and each seed's),
 AP50 and the training time, and the gain of distillation (mean and standard
@@ -26,8 +28,8 @@ import argparse
 import os
 import statistics
 
-from centerx.experiments import add_common_args, demo_config, distill_overrides, experiment_cfg, format_table, \
-    mean_std, prepare_shapes, run_cached, seed_dir, write_table
+from centerx.experiments import add_common_args, balanced_distill_overrides, demo_config, distill_overrides, \
+    experiment_cfg, format_table, mean_std, prepare_shapes, run_cached, seed_dir, write_table
 
 
 def parse_args(argv=None):
@@ -57,6 +59,9 @@ def main(argv=None):
         "student R18, labels": student_runs(args, train, test, "student_r18"),
         "student R18, labels + distillation": student_runs(args, train, test, "student_r18_kd",
                                                             distill_overrides(args, [teacher], use_labels=True)),
+        "student R18, labels + distillation, constant-magnitude weighting": student_runs(
+            args, train, test, "student_r18_kd_balanced",
+            distill_overrides(args, [teacher], use_labels=True) + balanced_distill_overrides(1)),
     }
     rows, aps = [], {}
     for name, cfgs in runs.items():
@@ -67,10 +72,12 @@ def main(argv=None):
                      mean_std([r.get("AP50") for r in results]),
                      round(statistics.mean(r["train_s"] for r in results))])
     table = format_table(["model", "iterations", "AP", "AP per seed", "AP50", "train time (s)"], rows)
-    gains = [kd - plain for kd, plain in zip(aps["student R18, labels + distillation"], aps["student R18, labels"])
-             if kd is not None and plain is not None]
-    if gains:
-        table += f"\n\nDistillation gain over the same student without it (per-seed differences): {mean_std(gains)}"
+    for name in list(runs)[2:]:
+        gains = [kd - plain for kd, plain in zip(aps[name], aps["student R18, labels"])
+                 if kd is not None and plain is not None]
+        if gains:
+            table += f"\n\nGain of '{name}' over the student without distillation (per-seed differences): " \
+                     f"{mean_std(gains)}"
     write_table(args.output_dir, table)
 
 

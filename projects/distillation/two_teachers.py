@@ -13,6 +13,8 @@ rescaled:
 2. per seed, one 4-class student from both teachers, label-free, reading the
    training images as an image folder (``--iters``; teachers' classes given by
    name);
+   once as configured and once with MODEL.LOSS_BALANCE on (each teacher term at
+   the magnitude of the label term it mirrors);
 3. per seed, the same student trained with all labels, for reference (the
    baseline of single_teacher.py, read back from the same ``--output-dir`` when
    it is there);
@@ -32,8 +34,9 @@ import statistics
 
 from centerx.data.datasets import SHAPES_CLASSES
 from centerx.data.datasets.shapes import datasets_root
-from centerx.experiments import add_common_args, class_split_dataset, demo_config, distill_overrides, \
-    experiment_cfg, format_table, mean_std, num_classes_key, prepare_shapes, run_cached, seed_dir, write_table
+from centerx.experiments import add_common_args, balanced_distill_overrides, class_split_dataset, demo_config, \
+    distill_overrides, experiment_cfg, format_table, mean_std, num_classes_key, prepare_shapes, run_cached, \
+    seed_dir, write_table
 
 SPLIT = {"a": ("circle", "rectangle"), "b": ("triangle", "cross")}
 
@@ -69,6 +72,11 @@ def main(argv=None):
     results["student, label-free from A + B"] = [
         run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, "student_label_free"), seed),
                                   student_train, [test], label_free, seed=seed), args.rerun) for seed in args.seeds]
+    results["student, label-free from A + B, constant-magnitude weighting"] = [
+        run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, "student_label_free_balanced"),
+                                                                    seed),
+                                  student_train, [test], label_free + balanced_distill_overrides(len(teachers)),
+                                  seed=seed), args.rerun) for seed in args.seeds]
     results["same student with all labels (reference)"] = [
         run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, "student_r18"), seed), [train],
                                   [test], seed=seed), args.rerun) for seed in args.seeds]
@@ -78,12 +86,12 @@ def main(argv=None):
             for name, runs in results.items()]
     table = format_table(["model"] + [f"AP {c}" for c in SHAPES_CLASSES] + ["AP (its classes)", "train time (s)"],
                          rows)
-    student = results["student, label-free from A + B"]
-    for (tag, classes), teacher_runs in zip(SPLIT.items(), list(results.values())[:2]):
-        own = [statistics.mean(r[f"AP-{c}"] for c in classes) for r in student if "AP" in r]
-        gap = [o - statistics.mean(teacher_runs[0][f"AP-{c}"] for c in classes) for o in own]
-        table += (f"\n\nLabel-free student minus teacher {tag.upper()} on {' and '.join(classes)} "
-                  f"(mean AP of the two classes): {mean_std(gap)}")
+    for name in ("student, label-free from A + B", "student, label-free from A + B, constant-magnitude weighting"):
+        for (tag, classes), teacher_runs in zip(SPLIT.items(), list(results.values())[:2]):
+            own = [statistics.mean(r[f"AP-{c}"] for c in classes) for r in results[name] if "AP" in r]
+            gap = [o - statistics.mean(teacher_runs[0][f"AP-{c}"] for c in classes) for o in own]
+            table += (f"\n\n'{name}' minus teacher {tag.upper()} on {' and '.join(classes)} "
+                      f"(mean AP of the two classes): {mean_std(gap)}")
     write_table(out, table)
 
 
