@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from detectron2.layers import ShapeSpec
 from torch import nn
 
 from centerx.modeling.backbones.resnet import TorchvisionResNet
@@ -207,20 +208,22 @@ def test_bilinear_init_matches_interpolate():
 
 
 def test_upsampler_shape():
-    """[1, 512, 4, 4] (stride 32) -> [1, 64, 32, 32] (stride 4)."""
-    neck = CenterNetUpsampler(512).eval()
+    """res5 [1, 512, 4, 4] (stride 32) -> [1, 64, 32, 32] (stride 4); the shallower
+    feature the backbone also gives is not read."""
+    shapes = {"res4": ShapeSpec(channels=256, stride=16), "res5": ShapeSpec(channels=512, stride=32)}
+    neck = CenterNetUpsampler(shapes).eval()
     with torch.no_grad():
-        out = neck(torch.randn(1, 512, 4, 4))
+        out = neck({"res4": torch.randn(1, 256, 8, 8), "res5": torch.randn(1, 512, 4, 4)})
     assert tuple(out.shape) == (1, 64, 32, 32)
-    assert neck.out_channels == 64 and neck.upsample_factor == 8
+    assert (neck.in_feature, neck.out_channels, neck.out_stride) == ("res5", 64, 4)
 
 
 def test_deformable_upsampler_shape():
     """The deformable variant maps the same shapes and really uses modulated DCN."""
-    neck = CenterNetUpsampler(32, channels=(16, 8, 4), deformable=True).eval()
+    neck = CenterNetUpsampler({"c": ShapeSpec(channels=32, stride=32)}, channels=(16, 8, 4), deformable=True).eval()
     assert sum(isinstance(m, ModulatedDeformConv2d) for m in neck.modules()) == 3
     with torch.no_grad():
-        out = neck(torch.randn(1, 32, 3, 5))
+        out = neck({"c": torch.randn(1, 32, 3, 5)})
     assert tuple(out.shape) == (1, 4, 24, 40)
 
 

@@ -136,13 +136,12 @@ class DatasetReport:
 def model_num_classes(cfg) -> Optional[Tuple[str, int]]:
     """(config key, value) of the number of classes of the config's detector (a
     Distiller's student), or None for a meta-architecture without such a key."""
-    arch = cfg.MODEL.META_ARCHITECTURE
-    if arch == "Distiller":
-        arch = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE
-    node = arch.upper()
-    if node in cfg.MODEL and "NUM_CLASSES" in cfg.MODEL[node]:
-        return f"MODEL.{node}.NUM_CLASSES", cfg.MODEL[node].NUM_CLASSES
-    return None
+    from ..modeling.meta_arch import detector_class
+
+    detector = detector_class(cfg)
+    if detector is None:
+        return None
+    return f"{detector.config_prefix}.NUM_CLASSES", detector.config_node(cfg).NUM_CLASSES
 
 
 def _check_classes(name: str, dicts: List[Dict], cfg) -> None:

@@ -224,7 +224,7 @@ def _peak_mask(b: CaffeNetBuilder, heat: str, name: str) -> str:
 
 def _centernet(b: CaffeNetBuilder, model: CenterNet, images: str):
     """Normalisation, ResNet, [SPP], upsampler, heads, sigmoid + peak masking."""
-    if not isinstance(model.backbone, TorchvisionResNet) or model.in_feature != "res5":
+    if not isinstance(model.backbone, TorchvisionResNet) or model.upsampler.in_feature != "res5":
         raise ExportError("The Caffe exporter supports CenterNet on the ResNet backbone "
                           "(MODEL.BACKBONE.NAME build_torchvision_resnet_backbone).")
     if not isinstance(model.upsampler, CenterNetUpsampler) or not isinstance(model.heads, CenterNetHeads):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from detectron2.modeling import build_model
 
+from ..modeling.meta_arch import detector_class
 from .letterbox import Letterbox
 from .wrapper import build_deploy_model, check_input_size, decode_raw_outputs, deploy_config
 
@@ -21,8 +22,12 @@ logger = logging.getLogger(__name__)
 
 
 def score_threshold(cfg) -> float:
-    """``MODEL.<META_ARCHITECTURE>.SCORE_THRESH_TEST`` (e.g. MODEL.CENTERNET.SCORE_THRESH_TEST)."""
-    return float(cfg.MODEL.get(cfg.MODEL.META_ARCHITECTURE.upper()).SCORE_THRESH_TEST)
+    """The SCORE_THRESH_TEST of the config's detector (e.g. MODEL.CENTERNET.SCORE_THRESH_TEST)."""
+    detector = detector_class(cfg)
+    if detector is None:
+        raise ValueError(f"MODEL.META_ARCHITECTURE '{cfg.MODEL.META_ARCHITECTURE}' is not a centerX point detector; "
+                         "the runtimes run CenterNet, TTFNet or another PointDetector.")
+    return float(detector.config_node(cfg).SCORE_THRESH_TEST)
 
 
 class Runtime:

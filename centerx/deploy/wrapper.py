@@ -2,7 +2,7 @@
 from typing import Dict, Tuple
 
 import torch
-from detectron2.modeling import build_model
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from torch import nn
 
 from ..engine.ema import load_weights_for_eval
@@ -66,7 +66,7 @@ class DeployModel(nn.Module):
     @property
     def deformable_key(self) -> str:
         """The config key that switches this meta-architecture's deformable convs."""
-        return f"MODEL.{type(self.model).__name__.upper()}.DEFORMABLE"
+        return f"{self.model.config_prefix}.DEFORMABLE"
 
 
 def peak_masked(model: PointDetector, maps: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -111,9 +111,9 @@ def check_input_size(size) -> Tuple[int, int]:
 def deploy_config(cfg):
     """The config of the detector that gets deployed: for a ``Distiller``, its
     student (whose config its checkpoints load into); else ``cfg`` itself."""
-    if cfg.MODEL.META_ARCHITECTURE == "Distiller":
-        from ..modeling.meta_arch.distiller import student_config
+    from ..modeling.meta_arch.distiller import Distiller, student_config
 
+    if META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE) is Distiller:
         return student_config(cfg)
     return cfg
 

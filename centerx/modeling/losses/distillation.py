@@ -93,15 +93,13 @@ def weighted_giou_distillation_loss(student_ltrb: torch.Tensor, teacher_ltrb: to
     return total / w.sum().clamp(min=_EPS)
 
 
-def centernet_distillation_losses(student: Dict[str, torch.Tensor], teacher: Dict[str, torch.Tensor],
-                                  stride: int) -> Dict[str, torch.Tensor]:
+def centernet_distillation_losses(student: Dict[str, torch.Tensor], teacher: Dict[str, torch.Tensor]
+                                  ) -> Dict[str, torch.Tensor]:
     """CenterNet: heatmap MSE, and size / offset L1 weighted by the teacher's peaks.
 
     Args:
         student, teacher: CenterNet output dicts restricted to the taught classes:
             ``heatmap`` [B, K, H, W] logits, ``wh`` and ``offset`` [B, 2, H, W].
-        stride: unused (CenterNet's maps are in cells); kept so every
-            architecture's function has the same signature.
 
     Returns:
         {"heatmap", "wh", "offset"}: unweighted scalars.

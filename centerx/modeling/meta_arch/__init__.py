@@ -1,6 +1,6 @@
 from .centernet import CenterNet
-from .distiller import Distiller  # noqa: F401  (registers the Distiller meta-architecture)
+from .distiller import Distiller, detector_class
 from .point_detector import PointDetector
 from .ttfnet import TTFNet
 
-__all__ = ["CenterNet", "PointDetector", "TTFNet"]
+__all__ = ["CenterNet", "Distiller", "PointDetector", "TTFNet", "detector_class"]

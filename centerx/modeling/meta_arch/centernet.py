@@ -1,20 +1,20 @@
 """CenterNet ("Objects as Points", Zhou et al. 2019) as a detectron2 meta-architecture."""
 import logging
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
-from torch import nn
 
 from ..decode import decode_centernet
 from ..dropblock import drop_block_args
 from ..heads import CenterNetHeads
 from ..losses import masked_l1_loss, penalty_reduced_focal_loss
-from ..necks import CenterNetUpsampler, build_coord_conv, build_spp
+from ..losses.distillation import centernet_distillation_losses
+from ..necks import CenterNetUpsampler
 from ..targets import batch_ground_truth, centernet_targets, centernet_window
 from .point_detector import PointDetector
 
@@ -30,26 +30,26 @@ class CenterNet(PointDetector):
     heatmap / size / offset heads -> focal + L1 losses in training, peak masking
     + top-K decode at inference.
 
-    Inputs and outputs as :class:`PointDetector`. ``coord_conv`` and ``spp``
-    (:mod:`centerx.modeling.necks`) map the last backbone feature to one of the
-    same shape; None = identity.
+    Inputs and outputs as :class:`PointDetector`. Raw maps: ``heatmap`` [N, C, H, W]
+    logits, ``wh`` and ``offset`` [N, 2, H, W] in output cells.
     """
 
+    config_prefix = "MODEL.CENTERNET"
+    output_maps = ("heatmap", "wh", "offset")
+
     @configurable
-    def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std,
-                 min_overlap=0.7, radius_mode="original", max_objects=128, focal_alpha=2.0,
-                 focal_beta=4.0, heatmap_loss_weight=1.0, wh_loss_weight=0.1,
-                 offset_loss_weight=1.0, test_topk=100, score_thresh_test=0.01, loss_balancer=None,
-                 coord_conv=None, spp=None, channels_last=False, flip_test=False):
-        super().__init__(backbone=backbone, num_classes=num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                         test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer,
-                         channels_last=channels_last, flip_test=flip_test)
-        self.coord_conv = coord_conv if coord_conv is not None else nn.Identity()
-        self.spp = spp if spp is not None else nn.Identity()
-        self.upsampler = upsampler
-        self.heads = heads
-        self.in_feature = list(backbone.output_shape())[-1]  # the deepest (last) feature
-        self.stride = backbone.output_shape()[self.in_feature].stride // upsampler.upsample_factor
+    def __init__(self, *, min_overlap=0.7, radius_mode="original", max_objects=128, focal_alpha=2.0,
+                 focal_beta=4.0, heatmap_loss_weight=1.0, wh_loss_weight=0.1, offset_loss_weight=1.0, **kwargs):
+        """
+        Args:
+            min_overlap, radius_mode: the Gaussian radius rule
+                (:func:`~centerx.modeling.targets.gaussian_radius`).
+            max_objects: objects per image the size / offset targets keep.
+            focal_alpha, focal_beta: exponents of the penalty-reduced focal loss.
+            heatmap_loss_weight, wh_loss_weight, offset_loss_weight: loss weights.
+            kwargs: :class:`PointDetector`'s arguments.
+        """
+        super().__init__(**kwargs)
         self.min_overlap = min_overlap
         self.radius_mode = radius_mode
         self.max_objects = max_objects
@@ -60,20 +60,21 @@ class CenterNet(PointDetector):
         self._last_skip_report = time.monotonic()
 
     @classmethod
+    def build_upsampler(cls, cfg, input_shapes):
+        c = cfg.MODEL.CENTERNET
+        return CenterNetUpsampler(input_shapes, c.UPSAMPLE_CHANNELS, c.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
+
+    @classmethod
+    def build_heads(cls, cfg, in_channels):
+        c = cfg.MODEL.CENTERNET
+        return CenterNetHeads(in_channels, c.NUM_CLASSES, c.HEAD_CHANNELS, c.HEATMAP_BIAS,
+                              cfg.MODEL.CENTERX.HEAD_NORM, drop_block_args(cfg))
+
+    @classmethod
     def from_config(cls, cfg):
         c = cfg.MODEL.CENTERNET
-        common = cls.common_config(cfg, c.NUM_CLASSES, c.SCORE_THRESH_TEST)
-        backbone = common["backbone"]
-        feat = list(backbone.output_shape().values())[-1]
-        upsampler = CenterNetUpsampler(feat.channels, c.UPSAMPLE_CHANNELS, c.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
-        heads = CenterNetHeads(upsampler.out_channels, c.NUM_CLASSES, c.HEAD_CHANNELS, c.HEATMAP_BIAS,
-                               cfg.MODEL.CENTERX.HEAD_NORM, drop_block_args(cfg))
         return {
-            **common,
-            "coord_conv": build_coord_conv(cfg, feat.channels),
-            "spp": build_spp(cfg, feat.channels),
-            "upsampler": upsampler,
-            "heads": heads,
+            **super().from_config(cfg),
             "min_overlap": c.MIN_OVERLAP,
             "radius_mode": c.RADIUS_MODE,
             "max_objects": c.MAX_OBJECTS,
@@ -83,13 +84,6 @@ class CenterNet(PointDetector):
             "wh_loss_weight": c.WH_LOSS_WEIGHT,
             "offset_loss_weight": c.OFFSET_LOSS_WEIGHT,
         }
-
-    def predict_with_features(self, images: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-        """Normalised [N, 3, H, W] -> (raw head outputs at stride 4 (see CenterNetHeads),
-        the backbone's outputs plus "upsampler", the map the heads read)."""
-        features = self.backbone(images)
-        x = self.upsampler(self.spp(self.coord_conv(features[self.in_feature])))
-        return self.heads(x), {**features, "upsampler": x}
 
     def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
         """``loss_heatmap``, ``loss_wh``, ``loss_offset``, already weighted.
@@ -147,6 +141,11 @@ class CenterNet(PointDetector):
         merged["wh"] = (outputs["wh"] + mirrored["wh"]) / 2
         merged["offset"] = outputs["offset"]
         return merged
+
+    def distillation_losses(self, student, teacher):
+        """Heatmap MSE, size / offset L1 at the teacher's peaks
+        (:func:`~centerx.modeling.losses.distillation.centernet_distillation_losses`)."""
+        return centernet_distillation_losses(student, teacher)
 
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Peak masking + top-K; boxes from size and offset at each peak (input pixels)."""

@@ -11,7 +11,7 @@ adversarial feature distillation (``MODEL.DISTILL.ADVERSARIAL``,
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable, get_cfg
@@ -26,20 +26,11 @@ from ...data.datasets import register_coco_json_datasets
 from ...data.datasets.image_folder import register_image_folders
 from ..adversarial import FeatureAdversaries
 from ..loss_balance import LossBalancer, build_loss_balancer
-from ..losses.distillation import centernet_distillation_losses, ttfnet_distillation_losses
-from .centernet import CenterNet
 from .point_detector import PointDetector
-from .ttfnet import TTFNet
 
-__all__ = ["Distiller", "DISTILLATION_LOSSES", "student_config"]
+__all__ = ["Distiller", "detector_class", "student_config"]
 
 logger = logging.getLogger(__name__)
-
-DISTILLATION_LOSSES: Dict[type, Callable] = {
-    CenterNet: centernet_distillation_losses,
-    TTFNet: ttfnet_distillation_losses,
-}
-"""Student class -> function(student outputs, teacher outputs, stride) -> {head: unweighted loss}."""
 
 _SWAPPABLE_FORMATS = {"RGB", "BGR"}
 
@@ -74,6 +65,16 @@ def student_config(cfg):
     student_cfg.MODEL.LOSS_BALANCE.ENABLED = False
     student_cfg.freeze()
     return student_cfg
+
+
+def detector_class(cfg) -> Optional[type]:
+    """The point detector class a config trains, evaluates and exports (a
+    Distiller's student), or None when MODEL.META_ARCHITECTURE is not a point detector."""
+    name = cfg.MODEL.META_ARCHITECTURE
+    if name in META_ARCH_REGISTRY and META_ARCH_REGISTRY.get(name) is Distiller:
+        name = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE
+    cls = META_ARCH_REGISTRY.get(name) if name in META_ARCH_REGISTRY else None
+    return cls if isinstance(cls, type) and issubclass(cls, PointDetector) else None
 
 
 @META_ARCH_REGISTRY.register()
@@ -114,8 +115,9 @@ class Distiller(nn.Module):
             links: one :class:`TeacherLink` per teacher.
             use_labels: add the student's own losses (True) or not (label-free).
             weight: overall weight of the distillation terms.
-            head_weights: per-head weight, multiplied by ``weight`` (heatmap, wh,
-                offset for CenterNet; heatmap, box for TTFNet).
+            head_weights: per-head weight, multiplied by ``weight``, for the heads
+                of the student's ``distillation_losses`` (heatmap, wh, offset for
+                CenterNet; heatmap, box for TTFNet); heads not listed: 1.
             loss_balancer: applied to the whole loss dict, or None.
             logit_kd: add the output-map terms ``loss_kd_*``.
             adversarial: adapters and discriminators of adversarial feature
@@ -134,16 +136,16 @@ class Distiller(nn.Module):
         self.links = list(links)
         self.use_labels = use_labels
         self.weight = weight
-        self.head_weights = dict(head_weights or {"heatmap": 1.0, "wh": 1.0, "offset": 0.1, "box": 1.0})
+        self.head_weights = dict(head_weights or {})
         self.loss_balancer = loss_balancer
-        self.distillation_losses_fn = _distillation_losses_for(type(student))
+        _check_can_be_student(type(student))
         self.logit_kd = logit_kd
         self.adversarial = adversarial
 
     @classmethod
     def from_config(cls, cfg):
         d = cfg.MODEL.DISTILL
-        _distillation_losses_for(META_ARCH_REGISTRY.get(d.STUDENT_META_ARCHITECTURE))
+        _check_can_be_student(META_ARCH_REGISTRY.get(d.STUDENT_META_ARCHITECTURE))
         if not d.LOGIT_KD and not d.ADVERSARIAL.ENABLED:
             raise ValueError(_NOTHING_TO_LEARN)
         if not d.TEACHERS:
@@ -288,9 +290,9 @@ class Distiller(nn.Module):
         for t_out, link in zip(teacher_outputs, self.links):
             student_taught = dict(outputs, heatmap=outputs["heatmap"][:, list(link.student_classes)])
             teacher_taught = dict(t_out, heatmap=t_out["heatmap"][:, list(link.teacher_channels)])
-            terms = self.distillation_losses_fn(student_taught, teacher_taught, self.student.stride)
+            terms = self.student.distillation_losses(student_taught, teacher_taught)
             for head, value in terms.items():
-                losses[f"loss_kd_{link.name}_{head}"] = value * (self.weight * self.head_weights[head])
+                losses[f"loss_kd_{link.name}_{head}"] = value * (self.weight * self.head_weights.get(head, 1.0))
         return losses
 
     def _teacher_images(self, teacher: PointDetector, link: TeacherLink, batched_inputs: List[Dict],
@@ -311,12 +313,12 @@ _NOTHING_TO_LEARN = ("MODEL.DISTILL.LOGIT_KD and MODEL.DISTILL.ADVERSARIAL.ENABL
                       "learn nothing from its teachers; set one of them True.")
 
 
-def _distillation_losses_for(student_class: type) -> Callable:
-    for cls, fn in DISTILLATION_LOSSES.items():
-        if issubclass(student_class, cls):
-            return fn
-    raise ValueError(f"MODEL.DISTILL.STUDENT_META_ARCHITECTURE: no distillation losses for "
-                     f"{student_class.__name__}; supported: {[c.__name__ for c in DISTILLATION_LOSSES]}.")
+def _check_can_be_student(student_class: type) -> None:
+    """A student is a point detector that defines its distillation terms."""
+    if not (isinstance(student_class, type) and issubclass(student_class, PointDetector)) or \
+            student_class.distillation_losses is PointDetector.distillation_losses:
+        raise ValueError(f"MODEL.DISTILL.STUDENT_META_ARCHITECTURE: {student_class.__name__} is not a point "
+                         "detector with distillation_losses (e.g. CenterNet, TTFNet); see docs/extending.md.")
 
 
 def _parse_teacher_entry(i: int, entry) -> Tuple[str, str, Tuple]:

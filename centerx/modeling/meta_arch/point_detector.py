@@ -8,19 +8,36 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from ..loss_balance import build_loss_balancer
+from ..necks import build_coord_conv, build_spp
 
 
 class PointDetector(nn.Module):
     """Skeleton of a one-stage detector that predicts dense maps and decodes the
-    top-K heatmap peaks (no NMS).
+    top-K heatmap peaks (no NMS): backbone -> [CoordConv, SPP on the feature the
+    upsampler starts from] -> upsampler -> heads.
 
     Training: images -> :meth:`predict` -> :meth:`losses` against "instances".
     Inference: images -> :meth:`predict` -> :meth:`decode` -> score threshold,
     clipping -> ``Instances`` rescaled to each input's "height"/"width".
+    When MODEL.LOSS_BALANCE is enabled, ``forward`` rescales the loss dict to
+    constant magnitudes (:mod:`centerx.modeling.loss_balance`).
 
-    Subclasses implement ``predict_with_features``, ``losses`` and ``decode``. When
-    MODEL.LOSS_BALANCE is enabled, ``forward`` rescales the loss dict of any
-    subclass to constant magnitudes (:mod:`centerx.modeling.loss_balance`).
+    The detector contract (docs/extending.md), what a subclass provides and what
+    deployment, the runtimes, dataset validation and the Distiller read:
+
+    - ``config_prefix``: its config node, e.g. "MODEL.CENTERNET", holding at least
+      NUM_CLASSES, SCORE_THRESH_TEST and DEFORMABLE (:meth:`config_node`);
+    - :meth:`build_upsampler` (backbone ``output_shape()`` -> an upsampler with
+      ``in_feature``, ``out_channels``, ``out_stride``, taking the features dict)
+      and :meth:`build_heads` (upsampler channels -> module returning the dict of
+      raw output maps);
+    - ``output_maps``: the names of the raw maps the heads return, and
+      ``score_maps``: those :meth:`heatmap_scores` folds into the detection
+      scores (the others are regression maps, exported as they are);
+    - :meth:`losses`, :meth:`decode`, and optionally :meth:`heatmap_scores`,
+      :meth:`merge_flipped` (flip test) and :meth:`distillation_losses`
+      (distillation terms, one per head, for the Distiller);
+    - from the base: ``stride``, ``score_thresh_test``, ``deformable``.
 
     Input: a list of detectron2 dicts with "image" ([3, H, W] in INPUT.FORMAT,
     0..255) and, in training, "instances" (gt_boxes in image pixels,
@@ -29,32 +46,76 @@ class PointDetector(nn.Module):
     coordinates (its "height"/"width" when given).
     """
 
-    def __init__(self, *, backbone, num_classes, pixel_mean, pixel_std, test_topk=100, score_thresh_test=0.01,
-                 loss_balancer=None, channels_last=False, flip_test=False):
+    # Config node of the detector's own keys, e.g. "MODEL.CENTERNET".
+    config_prefix = ""
+    # Names of the raw output maps the heads return.
+    output_maps: Tuple[str, ...] = ("heatmap",)
+    # The raw output maps that heatmap_scores folds into the detection scores.
+    score_maps: Tuple[str, ...] = ("heatmap",)
+
+    def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std, coord_conv=None, spp=None,
+                 test_topk=100, score_thresh_test=0.01, loss_balancer=None, channels_last=False, flip_test=False,
+                 deformable=False):
         super().__init__()
         self.channels_last = channels_last
         self.flip_test = flip_test
         self.backbone = backbone
+        self.coord_conv = coord_conv if coord_conv is not None else nn.Identity()
+        self.spp = spp if spp is not None else nn.Identity()
+        self.upsampler = upsampler
+        self.heads = heads
+        self.stride = upsampler.out_stride
         self.loss_balancer = loss_balancer
         self.num_classes = num_classes
         self.test_topk = test_topk
         self.score_thresh_test = score_thresh_test
+        self.deformable = deformable
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
-    @staticmethod
-    def common_config(cfg, num_classes: int, score_thresh_test: float) -> Dict:
-        """The constructor arguments every subclass takes the same way from a config."""
+    @classmethod
+    def config_node(cls, cfg):
+        """The detector's own config node (``config_prefix``), e.g. ``cfg.MODEL.CENTERNET``."""
+        if not cls.config_prefix:
+            raise NotImplementedError(f"{cls.__name__} declares no config_prefix (its config node).")
+        node = cfg
+        for part in cls.config_prefix.split("."):
+            node = node[part]
+        return node
+
+    @classmethod
+    def build_upsampler(cls, cfg, input_shapes: Dict[str, ShapeSpec]) -> nn.Module:
+        """The upsampler on the backbone's ``output_shape()`` ``input_shapes``."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_heads(cls, cfg, in_channels: int) -> nn.Module:
+        """The heads on the upsampler's ``in_channels``-channel map."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        """The constructor arguments every subclass takes the same way from a
+        config; subclasses add their own (targets, loss weights)."""
+        node = cls.config_node(cfg)
+        backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        upsampler = cls.build_upsampler(cfg, backbone.output_shape())
+        pre_neck_channels = backbone.output_shape()[upsampler.in_feature].channels
         return {
-            "backbone": build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))),
-            "num_classes": num_classes,
+            "backbone": backbone,
+            "upsampler": upsampler,
+            "heads": cls.build_heads(cfg, upsampler.out_channels),
+            "coord_conv": build_coord_conv(cfg, pre_neck_channels),
+            "spp": build_spp(cfg, pre_neck_channels),
+            "num_classes": node.NUM_CLASSES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "test_topk": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "score_thresh_test": score_thresh_test,
+            "score_thresh_test": node.SCORE_THRESH_TEST,
             "loss_balancer": build_loss_balancer(cfg),
             "channels_last": cfg.MODEL.CENTERX.CHANNELS_LAST,
             "flip_test": cfg.TEST.FLIP_TEST,
+            "deformable": node.DEFORMABLE,
         }
 
     @property
@@ -75,15 +136,17 @@ class PointDetector(nn.Module):
         return self.predict_with_features(images)[0]
 
     def predict_with_features(self, images: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-        """Normalised [N, 3, H, W] -> (raw output maps as :meth:`predict`, named
-        intermediate maps: the backbone's outputs and "upsampler", the map the heads
-        read), as described by :meth:`feature_shapes`."""
-        raise NotImplementedError
+        """Normalised [N, 3, H, W] -> (raw output maps :attr:`output_maps` at
+        ``stride``, named intermediate maps: the backbone's outputs and
+        "upsampler", the map the heads read), as described by :meth:`feature_shapes`."""
+        features = self.backbone(images)
+        first = self.upsampler.in_feature
+        x = self.upsampler({**features, first: self.spp(self.coord_conv(features[first]))})
+        return self.heads(x), {**features, "upsampler": x}
 
     def feature_shapes(self) -> Dict[str, ShapeSpec]:
         """Channels and stride (input pixels per cell) of each map
-        :meth:`predict_with_features` names; subclasses have an ``upsampler``
-        whose ``out_channels`` feed the heads at ``stride``."""
+        :meth:`predict_with_features` names."""
         shapes = dict(self.backbone.output_shape())
         shapes["upsampler"] = ShapeSpec(channels=self.upsampler.out_channels, stride=self.stride)
         return shapes
@@ -101,8 +164,20 @@ class PointDetector(nn.Module):
         batch, ``scores`` [N, K], ``classes`` [N, K] int64 (K = ``test_topk``)."""
         raise NotImplementedError
 
-    # The raw output maps that heatmap_scores folds into the detection scores.
-    score_maps = ("heatmap",)
+    def distillation_losses(self, student: Dict[str, torch.Tensor], teacher: Dict[str, torch.Tensor]
+                            ) -> Dict[str, torch.Tensor]:
+        """Distillation terms between this detector's raw maps and a teacher's of the
+        same class (the Distiller's ``loss_kd_<teacher>_<head>``).
+
+        Args:
+            student, teacher: raw output maps restricted to the taught classes
+                (``heatmap`` [B, K, H, W] and the regression maps), same grid.
+
+        Returns:
+            {head: unweighted scalar}.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no distillation losses and cannot be a "
+                                  "Distiller's student.")
 
     def heatmap_scores(self, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Raw output maps -> [N, C, H, W] detection scores in [0, 1], whose 3x3

@@ -1,18 +1,18 @@
 """TTFNet ("Training-Time-Friendly Network for Real-Time Object Detection",
 Liu et al., AAAI 2020) as a detectron2 meta-architecture."""
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
-from torch import nn
 
 from ..decode import decode_ttfnet, ltrb_to_boxes, ttfnet_scores
 from ..dropblock import drop_block_args
 from ..heads import TTFNetHeads
 from ..losses import penalty_reduced_focal_loss, weighted_giou_loss, weighted_iou_aware_loss
-from ..necks import TTFNetUpsampler, build_coord_conv, build_spp
+from ..losses.distillation import ttfnet_distillation_losses
+from ..necks import TTFNetUpsampler
 from ..targets import batch_ground_truth, ttfnet_targets, ttfnet_window
 from .point_detector import PointDetector
 
@@ -33,42 +33,44 @@ class TTFNet(PointDetector):
     :func:`~centerx.modeling.decode.ttfnet_scores` (weight ``iou_alpha``).
     """
 
+    config_prefix = "MODEL.TTFNET"
+    output_maps = ("heatmap", "ltrb", "iou")
+
     @configurable
-    def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std, alpha=0.54, beta=0.54,
-                 heatmap_loss_weight=1.0, box_loss_weight=5.0, test_topk=100, score_thresh_test=0.01,
-                 loss_balancer=None, coord_conv=None, spp=None, iou_loss_weight=1.0, iou_alpha=0.5,
-                 channels_last=False, flip_test=False):
-        super().__init__(backbone=backbone, num_classes=num_classes, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                         test_topk=test_topk, score_thresh_test=score_thresh_test, loss_balancer=loss_balancer,
-                         channels_last=channels_last, flip_test=flip_test)
+    def __init__(self, *, alpha=0.54, beta=0.54, heatmap_loss_weight=1.0, box_loss_weight=5.0, iou_loss_weight=1.0,
+                 iou_alpha=0.5, **kwargs):
+        """
+        Args:
+            alpha, beta: Gaussian extent of the heatmap and of the box samples.
+            heatmap_loss_weight, box_loss_weight, iou_loss_weight: loss weights.
+            iou_alpha: weight of the predicted IoU in the IoU-aware score.
+            kwargs: :class:`PointDetector`'s arguments.
+        """
+        super().__init__(**kwargs)
         if not 0.0 <= iou_alpha <= 1.0:
             raise ValueError(f"MODEL.TTFNET.IOU_AWARE.ALPHA must be in [0, 1]; got {iou_alpha}.")
-        self.coord_conv = coord_conv if coord_conv is not None else nn.Identity()
-        self.spp = spp if spp is not None else nn.Identity()
-        self.upsampler = upsampler
-        self.heads = heads
-        self.stride = upsampler.out_stride
         self.alpha, self.beta = alpha, beta
         self.iou_alpha = iou_alpha
         self.loss_weights = {"heatmap": heatmap_loss_weight, "box": box_loss_weight, "iou": iou_loss_weight}
 
     @classmethod
+    def build_upsampler(cls, cfg, input_shapes):
+        t = cfg.MODEL.TTFNET
+        return TTFNetUpsampler(input_shapes, list(input_shapes), t.UPSAMPLE_CHANNELS, t.SHORTCUT_CONVS, t.DEFORMABLE,
+                               cfg.MODEL.CENTERX.NECK_NORM)
+
+    @classmethod
+    def build_heads(cls, cfg, in_channels):
+        t = cfg.MODEL.TTFNET
+        return TTFNetHeads(in_channels, t.NUM_CLASSES, t.HEATMAP_HEAD_CHANNELS, t.HEATMAP_HEAD_CONVS,
+                           t.BOX_HEAD_CHANNELS, t.BOX_HEAD_CONVS, t.HEATMAP_BIAS, t.BOX_BASE, t.BOX_HEAD_BIAS,
+                           cfg.MODEL.CENTERX.HEAD_NORM, drop_block_args(cfg), t.IOU_AWARE.ENABLED)
+
+    @classmethod
     def from_config(cls, cfg):
         t = cfg.MODEL.TTFNET
-        common = cls.common_config(cfg, t.NUM_CLASSES, t.SCORE_THRESH_TEST)
-        backbone = common["backbone"]
-        upsampler = TTFNetUpsampler(backbone.output_shape(), list(backbone.output_shape()), t.UPSAMPLE_CHANNELS,
-                                    t.SHORTCUT_CONVS, t.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
-        heads = TTFNetHeads(upsampler.out_channels, t.NUM_CLASSES, t.HEATMAP_HEAD_CHANNELS, t.HEATMAP_HEAD_CONVS,
-                            t.BOX_HEAD_CHANNELS, t.BOX_HEAD_CONVS, t.HEATMAP_BIAS, t.BOX_BASE, t.BOX_HEAD_BIAS,
-                            cfg.MODEL.CENTERX.HEAD_NORM, drop_block_args(cfg), t.IOU_AWARE.ENABLED)
-        last = backbone.output_shape()[upsampler.in_feature].channels
         return {
-            **common,
-            "coord_conv": build_coord_conv(cfg, last),
-            "spp": build_spp(cfg, last),
-            "upsampler": upsampler,
-            "heads": heads,
+            **super().from_config(cfg),
             "alpha": t.ALPHA,
             "beta": t.BETA,
             "heatmap_loss_weight": t.HEATMAP_LOSS_WEIGHT,
@@ -76,14 +78,6 @@ class TTFNet(PointDetector):
             "iou_loss_weight": t.IOU_AWARE.LOSS_WEIGHT,
             "iou_alpha": t.IOU_AWARE.ALPHA,
         }
-
-    def predict_with_features(self, images: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-        """Normalised [N, 3, H, W] -> (raw head outputs at stride 4 (see TTFNetHeads),
-        the backbone's outputs plus "upsampler", the map the heads read)."""
-        features = self.backbone(images)
-        last = self.upsampler.in_feature
-        x = self.upsampler({**features, last: self.spp(self.coord_conv(features[last]))})
-        return self.heads(x), {**features, "upsampler": x}
 
     def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
         """``loss_heatmap`` (focal), ``loss_box`` (weighted GIoU) and, when ``outputs``
@@ -118,6 +112,11 @@ class TTFNet(PointDetector):
         return losses
 
     score_maps = ("heatmap", "iou")
+
+    def distillation_losses(self, student, teacher):
+        """Heatmap MSE, box GIoU at the teacher's peaks
+        (:func:`~centerx.modeling.losses.distillation.ttfnet_distillation_losses`)."""
+        return ttfnet_distillation_losses(student, teacher, self.stride)
 
     def merge_flipped(self, outputs: Dict[str, torch.Tensor], mirrored: Dict[str, torch.Tensor]
                       ) -> Dict[str, torch.Tensor]:

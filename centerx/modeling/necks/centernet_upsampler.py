@@ -1,8 +1,8 @@
 """CenterNet's upsampler for ResNet backbones (stride 32 -> 4)."""
-from typing import Sequence
+from typing import Dict, Sequence
 
 import torch
-from detectron2.layers import get_norm
+from detectron2.layers import ShapeSpec, get_norm
 from torch import nn
 
 from ..deform_conv import ModulatedDeformConv2d
@@ -26,15 +26,31 @@ def bilinear_init_(deconv: nn.ConvTranspose2d) -> None:
 
 class CenterNetUpsampler(nn.Module):
     """Three stages of [3x3 conv (or modulated DCN) + norm + ReLU, 4x4 transposed
-    conv x2 + norm + ReLU].
+    conv x2 + norm + ReLU] on the backbone feature of the largest stride.
 
-    Input: the stride-32 feature map [N, C_in, H/32, W/32].
-    Output: [N, channels[-1], H/4, W/4].
+    The upsampler interface every point detector's neck follows
+    (:class:`~centerx.modeling.meta_arch.PointDetector`): built from the
+    backbone's ``output_shape()``; ``forward`` takes the dict of backbone features
+    and returns one map; ``in_feature`` names the feature it starts from (the one
+    CoordConv / SPP transform first), ``out_channels`` and ``out_stride`` (input
+    pixels per cell) describe its output.
+
+    Input: dict of backbone features; reads ``in_feature`` [N, C_in, H/S, W/S].
+    Output: [N, channels[-1], H/out_stride, W/out_stride], out_stride = S / 2^len(channels).
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int] = (256, 128, 64),
+    def __init__(self, input_shapes: Dict[str, ShapeSpec], channels: Sequence[int] = (256, 128, 64),
                  deformable: bool = False, norm: str = "BN"):
+        """
+        Args:
+            input_shapes: the backbone's ``output_shape()``.
+            channels: output channels of each upsampling stage.
+            deformable: modulated deformable 3x3 convs instead of plain ones.
+            norm: detectron2 norm name ("BN", "SyncBN", ...).
+        """
         super().__init__()
+        self.in_feature = max(input_shapes, key=lambda name: input_shapes[name].stride)
+        in_channels = input_shapes[self.in_feature].channels
         layers = []
         for out in channels:
             conv = (ModulatedDeformConv2d(in_channels, out, 3, padding=1, bias=False) if deformable
@@ -46,7 +62,7 @@ class CenterNetUpsampler(nn.Module):
             in_channels = out
         self.layers = nn.Sequential(*layers)
         self.out_channels = in_channels
-        self.upsample_factor = 2 ** len(channels)
+        self.out_stride = input_shapes[self.in_feature].stride // 2 ** len(channels)
 
-    def forward(self, x):
-        return self.layers(x)
+    def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.layers(features[self.in_feature])

@@ -33,6 +33,9 @@ class TTFNetUpsampler(nn.Module):
     ...) outputs stride S / 2^k; with ResNet / DarkNet and three stages that is
     stride 16, 8, 4 with shortcuts from res4, res3, res2 (dark4, dark3, dark2).
 
+    Follows the upsampler interface of :class:`CenterNetUpsampler` (``in_feature``,
+    ``out_channels``, ``out_stride``, features dict in, one map out).
+
     Input: dict of backbone features ``name -> [N, C_name, H / s_name, W / s_name]``.
     Output: [N, channels[-1], H / out_stride, W / out_stride], out_stride = S / 2^len(channels).
     """
