@@ -334,3 +334,44 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
+
+
+def add_solver_config(cfg):
+    """Optimizer key (SOLVER.OPTIMIZER).
+
+    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
+    documentation (docs/config.md is generated from it)."""
+    _C = cfg
+
+    # ------------------------------------------------------------------ solver
+    # Optimizer: "SGD" (detectron2's), "ADAM" or "ADAMW" (the CenterNet papers
+    # train with Adam). Adam uses SOLVER.BASE_LR and SOLVER.WEIGHT_DECAY.
+    _C.SOLVER.OPTIMIZER = "SGD"
+    return cfg
+
+
+def add_evaluation_config(cfg):
+    """Evaluation keys (TEST.*).
+
+    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
+    documentation (docs/config.md is generated from it)."""
+    _C = cfg
+
+    # -------------------------------------------------------------------- test
+    # Flip test-time augmentation (CenterNet's --flip_test) in evaluation and
+    # DefaultPredictor: each image and its mirror image go through the network
+    # in one batch; heatmap probabilities and box sizes (CenterNet) or
+    # distances (TTFNet) are averaged before peak masking (CenterNet's offsets
+    # come from the unflipped image). About 2x the network's inference cost.
+    # EXPORT.FLIP_TEST puts it in exported graphs.
+    _C.TEST.FLIP_TEST = False
+    # Evaluator for TEST datasets: "coco" (detectron2's COCOEvaluator) or
+    # "none" (no evaluation).
+    _C.TEST.EVALUATOR = "coco"
+    # At each evaluation during training, draw the predictions of the model on
+    # the first VIS_IMAGES images of DATASETS.TEST[0] and write them to
+    # TensorBoard (detectron2's event writer); 0 = off.
+    _C.TEST.VIS_IMAGES = 4
+    # Only detections scoring above this are drawn in those images.
+    _C.TEST.VIS_SCORE_THRESH = 0.3
+    return cfg

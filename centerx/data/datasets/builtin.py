@@ -447,3 +447,30 @@ def convert_widerface_txt(txt_path: str, image_root: str, out_json: str) -> str:
         counts["num_zero_size"], out_json,
     )
     return _write_coco(out_json, info, images, annotations, "face")
+
+
+def add_datasets_config(cfg):
+    """Dataset registration and checking keys (DATASETS.*).
+
+    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
+    documentation (docs/config.md is generated from it)."""
+    _C = cfg
+
+    # ---------------------------------------------------------------- datasets
+    # User datasets in COCO json format registered from the config, each a
+    # triple (name, json_file, image_root), e.g.
+    # DATASETS.COCO_JSON "[('mine_train', 'a/train.json', 'a/images')]".
+    _C.DATASETS.COCO_JSON = []
+    # Before training or evaluation every dataset of DATASETS.TRAIN / TEST is
+    # checked once (centerx/data/validation.py): its classes against the model's,
+    # box sizes, and its image files, decoded to find missing or unreadable ones
+    # (skipped in training and evaluation, counted in the log). This many images
+    # of each training dataset are decoded, evenly spread: -1 = all, 0 = none
+    # (test datasets: always all, evaluation reads them all anyway).
+    _C.DATASETS.CHECK_IMAGES = -1
+    # Image-only datasets, each a pair (name, folder): every image below the
+    # folder, without annotations, for label-free distillation, e.g.
+    # DATASETS.IMAGE_FOLDERS "[('unlabelled', 'data/images')]". Registered when
+    # a Distiller is built; needs DATALOADER.FILTER_EMPTY_ANNOTATIONS False.
+    _C.DATASETS.IMAGE_FOLDERS = []
+    return cfg

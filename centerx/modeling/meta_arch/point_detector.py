@@ -2,6 +2,7 @@
 from typing import Dict, List, Tuple
 
 import torch
+from detectron2.config import CfgNode as CN
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
@@ -26,7 +27,8 @@ class PointDetector(nn.Module):
     deployment, the runtimes, dataset validation and the Distiller read:
 
     - ``config_prefix``: its config node, e.g. "MODEL.CENTERNET", holding at least
-      NUM_CLASSES, SCORE_THRESH_TEST and DEFORMABLE (:meth:`config_node`);
+      NUM_CLASSES, SCORE_THRESH_TEST and DEFORMABLE (:meth:`config_node`), and
+      :meth:`add_config`, which adds that node with its defaults;
     - :meth:`build_upsampler` (backbone ``output_shape()`` -> an upsampler with
       ``in_feature``, ``out_channels``, ``out_stride``, taking the features dict)
       and :meth:`build_heads` (upsampler channels -> module returning the dict of
@@ -82,6 +84,23 @@ class PointDetector(nn.Module):
         for part in cls.config_prefix.split("."):
             node = node[part]
         return node
+
+    @classmethod
+    def add_config(cls, cfg):
+        """Add the detector's config node (``config_prefix``) with its defaults to
+        ``cfg`` in place and return it. The Distiller calls it for teacher configs
+        of detectors ``add_centerx_config`` does not know."""
+        raise NotImplementedError(f"{cls.__name__} declares no add_config (its config keys).")
+
+    @classmethod
+    def has_config(cls, cfg) -> bool:
+        """Whether ``cfg`` has the detector's config node."""
+        node = cfg
+        for part in cls.config_prefix.split("."):
+            if part not in node:
+                return False
+            node = node[part]
+        return True
 
     @classmethod
     def build_upsampler(cls, cfg, input_shapes: Dict[str, ShapeSpec]) -> nn.Module:
@@ -251,3 +270,57 @@ class PointDetector(nn.Module):
             w = x.get("width", size[1])
             processed.append({"instances": detector_postprocess(inst, h, w)})
         return processed
+
+
+def add_point_detector_config(cfg):
+    """Keys every point detector shares (MODEL.CENTERX): backbone weights and norms, neck and
+    head norms, memory layout, PP-YOLO's neck and head options.
+
+    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
+    documentation (docs/config.md is generated from it)."""
+    _C = cfg
+
+    # ---------------------------------------------------------------- backbone
+    # Options every centerX detector shares: backbone weights (the backbones are
+    # a torchvision-layout ResNet of depth MODEL.RESNETS.DEPTH 18 / 34 / 50 / 101
+    # and DarkNet), norms, memory layout and PP-YOLO's neck and head options.
+    _C.MODEL.CENTERX = CN()
+    # Local ImageNet weights for the backbone: a torchvision ``.pth`` state dict
+    # or a detectron2 / Caffe2 ``.pkl``. Empty = random initialisation.
+    # Loaded when the model is built; MODEL.WEIGHTS (a full detector) overrides it.
+    _C.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
+    # Normalisation in the backbone: "BN", "SyncBN" or "FrozenBN".
+    _C.MODEL.CENTERX.BACKBONE_NORM = "BN"
+    # Normalisation in the upsampler (CenterNet's and TTFNet's): any name of
+    # detectron2's get_norm, e.g. "BN", "SyncBN" (CUDA, across processes),
+    # "naiveSyncBN" (any backend, e.g. gloo on CPU) or "GN".
+    _C.MODEL.CENTERX.NECK_NORM = "BN"
+    # Normalisation after each hidden 3x3 conv of the heads, same names as
+    # NECK_NORM; "" = none (as in both papers).
+    _C.MODEL.CENTERX.HEAD_NORM = ""
+    # Channels-last (NHWC) memory layout for the weights (set by the trainer)
+    # and the input batch: the same numbers, computed faster by oneDNN's
+    # bfloat16 convolutions on CPU and by tensor cores on GPU (about 1.8x per
+    # training step of the shapes demo under CPU bfloat16 autocast).
+    _C.MODEL.CENTERX.CHANNELS_LAST = False
+    # PP-YOLO's neck and head options, for CenterNet and TTFNet (all off: the
+    # papers' models, same parameter names). The last (stride-32) backbone
+    # feature goes through CoordConv, then SPP, before the upsampler.
+    # CoordConv: two coordinate channels (x and y, -1 to 1 across the map)
+    # appended, then a 1x1 conv back to the feature's channels + NECK_NORM + ReLU.
+    _C.MODEL.CENTERX.COORD_CONV = False
+    # Spatial pyramid pooling: the feature concatenated with stride-1 "same"
+    # max-pools of each of POOL_SIZES (odd, in stride-32 cells), then a 1x1 conv
+    # back to the feature's channels + NECK_NORM + ReLU.
+    _C.MODEL.CENTERX.SPP = CN()
+    _C.MODEL.CENTERX.SPP.ENABLED = False
+    _C.MODEL.CENTERX.SPP.POOL_SIZES = (5, 9, 13)
+    # DropBlock (Ghiasi et al. 2018) after each hidden conv + ReLU of every head,
+    # in training only: square blocks of BLOCK_SIZE (odd) output-stride cells
+    # are zeroed so that about DROP_PROB of the units are dropped, the rest
+    # rescaled to keep the mean.
+    _C.MODEL.CENTERX.DROPBLOCK = CN()
+    _C.MODEL.CENTERX.DROPBLOCK.ENABLED = False
+    _C.MODEL.CENTERX.DROPBLOCK.DROP_PROB = 0.1
+    _C.MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE = 3
+    return cfg
