@@ -6,6 +6,8 @@ with detectron2's usual ``KeyError: 'Non-existent config key: ...'``.
 """
 import logging
 
+from detectron2.modeling import META_ARCH_REGISTRY
+
 
 from .data.datasets.builtin import add_datasets_config
 from .data.mapper import add_input_config
@@ -17,7 +19,7 @@ from .modeling.backbones.darknet import add_darknet_config
 from .modeling.loss_balance import add_loss_balance_config
 from .modeling.meta_arch.centernet import add_centernet_config
 from .modeling.meta_arch.distiller import add_distill_config
-from .modeling.meta_arch.point_detector import add_point_detector_config
+from .modeling.meta_arch.point_detector import PointDetector, add_point_detector_config
 from .modeling.meta_arch.ttfnet import add_ttfnet_config
 
 # the node only centerX creates: its presence means the keys were added already
@@ -44,20 +46,26 @@ FEATURE_CONFIGS = (
 
 
 def add_centerx_config(cfg):
-    """Add centerX's keys to a detectron2 config in place and return it.
+    """Add centerX's keys to a detectron2 config in place and return it, and the
+    config node of every point detector registered with detectron2's
+    ``META_ARCH_REGISTRY`` that the config lacks (a detector defined outside
+    centerX brings its keys through its ``add_config``; docs/extending.md).
 
     A ``MODEL.CENTERNET`` node from another extension (CenterNet2's
     ``add_centernet_config``) is replaced by centerX's, with a warning: the two
     define different keys under the same name.
     """
-    if hasattr(cfg.MODEL, SENTINEL):
-        return cfg
-    if hasattr(cfg.MODEL, "CENTERNET"):
-        logging.getLogger(__name__).warning(
-            "add_centerx_config: the config already has a MODEL.CENTERNET node of another extension (CenterNet2?); "
-            "it is replaced by centerX's MODEL.CENTERNET keys.")
-    for add in FEATURE_CONFIGS:  # the first adds MODEL.CENTERX, the sentinel
-        add(cfg)
+    if not hasattr(cfg.MODEL, SENTINEL):
+        if hasattr(cfg.MODEL, "CENTERNET"):
+            logging.getLogger(__name__).warning(
+                "add_centerx_config: the config already has a MODEL.CENTERNET node of another extension "
+                "(CenterNet2?); it is replaced by centerX's MODEL.CENTERNET keys.")
+        for add in FEATURE_CONFIGS:  # the first adds MODEL.CENTERX, the sentinel
+            add(cfg)
+    for _, detector in META_ARCH_REGISTRY:
+        if isinstance(detector, type) and issubclass(detector, PointDetector) and detector.config_prefix \
+                and not detector.has_config(cfg):
+            detector.add_config(cfg)
     return cfg
 
 

@@ -355,10 +355,6 @@ def _teacher_config(i: int, config_file: str, cfg):
 
     where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
     tcfg = add_centerx_config(get_cfg())
-    for _, detector in META_ARCH_REGISTRY:  # detectors registered outside centerX bring their own keys
-        if isinstance(detector, type) and issubclass(detector, PointDetector) and detector.config_prefix \
-                and not detector.has_config(tcfg):
-            detector.add_config(tcfg)
     tcfg.merge_from_file(config_file)
     if tcfg.MODEL.META_ARCHITECTURE == "Distiller":
         raise ValueError(f"{where}: is a Distiller config; give the plain config of the trained teacher.")

@@ -88,8 +88,8 @@ class PointDetector(nn.Module):
     @classmethod
     def add_config(cls, cfg):
         """Add the detector's config node (``config_prefix``) with its defaults to
-        ``cfg`` in place and return it. The Distiller calls it for teacher configs
-        of detectors ``add_centerx_config`` does not know."""
+        ``cfg`` in place and return it. ``add_centerx_config`` calls it for every
+        registered detector whose node the config lacks."""
         raise NotImplementedError(f"{cls.__name__} declares no add_config (its config keys).")
 
     @classmethod
