@@ -4,7 +4,7 @@
 #   ./run.sh train [train_net.py args]   train (default: the shapes demo config) + COCO evaluation
 #   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only)
 #   ./run.sh test  [pytest args]         the whole test suite
-#   ./run.sh export --format onnx|onnx-int8|caffe|tensorrt [export.py args]   deployment export (projects/speedup)
+#   ./run.sh export --format FORMAT [export.py args]   deployment export (projects/speedup; formats below)
 #   ./run.sh demo --input IMAGE|FOLDER|VIDEO --output DIR MODEL.WEIGHTS W   draw detections (projects/demo)
 #   ./run.sh setup                       only create / check the environment
 #
@@ -113,7 +113,13 @@ case "$cmd" in
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/demo/demo.py "$@" ;;
   help|-h|--help)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    if [ -x "$PY" ]; then  # the registered export formats and runtimes, once the environment exists
+      "$PY" -c "from centerx.deploy.exporters import exporter_formats
+from centerx.deploy.runtimes import runtime_names
+print('export formats (--format):', ' '.join(exporter_formats()))
+print('runtimes (--runtime):', ' '.join(runtime_names()))" 2>/dev/null || true
+    fi ;;
   *)
     echo "unknown subcommand '$cmd'; see ./run.sh help" >&2
     exit 2 ;;

@@ -24,6 +24,7 @@ from centerx.data.image_io import as_three_channels, read_image
 from centerx.data.validation import DatasetError, readable_dataset_dicts, validate_datasets
 from centerx.deploy import DeployModel
 from centerx.deploy.onnx_export import export_onnx
+from centerx.deploy import verify
 from centerx.deploy.verify import compare_detections, compare_raw
 from centerx.engine import Predictor, load_weights_for_eval
 from centerx.engine.checkpoint import remove_stale_temporary_files
@@ -430,12 +431,12 @@ def test_export_exits_3_when_the_runtime_disagrees(tmp_path, monkeypatch):
             "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[64, 32, 32]", "MODEL.CENTERNET.HEAD_CHANNELS", "16",
             "TEST.DETECTIONS_PER_IMAGE", "10", "MODEL.WEIGHTS", weights]
     assert cli.main(argv) == 0
-    real = cli.compare_detections
+    real = verify.compare_detections
 
     def shifted(outputs, reference, **kw):
         return real(dict(outputs, boxes=np.asarray(outputs["boxes"]) + 3), reference, **kw)
 
-    monkeypatch.setattr(cli, "compare_detections", shifted)
+    monkeypatch.setattr(verify, "compare_detections", shifted)
     assert cli.main(argv) == 3
 
 

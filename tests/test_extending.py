@@ -204,3 +204,77 @@ def test_toy_detector_exports_to_onnx_and_onnxruntime_agrees(trained_toy, tmp_pa
                                        {k: v[i].numpy() for k, v in reference.items()}, score_floor=floor,
                                        box_px=0.05)
         assert agreement.total > 5 and agreement.misses == 0, agreement
+
+
+# --------------------------------------------------------------------------- #
+# a new export format and a new runtime, registered here alone
+# --------------------------------------------------------------------------- #
+from centerx.deploy.exporters import EXPORTER_REGISTRY, Exporter  # noqa: E402
+from centerx.deploy.runtimes import RUNTIME_REGISTRY, Runtime, build_runtime  # noqa: E402
+
+
+@EXPORTER_REGISTRY.register()
+class NpzWeightsExporter(Exporter):
+    """The detector's weights as a numpy .npz archive, one array per state-dict entry."""
+
+    format = "npz-weights"
+    description = "weights as a numpy .npz archive"
+
+    def export(self):
+        from centerx.deploy import build_deploy_model
+
+        model = build_deploy_model(self.cfg, allow_random=self.allow_random).model
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = os.path.join(self.out_dir, "weights.npz")
+        np.savez(path, **{k: v.numpy() for k, v in model.state_dict().items()})
+        return path
+
+
+@RUNTIME_REGISTRY.register()
+class ConstantRuntime(Runtime):
+    """Always one detection: class 1, score 0.9, the middle half of the letterboxed input."""
+
+    name = "constant"
+    model_file = ".txt (ignored)"
+
+    @classmethod
+    def from_file(cls, cfg, model_path):
+        return cls(cfg)
+
+    def run(self, batch):
+        n, _, h, w = batch.shape
+        box = np.array([w / 4, h / 4, 3 * w / 4, 3 * h / 4], dtype=np.float32)
+        return {"boxes": np.tile(box, (n, 1, 1)), "scores": np.full((n, 1), 0.9, np.float32),
+                "classes": np.ones((n, 1), np.int64)}
+
+
+def test_registered_export_format_is_offered_and_written_by_export_py(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_cli", os.path.join(REPO, "projects", "speedup", "export.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    argv = ["--config-file", os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"), "--format",
+            "npz-weights", "--output", str(tmp_path), "--allow-random-weights", "EXPORT.INPUT_SIZE", "(64, 64)"]
+    with pytest.raises(SystemExit, match="--fp16 applies to --format tensorrt, not npz-weights"):
+        cli.main(argv[:4] + ["--fp16"] + argv[4:])
+    assert cli.main(argv) == 0
+    archive = np.load(tmp_path / "weights.npz")
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(argv[1])
+    assert sorted(archive.files) == sorted(build_model(cfg).state_dict())
+
+
+def test_registered_runtime_is_built_by_name_and_maps_back_to_image_pixels(tmp_path):
+    """The base class letterboxes a 100 x 200 image into the 64 x 64 input at the top
+    left (scale 0.32, the image fills rows 0-32), so the runtime's box (16, 16, 48, 48)
+    in input pixels is (50, 50, 150, 150) in the image, clipped to its 100 rows."""
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"))
+    cfg.merge_from_list(["EXPORT.INPUT_SIZE", "(64, 64)"])
+    runtime = build_runtime("constant", cfg, str(tmp_path / "ignored.txt"))
+    with pytest.raises(ValueError, match="needs the exported model file"):
+        build_runtime("constant", cfg)
+    (det,) = runtime([np.zeros((100, 200, 3), np.uint8)])
+    np.testing.assert_allclose(det["boxes"], [[50.0, 50.0, 150.0, 100.0]], atol=1e-4)
+    assert det["classes"].tolist() == [1] and det["scores"].tolist() == pytest.approx([0.9])

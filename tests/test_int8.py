@@ -111,12 +111,13 @@ def int8_export(trained):
     (fp32 path, int8 path, the export's log messages)."""
     opts, out, _ = trained
     handler = _Messages()
-    export_cli.logger.addHandler(handler)
+    centerx_logger = logging.getLogger("centerx")  # the script's and the exporters' messages
+    centerx_logger.addHandler(handler)
     try:
         assert export_cli.main(["--config-file", TTFNET_DEMO, "--format", "onnx-int8", "--calibration-images", "8",
                                 "--output", os.path.join(out, "deploy"), *opts]) == 0
     finally:
-        export_cli.logger.removeHandler(handler)
+        centerx_logger.removeHandler(handler)
     return os.path.join(out, "deploy", "model.onnx"), os.path.join(out, "deploy", "model_int8.onnx"), handler.messages
 
 
@@ -319,7 +320,7 @@ def test_cli_errors_say_what_to_do(tiny_shapes, tmp_path):
             "EXPORT.INPUT_SIZE", "(64, 64)"]
     with pytest.raises(SystemExit, match="--raw applies to --format onnx"):
         export_cli.main(base[:2] + ["--format", "onnx-int8", "--raw"] + base[2:])
-    with pytest.raises(SystemExit, match="apply to --format onnx-int8"):
+    with pytest.raises(SystemExit, match="--calibration-images applies to --format onnx-int8, not onnx"):
         export_cli.main(base[:2] + ["--format", "onnx", "--calibration-images", "4"] + base[2:])
     with pytest.raises(SystemExit, match="'no_such_dataset' is not registered.*--calibration-dataset"):
         export_cli.main(base[:2] + ["--format", "onnx-int8", "--calibration-dataset", "no_such_dataset"] + base[2:])

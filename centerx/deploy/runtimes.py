@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from detectron2.modeling import build_model
+from detectron2.utils.registry import Registry
 
 from ..modeling.meta_arch import detector_class
 from .letterbox import Letterbox
@@ -30,13 +31,26 @@ def score_threshold(cfg) -> float:
     return float(detector.config_node(cfg).SCORE_THRESH_TEST)
 
 
+RUNTIME_REGISTRY = Registry("RUNTIME")
+RUNTIME_REGISTRY.__doc__ = """Runtime classes (subclasses of :class:`Runtime`); each is chosen by its
+``name`` (``--runtime`` of the projects/speedup scripts) and built by its ``from_file``."""
+
+
 class Runtime:
     """Base class: letterbox -> :meth:`run` -> decode if raw -> threshold -> original pixels.
 
-    Subclasses implement :meth:`run`.
+    Subclasses implement :meth:`run` and :meth:`from_file`, and are registered in
+    ``RUNTIME_REGISTRY`` under their ``name``.
     """
 
     name = ""
+    # what --model names for this runtime ("" = none: it loads MODEL.WEIGHTS)
+    model_file = ""
+
+    @classmethod
+    def from_file(cls, cfg, model_path: str) -> "Runtime":
+        """The runtime for the config and the exported file ``model_path`` (:attr:`model_file`)."""
+        raise NotImplementedError
 
     def __init__(self, cfg):
         cfg = deploy_config(cfg)
@@ -89,12 +103,17 @@ class Runtime:
         return results
 
 
+@RUNTIME_REGISTRY.register()
 class TorchRuntime(Runtime):
     """PyTorch eager: the :class:`DeployModel` of the config (``MODEL.WEIGHTS``,
     loaded strictly; ``allow_random`` for a random model on purpose) on
     ``MODEL.DEVICE``."""
 
     name = "pytorch"
+
+    @classmethod
+    def from_file(cls, cfg, model_path: str = ""):
+        return cls(cfg)
 
     def __init__(self, cfg, raw: bool = False, allow_random: bool = False):
         super().__init__(cfg)
@@ -107,10 +126,16 @@ class TorchRuntime(Runtime):
         return {k: v.cpu().numpy() for k, v in out.items()}
 
 
+@RUNTIME_REGISTRY.register()
 class OnnxRuntime(Runtime):
     """ONNX Runtime on an exported ``.onnx`` (decoded or raw)."""
 
     name = "onnxruntime"
+    model_file = ".onnx (decoded or raw, FP32 or INT8)"
+
+    @classmethod
+    def from_file(cls, cfg, model_path: str):
+        return cls(cfg, model_path)
 
     def __init__(self, cfg, onnx_path: str, providers: Optional[Sequence[str]] = None):
         """
@@ -132,11 +157,17 @@ class OnnxRuntime(Runtime):
         return dict(zip(self.output_names, self.session.run(self.output_names, {"images": batch})))
 
 
+@RUNTIME_REGISTRY.register()
 class CaffeRuntime(Runtime):
     """A Caffe export (``.prototxt`` + ``.caffemodel``, raw outputs) through
     OpenCV's ``cv2.dnn`` Caffe importer (OpenCV 4.x)."""
 
-    name = "caffe-opencv"
+    name = "caffe"
+    model_file = ".prototxt (its .caffemodel beside it)"
+
+    @classmethod
+    def from_file(cls, cfg, model_path: str):
+        return cls(cfg, model_path, os.path.splitext(model_path)[0] + ".caffemodel")
 
     def __init__(self, cfg, prototxt: str, caffemodel: str):
         super().__init__(cfg)
@@ -150,11 +181,17 @@ class CaffeRuntime(Runtime):
         return dict(zip(self.output_names, self.net.forward(self.output_names)))
 
 
+@RUNTIME_REGISTRY.register()
 class TensorRTRuntime(Runtime):
     """A serialised TensorRT engine (built by ``centerx.deploy.tensorrt_engine``)
     on the current CUDA device; input and output buffers are torch CUDA tensors."""
 
     name = "tensorrt"
+    model_file = ".engine"
+
+    @classmethod
+    def from_file(cls, cfg, model_path: str):
+        return cls(cfg, model_path)
 
     def __init__(self, cfg, engine_path: str):
         super().__init__(cfg)
@@ -172,36 +209,30 @@ class TensorRTRuntime(Runtime):
         return {k: v.cpu().numpy() for k, v in out.items()}
 
 
-RUNTIMES = ("pytorch", "onnxruntime", "caffe", "tensorrt")
+def runtime_names() -> List[str]:
+    """Every registered ``--runtime``, sorted."""
+    return sorted(cls.name for _, cls in RUNTIME_REGISTRY)
 
 
 def add_runtime_arguments(parser) -> None:
     """The ``--config-file``, ``--runtime`` and ``--model`` flags of every script
     that runs a model on a chosen runtime (projects/speedup)."""
+    files = "; ".join(f"{cls.name}: {cls.model_file}" for _, cls in sorted(RUNTIME_REGISTRY, key=lambda i: i[1].name)
+                      if cls.model_file)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
-    parser.add_argument("--runtime", required=True, choices=RUNTIMES, help="where to run the model")
+    parser.add_argument("--runtime", required=True, choices=runtime_names(), help="where to run the model")
     parser.add_argument("--model", default="", metavar="FILE",
-                        help="exported file (.onnx, .prototxt with its .caffemodel beside it, .engine); "
-                             "not used by --runtime pytorch (MODEL.WEIGHTS)")
+                        help=f"exported file ({files}); not used by --runtime pytorch (MODEL.WEIGHTS)")
 
 
 def build_runtime(name: str, cfg, model_path: str = "") -> Runtime:
-    """A runtime by name.
-
-    Args:
-        name: one of :data:`RUNTIMES`.
-        model_path: the exported file: ``.onnx``, ``.prototxt`` (its
-            ``.caffemodel`` beside it) or ``.engine``; unused for "pytorch",
-            which loads ``MODEL.WEIGHTS``.
-    """
-    if name == "pytorch":
-        return TorchRuntime(cfg)
-    if not model_path:
-        raise ValueError(f"The {name} runtime needs the exported model file.")
-    if name == "onnxruntime":
-        return OnnxRuntime(cfg, model_path)
-    if name == "caffe":
-        return CaffeRuntime(cfg, model_path, os.path.splitext(model_path)[0] + ".caffemodel")
-    if name == "tensorrt":
-        return TensorRTRuntime(cfg, model_path)
-    raise ValueError(f"Unknown runtime {name!r}; choose one of {RUNTIMES}.")
+    """The registered runtime called ``name`` for ``cfg`` and the exported file
+    ``model_path`` (unused by runtimes without a ``model_file``, such as
+    "pytorch", which loads ``MODEL.WEIGHTS``)."""
+    by_name = {cls.name: cls for _, cls in RUNTIME_REGISTRY}
+    if name not in by_name:
+        raise ValueError(f"Unknown runtime {name!r}; registered: {sorted(by_name)}.")
+    runtime = by_name[name]
+    if runtime.model_file and not model_path:
+        raise ValueError(f"The {name} runtime needs the exported model file ({runtime.model_file}): pass --model.")
+    return runtime.from_file(cfg, model_path)

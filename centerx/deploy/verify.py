@@ -9,9 +9,12 @@ swap is a *tie*, reported but not a failure on a random model's flat heatmap
 detection with no counterpart of the same class, the same box and a close score,
 and no near-equal rival, is a *miss*, and any miss fails the check.
 """
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 # ONNX Runtime / OpenCV against PyTorch, FP32: the same arithmetic up to rounding
 FP32_TOLERANCE = {"box_px": 0.5, "score": 1e-3, "tie": 1e-3}
@@ -129,3 +132,37 @@ def compare_raw(outputs: dict, reference: dict, tolerance: float = 1e-3) -> Agre
     diff = np.abs(out - ref)[same]
     return Agreement(total=int(peaks.sum()), matched=int(same.sum()), ties=int(tied.sum()),
                      misses=int((peaks & ~same & ~near).sum()), max_score_diff=float(diff.max(initial=0.0)))
+
+
+class DisagreementError(RuntimeError):
+    """The exported file does not compute what the PyTorch model computes."""
+
+
+def check_agreement(runtime: str, outputs: dict, reference: dict, trained: bool) -> Agreement:
+    """How an exported file's outputs on one image agree with PyTorch's, at
+    :data:`FP32_TOLERANCE`: decoded outputs (``boxes``...) by
+    :func:`compare_detections`, raw ones by :func:`compare_raw`. Logged; raises
+    :class:`DisagreementError` when a detection or peak is missing, or, for a
+    ``trained`` model, when more than MAX_TIE_FRACTION of them are near-ties (a
+    random model's flat heatmap may tie everywhere)."""
+    if "boxes" in reference:
+        agreement = compare_detections(outputs, reference, **FP32_TOLERANCE)
+    else:
+        agreement = compare_raw(outputs, reference, FP32_TOLERANCE["score"])
+    logger.info(f"{runtime} against PyTorch on a random image: {agreement}.")
+    if not (agreement.ok_for_trained_model() if trained else agreement.ok):
+        raise DisagreementError(f"{runtime} disagrees with PyTorch beyond the tolerance ({agreement}); the file "
+                                "was written but does not compute the model. Please report it with the config.")
+    return agreement
+
+
+def check_int8_agreement(int8: dict, fp32: dict, trained: bool, score_floor: float, where: str) -> Agreement:
+    """How an INT8 graph's detections scoring above ``score_floor`` match FP32's
+    on one image, at :data:`INT8_TOLERANCE`. Logged; raises
+    :class:`DisagreementError` when one is missing (or, ``trained``, too many tie)."""
+    agreement = compare_detections(int8, fp32, score_floor=score_floor, **INT8_TOLERANCE)
+    logger.info(f"ONNX Runtime INT8 against FP32 on {where}, detections above {score_floor}: {agreement}.")
+    if not (agreement.ok_for_trained_model() if trained else agreement.ok):
+        raise DisagreementError(f"The INT8 graph disagrees with FP32 beyond the tolerance ({agreement}); try more "
+                                "calibration images (--calibration-images) from the data the model will see.")
+    return agreement

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Export a centerX model to ONNX (FP32 or INT8), Caffe or TensorRT (the I/O contract of docs/design.md).
+"""Export a centerX model in any registered format (centerx.deploy.exporters: ONNX FP32
+or INT8, Caffe, TensorRT, and any format a user registers; the I/O contract of docs/design.md).
 
     python projects/speedup/export.py --config-file configs/COCO-Detection/centernet_r18_140e.yaml \
         --format onnx [--opset 17] [--raw] [--output DIR] MODEL.WEIGHTS model_final.pth
@@ -27,40 +28,36 @@ import argparse
 import logging
 import os
 import sys
-from typing import List
 
-import torch
 from detectron2.utils.logger import setup_logger
 
 import centerx
 from centerx.checkpoint import MissingWeightsError, UnsafeWeightsError, WeightsMismatchError
-from centerx.deploy import ExportError, build_deploy_model, check_input_size
+from centerx.deploy import ExportError
+from centerx.deploy.exporters import EXPORTER_REGISTRY, exporter_formats, get_exporter
 from centerx.deploy.onnx_export import DEFAULT_OPSET
-from centerx.deploy.quantize import (
-    calibration_files,
-    calibration_reader,
-    import_quantization,
-    quantize_onnx,
-)
 from centerx.deploy.tensorrt_engine import TensorRTUnavailable
-from centerx.deploy.verify import FP32_TOLERANCE, INT8_TOLERANCE, compare_detections, compare_raw
+from centerx.deploy.verify import DisagreementError
 
 logger = logging.getLogger("centerx.export")
-# The INT8 check covers detections scoring above INT8_SCORE (the visualisation
-# threshold of the training hook)
-INT8_SCORE = 0.3
+
+# export.py flag -> the exporter option it sets (an exporter lists the options it reads)
+FLAGS = {"--raw": "raw", "--opset": "opset", "--fp16": "fp16", "--calibration-images": "calibration_images",
+         "--calibration-dataset": "calibration_dataset"}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formats = "\n".join(f"  {cls.format:<10} {cls.description}" for _, cls in
+                         sorted(EXPORTER_REGISTRY, key=lambda item: item[1].format))
+    parser = argparse.ArgumentParser(description=__doc__ + "\nformats:\n" + formats,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config")
-    parser.add_argument("--format", required=True, choices=("onnx", "onnx-int8", "caffe", "tensorrt"),
-                        help="what to export (onnx-int8: model.onnx and its INT8 quantisation model_int8.onnx)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default {DEFAULT_OPSET}; deformable convs need 19)")
-    parser.add_argument("--raw", action="store_true",
+    parser.add_argument("--format", required=True, choices=exporter_formats(), help="what to export (see formats)")
+    parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET}; deformable convs need 19)")
+    parser.add_argument("--raw", action="store_true", default=None,
                         help="ONNX: output the peak-masked heatmap and regression maps instead of decoded boxes")
-    parser.add_argument("--fp16", action="store_true", help="TensorRT: build an FP16 engine (FP32 otherwise)")
+    parser.add_argument("--fp16", action="store_true", default=None,
+                        help="TensorRT: build an FP16 engine (FP32 otherwise)")
     parser.add_argument("--calibration-images", type=int, metavar="N",
                         help="onnx-int8: number of calibration images, evenly spread over the dataset "
                              "(default EXPORT.CALIBRATION_IMAGES)")
@@ -83,136 +80,35 @@ def setup(args):
     return cfg
 
 
-class DisagreementError(RuntimeError):
-    """The exported file does not compute what the PyTorch model computes."""
-
-
-def check_agreement(runtime: str, outputs: dict, reference: dict, trained: bool) -> None:
-    """Log how the exported file agrees with PyTorch on one image
-    (:mod:`centerx.deploy.verify`) and raise :class:`DisagreementError` when a
-    detection or peak is missing, or, for a ``trained`` model, when more than
-    MAX_TIE_FRACTION of them are near-ties (a random model's flat heatmap may
-    tie everywhere)."""
-    if "boxes" in reference:
-        agreement = compare_detections(outputs, reference, **FP32_TOLERANCE)
-    else:
-        agreement = compare_raw(outputs, reference, FP32_TOLERANCE["score"])
-    logger.info(f"{runtime} against PyTorch on a random image: {agreement}.")
-    if not (agreement.ok_for_trained_model() if trained else agreement.ok):
-        raise DisagreementError(f"{runtime} disagrees with PyTorch beyond the tolerance ({agreement}); the file "
-                                "was written but does not compute the model. Please report it with the config.")
-
-
-def export_onnx(cfg, out_dir: str, raw: bool, opset: int, allow_random: bool = False) -> str:
-    """model.onnx (model_raw.onnx) in out_dir, run once in ONNX Runtime."""
-    from centerx.deploy.onnx_export import export_onnx as export
-
-    model = build_deploy_model(cfg, raw=raw, allow_random=allow_random)
-    path = os.path.join(out_dir, "model_raw.onnx" if raw else "model.onnx")
-    export(model, path, check_input_size(cfg.EXPORT.INPUT_SIZE), opset=opset)
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        logger.warning("onnxruntime is not installed: the exported file was not run.")
-        return path
-    images = torch.rand(1, 3, *check_input_size(cfg.EXPORT.INPUT_SIZE)) * 255
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    outputs = dict(zip(names, session.run(names, {"images": images.numpy()})))
-    with torch.no_grad():
-        reference = {k: v.numpy() for k, v in model(images).items()}
-    check_agreement("ONNX Runtime", outputs, reference, trained=bool(cfg.MODEL.WEIGHTS))
-    return path
-
-
-def export_onnx_int8(cfg, out_dir: str, opset: int, calibration: List[str], allow_random: bool = False) -> str:
-    """model.onnx and its INT8 quantisation model_int8.onnx in out_dir,
-    calibrated on the image files ``calibration``; logs both sizes and the
-    agreement of their detections on the first calibration image."""
-    fp32 = export_onnx(cfg, out_dir, raw=False, opset=opset, allow_random=allow_random)
-    int8 = quantize_onnx(fp32, os.path.join(out_dir, "model_int8.onnx"), calibration_reader(cfg, calibration))
-    mib = [os.path.getsize(p) / 2 ** 20 for p in (fp32, int8)]
-    logger.info(f"Sizes: {os.path.basename(fp32)} {mib[0]:.1f} MiB, {os.path.basename(int8)} {mib[1]:.1f} MiB "
-                f"({mib[1] / mib[0]:.2f} of FP32).")
-    _check_int8_agreement(cfg, fp32, int8, calibration[0])
-    return int8
-
-
-def _check_int8_agreement(cfg, fp32: str, int8: str, image_file: str) -> None:
-    """Log how the INT8 graph's confident detections (score above INT8_SCORE)
-    match FP32's on one image (same class, IoU > 0.9, score within 0.03; near-ties
-    reported) and raise :class:`DisagreementError` when one is missing."""
-    import cv2
-
-    from centerx.deploy.runtimes import OnnxRuntime
-
-    image = cv2.imread(image_file, cv2.IMREAD_COLOR)
-    ref, out = (OnnxRuntime(cfg, path, providers=["CPUExecutionProvider"])([image])[0] for path in (fp32, int8))
-    agreement = compare_detections(out, ref, score_floor=INT8_SCORE, **INT8_TOLERANCE)
-    logger.info(f"ONNX Runtime INT8 against FP32 on {image_file}, detections above {INT8_SCORE}: {agreement}.")
-    if not (agreement.ok_for_trained_model() if cfg.MODEL.WEIGHTS else agreement.ok):
-        raise DisagreementError(f"The INT8 graph disagrees with FP32 beyond the tolerance ({agreement}); try more "
-                                "calibration images (--calibration-images) from the data the model will see.")
-
-
-def export_caffe(cfg, out_dir: str, allow_random: bool = False) -> str:
-    """model.prototxt + model.caffemodel in out_dir, run once in OpenCV."""
-    import cv2
-
-    from centerx.deploy.caffe_export import export_caffe as export
-
-    model = build_deploy_model(cfg, raw=True, allow_random=allow_random)
-    size = check_input_size(cfg.EXPORT.INPUT_SIZE)
-    prototxt, caffemodel = export(model, os.path.join(out_dir, "model"), size)
-    net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
-    images = torch.rand(1, 3, *size) * 255
-    net.setInput(images.numpy(), "images")
-    names = list(net.getUnconnectedOutLayersNames())
-    outputs = dict(zip(names, net.forward(names)))
-    with torch.no_grad():
-        reference = {k: v.numpy() for k, v in model(images).items()}
-    check_agreement("OpenCV (Caffe)", outputs, reference, trained=bool(cfg.MODEL.WEIGHTS))
-    return prototxt
-
-
-def export_tensorrt(cfg, out_dir: str, opset: int, fp16: bool, allow_random: bool = False) -> str:
-    """model.onnx and model_fp32.engine (model_fp16.engine) in out_dir."""
-    from centerx.deploy.tensorrt_engine import build_engine, import_tensorrt
-
-    import_tensorrt()  # fail early, before the ONNX export, without TensorRT or a GPU
-    onnx_path = export_onnx(cfg, out_dir, raw=False, opset=opset, allow_random=allow_random)
-    engine = os.path.join(out_dir, f"model_{'fp16' if fp16 else 'fp32'}.engine")
-    return build_engine(onnx_path, engine, check_input_size(cfg.EXPORT.INPUT_SIZE),
-                        cfg.EXPORT.TENSORRT_MAX_BATCH, fp16, cfg.EXPORT.TENSORRT_WORKSPACE_MB)
+def exporter_options(args, exporter_class) -> dict:
+    """The flags given, as the exporter's options; a flag this format does not read
+    stops the script, naming the formats that do."""
+    options = {}
+    for flag, option in FLAGS.items():
+        value = getattr(args, option)
+        if value is None:
+            continue
+        if option not in exporter_class.options:
+            takers = [cls.format for _, cls in sorted(EXPORTER_REGISTRY, key=lambda item: item[1].format)
+                      if option in cls.options]
+            raise SystemExit(f"{flag} applies to --format {' / '.join(takers)}, not {exporter_class.format}.")
+        options[option] = value
+    return options
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")
     cfg = setup(args)
-    if args.raw and args.format != "onnx":
-        raise SystemExit("--raw applies to --format onnx (Caffe exports are raw; TensorRT engines and the INT8 "
-                         "graph of onnx-int8 are decoded).")
-    if (args.calibration_images is not None or args.calibration_dataset) and args.format != "onnx-int8":
-        raise SystemExit("--calibration-images and --calibration-dataset apply to --format onnx-int8.")
-    if args.fp16 and args.format != "tensorrt":
-        raise SystemExit("--fp16 applies to --format tensorrt.")
-    out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "deploy")
+    exporter_class = get_exporter(args.format)
+    exporter = exporter_class(cfg, args.output or os.path.join(cfg.OUTPUT_DIR, "deploy"), args.allow_random_weights,
+                              **exporter_options(args, exporter_class))
     try:
-        random = args.allow_random_weights
-        if args.format == "onnx":
-            path = export_onnx(cfg, out_dir, args.raw, args.opset, random)
-        elif args.format == "onnx-int8":
-            import_quantization()  # fail early, before the FP32 export
-            try:
-                calibration = calibration_files(cfg, args.calibration_dataset, args.calibration_images)
-            except (ValueError, FileNotFoundError) as e:
-                raise SystemExit(str(e)) from e
-            path = export_onnx_int8(cfg, out_dir, args.opset, calibration, random)
-        elif args.format == "caffe":
-            path = export_caffe(cfg, out_dir, random)
-        else:
-            path = export_tensorrt(cfg, out_dir, args.opset, args.fp16, random)
+        try:
+            exporter.prepare()
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(str(e)) from e
+        path = exporter.export()
     except (ExportError, TensorRTUnavailable, MissingWeightsError, WeightsMismatchError, UnsafeWeightsError) as e:
         logger.error(str(e))
         return 2

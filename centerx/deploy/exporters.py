@@ -1,0 +1,207 @@
+"""Export formats, registered by name: what ``projects/speedup/export.py`` (and
+``./run.sh export``) offers is what ``EXPORTER_REGISTRY`` holds.
+
+An exporter writes the config's detector (``MODEL.WEIGHTS``, loaded strictly) to
+files under an output folder, runs the result once in its runtime on a random
+image and checks it against PyTorch (:mod:`centerx.deploy.verify`). Adding a
+format is one class here (or in a user's module) with ``@EXPORTER_REGISTRY.register()``;
+docs/extending.md shows one.
+"""
+import logging
+import os
+from typing import Dict, List, Optional, Type
+
+import torch
+from detectron2.utils.registry import Registry
+
+from .wrapper import build_deploy_model, check_input_size
+from .verify import check_agreement, check_int8_agreement
+
+logger = logging.getLogger(__name__)
+
+EXPORTER_REGISTRY = Registry("EXPORTER")
+EXPORTER_REGISTRY.__doc__ = """Exporter classes (subclasses of :class:`Exporter`); each is
+chosen by its ``format`` (``--format`` of export.py)."""
+
+# The INT8 check covers detections scoring above INT8_SCORE (the visualisation
+# threshold of the training hook)
+INT8_SCORE = 0.3
+
+
+class Exporter:
+    """One export format.
+
+    Attributes:
+        format: its name on the command line (``--format``).
+        description: one line for the help.
+        options: the export.py flags it reads besides the config (``raw``,
+            ``opset``, ``fp16``, ``calibration_images``, ``calibration_dataset``);
+            export.py refuses the others for this format.
+    """
+
+    format = ""
+    description = ""
+    options: tuple = ()
+
+    def __init__(self, cfg, out_dir: str, allow_random: bool = False, **options):
+        """
+        Args:
+            cfg: the model's config (a Distiller's exports its student).
+            out_dir: folder the files are written to (created).
+            allow_random: export a randomly initialised model when MODEL.WEIGHTS is empty.
+            options: values of the flags in :attr:`options` (None = the default).
+        """
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ValueError(f"--format {self.format} does not take {sorted(unknown)}.")
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.allow_random = allow_random
+        self.trained = bool(cfg.MODEL.WEIGHTS)
+        self.size = check_input_size(cfg.EXPORT.INPUT_SIZE)
+        self.settings = {k: v for k, v in options.items() if v is not None}
+
+    def prepare(self) -> None:
+        """Check, before any file is written, what the export needs (its
+        runtime's package, its inputs); raise with what to do when something is missing."""
+
+    def export(self) -> str:
+        """Write the files and check them; return the main file's path."""
+        raise NotImplementedError
+
+
+def exporter_formats() -> List[str]:
+    """Every registered ``--format``, sorted."""
+    return sorted(cls.format for _, cls in EXPORTER_REGISTRY)
+
+
+def get_exporter(fmt: str) -> Type[Exporter]:
+    """The exporter class of ``--format fmt``."""
+    by_format: Dict[str, Type[Exporter]] = {cls.format: cls for _, cls in EXPORTER_REGISTRY}
+    if fmt not in by_format:
+        raise ValueError(f"Unknown export format {fmt!r}; registered: {sorted(by_format)}.")
+    return by_format[fmt]
+
+
+def _reference(model, images: torch.Tensor) -> Dict:
+    with torch.no_grad():
+        return {k: v.numpy() for k, v in model(images).items()}
+
+
+@EXPORTER_REGISTRY.register()
+class OnnxExporter(Exporter):
+    """model.onnx (model_raw.onnx with ``raw``), run once in ONNX Runtime when installed."""
+
+    format = "onnx"
+    description = "ONNX graph with peak masking and top-K decode (--raw: peak-masked maps)"
+    options = ("raw", "opset")
+
+    def export(self) -> str:
+        from .onnx_export import DEFAULT_OPSET, export_onnx
+
+        raw = bool(self.settings.get("raw", False))
+        model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
+        path = os.path.join(self.out_dir, "model_raw.onnx" if raw else "model.onnx")
+        export_onnx(model, path, self.size, opset=self.settings.get("opset", DEFAULT_OPSET))
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            logger.warning("onnxruntime is not installed: the exported file was not run.")
+            return path
+        images = torch.rand(1, 3, *self.size) * 255
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        outputs = dict(zip(names, session.run(names, {"images": images.numpy()})))
+        check_agreement("ONNX Runtime", outputs, _reference(model, images), self.trained)
+        return path
+
+
+@EXPORTER_REGISTRY.register()
+class OnnxInt8Exporter(Exporter):
+    """model.onnx and its static INT8 quantisation model_int8.onnx
+    (:mod:`centerx.deploy.quantize`), calibrated on images of a registered
+    dataset; logs both sizes and checks INT8 detections against FP32 on one."""
+
+    format = "onnx-int8"
+    description = "model.onnx + its static INT8 quantisation model_int8.onnx (ONNX Runtime)"
+    options = ("opset", "calibration_images", "calibration_dataset")
+
+    def prepare(self) -> None:
+        from .quantize import calibration_files, import_quantization
+
+        import_quantization()
+        self.calibration = calibration_files(self.cfg, self.settings.get("calibration_dataset"),
+                                             self.settings.get("calibration_images"))
+
+    def export(self) -> str:
+        from .quantize import calibration_reader, quantize_onnx
+        from .runtimes import OnnxRuntime
+
+        calibration = self.calibration
+        fp32 = OnnxExporter(self.cfg, self.out_dir, self.allow_random,
+                            **{k: v for k, v in self.settings.items() if k == "opset"}).export()
+        int8 = quantize_onnx(fp32, os.path.join(self.out_dir, "model_int8.onnx"),
+                             calibration_reader(self.cfg, calibration))
+        mib = [os.path.getsize(p) / 2 ** 20 for p in (fp32, int8)]
+        logger.info(f"Sizes: {os.path.basename(fp32)} {mib[0]:.1f} MiB, {os.path.basename(int8)} {mib[1]:.1f} MiB "
+                    f"({mib[1] / mib[0]:.2f} of FP32).")
+        import cv2
+
+        image = cv2.imread(calibration[0], cv2.IMREAD_COLOR)
+        ref, out = (OnnxRuntime(self.cfg, p, providers=["CPUExecutionProvider"])([image])[0] for p in (fp32, int8))
+        check_int8_agreement(out, ref, self.trained, INT8_SCORE, calibration[0])
+        return int8
+
+
+@EXPORTER_REGISTRY.register()
+class CaffeExporter(Exporter):
+    """model.prototxt + model.caffemodel (raw outputs), run once in OpenCV's Caffe importer."""
+
+    format = "caffe"
+    description = "Caffe prototxt + caffemodel, raw peak-masked maps (CenterNet on ResNet)"
+
+    def export(self) -> str:
+        import cv2
+
+        from .caffe_export import export_caffe
+
+        model = build_deploy_model(self.cfg, raw=True, allow_random=self.allow_random)
+        prototxt, caffemodel = export_caffe(model, os.path.join(self.out_dir, "model"), self.size)
+        net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+        images = torch.rand(1, 3, *self.size) * 255
+        net.setInput(images.numpy(), "images")
+        names = list(net.getUnconnectedOutLayersNames())
+        outputs = dict(zip(names, net.forward(names)))
+        check_agreement("OpenCV (Caffe)", outputs, _reference(model, images), self.trained)
+        return prototxt
+
+
+@EXPORTER_REGISTRY.register()
+class TensorRTExporter(Exporter):
+    """model.onnx, then model_fp32.engine (model_fp16.engine with ``fp16``) built from it."""
+
+    format = "tensorrt"
+    description = "TensorRT engine built from the ONNX graph (--fp16 for FP16; needs a GPU)"
+    options = ("opset", "fp16")
+
+    def prepare(self) -> None:
+        from .tensorrt_engine import import_tensorrt
+
+        import_tensorrt()
+
+    def export(self) -> str:
+        from .tensorrt_engine import build_engine
+
+        fp16 = bool(self.settings.get("fp16", False))
+        onnx_path = OnnxExporter(self.cfg, self.out_dir, self.allow_random,
+                                 **{k: v for k, v in self.settings.items() if k == "opset"}).export()
+        engine = os.path.join(self.out_dir, f"model_{'fp16' if fp16 else 'fp32'}.engine")
+        return build_engine(onnx_path, engine, self.size, self.cfg.EXPORT.TENSORRT_MAX_BATCH, fp16,
+                            self.cfg.EXPORT.TENSORRT_WORKSPACE_MB)
+
+
+def export(cfg, fmt: str, out_dir: str, allow_random: bool = False, **options: Optional[object]) -> str:
+    """Export the config's detector as ``fmt`` to ``out_dir``; returns the main file."""
+    exporter = get_exporter(fmt)(cfg, out_dir, allow_random, **options)
+    exporter.prepare()
+    return exporter.export()
