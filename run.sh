@@ -4,6 +4,7 @@
 #   ./run.sh train [train_net.py args]   train (default: the shapes demo config) + COCO evaluation
 #   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only)
 #   ./run.sh test  [pytest args]         the whole test suite
+#   ./run.sh lint  [ruff args]           ruff check with ruff.toml (line length, import order, pyflakes)
 #   ./run.sh export --format FORMAT [export.py args]   deployment export (projects/speedup; formats below)
 #   ./run.sh demo --input IMAGE|FOLDER|VIDEO --output DIR MODEL.WEIGHTS W   draw detections (projects/demo)
 #   ./run.sh setup                       only create / check the environment
@@ -104,6 +105,9 @@ case "$cmd" in
   test)
     setup_env
     "$PY" -m pytest tests "$@" ;;
+  lint)
+    setup_env
+    "$PY" -m ruff check "$ROOT" "$@" ;;
   export)
     setup_env
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
@@ -113,7 +117,7 @@ case "$cmd" in
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/demo/demo.py "$@" ;;
   help|-h|--help)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     if [ -x "$PY" ]; then  # the registered export formats and runtimes, once the environment exists
       "$PY" -c "from centerx.deploy.exporters import exporter_formats
 from centerx.deploy.runtimes import runtime_names

@@ -3,8 +3,8 @@
 ``import centerx`` registers the backbones, meta-architectures and built-in
 datasets with detectron2's registries; ``add_centerx_config`` adds every key.
 """
-from .config import add_centerx_config, check_config
 from . import modeling  # noqa: F401  (registers backbones and meta-architectures)
+from .config import add_centerx_config, check_config
 from .data.datasets import register_all_builtin, register_coco_json_datasets
 
 register_all_builtin()

@@ -33,7 +33,8 @@ _SAFE_GLOBALS = {
     ("_codecs", "encode"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
-} | {(core, name) for core in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")}
+} | {(core, name) for core in ("numpy.core.multiarray", "numpy._core.multiarray")
+     for name in ("_reconstruct", "scalar")}
 
 
 class UnsafeWeightsError(pickle.UnpicklingError):

@@ -8,7 +8,6 @@ import logging
 
 from detectron2.modeling import META_ARCH_REGISTRY
 
-
 from .data.datasets.builtin import add_datasets_config
 from .data.mapper import add_input_config
 from .data.samplers import add_dataloader_config

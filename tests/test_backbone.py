@@ -19,7 +19,6 @@ from centerx.modeling.deform_conv import ModulatedDeformConv2d
 from centerx.modeling.heads import CenterNetHeads
 from centerx.modeling.necks.centernet_upsampler import CenterNetUpsampler, bilinear_init_
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

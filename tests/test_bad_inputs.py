@@ -11,24 +11,29 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
-from PIL import Image
 
 import centerx
-from centerx.checkpoint import (MissingWeightsError, StrictCheckpointer, UnsafeWeightsError, WeightsMismatchError,
-                                load_pickle, load_torch)
+from centerx.checkpoint import (
+    MissingWeightsError,
+    StrictCheckpointer,
+    UnsafeWeightsError,
+    WeightsMismatchError,
+    load_pickle,
+    load_torch,
+)
 from centerx.data import CenterNetDatasetMapper
 from centerx.data.datasets import generate_shapes, register_coco_json_datasets
 from centerx.data.image_io import as_three_channels, read_image
 from centerx.data.validation import DatasetError, readable_dataset_dicts, validate_datasets
-from centerx.deploy import DeployModel
+from centerx.deploy import DeployModel, verify
 from centerx.deploy.onnx_export import export_onnx
-from centerx.deploy import verify
 from centerx.deploy.verify import compare_detections, compare_raw
 from centerx.engine import Predictor, load_weights_for_eval
 from centerx.engine.checkpoint import remove_stale_temporary_files
 from centerx.modeling.backbones.weights import read_weights_file
+
 from tiny_models import build, images, tiny_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

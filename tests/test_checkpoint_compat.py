@@ -16,6 +16,7 @@ import torch
 from detectron2.modeling import build_model
 
 from centerx.checkpoint import StrictCheckpointer
+
 from tiny_models import tiny_cfg
 
 MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "state_dict_72ca759.json")

@@ -192,9 +192,9 @@ def test_register_all_builtin_is_lazy_and_idempotent(tmp_path, clean_catalog, mo
 
 
 def test_shapes_loader_and_coco_evaluator(tmp_path, clean_catalog, tiny_splits):
+    import torch
     from detectron2.evaluation import COCOEvaluator
     from detectron2.structures import Boxes, Instances
-    import torch
 
     register_all_builtin(str(tmp_path))
     dicts = DatasetCatalog.get("shapes_val")  # generates on first use

@@ -212,9 +212,10 @@ def test_targets_decode_round_trip():
 # --------------------------------------------------------------------------- #
 @pytest.fixture(scope="module")
 def tiny_cfg():
+    from detectron2.config import get_cfg
+
     import centerx  # noqa: F401  (registers the backbone and meta-architecture)
     from centerx.config import add_centerx_config
-    from detectron2.config import get_cfg
 
     cfg = add_centerx_config(get_cfg())
     cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "Base-CenterNet.yaml"))

@@ -24,7 +24,7 @@ from centerx.deploy.onnx_export import export_onnx
 from centerx.deploy.runtimes import CaffeRuntime, OnnxRuntime, TensorRTRuntime, TorchRuntime
 from centerx.deploy.tensorrt_engine import TensorRTUnavailable, build_engine, import_tensorrt
 
-from tiny_models import K, SIZE, build, images, tiny_cfg
+from tiny_models import SIZE, K, build, images, tiny_cfg
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -245,7 +245,8 @@ def test_class_names_map_two_teachers_onto_one_student(tmp_path):
     a = save_teacher(tmp_path, "a", a_cfg, seed=1)
     b = save_teacher(tmp_path, "b", b_cfg, seed=2)
     model = build_model(distill_cfg([(a[0], a[1], ("circle", "rectangle")), (b[0], b[1], ("triangle", "cross"))]))
-    assert [(l.student_classes, l.teacher_channels) for l in model.links] == [((0, 1), (1, 0)), ((2, 3), (2, 0))]
+    links = [(link.student_classes, link.teacher_channels) for link in model.links]
+    assert links == [((0, 1), (1, 0)), ((2, 3), (2, 0))]
 
     model.train()
     data = batch()

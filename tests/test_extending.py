@@ -184,6 +184,7 @@ def test_toy_detector_exports_to_onnx_and_onnxruntime_agrees(trained_toy, tmp_pa
     peaks), exported raw and decoded; onnxruntime finds the detections PyTorch finds."""
     ort = pytest.importorskip("onnxruntime")
     from centerx.deploy.onnx_export import export_onnx
+
     from tiny_models import randomize_
 
     out, _ = trained_toy

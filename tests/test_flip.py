@@ -13,6 +13,7 @@ import torch
 from centerx.deploy import DeployModel, ExportError
 from centerx.deploy.caffe_export import export_caffe
 from centerx.deploy.onnx_export import export_onnx
+
 from tiny_models import SIZE, build, images
 
 ARCHS = ["CenterNet", "TTFNet"]

@@ -25,8 +25,7 @@ import centerx.engine.trainer as trainer_module
 from centerx.engine import Trainer
 from centerx.engine.amp import CPUAutocastTrainer
 from centerx.modeling.adversarial import FeatureAdversaries
-from centerx.modeling.targets import (centernet_targets, centernet_window, pad_objects, ttfnet_targets,
-                                      ttfnet_window)
+from centerx.modeling.targets import centernet_targets, centernet_window, pad_objects, ttfnet_targets, ttfnet_window
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {

@@ -20,8 +20,9 @@ DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 
 def command(tiny_shapes, out, *extra):
     name, json_file = tiny_shapes
+    images = os.path.join(os.path.dirname(json_file), "..", "tiny")
     return [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", DEMO, *extra,
-            "DATASETS.COCO_JSON", f"[('{name}_sub', '{json_file}', '{os.path.join(os.path.dirname(json_file), '..', 'tiny')}')]",
+            "DATASETS.COCO_JSON", f"[('{name}_sub', '{json_file}', '{images}')]",
             "DATASETS.TRAIN", f"('{name}_sub',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
             "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "6", "SOLVER.WARMUP_ITERS", "0",
             "SOLVER.CHECKPOINT_PERIOD", "2", "SEED", "5", "OUTPUT_DIR", str(out)]

@@ -27,6 +27,7 @@ from centerx.modeling.dropblock import DropBlock
 from centerx.modeling.losses.iou_aware import iou_targets
 from centerx.modeling.necks import SPP, CoordConv, coordinate_channels
 from centerx.modeling.targets import pad_objects, ttfnet_targets
+
 from tiny_models import SIZE, images, randomize_
 from tiny_models import tiny_cfg as deploy_tiny_cfg
 

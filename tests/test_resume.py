@@ -14,7 +14,8 @@ from centerx.engine import AtomicCheckpointer, Trainer
 from centerx.engine.trainer import step_seed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMOS = {arch: os.path.join(REPO, "configs", "shapes", f"{arch.lower()}_r18_demo.yaml") for arch in ("CenterNet", "TTFNet")}
+DEMOS = {arch: os.path.join(REPO, "configs", "shapes", f"{arch.lower()}_r18_demo.yaml")
+         for arch in ("CenterNet", "TTFNet")}
 
 
 def run_cfg(dataset, output_dir, *opts, arch="CenterNet"):

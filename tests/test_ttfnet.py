@@ -512,8 +512,9 @@ def test_train_then_evaluate_with_coco_evaluator(tiny_shapes, tmp_path):
     COCOEvaluator: AP > 0 and well above the same model's AP before training
     (trained and tested on the same 8 images). 40 iterations are noisy: final AP
     over data seeds 1 / 2 / 3 was 10.8 / 12.0 / 2.9 with the default stream."""
-    import train_net
     from centerx.engine import Trainer
+
+    import train_net
 
     name, _ = tiny_shapes
     opts = [

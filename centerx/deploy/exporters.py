@@ -14,8 +14,8 @@ from typing import Dict, List, Optional, Type
 import torch
 from detectron2.utils.registry import Registry
 
-from .wrapper import build_deploy_model, check_input_size
 from .verify import check_agreement, check_int8_agreement
+from .wrapper import build_deploy_model, check_input_size
 
 logger = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ import os
 from typing import Any, List
 
 import torch
+
 from ..checkpoint import SafeCheckpointer
 
 
@@ -66,4 +67,5 @@ class AtomicCheckpointer(SafeCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._is_local():
             return super().tag_last_checkpoint(last_filename_basename)
-        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(last_filename_basename.encode()))
+        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                      lambda f: f.write(last_filename_basename.encode()))

@@ -9,8 +9,12 @@ from typing import Dict
 
 import numpy as np
 import torch
-from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader, \
-    get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
@@ -18,10 +22,10 @@ from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
 from ..data import CenterNetDatasetMapper
-from ..data.test_mapper import TestDatasetMapper
-from ..data.validation import readable_dataset_dicts
 from ..data.mixup import Mixup
 from ..data.samplers import PositionedDataset, ResumableTrainingSampler
+from ..data.test_mapper import TestDatasetMapper
+from ..data.validation import readable_dataset_dicts
 from .adversarial import DiscriminatorStep, build_discriminator_optimizer, feature_adversaries
 from .amp import build_step_trainer
 from .checkpoint import AtomicCheckpointer, remove_stale_temporary_files

@@ -48,8 +48,18 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from centerx.experiments import add_common_args, demo_config, distill_overrides, experiment_cfg, format_table, \
-    mean_std, prepare_shapes, run_cached, seed_dir, write_table
+from centerx.experiments import (
+    add_common_args,
+    demo_config,
+    distill_overrides,
+    experiment_cfg,
+    format_table,
+    mean_std,
+    prepare_shapes,
+    run_cached,
+    seed_dir,
+    write_table,
+)
 from centerx.modeling.meta_arch.distiller import student_config
 
 LATENCY_FILE = "latency.json"
@@ -86,7 +96,8 @@ def radius_variants(args):
     """(name, config overrides) of CenterNet's Gaussian radius settings."""
     if args.arch != "centernet":
         raise SystemExit("--groups radius compares CenterNet's Gaussian radius settings: use --arch centernet.")
-    return [(f"{mode} roots at {overlap}", ["MODEL.CENTERNET.RADIUS_MODE", mode, "MODEL.CENTERNET.MIN_OVERLAP", overlap])
+    return [(f"{mode} roots at {overlap}",
+             ["MODEL.CENTERNET.RADIUS_MODE", mode, "MODEL.CENTERNET.MIN_OVERLAP", overlap])
             for mode, overlap in (("original", 0.7), ("corrected", 0.3), ("corrected", 0.7))]
 
 

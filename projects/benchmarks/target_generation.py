@@ -23,9 +23,14 @@ import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 
-from centerx.modeling.targets import (batch_ground_truth, centernet_targets, centernet_window,
-                                      ttfnet_targets, ttfnet_window)
 from centerx.experiments import report
+from centerx.modeling.targets import (
+    batch_ground_truth,
+    centernet_targets,
+    centernet_window,
+    ttfnet_targets,
+    ttfnet_window,
+)
 
 STRIDE = 4
 NUM_CLASSES = 80
@@ -101,8 +106,8 @@ def main(argv=None) -> List[Dict]:
     header = (f"Target generation on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
               f", {torch.get_num_threads()} threads), {args.size} px input, batch {args.batch}, {NUM_CLASSES} classes")
     lines = ["| model | objects / image | ms / image | goal < 1 ms |", "|:--|--:|--:|:--|"]
-    lines += [f"| {r['model']} | {r['objects']} | {r['ms_per_image']:.3f} | {'yes' if r['ms_per_image'] < 1 else 'no'} |"
-              for r in rows]
+    lines += [f"| {r['model']} | {r['objects']} | {r['ms_per_image']:.3f} | "
+              f"{'yes' if r['ms_per_image'] < 1 else 'no'} |" for r in rows]
     report(header, "\n".join(lines), args.output)
     return rows
 

@@ -30,8 +30,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
 import centerx  # (registers everything)
-from centerx.data.datasets import ensure_datasets
 from centerx.checkpoint import UnsafeWeightsError, WeightsMismatchError
+from centerx.data.datasets import ensure_datasets
 from centerx.engine import Predictor
 from centerx.engine.visualization import draw_detections
 
@@ -71,7 +71,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.ArgumentP
         "--confidence-threshold", type=float, default=0.3, metavar="SCORE",
         help="draw only detections scoring above this (default: 0.3)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs, MODEL.WEIGHTS included")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="config overrides: KEY VALUE pairs, MODEL.WEIGHTS included")
     return parser, parser.parse_args(argv)
 
 

@@ -22,8 +22,17 @@ import argparse
 import os
 import statistics
 
-from centerx.experiments import add_common_args, demo_config, experiment_cfg, format_table, mean_std, \
-    prepare_shapes, run_cached, seed_dir, write_table
+from centerx.experiments import (
+    add_common_args,
+    demo_config,
+    experiment_cfg,
+    format_table,
+    mean_std,
+    prepare_shapes,
+    run_cached,
+    seed_dir,
+    write_table,
+)
 
 
 def parse_args(argv=None):

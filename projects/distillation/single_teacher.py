@@ -28,8 +28,19 @@ import argparse
 import os
 import statistics
 
-from centerx.experiments import add_common_args, balanced_distill_overrides, demo_config, distill_overrides, \
-    experiment_cfg, format_table, mean_std, prepare_shapes, run_cached, seed_dir, write_table
+from centerx.experiments import (
+    add_common_args,
+    balanced_distill_overrides,
+    demo_config,
+    distill_overrides,
+    experiment_cfg,
+    format_table,
+    mean_std,
+    prepare_shapes,
+    run_cached,
+    seed_dir,
+    write_table,
+)
 
 
 def parse_args(argv=None):

@@ -34,9 +34,21 @@ import statistics
 
 from centerx.data.datasets import SHAPES_CLASSES
 from centerx.data.datasets.shapes import datasets_root
-from centerx.experiments import add_common_args, balanced_distill_overrides, class_split_dataset, demo_config, \
-    distill_overrides, experiment_cfg, format_table, mean_std, num_classes_key, prepare_shapes, run_cached, \
-    seed_dir, write_table
+from centerx.experiments import (
+    add_common_args,
+    balanced_distill_overrides,
+    class_split_dataset,
+    demo_config,
+    distill_overrides,
+    experiment_cfg,
+    format_table,
+    mean_std,
+    num_classes_key,
+    prepare_shapes,
+    run_cached,
+    seed_dir,
+    write_table,
+)
 
 SPLIT = {"a": ("circle", "rectangle"), "b": ("triangle", "cross")}
 

@@ -98,7 +98,8 @@ class CenterNet(PointDetector):
         focal terms and the divisor (the number of objects) are unchanged."""
         H, W = outputs["heatmap"].shape[-2:]
         boxes, classes, weights, window = batch_ground_truth(
-            gt, self.device, lambda b, c: centernet_window(b, c, self.stride, (H, W), self.min_overlap, self.radius_mode))
+            gt, self.device,
+            lambda b, c: centernet_window(b, c, self.stride, (H, W), self.min_overlap, self.radius_mode))
         targets = centernet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.min_overlap,
                                     self.radius_mode, self.max_objects, window, weights)
         self._log_skipped(targets["num_skipped"])

@@ -132,8 +132,8 @@ class TTFNet(PointDetector):
         becomes (r - stride, t, l + stride, b) there, which decodes to exactly
         the mirrored box."""
         merged = super().merge_flipped(outputs, mirrored)
-        l, t, r, b = mirrored["ltrb"].unbind(1)
-        back = torch.stack((r - self.stride, t, l + self.stride, b), dim=1)
+        left, top, right, bottom = mirrored["ltrb"].unbind(1)
+        back = torch.stack((right - self.stride, top, left + self.stride, bottom), dim=1)
         merged["ltrb"] = (outputs["ltrb"] + back) / 2
         return merged
 
