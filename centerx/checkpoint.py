@@ -14,6 +14,7 @@ that is not the one asked for).
 """
 import io
 import logging
+import os
 import pickle
 from typing import Any, Dict, List
 
@@ -35,6 +36,49 @@ _SAFE_GLOBALS = {
     ("numpy", "dtype"),
 } | {(core, name) for core in ("numpy.core.multiarray", "numpy._core.multiarray")
      for name in ("_reconstruct", "scalar")}
+
+
+class WeightsDownloadError(OSError):
+    """A weights URL that cannot be fetched (no network, wrong address)."""
+
+
+def local_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> str:
+    """The local file of a weights location, fetched through detectron2's
+    ``PathManager`` when it is remote.
+
+    Accepts a local path (``~`` expanded), ``file://`` + path, and every scheme
+    the ``PathManager`` handles (``http://``, ``https://``, ``detectron2://`` for
+    detectron2's model zoo, ...): those are downloaded once into its cache
+    (``$FVCORE_CACHE``, default ``~/.torch/iopath_cache``) and read from there
+    afterwards, as detectron2 does.
+
+    Args:
+        path: the location as written in the config.
+        key: the config key it comes from, named in errors.
+
+    Raises:
+        FileNotFoundError: a local file that does not exist.
+        WeightsDownloadError: a URL that cannot be fetched (one line naming the
+            key, the URL and the reason).
+    """
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    if "://" not in path:
+        local = os.path.expanduser(path)
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"{key}: weights file '{path}' does not exist.")
+        return local
+    try:
+        local = PathManager.get_local_path(path)
+    except Exception as e:  # urllib, socket and handler errors alike: the fetch failed
+        reason = str(getattr(e, "reason", "") or e).splitlines()[0] if str(e) else type(e).__name__
+        if getattr(e, "code", None) is not None:  # an HTTP error status
+            reason = f"HTTP {e.code}: {reason}"
+        raise WeightsDownloadError(f"{key}: cannot fetch '{path}' ({reason}). Without a network, download the "
+                                   f"file elsewhere and set {key} to its local path.") from None
+    if not os.path.isfile(local):
+        raise WeightsDownloadError(f"{key}: '{path}' did not give a file.")
+    return local
 
 
 class UnsafeWeightsError(pickle.UnpicklingError):
@@ -96,7 +140,16 @@ class SafeCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` that reads ``.pkl`` files with :func:`load_pickle`
     and everything else with :func:`load_torch` (as detectron2 otherwise does,
     with the same handling of detectron2 / Caffe2 model-zoo files), and sums up
-    missing, unexpected and mis-shaped keys in one warning."""
+    missing, unexpected and mis-shaped keys in one warning. ``load`` takes any
+    location :func:`local_weights_path` takes; ``weights_key`` names the config
+    key it came from in errors."""
+
+    weights_key = "MODEL.WEIGHTS"
+
+    def load(self, path: str, checkpointables=None):
+        if path and not os.path.isfile(path):
+            path = local_weights_path(path, self.weights_key)
+        return super().load(path, checkpointables=checkpointables)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         if filename.endswith(".pkl"):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 
-from ...checkpoint import load_pickle, load_torch
+from ...checkpoint import load_pickle, load_torch, local_weights_path
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +56,14 @@ def _strip_prefixes(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
-    """Read a local ``.pth``/``.pt``/``.pkl`` file into a flat name -> tensor dict
+    """Read a ``.pth``/``.pt``/``.pkl`` file (a local path or a URL, see
+    :func:`~centerx.checkpoint.local_weights_path`) into a flat name -> tensor dict
     (names as stored in the file, minus DataParallel / detector prefixes)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Backbone weights file '{path}' does not exist "
-            "(set MODEL.CENTERX.BACKBONE_WEIGHTS to a local file, or to '' for random init)."
-        )
+        try:
+            path = local_weights_path(path, "MODEL.CENTERX.BACKBONE_WEIGHTS")
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} Set it to a weights file or URL, or to '' for random init.") from None
     if path.endswith(".pkl"):
         data = load_pickle(path)
         if isinstance(data, dict) and "model" in data:

@@ -21,7 +21,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...checkpoint import StrictCheckpointer, UnsafeWeightsError
+from ...checkpoint import StrictCheckpointer, UnsafeWeightsError, local_weights_path
 from ...data.datasets import register_coco_json_datasets
 from ...data.datasets.image_folder import register_image_folders
 from ..adversarial import FeatureAdversaries
@@ -322,8 +322,9 @@ def _check_can_be_student(student_class: type) -> None:
 
 
 def _parse_teacher_entry(i: int, entry) -> Tuple[str, str, Tuple]:
-    """(config file, weights file, classes) of one teacher, checked before any model is built:
-    both files exist; the classes are all names or all indices, none twice."""
+    """(config file, local weights file, classes) of one teacher, checked before any
+    model is built: both files exist (weights may be a URL, fetched here); the
+    classes are all names or all indices, none twice."""
     where = f"MODEL.DISTILL.TEACHERS[{i}]"
     if isinstance(entry, (str, bytes)) or len(entry) != 3:
         raise ValueError(f"{where} must be a (config file, weights file, classes) triple, got {entry!r}.")
@@ -331,8 +332,7 @@ def _parse_teacher_entry(i: int, entry) -> Tuple[str, str, Tuple]:
     classes = (classes,) if isinstance(classes, (str, int)) else tuple(classes)
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"{where}: config file '{config_file}' does not exist.")
-    if not os.path.isfile(weights_file):
-        raise FileNotFoundError(f"{where}: weights file '{weights_file}' does not exist.")
+    weights_file = local_weights_path(weights_file, where)  # a local file, or a URL fetched into the cache
     if len(set(classes)) != len(classes):
         raise ValueError(f"{where}: classes {list(classes)} list a class twice.")
     names = all(isinstance(c, str) for c in classes)
@@ -509,7 +509,7 @@ def add_distill_config(cfg):
     # Meta-architecture of the student ("CenterNet" or "TTFNet"). Teachers must
     # have the same one; its checkpoints load into this plain student config.
     _C.MODEL.DISTILL.STUDENT_META_ARCHITECTURE = "CenterNet"
-    # Teachers, each a triple (config file, weights file, classes). classes: the
+    # Teachers, each a triple (config file, weights file or URL, classes). classes: the
     # student classes it teaches, either by name (looked up in the thing_classes
     # of the teacher's and the student's datasets, DATASETS.TEST then TRAIN) or
     # as student class indices, one per teacher heatmap channel in order;

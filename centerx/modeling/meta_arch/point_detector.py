@@ -285,9 +285,11 @@ def add_point_detector_config(cfg):
     # a torchvision-layout ResNet of depth MODEL.RESNETS.DEPTH 18 / 34 / 50 / 101
     # and DarkNet), norms, memory layout and PP-YOLO's neck and head options.
     _C.MODEL.CENTERX = CN()
-    # Local ImageNet weights for the backbone: a torchvision ``.pth`` state dict
-    # or a detectron2 / Caffe2 ``.pkl``. Empty = random initialisation.
-    # Loaded when the model is built; MODEL.WEIGHTS (a full detector) overrides it.
+    # ImageNet weights for the backbone: a torchvision ``.pth`` state dict or a
+    # detectron2 / Caffe2 ``.pkl``, as a local path, file://, http(s):// or
+    # detectron2:// URL (fetched once into detectron2's cache, like MODEL.WEIGHTS).
+    # Empty = random initialisation. Loaded when the model is built; MODEL.WEIGHTS
+    # (a full detector) overrides it.
     _C.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
     # Normalisation in the backbone: "BN", "SyncBN" or "FrozenBN".
     _C.MODEL.CENTERX.BACKBONE_NORM = "BN"
