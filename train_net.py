@@ -37,7 +37,7 @@ def setup(args):
     """Config from file + command line, with centerX's keys and datasets registered."""
     cfg = load_config(args)
     cfg.freeze()
-    centerx.register_coco_json_datasets(cfg.DATASETS.COCO_JSON)
+    centerx.register_config_datasets(cfg)
     default_setup(cfg, args)
     setup_centerx_logger(cfg.OUTPUT_DIR, comm.get_rank())
     return cfg

@@ -5,13 +5,14 @@ datasets with detectron2's registries; ``add_centerx_config`` adds every key.
 """
 from . import modeling  # noqa: F401  (registers backbones and meta-architectures)
 from .config import add_centerx_config, check_config
-from .data.datasets import register_all_builtin, register_coco_json_datasets
+from .data.datasets import register_all_builtin, register_coco_json_datasets, register_config_datasets
 
 register_all_builtin()
 
 __version__ = "0.1.0"
 
-__all__ = ["add_centerx_config", "check_config", "register_coco_json_datasets", "get_centerx_cfg"]
+__all__ = ["add_centerx_config", "check_config", "register_coco_json_datasets", "register_config_datasets",
+           "get_centerx_cfg"]
 
 
 def get_centerx_cfg():

@@ -140,11 +140,9 @@ def calibration_dataset(cfg, dataset: Optional[str] = None) -> str:
     ``DATASETS.COCO_JSON`` and ``DATASETS.IMAGE_FOLDERS`` are registered first)."""
     from detectron2.data import DatasetCatalog
 
-    from ..data.datasets import register_coco_json_datasets
-    from ..data.datasets.image_folder import register_image_folders
+    from ..data.datasets import register_config_datasets
 
-    register_coco_json_datasets(cfg.DATASETS.COCO_JSON)
-    register_image_folders(cfg.DATASETS.IMAGE_FOLDERS)
+    register_config_datasets(cfg)
     name = dataset or cfg.EXPORT.CALIBRATION_DATASET or (list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN) + [""])[0]
     if not name:
         raise ValueError("No calibration dataset: the config has neither DATASETS.TEST nor DATASETS.TRAIN; "

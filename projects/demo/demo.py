@@ -92,7 +92,7 @@ def setup_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace):
         )
     if "://" not in weights and not os.path.isfile(weights):
         parser.error(f"MODEL.WEIGHTS {weights}: no such file")
-    centerx.register_coco_json_datasets(cfg.DATASETS.COCO_JSON)
+    centerx.register_config_datasets(cfg)
     return cfg
 
 

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    centerx.register_coco_json_datasets(cfg.DATASETS.COCO_JSON)
+    centerx.register_config_datasets(cfg)
     runtime = build_runtime(args.runtime, cfg, args.model)
     names = class_names(cfg)
     os.makedirs(args.output, exist_ok=True)

@@ -60,7 +60,7 @@ def main(argv=None) -> Dict[str, float]:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    centerx.register_coco_json_datasets(cfg.DATASETS.COCO_JSON)
+    centerx.register_config_datasets(cfg)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
     if dataset not in DatasetCatalog.list():
         raise SystemExit(f"Dataset {dataset!r} is not registered: pass --dataset NAME or set DATASETS.TEST.")

@@ -6,7 +6,9 @@ from .builtin import (
     register_all_builtin,
     register_coco_json_datasets,
 )
+from .registration import register_config_datasets
 from .shapes import SHAPES_CLASSES, ensure_shapes, generate_shapes
+from .voc_yolo import load_voc, load_yolo, register_voc_datasets, register_yolo_datasets
 
 __all__ = [
     "SHAPES_CLASSES",
@@ -15,6 +17,11 @@ __all__ = [
     "ensure_datasets",
     "register_all_builtin",
     "register_coco_json_datasets",
+    "register_config_datasets",
+    "register_voc_datasets",
+    "register_yolo_datasets",
+    "load_voc",
+    "load_yolo",
     "convert_crowdhuman_odgt",
     "convert_widerface_txt",
 ]

@@ -461,6 +461,18 @@ def add_datasets_config(cfg):
     # triple (name, json_file, image_root), e.g.
     # DATASETS.COCO_JSON "[('mine_train', 'a/train.json', 'a/images')]".
     _C.DATASETS.COCO_JSON = []
+    # User datasets in Pascal VOC format (detectron2's register_pascal_voc layout:
+    # ImageSets/Main/<split>.txt, Annotations/<id>.xml, JPEGImages/<id>.jpg), each
+    # (name, folder, split) with class names read from the annotations (sorted),
+    # or (name, folder, split, class names), e.g.
+    # DATASETS.PASCAL_VOC "[('voc_train', 'data/VOC2012', 'train', ('cat', 'dog'))]".
+    _C.DATASETS.PASCAL_VOC = []
+    # User datasets in YOLO txt format, each (name, images folder, labels folder,
+    # class names): labels/<same relative path>.txt per image, lines "class cx cy
+    # w h" normalised to [0, 1]; class names as a list or a names file (one per
+    # line, or a YAML with names:), e.g.
+    # DATASETS.YOLO "[('mine', 'data/images/train', 'data/labels/train', 'data/classes.txt')]".
+    _C.DATASETS.YOLO = []
     # Before training or evaluation every dataset of DATASETS.TRAIN / TEST is
     # checked once (centerx/data/validation.py): its classes against the model's,
     # box sizes, and its image files, decoded to find missing or unreadable ones

@@ -22,8 +22,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ...checkpoint import StrictCheckpointer, UnsafeWeightsError, local_weights_path
-from ...data.datasets import register_coco_json_datasets
-from ...data.datasets.image_folder import register_image_folders
+from ...data.datasets import register_config_datasets
 from ..adversarial import FeatureAdversaries
 from ..loss_balance import LossBalancer, build_loss_balancer
 from .point_detector import PointDetector
@@ -153,7 +152,7 @@ class Distiller(nn.Module):
                              "classes) triple.")
         entries = [_parse_teacher_entry(i, entry) for i, entry in enumerate(d.TEACHERS)]
         tcfgs = [_teacher_config(i, config_file, cfg) for i, (config_file, _, _) in enumerate(entries)]
-        register_image_folders(cfg.DATASETS.IMAGE_FOLDERS)
+        register_config_datasets(cfg)
         _check_training_datasets(cfg)
         scfg = student_config(cfg)
         student = META_ARCH_REGISTRY.get(scfg.MODEL.META_ARCHITECTURE)(scfg)
@@ -373,7 +372,7 @@ def _teacher_config(i: int, config_file: str, cfg):
     tcfg.MODEL.DEVICE = cfg.MODEL.DEVICE
     tcfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
     tcfg.freeze()
-    register_coco_json_datasets(tcfg.DATASETS.COCO_JSON)
+    register_config_datasets(tcfg)
     return tcfg
 
 
