@@ -1,0 +1,136 @@
+"""What a CenterNet-family detector will see of a dataset: box sizes in output
+cells, objects per image, classes, and the boxes its targets treat specially
+(``./run.sh check-data``, projects/data/check_data.py).
+
+Sizes are taken at the training scale: an image's longer side fitted to
+``INPUT.TRAIN_SIZE`` (the mapper's scale 1; its random scale range then
+multiplies them by ``INPUT.SCALE_RANGE``), divided by the detector's output
+stride. Flags, per box:
+
+- ``degenerate``: width or height <= 0 pixels (detectron2 drops them);
+- ``outside``: extends beyond the image (clipped in training);
+- ``tiny``: under ``INPUT.MIN_BOX_SIZE`` pixels at the training scale (dropped by the mapper);
+- ``radius_0`` (CenterNet): Gaussian radius 0 at the config's RADIUS_MODE and
+  MIN_OVERLAP: one positive cell, every neighbour a full negative;
+- ``single_cell`` (TTFNet): alpha * w / 2 and alpha * h / 2 both under one cell, so
+  the heatmap peak and the box's regression samples are its centre cell only;
+- ``over_max_objects`` (CenterNet): objects beyond ``MAX_OBJECTS`` in an image
+  (its smallest ones), which get no size / offset target.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from detectron2.structures import BoxMode
+
+from ..modeling.meta_arch import CenterNet, TTFNet, detector_class
+from ..modeling.targets import gaussian_radius
+
+__all__ = ["BoxStatistics", "box_statistics", "CELL_BINS"]
+
+# upper edges of the size histogram, in output cells
+CELL_BINS = (1, 2, 4, 8, 16, 32, 64, 128, math.inf)
+
+
+@dataclass
+class BoxStatistics:
+    """Statistics of one dataset (see the module docstring)."""
+
+    name: str
+    images: int
+    objects: int
+    classes: List[str]
+    per_class: Dict[str, int]
+    objects_per_image: np.ndarray  # [images]
+    widths_cells: np.ndarray  # [objects] at the training scale
+    heights_cells: np.ndarray
+    flags: Dict[str, int] = field(default_factory=dict)
+    examples: Dict[str, List[str]] = field(default_factory=dict)  # flag -> a few "file: box" strings
+
+    def size_histogram(self) -> List[int]:
+        """Objects per bin of max(w, h) in cells, bins :data:`CELL_BINS` (upper edges)."""
+        longer = np.maximum(self.widths_cells, self.heights_cells)
+        edges = (0.0,) + CELL_BINS
+        return [int(((longer >= lo) & (longer < hi)).sum()) for lo, hi in zip(edges[:-1], edges[1:])]
+
+    def summary(self) -> Dict:
+        per_image = self.objects_per_image
+        sizes = np.maximum(self.widths_cells, self.heights_cells)
+        return {
+            "dataset": self.name,
+            "images": self.images,
+            "objects": self.objects,
+            "objects per image (mean / median / max)": [round(float(per_image.mean()), 2) if self.images else 0,
+                                                         float(np.median(per_image)) if self.images else 0,
+                                                         int(per_image.max()) if self.images else 0],
+            "images without objects": int((per_image == 0).sum()),
+            "box size, max(w, h) in cells (5th / 50th / 95th percentile)":
+                [round(float(np.percentile(sizes, q)), 2) for q in (5, 50, 95)] if self.objects else [],
+            "objects per class": self.per_class,
+            "flags": self.flags,
+        }
+
+
+def box_statistics(name: str, dicts: List[Dict], classes: Optional[List[str]], cfg, stride: int) -> BoxStatistics:
+    """Statistics of detectron2 dataset dicts as the config's detector sees them.
+
+    Args:
+        dicts: the dataset's dicts (with "width", "height" and "annotations").
+        classes: thing_classes, or None (category ids are then shown as numbers).
+        cfg: the config (INPUT.TRAIN_SIZE, INPUT.MIN_BOX_SIZE, the detector's keys).
+        stride: the detector's output stride (input pixels per cell).
+    """
+    rows, per_image = [], []
+    for d in dicts:
+        w_img, h_img = float(d["width"]), float(d["height"])
+        anns = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
+        per_image.append(len(anns))
+        for a in anns:
+            x1, y1, x2, y2 = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+            rows.append((x1, y1, x2, y2, w_img, h_img, a["category_id"], len(per_image) - 1))
+    boxes = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
+    x1, y1, x2, y2, w_img, h_img, cls, image = boxes.T
+    scale = cfg.INPUT.TRAIN_SIZE / np.maximum(np.maximum(w_img, h_img), 1.0)
+    w_px, h_px = (x2 - x1) * scale, (y2 - y1) * scale
+    w_cells, h_cells = w_px / stride, h_px / stride
+    flags = {
+        "degenerate": (x2 <= x1) | (y2 <= y1),
+        "outside": (x1 < 0) | (y1 < 0) | (x2 > w_img) | (y2 > h_img),
+        "tiny": (np.minimum(w_px, h_px) < cfg.INPUT.MIN_BOX_SIZE) & (x2 > x1) & (y2 > y1),
+    }
+    detector = detector_class(cfg)
+    if detector is not None and issubclass(detector, CenterNet):
+        c = cfg.MODEL.CENTERNET
+        radius = gaussian_radius(torch.from_numpy(np.ceil(h_cells)), torch.from_numpy(np.ceil(w_cells)),
+                                 c.MIN_OVERLAP, c.RADIUS_MODE).clamp(min=0).long().numpy()
+        flags["radius_0"] = (radius == 0) & ~flags["degenerate"]
+        flags["over_max_objects"] = _beyond_max_objects(image.astype(int), w_px * h_px, c.MAX_OBJECTS)
+    elif detector is not None and issubclass(detector, TTFNet):
+        alpha = cfg.MODEL.TTFNET.ALPHA
+        flags["single_cell"] = (alpha * w_cells / 2 < 1) & (alpha * h_cells / 2 < 1) & ~flags["degenerate"]
+    names = list(classes) if classes else sorted({str(int(c)) for c in cls})
+
+    def label(c) -> str:
+        return names[int(c)] if classes and 0 <= int(c) < len(names) else str(int(c))
+
+    per_class = {n: 0 for n in names}
+    for c in cls:
+        per_class[label(c)] = per_class.get(label(c), 0) + 1
+    examples = {}
+    for key, mask in flags.items():
+        examples[key] = [f"{dicts[int(image[i])]['file_name']}: {label(cls[i])} "
+                         f"({x1[i]:.0f}, {y1[i]:.0f}, {x2[i]:.0f}, {y2[i]:.0f})" for i in np.flatnonzero(mask)[:3]]
+    return BoxStatistics(name, len(dicts), len(boxes), names, per_class, np.asarray(per_image, dtype=np.int64),
+                         w_cells, h_cells, {k: int(v.sum()) for k, v in flags.items()}, examples)
+
+
+def _beyond_max_objects(image: np.ndarray, area: np.ndarray, max_objects: int) -> np.ndarray:
+    """Objects outside the ``max_objects`` largest of their image (CenterNet keeps the largest)."""
+    order = np.lexsort((-area, image))  # by image, largest first
+    rank = np.empty_like(order)
+    sorted_images = image[order]
+    starts = np.searchsorted(sorted_images, sorted_images, side="left")
+    rank[order] = np.arange(len(order)) - starts
+    return rank >= max_objects
