@@ -35,6 +35,6 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=7", "ruff==0.17.6"],
-        "export": ["onnx>=1.14", "onnxruntime>=1.16", "onnxslim"],
+        "export": ["onnx>=1.14", "onnxruntime>=1.16", "onnxslim", "openvino>=2024.0"],
     },
 )

@@ -9,13 +9,14 @@ docs/extending.md shows one.
 """
 import logging
 import os
+import warnings
 from typing import Dict, List, Optional, Type
 
 import torch
 from detectron2.utils.registry import Registry
 
 from .verify import check_agreement, check_int8_agreement
-from .wrapper import build_deploy_model, check_input_size
+from .wrapper import ExportError, build_deploy_model, check_input_size
 
 logger = logging.getLogger(__name__)
 
@@ -205,3 +206,66 @@ def export(cfg, fmt: str, out_dir: str, allow_random: bool = False, **options: O
     exporter = get_exporter(fmt)(cfg, out_dir, allow_random, **options)
     exporter.prepare()
     return exporter.export()
+
+
+@EXPORTER_REGISTRY.register()
+class TorchScriptExporter(Exporter):
+    """model.ts (model_raw.ts with ``raw``): the deployment graph traced with
+    ``torch.jit.trace`` at EXPORT.INPUT_SIZE (N, H, W stay free: the graph has no
+    size-dependent Python branch), run once with ``torch.jit.load``."""
+
+    format = "torchscript"
+    description = "TorchScript module traced from the deployment graph (torch.jit.load, no centerX needed)"
+    options = ("raw",)
+
+    def export(self) -> str:
+        raw = bool(self.settings.get("raw", False))
+        model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = os.path.join(self.out_dir, "model_raw.ts" if raw else "model.ts")
+        images = torch.rand(1, 3, *self.size) * 255
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # torch 2.14 deprecates TorchScript
+            traced = torch.jit.trace(model, images, strict=False, check_trace=False)
+            torch.jit.save(traced, path)
+            loaded = torch.jit.load(path)
+        size = os.path.getsize(path) / 2 ** 20
+        logger.info(f"Wrote {path} ({size:.1f} MiB, outputs {', '.join(_reference(model, images))}).")
+        with torch.no_grad():
+            outputs = {k: v.numpy() for k, v in loaded(images).items()}
+        check_agreement("TorchScript", outputs, _reference(model, images), self.trained)
+        return path
+
+
+@EXPORTER_REGISTRY.register()
+class OpenVINOExporter(Exporter):
+    """model.onnx, then the OpenVINO IR model.xml + model.bin converted from it
+    (``openvino.convert_model``, FP32 weights), run once on OpenVINO's CPU device.
+    INT8 would need NNCF (a heavy extra dependency) and is not offered."""
+
+    format = "openvino"
+    description = "OpenVINO IR (model.xml + model.bin, FP32) converted from the ONNX graph"
+    options = ("raw", "opset")
+
+    def prepare(self) -> None:
+        try:
+            import openvino  # noqa: F401
+        except ImportError as e:
+            raise ExportError("--format openvino needs the openvino package (pip install openvino; ./run.sh setup "
+                              "installs it with the export extra).") from e
+
+    def export(self) -> str:
+        import openvino as ov
+
+        raw = bool(self.settings.get("raw", False))
+        onnx_path = OnnxExporter(self.cfg, self.out_dir, self.allow_random, **self.settings).export()
+        xml = os.path.join(self.out_dir, "model_raw.xml" if raw else "model.xml")
+        ov.save_model(ov.convert_model(onnx_path), xml, compress_to_fp16=False)
+        logger.info(f"Wrote {xml} + .bin ({os.path.getsize(xml[:-4] + '.bin') / 2 ** 20:.1f} MiB).")
+        model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
+        images = torch.rand(1, 3, *self.size) * 255
+        compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        result = compiled(images.numpy())
+        outputs = {port.get_any_name(): result[port] for port in compiled.outputs}
+        check_agreement("OpenVINO", outputs, _reference(model, images), self.trained)
+        return xml

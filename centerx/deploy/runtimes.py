@@ -8,6 +8,7 @@ meta-architecture's own decode, drops scores not above the meta-architecture's
 """
 import logging
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -207,6 +208,61 @@ class TensorRTRuntime(Runtime):
         images = torch.from_numpy(batch).cuda(non_blocking=True)
         out = execute(self.engine, self.context, images, self.stream)
         return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+@RUNTIME_REGISTRY.register()
+class TorchScriptRuntime(Runtime):
+    """A TorchScript export (``torch.jit.load``) on ``MODEL.DEVICE``."""
+
+    name = "torchscript"
+    model_file = ".ts"
+
+    def __init__(self, cfg, path: str):
+        super().__init__(cfg)
+        self.device = torch.device(cfg.MODEL.DEVICE)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # torch 2.14 deprecates TorchScript
+            self.module = torch.jit.load(path, map_location=self.device).eval()
+
+    @classmethod
+    def from_file(cls, cfg, model_path: str):
+        return cls(cfg, model_path)
+
+    def run(self, batch):
+        with torch.no_grad():
+            out = self.module(torch.from_numpy(batch).to(self.device))
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+@RUNTIME_REGISTRY.register()
+class OpenVINORuntime(Runtime):
+    """An OpenVINO IR (``.xml`` with its ``.bin``) compiled for OpenVINO's ``device``
+    (default CPU; the inputs keep N, H and W dynamic). ``precision`` is OpenVINO's
+    INFERENCE_PRECISION_HINT: "f32" (default) computes in FP32 as the other
+    runtimes do; on a CPU with bfloat16 units OpenVINO would otherwise pick
+    "bf16" (faster, scores within ~1e-3)."""
+
+    name = "openvino"
+    model_file = ".xml (its .bin beside it)"
+
+    def __init__(self, cfg, xml: str, device: str = "CPU", threads: Optional[int] = None, precision: str = "f32"):
+        super().__init__(cfg)
+        import openvino as ov
+
+        config = {"INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = ov.Core().compile_model(xml, device, config)
+        self.outputs = [(port, port.get_any_name()) for port in self.compiled.outputs]
+        logger.info(f"OpenVINO on {device}: {xml}")
+
+    @classmethod
+    def from_file(cls, cfg, model_path: str):
+        return cls(cfg, model_path)
+
+    def run(self, batch):
+        result = self.compiled(batch)
+        return {name: result[port] for port, name in self.outputs}
 
 
 def runtime_names() -> List[str]:

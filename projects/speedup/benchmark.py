@@ -3,7 +3,8 @@
 and against detectron2's RetinaNet-R18-FPN, on each available runtime.
 
     python projects/speedup/benchmark.py [--size 512] [--batches 1 8] [--warmup 2] [--reps 10]
-        [--models centernet ttfnet retinanet] [--runtimes pytorch onnxruntime onnxruntime-int8 tensorrt]
+        [--models centernet ttfnet retinanet]
+        [--runtimes pytorch torchscript onnxruntime onnxruntime-int8 openvino tensorrt]
         [--threads N]
 
 Every model gets the same input: float32 [N, 3, size, size] pixels. Rows:
@@ -18,7 +19,8 @@ Every model gets the same input: float32 [N, 3, size, size] pixels. Rows:
   TracingAdapter, which fixes the batch). Random weights leave it few boxes
   above its 0.05 score threshold, so its NMS time is a lower bound.
 
-Runtimes: PyTorch eager (CUDA when available, else CPU), ONNX Runtime on CPU
+Runtimes: PyTorch eager (CUDA when available, else CPU), the same traced with
+TorchScript, OpenVINO on CPU (the ONNX graph converted, FP32), ONNX Runtime on CPU
 and on CUDA (where onnxruntime has the CUDA provider), ONNX Runtime on CPU with
 the static INT8 graph of centerx.deploy.quantize (centerX graphs; calibrated on
 random images, which sets its ranges but not its speed), TensorRT FP32 and FP16
@@ -72,8 +74,8 @@ def parse_args(argv=None):
     parser.add_argument("--reps", type=int, default=10, help="timed runs per model, runtime and batch")
     parser.add_argument("--models", nargs="+", default=["centernet", "ttfnet", "retinanet"],
                         choices=["centernet", "ttfnet", "retinanet"], help="detectors besides the backbone")
-    parser.add_argument("--runtimes", nargs="+", default=["pytorch", "onnxruntime", "onnxruntime-int8", "tensorrt"],
-                        choices=["pytorch", "onnxruntime", "onnxruntime-int8", "tensorrt"],
+    runtimes = ["pytorch", "torchscript", "onnxruntime", "onnxruntime-int8", "openvino", "tensorrt"]
+    parser.add_argument("--runtimes", nargs="+", default=runtimes, choices=runtimes,
                         help="runtimes to time (unavailable ones are reported and skipped)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="CPU threads of PyTorch and ONNX Runtime (default: all cores)")
@@ -176,6 +178,30 @@ def ort_runner(path: str, x: torch.Tensor, provider: str, threads: int) -> Calla
     return lambda: session.run(None, feeds)
 
 
+def openvino_runner(onnx_path: str, x: torch.Tensor, threads: int) -> Callable[[], None]:
+    """The ONNX file converted to OpenVINO (in memory) and compiled for its CPU
+    device at FP32 precision (as the other CPU rows) with ``threads`` threads."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(ov.convert_model(onnx_path), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
+    names = [port.get_any_name() for port in compiled.inputs]
+    feeds = {"images": x.numpy()} if names == ["images"] else {n: im.numpy() for n, im in zip(names, x)}
+    request = compiled.create_infer_request()
+    return lambda: request.infer(feeds)
+
+
+def torchscript_runner(module: nn.Module, device: torch.device, x: torch.Tensor) -> Callable[[], None]:
+    """``module`` traced with torch.jit.trace, as the torchscript export does."""
+    if isinstance(module, RetinaNetOnTensor):
+        raise NotImplementedError("the TorchScript rows cover the centerX graphs and the backbone")
+    module, x = module.to(device), x.to(device)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, x, strict=False, check_trace=False)
+    return eager_runner(traced, device, x)
+
+
 def tensorrt_runner(engine_path: str, x: torch.Tensor) -> Callable[[], None]:
     from centerx.deploy.tensorrt_engine import execute, load_engine
 
@@ -206,6 +232,15 @@ def available_runtimes(requested: List[str]) -> Dict[str, str]:
             found["onnxruntime-int8-cpu"] = "int8"
         except ExportError as e:
             logger.warning(f"ONNX Runtime INT8 rows skipped: {e}")
+    if "openvino" in requested:
+        try:
+            import openvino  # noqa: F401
+
+            found["openvino-cpu"] = "openvino"
+        except ImportError:
+            logger.warning("openvino is not installed: OpenVINO rows skipped.")
+    if "torchscript" in requested:
+        found[f"torchscript-{'cuda' if torch.cuda.is_available() else 'cpu'}"] = "torchscript"
     if "tensorrt" in requested:
         try:
             import_tensorrt()
@@ -227,7 +262,11 @@ class Runners:
     def __call__(self, runtime: str, how: str, name: str, module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
         if how == "eager":
             return eager_runner(module, torch.device("cuda" if runtime.endswith("cuda") else "cpu"), x)
+        if how == "torchscript":
+            return torchscript_runner(module, torch.device("cuda" if runtime.endswith("cuda") else "cpu"), x)
         onnx_path = self._onnx(name, module.cpu(), x)
+        if how == "openvino":
+            return openvino_runner(onnx_path, x, self.threads)
         if how == "int8":
             return ort_runner(self._int8(onnx_path, module), x, "CPUExecutionProvider", self.threads)
         if runtime.startswith("onnxruntime"):
