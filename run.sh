@@ -8,6 +8,7 @@
 #   ./run.sh export --format FORMAT [export.py args]   deployment export (projects/speedup; formats below)
 #   ./run.sh demo --input IMAGE|FOLDER|VIDEO --output DIR MODEL.WEIGHTS W   draw detections (projects/demo)
 #   ./run.sh check-data [--datasets N..] [--images K]   box statistics, histograms, images with ground truth
+#   ./run.sh gpu-check [--skip-benchmarks]   AMP, EMA, DDP, FP16, ONNX Runtime CUDA, TensorRT checks on a GPU
 #   ./run.sh setup                       only create / check the environment
 #
 # Environment: .venv next to this file (CENTERX_VENV overrides). If the Python
@@ -117,12 +118,15 @@ case "$cmd" in
     setup_env
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/data/check_data.py "$@" ;;
+  gpu-check)
+    setup_env
+    "$PY" projects/benchmarks/gpu_check.py "$@" ;;
   demo)
     setup_env
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/demo/demo.py "$@" ;;
   help|-h|--help)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     if [ -x "$PY" ]; then  # the registered export formats and runtimes, once the environment exists
       "$PY" -c "from centerx.deploy.exporters import exporter_formats
 from centerx.deploy.runtimes import runtime_names
