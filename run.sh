@@ -6,7 +6,8 @@
 #   ./run.sh test  [pytest args]         the whole test suite
 #   ./run.sh lint  [ruff args]           ruff check with ruff.toml (line length, import order, pyflakes)
 #   ./run.sh export --format FORMAT [export.py args]   deployment export (projects/speedup; formats below)
-#   ./run.sh demo --input IMAGE|FOLDER|VIDEO --output DIR MODEL.WEIGHTS W   draw detections (projects/demo)
+#   ./run.sh predict --input IMAGE|FOLDER|VIDEO|CAMERA --output DIR [--runtime R --model F] MODEL.WEIGHTS W
+#                                        detect, draw, --save-json (projects/demo; `demo` is the same)
 #   ./run.sh check-data [--datasets N..] [--images K]   box statistics, histograms, images with ground truth
 #   ./run.sh gpu-check [--skip-benchmarks]   AMP, EMA, DDP, FP16, ONNX Runtime CUDA, TensorRT checks on a GPU
 #   ./run.sh setup                       only create / check the environment
@@ -121,12 +122,12 @@ case "$cmd" in
   gpu-check)
     setup_env
     "$PY" projects/benchmarks/gpu_check.py "$@" ;;
-  demo)
+  predict|demo)
     setup_env
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
-    "$PY" projects/demo/demo.py "$@" ;;
+    "$PY" projects/demo/predict.py "$@" ;;
   help|-h|--help)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     if [ -x "$PY" ]; then  # the registered export formats and runtimes, once the environment exists
       "$PY" -c "from centerx.deploy.exporters import exporter_formats
 from centerx.deploy.runtimes import runtime_names

@@ -291,7 +291,7 @@ def test_predictor_takes_any_image_a_user_has(predictor_weights):
 def test_demo_folder_skips_a_bad_image_and_goes_on(predictor_weights, tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("demo_cli", os.path.join(REPO, "projects", "demo", "demo.py"))
+    spec = importlib.util.spec_from_file_location("demo_cli", os.path.join(REPO, "projects", "demo", "predict.py"))
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     folder = tmp_path / "in"

@@ -1,6 +1,7 @@
-"""projects/demo/demo.py (image, folder, video) and the PredictionImages training hook
+"""projects/demo/predict.py (image, folder, video) and the PredictionImages training hook
 (predictions drawn into TensorBoard), with a tiny random-weight CenterNet-R18 on CPU."""
 import importlib.util
+import json
 import logging
 import os
 import types
@@ -28,7 +29,7 @@ MIN_SIZE, MAX_SIZE = 48, 80
 
 
 def _load_demo():
-    spec = importlib.util.spec_from_file_location("demo_cli", os.path.join(REPO, "projects", "demo", "demo.py"))
+    spec = importlib.util.spec_from_file_location("demo_cli", os.path.join(REPO, "projects", "demo", "predict.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -133,18 +134,18 @@ def test_demo_folder_skips_and_counts_unreadable_image(one_thread, tiny_shapes, 
     (folder / "sub").mkdir()
 
     records = _Records()
-    logging.getLogger("centerx.demo").addHandler(records)
+    logging.getLogger("centerx.predict").addHandler(records)
     try:
         summary = demo.run(_argv(weights, name, folder, tmp_path / "out", 0.0))
     finally:
-        logging.getLogger("centerx.demo").removeHandler(records)
+        logging.getLogger("centerx.predict").removeHandler(records)
 
     assert (summary.images_written, summary.images_skipped) == (2, 1)
     assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.jpg"]
     for file, (h, w) in sizes.items():
         assert cv2.imread(str(tmp_path / "out" / file)).shape == (h, w, 3)
     assert any("broken.jpg" in m and "skipped" in m for m in records.messages), records.messages
-    assert any("2 images written, 1 unreadable skipped" in m for m in records.messages), records.messages
+    assert any("2 images, 1 unreadable skipped" in m for m in records.messages), records.messages
 
 
 def test_demo_video_keeps_frames_size_and_fps(one_thread, tiny_shapes, weights, tmp_path):
@@ -178,6 +179,83 @@ def test_demo_video_keeps_frames_size_and_fps(one_thread, tiny_shapes, weights, 
     assert len(plain) == len(reencoded) == 5
     assert all(np.array_equal(p, r) for p, r in zip(plain, reencoded))
     assert all((d.astype(int) - r).any() for d, r in zip(drawn, reencoded))
+
+
+def _flags(argv, *flags):
+    """``argv`` of _argv with ``flags`` before its KEY VALUE overrides."""
+    return argv[:8] + list(flags) + argv[8:]
+
+
+def _folder(tmp_path, count=5):
+    """``count`` 56 x 72 noise images (one size: a batch pads none of them)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i}.png"), _noise_image(56, 72, seed=30 + i))
+    return folder
+
+
+def test_batches_give_the_same_detections_as_one_by_one_and_json_is_coco_results(one_thread, tiny_shapes, weights,
+                                                                                  tmp_path):
+    """--batch 3 over 5 images finds what --batch 1 finds; --save-json
+    holds them as COCO results: image_id the image's index, bbox x, y, w, h."""
+    name, _ = tiny_shapes
+    folder = _folder(tmp_path)
+    results = {}
+    for batch in (1, 3):
+        path = tmp_path / f"b{batch}.json"
+        demo.run(_flags(_argv(weights, name, folder, tmp_path / f"out{batch}", 0.0), "--batch", str(batch),
+                        "--save-json", str(path)))
+        results[batch] = json.loads(path.read_text())
+    assert 10 < len(results[1]) <= 5 * 5 and len(results[3]) == len(results[1])  # at most 5 per image
+
+    def key(r):
+        return r["image_id"], r["category_id"], round(r["score"], 3)
+
+    for a, b in zip(sorted(results[1], key=key), sorted(results[3], key=key)):
+        assert (a["image_id"], a["category_id"], a["file_name"]) == (b["image_id"], b["category_id"], b["file_name"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
+    assert sorted({r["image_id"] for r in results[1]}) == list(range(5))
+    assert all(os.path.basename(r["file_name"]) == f"{r['image_id']}.png" for r in results[1])
+    assert all(len(r["bbox"]) == 4 and r["bbox"][2] > 0 and r["bbox"][3] > 0 for r in results[1])
+
+
+def test_exported_runtime_and_heatmap_overlay(one_thread, tiny_shapes, weights, tmp_path, capsys):
+    """--runtime onnxruntime runs an exported file through the same command; --heatmap
+    (pytorch) changes the drawn image; --heatmap with an exported runtime is refused."""
+    from centerx.deploy.exporters import export
+
+    name, _ = tiny_shapes
+    folder = _folder(tmp_path, count=2)
+    cfg = _tiny_cfg(name, "MODEL.WEIGHTS", weights, "EXPORT.INPUT_SIZE", "(96, 96)")
+    onnx_file = export(cfg, "onnx", str(tmp_path / "deploy"))
+    argv = _argv(weights, name, folder, tmp_path / "onnx", 0.0) + ["EXPORT.INPUT_SIZE", "(96, 96)"]
+    summary = demo.run(_flags(argv, "--runtime", "onnxruntime", "--model", onnx_file, "--save-json",
+                              str(tmp_path / "o.json")))
+    assert summary.images_written == 2 and summary.detections == 10
+    plain = demo.run(_argv(weights, name, folder, tmp_path / "plain", 1.01))
+    demo.run(_flags(_argv(weights, name, folder, tmp_path / "heat", 1.01), "--heatmap"))
+    assert plain.images_written == 2
+    for f in ("0.png", "1.png"):
+        a, b = cv2.imread(str(tmp_path / "plain" / f)), cv2.imread(str(tmp_path / "heat" / f))
+        assert a.shape == b.shape and (a != b).any()
+    with pytest.raises(SystemExit):
+        demo.run(_flags(argv, "--runtime", "onnxruntime", "--model", onnx_file, "--heatmap"))
+    assert "--heatmap needs --runtime pytorch" in capsys.readouterr().err
+
+
+def test_max_frames_and_a_missing_camera(one_thread, tiny_shapes, weights, tmp_path):
+    name, _ = tiny_shapes
+    src = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 48))
+    for i in range(6):
+        writer.write(_noise_image(48, 64, seed=50 + i))
+    writer.release()
+    summary = demo.run(_flags(_argv(weights, name, src, tmp_path / "out", 0.5), "--max-frames", "4", "--batch", "3"))
+    assert summary.frames_written == 4
+    with pytest.raises(SystemExit, match="Cannot open camera 57"):
+        demo.run(_argv(weights, name, "57", tmp_path / "cam", 0.5))
 
 
 @pytest.mark.parametrize("case", ["missing", "empty_folder", "not_media", "no_weights", "output_is_input"])

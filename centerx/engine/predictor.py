@@ -1,6 +1,9 @@
 """detectron2's DefaultPredictor for any image a user can hand it, with the
 weights loaded strictly."""
+from typing import Dict, List, Optional, Sequence
+
 import numpy as np
+import torch
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import Boxes, Instances
 
@@ -35,18 +38,38 @@ class Predictor(DefaultPredictor):
         load_weights_for_eval(self.cfg, self.model, cfg.MODEL.WEIGHTS, allow_random=allow_random)
 
     def __call__(self, original_image, name: str = "image"):
+        return self.predict_batch([original_image], [name])[0]
+
+    def prepare(self, original_image, name: str = "image") -> Dict:
+        """The model's input dict for one image, as DefaultPredictor builds it:
+        channels to ``INPUT.FORMAT``, test-time resize, "height" / "width" of the
+        image (after any padding for an extreme aspect ratio, see the class)."""
         image = as_three_channels(original_image, name)
         h, w = image.shape[:2]
         min_side = int(np.ceil(max(h, w) * MIN_RESIZED_SIDE / self.aug.max_size)) if self.aug.max_size > 0 else 1
-        padded = image
         if min(h, w) < min_side:
             ph, pw = (max(h, min_side), w) if h < w else (h, max(w, min_side))
             padded = np.zeros((ph, pw, 3), dtype=np.uint8)
             padded[:h, :w] = image
-        out = super().__call__(padded)
-        if padded is not image:
-            inst = Instances((h, w), **out["instances"].get_fields())
-            inst.pred_boxes = Boxes(inst.pred_boxes.tensor.clone())
-            inst.pred_boxes.clip((h, w))
-            out["instances"] = inst
-        return out
+            image = padded
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        resized = self.aug.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)).to(self.cfg.MODEL.DEVICE)
+        return {"image": tensor, "height": image.shape[0], "width": image.shape[1], "original_size": (h, w)}
+
+    def predict_batch(self, images: Sequence[np.ndarray], names: Optional[Sequence[str]] = None) -> List[Dict]:
+        """Several images in one forward pass; one ``{"instances": Instances}`` per
+        image, as ``__call__`` returns for each."""
+        names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+        inputs = [self.prepare(image, name) for image, name in zip(images, names)]
+        with torch.no_grad():
+            outputs = self.model(inputs)
+        for out, x in zip(outputs, inputs):
+            h, w = x["original_size"]
+            if (h, w) != (x["height"], x["width"]):  # padded: back to the image's own size
+                inst = Instances((h, w), **out["instances"].get_fields())
+                inst.pred_boxes = Boxes(inst.pred_boxes.tensor.clone())
+                inst.pred_boxes.clip((h, w))
+                out["instances"] = inst
+        return outputs

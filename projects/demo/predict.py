@@ -1,0 +1,401 @@
+#!/usr/bin/env python
+"""Detect objects in an image, a folder of images, a video or a camera stream, on any
+runtime, and draw them and / or save them as COCO results.
+
+    ./run.sh predict --input photo.jpg --output vis/ MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth
+    ./run.sh predict --input images/ --output vis/ --batch 8 --save-json dets.json MODEL.WEIGHTS ...
+    ./run.sh predict --input clip.mp4 --output vis/ --heatmap MODEL.WEIGHTS ... MODEL.DEVICE cuda
+    ./run.sh predict --input 0 --output vis/ --max-frames 300 MODEL.WEIGHTS ...          # camera 0
+    ./run.sh predict --runtime onnxruntime --model deploy/model.onnx --input images/ --output vis/ MODEL.WEIGHTS ...
+
+``--runtime`` is any registered runtime (pytorch, torchscript, onnxruntime,
+openvino, caffe, tensorrt; ``./run.sh help`` lists them); every runtime but
+pytorch runs the exported file ``--model`` (ONNX INT8 is an ``.onnx`` file on
+onnxruntime). PyTorch runs through centerx.engine.Predictor (detectron2's
+DefaultPredictor: the config's test-time resize, MODEL.WEIGHTS loaded strictly,
+the EMA weights with MODEL_EMA.USE_FOR_EVAL); the exported runtimes letterbox
+to EXPORT.INPUT_SIZE (centerx.deploy.runtimes). Images go through in batches of
+``--batch``; with PyTorch a batch is padded to its largest image (detectron2's
+ImageList), which can move the scores of smaller images slightly (the network
+sees more zero padding), as in detectron2's own batched inference.
+
+Outputs: with ``--output``, images are written as OUTPUT/<file name>, a video or
+camera stream as OUTPUT/<stem>.mp4 (or .avi where OpenCV cannot write mp4) at the
+input's frame size and rate, detections scoring above --confidence-threshold
+drawn with their class names (DATASETS.TEST[0]'s); ``--heatmap`` (pytorch)
+blends the highest class score of every cell under the boxes. ``--save-json``
+writes every detection above the threshold in COCO results format (image_id:
+the image's index in the sorted input, or the frame index; category_id: the
+dataset's own id when its metadata maps ids, else the class index; bbox: x, y,
+w, h in the image's pixels; plus file_name). A progress bar runs over folders
+and videos. Exit code 1 when no input image could be read, 2 for a bad command line.
+"""
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
+
+import centerx
+from centerx.checkpoint import UnsafeWeightsError, WeightsMismatchError
+from centerx.data.datasets import ensure_datasets
+from centerx.deploy.runtimes import build_runtime, runtime_names
+from centerx.engine import Predictor
+from centerx.engine.visualization import draw_detections
+
+logger = logging.getLogger("centerx.predict")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+# (FourCC, file extension) tried in order for the output video
+VIDEO_CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))
+# Frame rate written when the input video does not report a usable one.
+FALLBACK_FPS = 30.0
+
+
+@dataclass
+class Summary:
+    """What one run did. Counts are of files (images) and of frames (video)."""
+
+    images_written: int = 0
+    images_skipped: int = 0
+    frames_written: int = 0
+    detections: int = 0
+    seconds: float = 0.0
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
+    parser.add_argument("--input", required=True, metavar="PATH",
+                        help=f"an image ({', '.join(IMAGE_EXTENSIONS)}), a folder of such images (not recursive), "
+                             f"a video ({', '.join(VIDEO_EXTENSIONS)}) or a camera index (0, 1, ...)")
+    parser.add_argument("--output", metavar="DIR", help="folder for the drawn images / video")
+    parser.add_argument("--save-json", metavar="FILE", help="write the detections in COCO results format")
+    parser.add_argument("--runtime", default="pytorch", choices=runtime_names(), help="where the model runs")
+    parser.add_argument("--model", default="", metavar="FILE", help="the exported file, for every runtime but pytorch")
+    parser.add_argument("--batch", type=int, default=1, help="images (or frames) per forward pass")
+    parser.add_argument("--confidence-threshold", type=float, default=0.3, metavar="SCORE",
+                        help="keep only detections scoring above this (default: 0.3)")
+    parser.add_argument("--heatmap", action="store_true",
+                        help="pytorch: blend the highest class score of each cell into the drawn images")
+    parser.add_argument("--max-frames", type=int, default=0, help="stop a video or camera after this many frames")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="config overrides: KEY VALUE pairs, MODEL.WEIGHTS included")
+    args = parser.parse_args(argv)
+    late = [token for token in args.opts if token.startswith("--")]
+    if late:
+        parser.error(f"{late[0]} came after the KEY VALUE overrides; put every --flag before them")
+    return parser, args
+
+
+def setup_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """Frozen config from the file and the overrides; MODEL.WEIGHTS must name a checkpoint."""
+    if not os.path.isfile(args.config_file):
+        parser.error(f"--config-file {args.config_file}: no such file")
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        parser.error("MODEL.WEIGHTS is empty: pass the trained model as an override, e.g. "
+                     "MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth")
+    if "://" not in weights and not os.path.isfile(os.path.expanduser(weights)):
+        parser.error(f"MODEL.WEIGHTS {weights}: no such file")
+    centerx.register_config_datasets(cfg)
+    return cfg
+
+
+def dataset_metadata(cfg):
+    """(thing_classes or None, contiguous index -> dataset category id or None) of DATASETS.TEST[0].
+
+    Built-in datasets carry them from registration; a user dataset gets them when
+    it is loaded, which is done here only if needed."""
+    if not len(cfg.DATASETS.TEST):
+        return None, None
+    name = cfg.DATASETS.TEST[0]
+    meta = MetadataCatalog.get(name)
+    if meta.get("thing_classes") is None and name in DatasetCatalog:
+        ensure_datasets([name])
+        DatasetCatalog.get(name)
+    names = meta.get("thing_classes")
+    if names is None:
+        logger.warning(f"Dataset '{name}' has no thing_classes; classes are shown by index.")
+    mapping = meta.get("thing_dataset_id_to_contiguous_id")
+    return names, ({v: k for k, v in mapping.items()} if mapping else None)
+
+
+class Detector:
+    """A model on a runtime: BGR uint8 images -> per image ``boxes`` [M, 4] (x1, y1,
+    x2, y2 in the image's pixels), ``scores`` [M], ``classes`` [M] above the threshold."""
+
+    def __init__(self, cfg, runtime: str, model_file: str, threshold: float, heatmap: bool):
+        self.threshold = threshold
+        self.heatmap = heatmap
+        if runtime == "pytorch":
+            # weights loaded strictly, the EMA weights when the config says so; any image shape
+            self.predictor, self.runtime = Predictor(cfg), None
+        else:
+            self.predictor, self.runtime = None, build_runtime(runtime, cfg, model_file)
+
+    def __call__(self, images: Sequence[np.ndarray], names: Sequence[str]) -> List[Dict[str, np.ndarray]]:
+        if self.runtime is not None:
+            results = self.runtime(list(images))
+        else:
+            results = []
+            for out in self.predictor.predict_batch(images, names):
+                inst = out["instances"].to("cpu")
+                results.append({"boxes": inst.pred_boxes.tensor.numpy(), "scores": inst.scores.numpy(),
+                                "classes": inst.pred_classes.numpy()})
+        return [{k: v[r["scores"] > self.threshold] for k, v in r.items()} for r in results]
+
+    def heatmaps(self, images: Sequence[np.ndarray], names: Sequence[str]) -> List[np.ndarray]:
+        """Per image, [H, W] float in [0, 1]: the highest class score of the cell
+        under each pixel (pytorch; before peak masking)."""
+        model = self.predictor.model
+        inputs = [self.predictor.prepare(image, name) for image, name in zip(images, names)]
+        with torch.no_grad():
+            batch = model.preprocess_image(inputs)
+            scores = model.heatmap_scores(model.predict(batch.tensor)).amax(dim=1, keepdim=True)
+            full = torch.nn.functional.interpolate(scores.float(), size=batch.tensor.shape[-2:], mode="bilinear",
+                                                   align_corners=False)[:, 0].cpu().numpy()
+        maps = []
+        for m, (h, w), x in zip(full, batch.image_sizes, inputs):
+            oh, ow = x["original_size"]
+            valid = cv2.resize(m[:h, :w], (x["width"], x["height"]), interpolation=cv2.INTER_LINEAR)
+            maps.append(valid[:oh, :ow])
+        return maps
+
+
+def draw(image: np.ndarray, det: Dict[str, np.ndarray], names, heat: Optional[np.ndarray]) -> np.ndarray:
+    """BGR image with the detections (and the heatmap blended in) drawn."""
+    if heat is not None:
+        colour = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+        image = cv2.addWeighted(image, 0.55, colour, 0.45, 0)
+    inst = Instances(image.shape[:2], pred_boxes=Boxes(torch.as_tensor(det["boxes"]).reshape(-1, 4)),
+                     scores=torch.as_tensor(det["scores"]), pred_classes=torch.as_tensor(det["classes"]).long())
+    return np.ascontiguousarray(draw_detections(np.ascontiguousarray(image[:, :, ::-1]), inst, names)[:, :, ::-1])
+
+
+def coco_results(det: Dict[str, np.ndarray], image_id: int, file_name: str, ids) -> List[Dict]:
+    out = []
+    for (x1, y1, x2, y2), score, cls in zip(det["boxes"].tolist(), det["scores"].tolist(), det["classes"].tolist()):
+        out.append({"image_id": image_id, "file_name": file_name,
+                    "category_id": int(ids[int(cls)]) if ids else int(cls),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(float(score), 5)})
+    return out
+
+
+def list_inputs(parser: argparse.ArgumentParser, path: str) -> Tuple[List[str], Optional[object]]:
+    """(image files, video file or camera index or None)."""
+    if path.isdigit() and not os.path.exists(path):
+        return [], int(path)
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
+        images = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not images:
+            parser.error(f"--input {path}: the folder holds no {'/'.join(IMAGE_EXTENSIONS)} file")
+        if len(files) > len(images):
+            logger.info(f"{path}: {len(images)} images; {len(files) - len(images)} other files ignored")
+        return images, None
+    if not os.path.isfile(path):
+        parser.error(f"--input {path}: no such file or folder")
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        return [path], None
+    if path.lower().endswith(VIDEO_EXTENSIONS):
+        return [], path
+    parser.error(f"--input {path}: not an image ({', '.join(IMAGE_EXTENSIONS)}), a video "
+                 f"({', '.join(VIDEO_EXTENSIONS)}) nor a camera index")
+
+
+def batches(items: Sequence, size: int) -> Iterator[List]:
+    for i in range(0, len(items), size):
+        yield list(items[i:i + size])
+
+
+class Job:
+    """Runs the detector over the inputs and writes what was asked."""
+
+    def __init__(self, detector: Detector, names, ids, output: Optional[str], heatmap: bool):
+        self.detector, self.names, self.ids = detector, names, ids
+        self.output, self.heatmap = output, heatmap
+        self.results: List[Dict] = []
+        self.summary = Summary()
+
+    def process(self, frames: List[np.ndarray], labels: List[str], image_ids: List[int]) -> List[np.ndarray]:
+        """Detect on a batch; record the COCO results; return the drawn frames (when drawing)."""
+        dets = self.detector(frames, labels)
+        heats = self.detector.heatmaps(frames, labels) if self.heatmap else [None] * len(frames)
+        drawn = []
+        for frame, label, image_id, det, heat in zip(frames, labels, image_ids, dets, heats):
+            self.results += coco_results(det, image_id, label, self.ids)
+            self.summary.detections += len(det["scores"])
+            if self.output:
+                drawn.append(draw(frame, det, self.names, heat))
+        return drawn
+
+    def images(self, paths: Sequence[str], batch: int) -> None:
+        with tqdm(total=len(paths), desc="images", unit="img", disable=len(paths) < 2) as bar:
+            for chunk in batches(list(enumerate(paths)), batch):
+                frames, labels, ids = [], [], []
+                for image_id, path in chunk:
+                    image = cv2.imread(path, cv2.IMREAD_COLOR)
+                    if image is None or min(image.shape[:2]) < 2:
+                        self.summary.images_skipped += 1
+                        logger.warning(f"Cannot use {path} as an image; skipped "
+                                       f"({self.summary.images_skipped} so far).")
+                        continue
+                    frames.append(image)
+                    labels.append(path)
+                    ids.append(image_id)
+                bar.update(len(chunk))
+                if not frames:
+                    continue
+                drawn = self.process(frames, labels, ids)
+                for k, path in enumerate(labels):
+                    if self.output:
+                        out = os.path.join(self.output, os.path.basename(path))
+                        if not cv2.imwrite(out, drawn[k]):
+                            raise OSError(f"OpenCV could not write {out}; check that --output is a writable folder.")
+                    self.summary.images_written += 1
+
+    def video(self, source, batch: int, max_frames: int) -> None:
+        """Every frame of a video file or camera (until it ends, ``max_frames`` or Ctrl-C)."""
+        capture = cv2.VideoCapture(source)
+        label = f"camera{source}" if isinstance(source, int) else source
+        if not capture.isOpened():
+            raise SystemExit(f"Cannot open {'camera ' + str(source) if isinstance(source, int) else source} with "
+                             "OpenCV (no such device, unsupported codec or damaged file).")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        if not (fps > 0 and math.isfinite(fps)):
+            logger.warning(f"{label} reports no frame rate; writing at {FALLBACK_FPS} fps.")
+            fps = FALLBACK_FPS
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not isinstance(source, int) else 0
+        if max_frames > 0:
+            total = min(total, max_frames) if total > 0 else max_frames
+        stem = os.path.join(self.output or "", os.path.splitext(os.path.basename(str(label)))[0])
+        writer, out = None, None
+        bar = tqdm(total=total or None, desc="frames", unit="frame")
+        try:
+            ended = False
+            while not ended:
+                frames = []
+                while len(frames) < batch and not (max_frames and self.summary.frames_written + len(frames)
+                                                   >= max_frames):
+                    ok, frame = capture.read()
+                    if not ok:
+                        ended = True
+                        break
+                    frames.append(frame)
+                if not frames:
+                    break
+                first = self.summary.frames_written
+                drawn = self.process(frames, [str(label)] * len(frames), list(range(first, first + len(frames))))
+                if self.output:
+                    if writer is None:
+                        writer, out = open_video_writer(stem, fps, (frames[0].shape[1], frames[0].shape[0]))
+                    for image in drawn:
+                        writer.write(image)
+                self.summary.frames_written += len(frames)
+                bar.update(len(frames))
+                if max_frames and self.summary.frames_written >= max_frames:
+                    break
+        except KeyboardInterrupt:
+            logger.info(f"Stopped after {self.summary.frames_written} frames.")
+        finally:
+            bar.close()
+            capture.release()
+            if writer is not None:
+                writer.release()
+        if self.summary.frames_written == 0:
+            raise SystemExit(f"No frame could be read from {label}.")
+        logger.info(f"{label}: {self.summary.frames_written} frames at {fps:g} fps, {self.summary.detections} "
+                    f"detections (score > {self.detector.threshold})" + (f" -> {out}" if out else ""))
+
+
+def open_video_writer(stem: str, fps: float, size: Tuple[int, int]) -> Tuple[cv2.VideoWriter, str]:
+    """(opened writer, its file path): the first of VIDEO_CODECS that OpenCV can write,
+    for frames of ``size`` (width, height) at ``fps``."""
+    for fourcc, ext in VIDEO_CODECS:
+        path = stem + ext
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if writer.isOpened():
+            return writer, path
+        writer.release()
+    tried = ", ".join(f"{fourcc} {ext}" for fourcc, ext in VIDEO_CODECS)
+    raise OSError(f"OpenCV cannot write a video to {stem}.* (tried {tried}); check that the output folder is "
+                  "writable and that this OpenCV build has video I/O (opencv-python ships FFmpeg).")
+
+
+def run(argv: Optional[Sequence[str]] = None) -> Summary:
+    """Parse ``argv``, process the input and return what was done (errors exit via SystemExit)."""
+    parser, args = parse_args(argv)
+    setup_logger(name="centerx")
+    setup_logger(name="detectron2", abbrev_name="d2")
+    if not args.output and not args.save_json:
+        parser.error("nothing to write: give --output DIR (drawn images / video) and / or --save-json FILE")
+    if args.batch < 1:
+        parser.error(f"--batch must be at least 1, got {args.batch}")
+    if args.heatmap and args.runtime != "pytorch":
+        parser.error("--heatmap needs --runtime pytorch (exported graphs output the peak-masked scores only)")
+    if args.runtime != "pytorch" and not args.model:
+        parser.error(f"--runtime {args.runtime} runs an exported file: pass it with --model")
+    cfg = setup_cfg(parser, args)
+    images, video = list_inputs(parser, args.input)
+    if args.output:
+        input_dir = args.input if os.path.isdir(args.input) else os.path.dirname(args.input)
+        if video is None or not isinstance(video, int):
+            if os.path.realpath(args.output) == os.path.realpath(input_dir or "."):
+                parser.error(f"--output {args.output} is the input's folder: the drawn files would overwrite the "
+                             "inputs")
+        os.makedirs(args.output, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        detector = Detector(cfg, args.runtime, args.model, args.confidence_threshold, args.heatmap)
+    except (WeightsMismatchError, UnsafeWeightsError) as e:
+        parser.error(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: {e}")
+    names, ids = dataset_metadata(cfg)
+    job = Job(detector, names, ids, args.output, args.heatmap)
+    if video is not None:
+        job.video(video, args.batch, args.max_frames)
+    else:
+        job.images(images, args.batch)
+    if args.save_json:
+        with open(args.save_json, "w") as f:
+            json.dump(job.results, f)
+        logger.info(f"{len(job.results)} detections written to {args.save_json} (COCO results format).")
+    summary = job.summary
+    summary.seconds = time.perf_counter() - start
+    if video is not None:
+        logger.info(f"Done: {summary.frames_written} frames in {summary.seconds:.1f} s.")
+    else:
+        logger.info(f"Done: {summary.images_written} images, {summary.images_skipped} unreadable skipped, "
+                    f"{summary.detections} detections, in {summary.seconds:.1f} s.")
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; exit code 1 when no input image could be read."""
+    summary = run(argv)
+    if summary.images_written == 0 and summary.frames_written == 0:
+        logger.error("Nothing was written: no input image could be read.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
