@@ -9,6 +9,7 @@
 #   ./run.sh predict --input IMAGE|FOLDER|VIDEO|CAMERA --output DIR [--runtime R --model F] MODEL.WEIGHTS W
 #                                        detect, draw, --save-json (projects/demo; `demo` is the same)
 #   ./run.sh check-data [--datasets N..] [--images K]   box statistics, histograms, images with ground truth
+#   ./run.sh benchmark [--formats F..] MODEL.WEIGHTS W   size, latency, throughput, AP per export format
 #   ./run.sh gpu-check [--skip-benchmarks]   AMP, EMA, DDP, FP16, ONNX Runtime CUDA, TensorRT checks on a GPU
 #   ./run.sh setup                       only create / check the environment
 #
@@ -119,6 +120,10 @@ case "$cmd" in
     setup_env
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/data/check_data.py "$@" ;;
+  benchmark)
+    setup_env
+    if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
+    "$PY" projects/speedup/formats.py "$@" ;;
   gpu-check)
     setup_env
     "$PY" projects/benchmarks/gpu_check.py "$@" ;;
@@ -127,7 +132,7 @@ case "$cmd" in
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/demo/predict.py "$@" ;;
   help|-h|--help)
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     if [ -x "$PY" ]; then  # the registered export formats and runtimes, once the environment exists
       "$PY" -c "from centerx.deploy.exporters import exporter_formats
 from centerx.deploy.runtimes import runtime_names

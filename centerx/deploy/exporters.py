@@ -35,6 +35,7 @@ class Exporter:
     Attributes:
         format: its name on the command line (``--format``).
         description: one line for the help.
+        runtime: the registered runtime (centerx.deploy.runtimes) that runs the main file.
         options: the export.py flags it reads besides the config (``raw``,
             ``opset``, ``fp16``, ``calibration_images``, ``calibration_dataset``);
             export.py refuses the others for this format.
@@ -43,6 +44,8 @@ class Exporter:
     format = ""
     description = ""
     options: tuple = ()
+    # the registered runtime that runs what it writes
+    runtime = ""
 
     def __init__(self, cfg, out_dir: str, allow_random: bool = False, **options):
         """
@@ -93,6 +96,7 @@ def _reference(model, images: torch.Tensor) -> Dict:
 class OnnxExporter(Exporter):
     """model.onnx (model_raw.onnx with ``raw``), run once in ONNX Runtime when installed."""
 
+    runtime = "onnxruntime"
     format = "onnx"
     description = "ONNX graph with peak masking and top-K decode (--raw: peak-masked maps)"
     options = ("raw", "opset")
@@ -123,6 +127,7 @@ class OnnxInt8Exporter(Exporter):
     (:mod:`centerx.deploy.quantize`), calibrated on images of a registered
     dataset; logs both sizes and checks INT8 detections against FP32 on one."""
 
+    runtime = "onnxruntime"
     format = "onnx-int8"
     description = "model.onnx + its static INT8 quantisation model_int8.onnx (ONNX Runtime)"
     options = ("opset", "calibration_images", "calibration_dataset")
@@ -158,6 +163,7 @@ class OnnxInt8Exporter(Exporter):
 class CaffeExporter(Exporter):
     """model.prototxt + model.caffemodel (raw outputs), run once in OpenCV's Caffe importer."""
 
+    runtime = "caffe"
     format = "caffe"
     description = "Caffe prototxt + caffemodel, raw peak-masked maps (CenterNet on ResNet)"
 
@@ -181,6 +187,7 @@ class CaffeExporter(Exporter):
 class TensorRTExporter(Exporter):
     """model.onnx, then model_fp32.engine (model_fp16.engine with ``fp16``) built from it."""
 
+    runtime = "tensorrt"
     format = "tensorrt"
     description = "TensorRT engine built from the ONNX graph (--fp16 for FP16; needs a GPU)"
     options = ("opset", "fp16")
@@ -214,6 +221,7 @@ class TorchScriptExporter(Exporter):
     ``torch.jit.trace`` at EXPORT.INPUT_SIZE (N, H, W stay free: the graph has no
     size-dependent Python branch), run once with ``torch.jit.load``."""
 
+    runtime = "torchscript"
     format = "torchscript"
     description = "TorchScript module traced from the deployment graph (torch.jit.load, no centerX needed)"
     options = ("raw",)
@@ -243,6 +251,7 @@ class OpenVINOExporter(Exporter):
     (``openvino.convert_model``, FP32 weights), run once on OpenVINO's CPU device.
     INT8 would need NNCF (a heavy extra dependency) and is not offered."""
 
+    runtime = "openvino"
     format = "openvino"
     description = "OpenVINO IR (model.xml + model.bin, FP32) converted from the ONNX graph"
     options = ("raw", "opset")

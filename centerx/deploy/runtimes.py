@@ -68,7 +68,11 @@ class Runtime:
     def infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         """Like :meth:`run`, always decoded: ``boxes`` [N, K, 4] input pixels,
         ``scores`` [N, K], ``classes`` [N, K] int64."""
-        out = self.run(batch)
+        return self.decode(self.run(batch))
+
+    def decode(self, out: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The graph's outputs, decoded with the detector's own ``decode`` when they
+        are raw (``heatmap`` + regression maps); decoded outputs pass as they are."""
         if "heatmap" not in out:
             return out
         if self._decoder is None:
@@ -82,6 +86,20 @@ class Runtime:
                                                      for k, v in out.items()})
         return {k: v.numpy() for k, v in det.items()}
 
+    def postprocess(self, det: Dict[str, np.ndarray], scales, images: Sequence[np.ndarray]
+                    ) -> List[Dict[str, np.ndarray]]:
+        """Decoded outputs of a letterboxed batch -> per image, the detections above
+        the score threshold in its own pixels (see :meth:`__call__`)."""
+        results = []
+        for i, img in enumerate(images):
+            keep = det["scores"][i] > self.score_thresh
+            results.append({
+                "boxes": Letterbox.to_original(det["boxes"][i][keep], scales[i], img.shape),
+                "scores": det["scores"][i][keep],
+                "classes": det["classes"][i][keep],
+            })
+        return results
+
     def __call__(self, images: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
         """
         Args:
@@ -92,16 +110,7 @@ class Runtime:
             ``scores`` [M], ``classes`` [M], highest score first.
         """
         batch, scales = self.letterbox(images)
-        det = self.infer(batch)
-        results = []
-        for i, img in enumerate(images):
-            keep = det["scores"][i] > self.score_thresh
-            results.append({
-                "boxes": Letterbox.to_original(det["boxes"][i][keep], scales[i], img.shape),
-                "scores": det["scores"][i][keep],
-                "classes": det["classes"][i][keep],
-            })
-        return results
+        return self.postprocess(self.infer(batch), scales, images)
 
 
 @RUNTIME_REGISTRY.register()
@@ -138,11 +147,12 @@ class OnnxRuntime(Runtime):
     def from_file(cls, cfg, model_path: str):
         return cls(cfg, model_path)
 
-    def __init__(self, cfg, onnx_path: str, providers: Optional[Sequence[str]] = None):
+    def __init__(self, cfg, onnx_path: str, providers: Optional[Sequence[str]] = None, session_options=None):
         """
         Args:
             providers: ONNX Runtime execution providers in order of preference;
                 default CUDA where this onnxruntime has it, then CPU.
+            session_options: an ``onnxruntime.SessionOptions`` (threads, ...), or None.
         """
         super().__init__(cfg)
         import onnxruntime as ort
@@ -150,7 +160,7 @@ class OnnxRuntime(Runtime):
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                          if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(onnx_path, providers=list(providers))
+        self.session = ort.InferenceSession(onnx_path, session_options, providers=list(providers))
         self.output_names = [o.name for o in self.session.get_outputs()]
         logger.info(f"ONNX Runtime on {self.session.get_providers()[0]}: {onnx_path}")
 

@@ -16,15 +16,12 @@ import argparse
 import logging
 from typing import Dict
 
-import cv2
-import torch
 from detectron2.data import DatasetCatalog
-from detectron2.evaluation import COCOEvaluator
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import setup_logger
 
 import centerx
-from centerx.deploy.runtimes import Runtime, add_runtime_arguments, build_runtime
+from centerx.deploy.evaluation import evaluate_runtime
+from centerx.deploy.runtimes import add_runtime_arguments, build_runtime
 
 logger = logging.getLogger("centerx.evaluate")
 
@@ -37,19 +34,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def evaluate(runtime: Runtime, dataset: str) -> Dict[str, float]:
+def evaluate(runtime, dataset: str) -> Dict[str, float]:
     """COCO box metrics (AP, AP50, ..., in percent) of ``runtime`` on every image of ``dataset``."""
-    evaluator = COCOEvaluator(dataset, tasks=("bbox",), distributed=False)
-    evaluator.reset()
-    for record in DatasetCatalog.get(dataset):
-        image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"Cannot read {record['file_name']} of dataset {dataset!r}.")
-        (det,) = runtime([image])
-        instances = Instances(image.shape[:2], pred_boxes=Boxes(torch.from_numpy(det["boxes"])),
-                              scores=torch.from_numpy(det["scores"]), pred_classes=torch.from_numpy(det["classes"]))
-        evaluator.process([record], [{"instances": instances}])
-    return evaluator.evaluate()["bbox"]
+    return evaluate_runtime(runtime, dataset)
 
 
 def main(argv=None) -> Dict[str, float]:

@@ -1,0 +1,33 @@
+"""COCO box AP of a deployment runtime on a registered dataset, with the runtime's own
+pre- and post-processing (projects/speedup/evaluate.py, ./run.sh benchmark)."""
+from typing import Dict, Optional
+
+import cv2
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import COCOEvaluator
+from detectron2.structures import Boxes, Instances
+from tqdm import tqdm
+
+from .runtimes import Runtime
+
+__all__ = ["evaluate_runtime"]
+
+
+def evaluate_runtime(runtime: Runtime, dataset: str, max_images: Optional[int] = None) -> Dict[str, float]:
+    """COCO box metrics (AP, AP50, ..., in percent) of ``runtime`` on the images of
+    ``dataset`` (the first ``max_images`` when given: AP over those images and their
+    objects), each read with OpenCV (BGR) and run alone."""
+    evaluator = COCOEvaluator(dataset, tasks=("bbox",), distributed=False)
+    evaluator.reset()
+    records = DatasetCatalog.get(dataset)[:max_images]
+    for record in tqdm(records, desc=f"AP on {dataset}", unit="img", disable=len(records) < 100):
+        image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"Cannot read {record['file_name']} of dataset {dataset!r}.")
+        (det,) = runtime([image])
+        instances = Instances(image.shape[:2], pred_boxes=Boxes(torch.from_numpy(det["boxes"])),
+                              scores=torch.from_numpy(det["scores"]), pred_classes=torch.from_numpy(det["classes"]))
+        evaluator.process([record], [{"instances": instances}])
+    # scored on the images run only (COCOEvaluator would otherwise count every image's objects)
+    return evaluator.evaluate(img_ids=[r["image_id"] for r in records])["bbox"]

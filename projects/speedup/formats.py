@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""One table per model: every export format's file size, latency, throughput and AP,
+with the timing scope measured stage by stage (``./run.sh benchmark``).
+
+    ./run.sh benchmark MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth
+    ./run.sh benchmark --config-file CFG --formats pytorch onnx openvino --batch 8 --reps 30 MODEL.WEIGHTS ...
+
+For each ``--formats`` entry (default: pytorch and every registered export format
+whose runtime is installed here: torchscript, onnx, onnx-int8, openvino; caffe
+for CenterNet; tensorrt with a GPU), the model (MODEL.WEIGHTS, loaded strictly)
+is exported with centerx.deploy.exporters into ``--output`` and run by its
+runtime (centerx.deploy.runtimes), exactly as ``./run.sh predict --runtime``
+runs it. Columns:
+
+- size: the files the runtime loads (weights included), MiB;
+- latency: median and 90th percentile, in ms per batch of ``--batch`` images,
+  over ``--reps`` timed runs after ``--warmup`` untimed ones, of the whole path
+  an application calls: pre-processing (letterbox to EXPORT.INPUT_SIZE,
+  normalisation is in the graph), network (the graph: backbone, heads, peak
+  masking and, for decoded graphs, top-K decode), decode (raw graphs only: the
+  detector's decode in PyTorch), post-processing (score threshold, boxes back to
+  image pixels); the median of each stage is printed below the table;
+- throughput: images per second over the timed runs;
+- AP: COCO box AP on ``--dataset`` (default DATASETS.TEST[0]; ``--ap-images N``
+  for its first N images, 0 to skip), images run one at a time.
+
+Timed on ``--images`` images of the dataset (BGR, as read from disk), with
+``--threads`` CPU threads for PyTorch, ONNX Runtime and OpenVINO. Speed ratios
+to the backbone alone and to detectron2's RetinaNet-R18-FPN on the same
+runtimes: projects/speedup/benchmark.py.
+"""
+import argparse
+import importlib.util
+import logging
+import os
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.utils.logger import setup_logger
+from tabulate import tabulate
+
+import centerx
+from centerx.checkpoint import MissingWeightsError, UnsafeWeightsError, WeightsMismatchError
+from centerx.data.datasets import ensure_datasets
+from centerx.deploy.evaluation import evaluate_runtime
+from centerx.deploy.exporters import export, exporter_formats, get_exporter
+from centerx.deploy.runtimes import TorchRuntime, build_runtime
+from centerx.modeling.meta_arch import CenterNet, detector_class
+
+logger = logging.getLogger("centerx.benchmark")
+STAGES = ("pre-processing", "network", "decode", "post-processing")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument("--formats", nargs="+", choices=["pytorch"] + exporter_formats(),
+                   help="default: pytorch and every format whose runtime is available here")
+    p.add_argument("--batch", type=int, default=1, help="images per run")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--reps", type=int, default=50, help="timed runs per format")
+    p.add_argument("--images", type=int, default=16, help="dataset images cycled through the timed runs")
+    p.add_argument("--dataset", metavar="NAME", help="registered dataset (default DATASETS.TEST[0])")
+    p.add_argument("--ap-images", type=int, default=-1, help="images of the dataset for AP (-1: all, 0: no AP)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every runtime")
+    p.add_argument("--output", metavar="DIR", help="exported files and table.md (default OUTPUT_DIR/benchmark)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    args = p.parse_args(argv)
+    late = [token for token in args.opts if token.startswith("--")]
+    if late:
+        p.error(f"{late[0]} came after the KEY VALUE overrides; put every --flag before them")
+    return args
+
+
+# the package each runtime imports
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "caffe": "cv2", "tensorrt": "tensorrt"}
+
+
+def available_formats(cfg) -> List[str]:
+    """pytorch and the registered formats whose runtime can run here (each skipped one logged)."""
+    formats = ["pytorch"]
+    for fmt in exporter_formats():
+        runtime = get_exporter(fmt).runtime
+        package = RUNTIME_PACKAGES.get(runtime)
+        if fmt == "caffe" and not issubclass(detector_class(cfg), CenterNet):
+            reason = "the Caffe exporter supports CenterNet"
+        elif runtime == "tensorrt" and not torch.cuda.is_available():
+            reason = "TensorRT needs a CUDA GPU"
+        elif package and importlib.util.find_spec(package) is None:
+            reason = f"{package} is not installed"
+        elif not runtime:
+            reason = "no runtime runs it"
+        else:
+            formats.append(fmt)
+            continue
+        logger.info(f"--format {fmt} left out: {reason}.")
+    return formats
+
+
+def files_size(path: str) -> float:
+    """MiB of the file and its companions (.bin of an OpenVINO .xml, .caffemodel of a .prototxt)."""
+    stem, ext = os.path.splitext(path)
+    companions = {".xml": [".bin"], ".prototxt": [".caffemodel"]}.get(ext, [])
+    return sum(os.path.getsize(p) for p in [path] + [stem + c for c in companions] if os.path.exists(p)) / 2 ** 20
+
+
+def time_stages(runtime, images: List[np.ndarray], batch: int, warmup: int, reps: int) -> Dict[str, List[float]]:
+    """Seconds of each stage and in total, per timed run."""
+    times = {stage: [] for stage in STAGES + ("total",)}
+    for rep in range(warmup + reps):
+        chosen = [images[(rep * batch + i) % len(images)] for i in range(batch)]
+        t0 = time.perf_counter()
+        letterboxed, scales = runtime.letterbox(chosen)
+        t1 = time.perf_counter()
+        out = runtime.run(letterboxed)
+        t2 = time.perf_counter()
+        det = runtime.decode(out)
+        t3 = time.perf_counter()
+        runtime.postprocess(det, scales, chosen)
+        t4 = time.perf_counter()
+        if rep >= warmup:
+            for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
+                times[stage].append(b - a)
+            times["total"].append(t4 - t0)
+    return times
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logger(name="centerx")
+    torch.set_num_threads(args.threads)
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    centerx.register_config_datasets(cfg)
+    dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
+    ensure_datasets([dataset])
+    if dataset not in DatasetCatalog.list():
+        raise SystemExit(f"Dataset {dataset!r} is not registered: pass --dataset NAME or set DATASETS.TEST.")
+    records = DatasetCatalog.get(dataset)
+    images = [cv2.imread(r["file_name"], cv2.IMREAD_COLOR) for r in records[:args.images]]
+    out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "benchmark")
+    formats = args.formats or available_formats(cfg)
+    rows, scopes = [], []
+    for fmt in formats:
+        try:
+            if fmt == "pytorch":
+                weights = os.path.expanduser(cfg.MODEL.WEIGHTS)
+                runtime, size = TorchRuntime(cfg), files_size(weights) if os.path.isfile(weights) else float("nan")
+            else:
+                path = export(cfg, fmt, os.path.join(out_dir, fmt))
+                runtime, size = _runtime(get_exporter(fmt).runtime, cfg, path, args.threads), files_size(path)
+            times = time_stages(runtime, images, args.batch, args.warmup, args.reps)
+            ap: Optional[float] = None
+            if args.ap_images != 0:
+                ap = evaluate_runtime(runtime, dataset, None if args.ap_images < 0 else args.ap_images)["AP"]
+        except (MissingWeightsError, WeightsMismatchError, UnsafeWeightsError, FileNotFoundError) as e:
+            raise SystemExit(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {e}") from e
+        except Exception as e:  # a format that fails here is a row saying why, the others still run
+            logger.warning(f"{fmt}: not measured ({type(e).__name__}: {e})")
+            rows.append([fmt, "-", "-", "-", "-", "-", f"failed: {type(e).__name__}"])
+            continue
+        total = np.asarray(times["total"]) * 1000
+        rows.append([fmt, f"{size:.1f}", f"{np.median(total):.1f}", f"{np.percentile(total, 90):.1f}",
+                     f"{args.batch * len(total) / (total.sum() / 1000):.1f}", "-" if ap is None else f"{ap:.1f}", ""])
+        scopes.append(f"{fmt}: " + ", ".join(f"{s} {1000 * statistics.median(times[s]):.2f} ms" for s in STAGES))
+        logger.info(f"{fmt}: {np.median(total):.1f} ms per batch of {args.batch}")
+    size = tuple(cfg.EXPORT.INPUT_SIZE)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    header = (f"{cfg.MODEL.META_ARCHITECTURE} ({os.path.basename(args.config_file)}), input {size[0]} x {size[1]}, "
+              f"batch {args.batch}, {args.threads} threads, {device}; latency over {args.reps} runs; AP on {dataset}")
+    table = tabulate(rows, headers=["format", "size MiB", "latency ms (median)", "latency ms (p90)", "images / s",
+                                    "AP", "note"], tablefmt="github")
+    text = header + "\n\n" + table + "\n\nTiming scope, median per batch:\n" + "\n".join(f"- {s}" for s in scopes)
+    print("\n" + text)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(text + "\n")
+    return 0
+
+
+def _runtime(name: str, cfg, path: str, threads: int):
+    if name == "openvino":
+        from centerx.deploy.runtimes import OpenVINORuntime
+
+        return OpenVINORuntime(cfg, path, threads=threads)
+    if name == "onnxruntime":
+        import onnxruntime as ort
+
+        from centerx.deploy.runtimes import OnnxRuntime
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        return OnnxRuntime(cfg, path, providers=None, session_options=options)
+    return build_runtime(name, cfg, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
