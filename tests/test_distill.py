@@ -298,34 +298,49 @@ def test_teacher_with_other_channel_order_and_normalisation_is_fed_its_own_input
     assert (torch.sigmoid(wrong) - torch.sigmoid(right)).abs().max() > 1e-3
 
 
-def test_invalid_teachers_are_refused_with_the_reason(tmp_path):
-    a = save_teacher(tmp_path, "a", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2",
-                                              "DATASETS.TEST", "('kd_test_pair_a',)"))
-    b = save_teacher(tmp_path, "b", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "3",
-                                              "DATASETS.TEST", "('kd_test_pair_b',)"))
-    stride8 = save_teacher(tmp_path, "s8", plain_cfg("CenterNet", "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 16]"))
-    yuv = save_teacher(tmp_path, "yuv", plain_cfg("CenterNet", "INPUT.FORMAT", "YUV-BT.601"))
-    ttf = save_teacher(tmp_path, "ttf", plain_cfg("TTFNet"))
-    wrong_weights = tmp_path / "wrong.yaml"
-    wrong_weights.write_text(plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "5").dump())
-    cases = [
-        ([(b[0], b[1], ("ellipse",))], "teaches class 'ellipse', which the student does not have"),
-        ([(a[0], a[1], ("circle",)), (a[0], a[1], ("circle", "rectangle"))],
-         r"TEACHERS\[0\] and \[1\] both teach student class 'circle'"),
-        ([(a[0], a[1], (0, 9))], r"indices \[9\]"),
-        ([(a[0], a[1], ("circle", 1))], "all names or all"),
-        ([(a[0], a[1], ("circle", "circle"))], "twice"),
-        ([(b[0], b[1], ())], "teaches class 'ellipse'"),
-        ([(yuv[0], yuv[1], ())], "INPUT.FORMAT 'YUV-BT.601'"),
-        ([(stride8[0], stride8[1], ())], "output stride 8 differs from the student's 4"),
-        ([(ttf[0], ttf[1], ())], "the teacher is a TTFNet, the student a CenterNet"),
-        ([(a[0], str(tmp_path / "missing.pth"), ())], "weights file .*missing.pth' does not exist"),
-        ([(str(tmp_path / "missing.yaml"), a[1], ())], "config file .*missing.yaml' does not exist"),
-        ([(str(wrong_weights), a[1], ())], "do not fit this model's config"),
-    ]
-    for teachers, match in cases:
-        with pytest.raises((ValueError, FileNotFoundError), match=match):
-            build_model(distill_cfg(teachers))
+@pytest.fixture(scope="module")
+def teacher_files(tmp_path_factory):
+    """(config, weights) of teachers that cannot teach the 4-class CenterNet student, by name."""
+    tmp_path = tmp_path_factory.mktemp("teachers")
+    files = {
+        "a": save_teacher(tmp_path, "a", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2",
+                                                   "DATASETS.TEST", "('kd_test_pair_a',)")),
+        "b": save_teacher(tmp_path, "b", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "3",
+                                                   "DATASETS.TEST", "('kd_test_pair_b',)")),
+        "stride8": save_teacher(tmp_path, "s8",
+                                plain_cfg("CenterNet", "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 16]")),
+        "yuv": save_teacher(tmp_path, "yuv", plain_cfg("CenterNet", "INPUT.FORMAT", "YUV-BT.601")),
+        "ttf": save_teacher(tmp_path, "ttf", plain_cfg("TTFNet")),
+    }
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "5").dump())
+    files["wrong_weights"] = (str(wrong), files["a"][1])
+    files["missing_weights"] = (files["a"][0], str(tmp_path / "missing.pth"))
+    files["missing_config"] = (str(tmp_path / "missing.yaml"), files["a"][1])
+    return files
+
+
+@pytest.mark.parametrize("teachers,match", [
+    ([("b", ("ellipse",))], "teaches class 'ellipse', which the student does not have"),
+    ([("a", ("circle",)), ("a", ("circle", "rectangle"))],
+     r"TEACHERS\[0\] and \[1\] both teach student class 'circle'"),
+    ([("a", (0, 9))], r"indices \[9\]"),
+    ([("a", ("circle", 1))], "all names or all"),
+    ([("a", ("circle", "circle"))], "twice"),
+    ([("b", ())], "teaches class 'ellipse'"),
+    ([("yuv", ())], "INPUT.FORMAT 'YUV-BT.601'"),
+    ([("stride8", ())], "output stride 8 differs from the student's 4"),
+    ([("ttf", ())], "the teacher is a TTFNet, the student a CenterNet"),
+    ([("missing_weights", ())], "weights file .*missing.pth' does not exist"),
+    ([("missing_config", ())], "config file .*missing.yaml' does not exist"),
+    ([("wrong_weights", ())], "do not fit this model's config"),
+], ids=["unknown-class", "class-taught-twice", "index-out-of-range", "names-and-indices", "class-listed-twice",
+        "all-teacher-classes-unknown", "input-format", "output-stride", "meta-architecture", "missing-weights",
+        "missing-config", "weights-of-another-model"])
+def test_invalid_teacher_is_refused_with_the_reason(teacher_files, teachers, match):
+    entries = [(*teacher_files[name][:2], classes) for name, classes in teachers]
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        build_model(distill_cfg(entries))
 
 
 def test_image_folder_datasets_mix_with_labelled_ones_and_are_checked(tmp_path):
