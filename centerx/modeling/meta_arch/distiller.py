@@ -9,49 +9,24 @@ adversarial feature distillation (``MODEL.DISTILL.ADVERSARIAL``,
 :mod:`centerx.modeling.adversarial`).
 """
 import logging
-import os
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import CfgNode as CN
-from detectron2.config import configurable, get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...checkpoint import StrictCheckpointer, UnsafeWeightsError, local_weights_path
 from ...data.datasets import register_config_datasets
 from ..adversarial import FeatureAdversaries
 from ..loss_balance import LossBalancer, build_loss_balancer
 from .point_detector import PointDetector
+from .teachers import TeacherLink, build_teachers, parse_teacher_entry, teacher_config
 
 __all__ = ["Distiller", "detector_class", "student_config"]
 
 logger = logging.getLogger(__name__)
-
-_SWAPPABLE_FORMATS = {"RGB", "BGR"}
-
-
-@dataclass(frozen=True)
-class TeacherLink:
-    """How one teacher's outputs line up with the student's.
-
-    Attributes:
-        name: "t<i>", used in the loss names (``loss_kd_t0_heatmap``).
-        student_classes: student heatmap channel taught by each taught teacher channel.
-        teacher_channels: the taught teacher heatmap channels, same order.
-        swap_channels: the teacher reads images in the other of RGB / BGR.
-        own_normalization: the teacher needs its own input tensor (other channel
-            order or pixel mean / std than the student's).
-    """
-
-    name: str
-    student_classes: Tuple[int, ...]
-    teacher_channels: Tuple[int, ...]
-    swap_channels: bool
-    own_normalization: bool
 
 
 def student_config(cfg):
@@ -150,31 +125,13 @@ class Distiller(nn.Module):
         if not d.TEACHERS:
             raise ValueError("MODEL.DISTILL.TEACHERS is empty: give at least one (config file, weights file, "
                              "classes) triple.")
-        entries = [_parse_teacher_entry(i, entry) for i, entry in enumerate(d.TEACHERS)]
-        tcfgs = [_teacher_config(i, config_file, cfg) for i, (config_file, _, _) in enumerate(entries)]
+        entries = [parse_teacher_entry(i, entry) for i, entry in enumerate(d.TEACHERS)]
+        tcfgs = [teacher_config(i, config_file, cfg) for i, (config_file, _, _) in enumerate(entries)]
         register_config_datasets(cfg)
         _check_training_datasets(cfg)
         scfg = student_config(cfg)
         student = META_ARCH_REGISTRY.get(scfg.MODEL.META_ARCHITECTURE)(scfg)
-        student_names = _LazyClassNames(cfg)
-        teachers, links = [], []
-        for i, ((config_file, weights_file, classes), tcfg) in enumerate(zip(entries, tcfgs)):
-            teacher = build_model(tcfg)
-            _check_same_grid(i, config_file, student, teacher)
-            _load_teacher_weights(i, teacher, weights_file)
-            student_classes, channels = _map_classes(
-                i, classes, teacher.num_classes, _LazyClassNames(tcfg), student.num_classes, student_names
-            )
-            swap = cfg.INPUT.FORMAT != tcfg.INPUT.FORMAT
-            own = swap or list(cfg.MODEL.PIXEL_MEAN) != list(tcfg.MODEL.PIXEL_MEAN) or \
-                list(cfg.MODEL.PIXEL_STD) != list(tcfg.MODEL.PIXEL_STD)
-            links.append(TeacherLink(f"t{i}", tuple(student_classes), tuple(channels), swap, own))
-            teachers.append(teacher)
-            logger.info(f"Distillation teacher t{i}: {tcfg.MODEL.META_ARCHITECTURE} from {config_file} with "
-                        f"weights {weights_file}; teacher channel -> student class: "
-                        f"{dict(zip(channels, student_classes))}"
-                        + ("; own input channel order / normalisation" if own else ""))
-        _check_disjoint(links, student_names)
+        teachers, links = build_teachers(cfg, student, entries, tcfgs)
         taught = {c for link in links for c in link.student_classes}
         untaught = sorted(set(range(student.num_classes)) - taught)
         if untaught and not d.USE_LABELS:
@@ -318,168 +275,6 @@ def _check_can_be_student(student_class: type) -> None:
             student_class.distillation_losses is PointDetector.distillation_losses:
         raise ValueError(f"MODEL.DISTILL.STUDENT_META_ARCHITECTURE: {student_class.__name__} is not a point "
                          "detector with distillation_losses (e.g. CenterNet, TTFNet); see docs/extending.md.")
-
-
-def _parse_teacher_entry(i: int, entry) -> Tuple[str, str, Tuple]:
-    """(config file, local weights file, classes) of one teacher, checked before any
-    model is built: both files exist (weights may be a URL, fetched here); the
-    classes are all names or all indices, none twice."""
-    where = f"MODEL.DISTILL.TEACHERS[{i}]"
-    if isinstance(entry, (str, bytes)) or len(entry) != 3:
-        raise ValueError(f"{where} must be a (config file, weights file, classes) triple, got {entry!r}.")
-    config_file, weights_file, classes = entry
-    classes = (classes,) if isinstance(classes, (str, int)) else tuple(classes)
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"{where}: config file '{config_file}' does not exist.")
-    weights_file = local_weights_path(weights_file, where)  # a local file, or a URL fetched into the cache
-    if len(set(classes)) != len(classes):
-        raise ValueError(f"{where}: classes {list(classes)} list a class twice.")
-    names = all(isinstance(c, str) for c in classes)
-    indices = all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
-    if not (names or indices):
-        raise ValueError(f"{where}: classes {list(classes)} must be all names or all student class indices.")
-    return config_file, weights_file, classes
-
-
-def _teacher_config(i: int, config_file: str, cfg):
-    """The teacher's own config, on the student's device, without ImageNet
-    initialisation (its weights file replaces every parameter).
-
-    Refuses, with the reason, a teacher config that cannot teach this student:
-    a Distiller config, another meta-architecture, or an input that cannot be
-    converted (channel orders other than RGB <-> BGR, another channel count).
-    Other pixel mean / std and RGB vs BGR are handled by giving the teacher its
-    own input."""
-    from ...config import add_centerx_config  # centerx.config imports this module's add_distill_config
-
-    where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
-    tcfg = add_centerx_config(get_cfg())
-    tcfg.merge_from_file(config_file)
-    if tcfg.MODEL.META_ARCHITECTURE == "Distiller":
-        raise ValueError(f"{where}: is a Distiller config; give the plain config of the trained teacher.")
-    if tcfg.MODEL.META_ARCHITECTURE != cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE:
-        raise ValueError(f"{where}: the teacher is a {tcfg.MODEL.META_ARCHITECTURE}, the student a "
-                         f"{cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE}; distillation compares their heads one by "
-                         "one and needs the same meta-architecture.")
-    formats = {cfg.INPUT.FORMAT, tcfg.INPUT.FORMAT}
-    if len(formats) > 1 and not formats <= _SWAPPABLE_FORMATS:
-        raise ValueError(f"{where}: INPUT.FORMAT '{tcfg.INPUT.FORMAT}' vs the student's '{cfg.INPUT.FORMAT}'; "
-                         f"only {sorted(_SWAPPABLE_FORMATS)} can be converted into each other.")
-    for key in ("PIXEL_MEAN", "PIXEL_STD"):
-        if len(tcfg.MODEL[key]) != len(cfg.MODEL[key]):
-            raise ValueError(f"{where}: MODEL.{key} has {len(tcfg.MODEL[key])} channels, the student's "
-                             f"{len(cfg.MODEL[key])}.")
-    tcfg.MODEL.DEVICE = cfg.MODEL.DEVICE
-    tcfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
-    tcfg.freeze()
-    register_config_datasets(tcfg)
-    return tcfg
-
-
-def _check_same_grid(i: int, config_file: str, student: PointDetector, teacher: PointDetector) -> None:
-    """Refuse, with the reason, a teacher whose maps cannot be compared cell by
-    cell with the student's (another output stride or input padding)."""
-    where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
-    if teacher.stride != student.stride:
-        raise ValueError(f"{where}: output stride {teacher.stride} differs from the student's {student.stride}; "
-                         "distillation compares the maps cell by cell.")
-    if teacher.backbone.size_divisibility != student.backbone.size_divisibility:
-        raise ValueError(f"{where}: pads inputs to a multiple of {teacher.backbone.size_divisibility}, the student "
-                         f"to {student.backbone.size_divisibility}; their maps would differ in size.")
-
-
-def _load_teacher_weights(i: int, teacher: PointDetector, weights_file: str) -> None:
-    try:
-        StrictCheckpointer(teacher).load(weights_file)
-    except (ValueError, UnsafeWeightsError) as e:
-        raise ValueError(f"MODEL.DISTILL.TEACHERS[{i}]: '{weights_file}': {e}") from e
-
-
-class _LazyClassNames:
-    """thing_classes of a config's datasets (DATASETS.TEST first, then TRAIN),
-    looked up on first use. Datasets whose metadata lacks them (user COCO json
-    files set them when read) are loaded, test sets first, until one has them."""
-
-    def __init__(self, cfg):
-        self._names = [n for n in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN) if n in DatasetCatalog.list()]
-        self._value = None
-        self._done = False
-
-    def get(self) -> Optional[List[str]]:
-        if not self._done:
-            self._done = True
-            self._value = self._lookup()
-        return self._value
-
-    def _lookup(self) -> Optional[List[str]]:
-        for name in self._names:
-            if MetadataCatalog.get(name).get("thing_classes") is not None:
-                return list(MetadataCatalog.get(name).thing_classes)
-        for name in self._names:
-            if MetadataCatalog.get(name).get("image_folder") is None:
-                DatasetCatalog.get(name)
-                if MetadataCatalog.get(name).get("thing_classes") is not None:
-                    return list(MetadataCatalog.get(name).thing_classes)
-        return None
-
-
-def _map_classes(i: int, classes: Tuple, teacher_num: int, teacher_names: _LazyClassNames, student_num: int,
-                 student_names: _LazyClassNames) -> Tuple[List[int], List[int]]:
-    """(student class of each taught teacher channel, taught teacher channels).
-
-    ``classes`` are all names or all student indices (see :func:`_parse_teacher_entry`)."""
-    where = f"MODEL.DISTILL.TEACHERS[{i}]"
-    if not classes:
-        t_names, s_names = teacher_names.get(), student_names.get()
-        if t_names is not None and s_names is not None:
-            classes = tuple(t_names)
-        elif teacher_num == student_num:
-            logger.warning(f"{where}: no class names on one side; teacher channel i teaches student class i.")
-            return list(range(teacher_num)), list(range(teacher_num))
-        else:
-            raise ValueError(f"{where}: the teacher has {teacher_num} classes, the student {student_num}, and the "
-                             "class names are unknown; give the student classes it teaches as indices.")
-    if all(isinstance(c, str) for c in classes):
-        t_names = _names_or_raise(f"{where}: classes are given by name but the teacher's", teacher_names, teacher_num)
-        s_names = _names_or_raise(f"{where}: classes are given by name but the student's", student_names, student_num)
-        for c in classes:
-            if c not in s_names:
-                raise ValueError(f"{where}: teaches class '{c}', which the student does not have "
-                                 f"(student classes: {s_names}).")
-            if c not in t_names:
-                raise ValueError(f"{where}: class '{c}' is not one of the teacher's classes {t_names}.")
-        return [s_names.index(c) for c in classes], [t_names.index(c) for c in classes]
-    if len(classes) != teacher_num:
-        raise ValueError(f"{where}: classes given as student indices {list(classes)} must name one student "
-                         f"class per teacher channel ({teacher_num}).")
-    bad = [c for c in classes if not 0 <= c < student_num]
-    if bad:
-        raise ValueError(f"{where}: teaches student class indices {bad}, which the student (classes 0.."
-                         f"{student_num - 1}) does not have.")
-    return list(classes), list(range(teacher_num))
-
-
-def _names_or_raise(what: str, names: _LazyClassNames, num: int) -> List[str]:
-    value = names.get()
-    if value is None:
-        raise ValueError(f"{what} datasets (DATASETS.TEST / TRAIN) define no thing_classes; give student class "
-                         "indices instead.")
-    if len(value) != num:
-        raise ValueError(f"{what} datasets have {len(value)} thing_classes {value}, but the model has {num} "
-                         "classes.")
-    return value
-
-
-def _check_disjoint(links: Sequence[TeacherLink], student_names: _LazyClassNames) -> None:
-    owner: Dict[int, str] = {}
-    for i, link in enumerate(links):
-        for c in link.student_classes:
-            if c in owner:
-                names = student_names.get()
-                label = f"'{names[c]}' ({c})" if names is not None and c < len(names) else str(c)
-                raise ValueError(f"MODEL.DISTILL.TEACHERS[{owner[c]}] and [{i}] both teach student class {label}; "
-                                 "each class must have one teacher.")
-            owner[c] = str(i)
 
 
 def _check_training_datasets(cfg) -> None:
