@@ -451,3 +451,46 @@ def test_distilled_checkpoint_loads_into_the_plain_student_config(label_free_run
     assert torch.equal(got.pred_boxes.tensor, expected.pred_boxes.tensor)
     assert torch.equal(got.scores, expected.scores)
     assert torch.equal(got.pred_classes, expected.pred_classes)
+
+
+class FeatureMimic(torch.nn.Module):
+    """A FitNet-style term: a 1x1 adapter on the student's upsampler map, L2 to the teacher's."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.adapter = torch.nn.Conv2d(channels, channels, 1)
+
+    def forward(self, distiller, outputs, features, teacher_outputs, teacher_features):
+        return {f"loss_mimic_{link.name}": ((self.adapter(features["upsampler"]) - t["upsampler"]) ** 2).mean()
+                for link, t in zip(distiller.links, teacher_features)}
+
+
+def test_an_extra_feature_term_is_added_trained_and_reaches_only_the_student(tmp_path):
+    """Distiller(extra_terms=[...]): the term's loss is in the dict with the value computed
+    here from the two models' maps; its adapter is among the distiller's parameters and
+    gets a gradient, as does the student, never the teacher."""
+    from centerx.modeling.meta_arch import Distiller
+
+    teacher = save_teacher(tmp_path, "t", plain_cfg("CenterNet"), seed=3)
+    cfg = distill_cfg([(teacher[0], teacher[1], ())], "CenterNet")
+    kwargs = Distiller.from_config(cfg)
+    channels = kwargs["student"].upsampler.out_channels
+    term = FeatureMimic(channels)
+    model = Distiller(**kwargs, extra_terms=[term]).train()
+    bn_eval(model)
+    inputs = batch()
+    losses = model(inputs)
+    assert set(losses) == {"loss_heatmap", "loss_wh", "loss_offset", "loss_kd_t0_heatmap", "loss_kd_t0_wh",
+                           "loss_kd_t0_offset", "loss_mimic_t0"}
+    with torch.no_grad():
+        images = model.student.preprocess_image(inputs).tensor
+        s = model.student.predict_with_features(images)[1]["upsampler"]
+        t = model.teachers[0].predict_with_features(images)[1]["upsampler"]
+        expected = ((term.adapter(s) - t) ** 2).mean()
+    assert losses["loss_mimic_t0"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert any(p is term.adapter.weight for p in model.parameters())
+    losses["loss_mimic_t0"].backward()
+    assert term.adapter.weight.grad.abs().sum() > 0
+    assert model.student.upsampler.layers[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teachers.parameters())
+    assert sorted(model.state_dict()) == sorted(model.student.state_dict())  # checkpoints: the student only

@@ -9,7 +9,7 @@ adversarial feature distillation (``MODEL.DISTILL.ADVERSARIAL``,
 :mod:`centerx.modeling.adversarial`).
 """
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import CfgNode as CN
@@ -81,7 +81,7 @@ class Distiller(nn.Module):
     def __init__(self, *, student: PointDetector, teachers: Sequence[PointDetector], links: Sequence[TeacherLink],
                  use_labels: bool = True, weight: float = 10.0, head_weights: Optional[Dict[str, float]] = None,
                  loss_balancer: Optional[LossBalancer] = None, logit_kd: bool = True,
-                 adversarial: Optional[FeatureAdversaries] = None):
+                 adversarial: Optional[FeatureAdversaries] = None, extra_terms: Sequence[Callable] = ()):
         """
         Args:
             student: the detector being trained.
@@ -96,11 +96,17 @@ class Distiller(nn.Module):
             logit_kd: add the output-map terms ``loss_kd_*``.
             adversarial: adapters and discriminators of adversarial feature
                 distillation (``loss_adv_*``), built for these teachers, or None.
+            extra_terms: more distillation terms, each a callable
+                ``(distiller, outputs, features, teacher_outputs, teacher_features)
+                -> {loss name: loss}`` (e.g. a FitNet-style feature loss; see
+                docs/extending.md). ``nn.Module`` terms are registered, so their
+                parameters train with the student's (they are not saved in its
+                checkpoints).
         """
         super().__init__()
         if len(teachers) != len(links) or not teachers:
             raise ValueError("Distiller needs at least one teacher and one TeacherLink per teacher.")
-        if not logit_kd and adversarial is None:
+        if not logit_kd and adversarial is None and not extra_terms:
             raise ValueError(_NOTHING_TO_LEARN)
         self.student = student
         self.teachers = nn.ModuleList(teachers)
@@ -115,6 +121,11 @@ class Distiller(nn.Module):
         _check_can_be_student(type(student))
         self.logit_kd = logit_kd
         self.adversarial = adversarial
+        self.extra_terms = nn.ModuleList(t for t in extra_terms if isinstance(t, nn.Module))
+        # every distillation term, in order: (distiller, outputs, features, teacher outputs,
+        # teacher features) -> losses
+        self.terms: List[Callable] = ([logit_distillation] if logit_kd else []) + \
+            ([adversarial_distillation] if adversarial is not None else []) + list(extra_terms)
 
     @classmethod
     def from_config(cls, cfg):
@@ -180,10 +191,8 @@ class Distiller(nn.Module):
         outputs, features = self.student.predict_with_features(images.tensor)
         losses = self.student_losses(outputs, batched_inputs) if self.use_labels else {}
         teacher_outputs, teacher_features = self.teacher_predictions(batched_inputs, images.tensor)
-        if self.logit_kd:
-            losses.update(self.distillation_losses(outputs, batched_inputs, images.tensor, teacher_outputs))
-        if self.adversarial is not None:
-            losses.update(self.adversarial(features, teacher_features))
+        for term in self.terms:
+            losses.update(term(self, outputs, features, teacher_outputs, teacher_features))
         if self.loss_balancer is not None:
             losses = self.loss_balancer(losses)
         return losses
@@ -263,6 +272,18 @@ class Distiller(nn.Module):
                 image = image.flip(0)
             tensors.append((image - teacher.pixel_mean) / teacher.pixel_std)
         return ImageList.from_tensors(tensors, self.student.backbone.size_divisibility).tensor
+
+
+def logit_distillation(distiller: Distiller, outputs, features, teacher_outputs, teacher_features
+                       ) -> Dict[str, torch.Tensor]:
+    """The output-map terms ``loss_kd_<teacher>_<head>`` (MODEL.DISTILL.LOGIT_KD)."""
+    return distiller.distillation_losses(outputs, [], outputs["heatmap"], teacher_outputs)
+
+
+def adversarial_distillation(distiller: Distiller, outputs, features, teacher_outputs, teacher_features
+                             ) -> Dict[str, torch.Tensor]:
+    """The adversarial feature terms ``loss_adv_<teacher>_<level>`` (MODEL.DISTILL.ADVERSARIAL)."""
+    return distiller.adversarial(features, teacher_features)
 
 
 _NOTHING_TO_LEARN = ("MODEL.DISTILL.LOGIT_KD and MODEL.DISTILL.ADVERSARIAL.ENABLED are both False: the student would "
