@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from torch import nn
 
-import centerx
 from centerx.engine import ModelEMA, Trainer, load_weights_for_eval
+
+from tiny_models import tiny_train_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
@@ -63,17 +63,9 @@ def test_bad_settings_and_foreign_checkpoints_fail_clearly():
 
 
 def tiny_cfg(dataset, output_dir, *opts):
-    cfg = centerx.add_centerx_config(get_cfg())
-    cfg.merge_from_file(DEMO)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", f"('{dataset}',)", "INPUT.TRAIN_SIZE", "64",
-        "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000",
-        "DATALOADER.NUM_WORKERS", "0", "MODEL_EMA.ENABLED", "True", "MODEL_EMA.DECAY", "0.5",
-        "MODEL_EMA.WARMUP_ITERS", "0", "TEST.VIS_IMAGES", "0", "OUTPUT_DIR", str(output_dir), "SEED", "2",
-    ])
-    cfg.merge_from_list(list(opts))
-    return cfg
+    """The shared tiny training run (tiny_models.tiny_train_cfg) with a fast-moving EMA."""
+    return tiny_train_cfg(output_dir, dataset, "SOLVER.CHECKPOINT_PERIOD", "1000", "MODEL_EMA.ENABLED", "True",
+                          "MODEL_EMA.DECAY", "0.5", "MODEL_EMA.WARMUP_ITERS", "0", *opts, seed=2)
 
 
 def test_training_evaluates_and_saves_the_ema(tiny_shapes, tmp_path, monkeypatch, one_thread):

@@ -15,24 +15,16 @@ from detectron2.structures import Boxes, Instances
 
 import centerx
 
+from tiny_models import tiny_train_cfg
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 
 
 def tiny_cfg(output_dir, dataset, **overrides):
-    """The demo config shrunk for a CPU unit test (64 px input, batch 4)."""
-    cfg = centerx.add_centerx_config(get_cfg())
-    cfg.merge_from_file(DEMO)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", f"('{dataset}',)",
-        "INPUT.TRAIN_SIZE", "96", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96",
-        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "4", "SOLVER.WARMUP_ITERS", "0",
-        "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0",
-        "OUTPUT_DIR", str(output_dir), "SEED", "1",
-    ])
-    for k, v in overrides.items():
-        cfg.merge_from_list([k, v])
-    return cfg
+    """The shared tiny training run (tiny_models.tiny_train_cfg) at 96 px, batch 4, 4 iterations."""
+    return tiny_train_cfg(output_dir, dataset, *[x for kv in overrides.items() for x in kv], size=96, batch=4,
+                          iters=4, seed=1)
 
 
 def test_unknown_config_key_fails_clearly(tmp_path):

@@ -66,3 +66,24 @@ def build(meta_arch="CenterNet", *opts, seed=0):
 
 def images(n, h, w, seed=0):
     return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 255
+
+
+SHAPES_CENTERNET = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
+
+
+def tiny_train_cfg(output_dir, dataset, *opts, size=64, batch=2, iters=3, seed=1):
+    """The CenterNet shapes demo shrunk for a CPU unit test: ``dataset`` for training
+    and testing at ``size`` px, ``batch`` images, ``iters`` iterations without
+    warm-up, data in the main process, no periodic checkpoint nor prediction
+    images, OUTPUT_DIR ``output_dir``, then ``opts``."""
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(SHAPES_CENTERNET)
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", f"('{dataset}',)", "INPUT.TRAIN_SIZE", str(size),
+        "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(size), "SOLVER.IMS_PER_BATCH", str(batch),
+        "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()",
+        "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0",
+        "OUTPUT_DIR", str(output_dir), "SEED", str(seed),
+    ])
+    cfg.merge_from_list(list(opts))
+    return cfg
