@@ -11,7 +11,20 @@ from tqdm import tqdm
 
 from .runtimes import Runtime
 
-__all__ = ["evaluate_runtime"]
+__all__ = ["evaluate_runtime", "resolve_dataset"]
+
+
+def resolve_dataset(cfg, name: Optional[str] = None) -> str:
+    """``name``, or DATASETS.TEST[0], checked to be registered (built-in ones are
+    generated or located first); ``SystemExit`` saying what to pass otherwise."""
+    from ..data.datasets import ensure_datasets
+
+    dataset = name or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
+    if dataset:
+        ensure_datasets([dataset])
+    if dataset not in DatasetCatalog.list():
+        raise SystemExit(f"Dataset {dataset!r} is not registered: pass --dataset NAME or set DATASETS.TEST.")
+    return dataset
 
 
 def evaluate_runtime(runtime: Runtime, dataset: str, max_images: Optional[int] = None) -> Dict[str, float]:

@@ -65,6 +65,10 @@ class Exporter:
         self.size = check_input_size(cfg.EXPORT.INPUT_SIZE)
         self.settings = {k: v for k, v in options.items() if v is not None}
 
+    def onnx_settings(self) -> Dict:
+        """The settings an ONNX export made on the way (onnx-int8, tensorrt) takes: the opset."""
+        return {k: v for k, v in self.settings.items() if k == "opset"}
+
     def prepare(self) -> None:
         """Check, before any file is written, what the export needs (its
         runtime's package, its inputs); raise with what to do when something is missing."""
@@ -145,7 +149,7 @@ class OnnxInt8Exporter(Exporter):
 
         calibration = self.calibration
         fp32 = OnnxExporter(self.cfg, self.out_dir, self.allow_random,
-                            **{k: v for k, v in self.settings.items() if k == "opset"}).export()
+                            **self.onnx_settings()).export()
         int8 = quantize_onnx(fp32, os.path.join(self.out_dir, "model_int8.onnx"),
                              calibration_reader(self.cfg, calibration))
         mib = [os.path.getsize(p) / 2 ** 20 for p in (fp32, int8)]
@@ -202,7 +206,7 @@ class TensorRTExporter(Exporter):
 
         fp16 = bool(self.settings.get("fp16", False))
         onnx_path = OnnxExporter(self.cfg, self.out_dir, self.allow_random,
-                                 **{k: v for k, v in self.settings.items() if k == "opset"}).export()
+                                 **self.onnx_settings()).export()
         engine = os.path.join(self.out_dir, f"model_{'fp16' if fp16 else 'fp32'}.engine")
         return build_engine(onnx_path, engine, self.size, self.cfg.EXPORT.TENSORRT_MAX_BATCH, fp16,
                             self.cfg.EXPORT.TENSORRT_WORKSPACE_MB)

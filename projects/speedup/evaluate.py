@@ -16,11 +16,10 @@ import argparse
 import logging
 from typing import Dict
 
-from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 import centerx
-from centerx.deploy.evaluation import evaluate_runtime
+from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
 from centerx.deploy.runtimes import add_runtime_arguments, build_runtime
 
 logger = logging.getLogger("centerx.evaluate")
@@ -48,9 +47,7 @@ def main(argv=None) -> Dict[str, float]:
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     centerx.register_config_datasets(cfg)
-    dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
-    if dataset not in DatasetCatalog.list():
-        raise SystemExit(f"Dataset {dataset!r} is not registered: pass --dataset NAME or set DATASETS.TEST.")
+    dataset = resolve_dataset(cfg, args.dataset)
     metrics = evaluate(build_runtime(args.runtime, cfg, args.model), dataset)
     logger.info(f"{args.runtime} {args.model or cfg.MODEL.WEIGHTS} on {dataset}: AP {metrics['AP']:.2f}, "
                 f"AP50 {metrics['AP50']:.2f}, AP75 {metrics['AP75']:.2f}")

@@ -47,8 +47,7 @@ from tabulate import tabulate
 
 import centerx
 from centerx.checkpoint import MissingWeightsError, UnsafeWeightsError, WeightsMismatchError
-from centerx.data.datasets import ensure_datasets
-from centerx.deploy.evaluation import evaluate_runtime
+from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
 from centerx.deploy.exporters import export, exporter_formats, get_exporter
 from centerx.deploy.runtimes import TorchRuntime, build_runtime
 from centerx.modeling.meta_arch import CenterNet, detector_class
@@ -140,10 +139,7 @@ def main(argv=None) -> int:
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     centerx.register_config_datasets(cfg)
-    dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
-    ensure_datasets([dataset])
-    if dataset not in DatasetCatalog.list():
-        raise SystemExit(f"Dataset {dataset!r} is not registered: pass --dataset NAME or set DATASETS.TEST.")
+    dataset = resolve_dataset(cfg, args.dataset)
     records = DatasetCatalog.get(dataset)
     images = [cv2.imread(r["file_name"], cv2.IMREAD_COLOR) for r in records[:args.images]]
     out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "benchmark")
