@@ -108,7 +108,9 @@ case "$cmd" in
     "$PY" train_net.py --eval-only "$@" ;;
   test)
     setup_env
-    "$PY" -m pytest tests "$@" ;;
+    # Each passed test's tmp_path is deleted when it ends (its checkpoints run to
+    # hundreds of MB); a failed test's is kept, from the last run only.
+    "$PY" -m pytest tests -o tmp_path_retention_policy=failed -o tmp_path_retention_count=1 "$@" ;;
   lint)
     setup_env
     "$PY" -m ruff check "$ROOT" "$@" ;;

@@ -34,7 +34,7 @@ setup(
         "setuptools<81",  # detectron2.model_zoo imports pkg_resources
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff==0.17.6"],
+        "dev": ["pytest>=7.3", "ruff==0.17.6"],
         "export": ["onnx>=1.14", "onnxruntime>=1.16", "onnxslim", "openvino>=2024.0"],
     },
 )
