@@ -306,7 +306,7 @@ def test_only_the_intended_parameters_receive_gradients(tiny_shapes, tmp_path, m
     ids = lambda params: {id(p) for p in params}  # noqa: E731
     main = ids(p for group in trainer.optimizer.param_groups for p in group["params"])
     assert main == ids(model.student.parameters()) | ids(adv.adapters.parameters())
-    assert ids(p for group in trainer.discriminator_optimizer.param_groups for p in group["params"]) == \
+    assert ids(p for group in trainer.discriminator_step.optimizer.param_groups for p in group["params"]) == \
         ids(adv.discriminators.parameters())
 
     seen = {}
@@ -366,19 +366,20 @@ def test_resume_restores_discriminators_adapters_and_their_optimizer(tiny_shapes
     saved = torch.load(resumed_dir / "model_0000001.pth", map_location="cpu", weights_only=False)
     torch.manual_seed(99)
     resumed = Trainer(run_cfg("CenterNet", name, resumed_dir, teacher, *opts))
-    fresh = clone(resumed.adversaries)
+    fresh = clone(resumed.discriminator_step.adversaries)
     assert any(not torch.equal(v, saved["adversarial"][k]) for k, v in fresh.items())
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 2
-    assert_close(clone(resumed.adversaries), saved["adversarial"])
-    state, saved_state = resumed.discriminator_optimizer.state_dict(), saved["adversarial_optimizer"]
+    assert_close(clone(resumed.discriminator_step.adversaries), saved["adversarial"])
+    state, saved_state = resumed.discriminator_step.optimizer.state_dict(), saved["adversarial_optimizer"]
     assert state["param_groups"] == saved_state["param_groups"]
     assert state["state"].keys() == saved_state["state"].keys() and len(state["state"]) == 6
     for i, s in state["state"].items():
         assert_close(s, saved_state["state"][i])
     resumed.train()
     assert_close(clone(resumed.unwrapped_model), clone(straight.unwrapped_model), tol=1e-6)
-    assert_close(clone(resumed.adversaries), clone(straight.adversaries), tol=1e-6)
+    assert_close(clone(resumed.discriminator_step.adversaries), clone(straight.discriminator_step.adversaries),
+                 tol=1e-6)
 
 
 def test_ttfnet_adversarial_only_run_and_its_checkpoint(tiny_shapes, tmp_path):

@@ -105,8 +105,8 @@ def test_training_evaluates_and_saves_the_ema(tiny_shapes, tmp_path, monkeypatch
 
 
 def test_ema_starts_from_loaded_weights(tiny_shapes, tmp_path, one_thread):
-    """Fine-tuning from MODEL.WEIGHTS (not a resume): the EMA starts from those
-    weights, not from the random initialisation."""
+    """Fine-tuning from MODEL.WEIGHTS (not a resume): when training starts, the
+    EMA holds those weights, not the random initialisation."""
     name, _ = tiny_shapes
     cfg = tiny_cfg(name, tmp_path / "a")
     source = Trainer.build_model(cfg)
@@ -117,6 +117,7 @@ def test_ema_starts_from_loaded_weights(tiny_shapes, tmp_path, one_thread):
     DetectionCheckpointer(source, save_dir=str(tmp_path)).save("init")
     trainer = Trainer(tiny_cfg(name, tmp_path / "b", "MODEL.WEIGHTS", str(tmp_path / "init.pth")))
     trainer.resume_or_load(resume=False)
+    trainer.before_train()
     expected = source.state_dict()
     assert sorted(trainer.ema.state) == sorted(expected)
     for key, value in expected.items():

@@ -22,7 +22,7 @@ import centerx
 from centerx.data import CenterNetDatasetMapper, Mixup
 from centerx.data.samplers import PositionedDataset
 from centerx.engine import Trainer
-from centerx.engine.trainer import build_resumable_train_loader, stream_augmentations
+from centerx.engine.train_loader import build_resumable_train_loader, stream_augmentations
 from centerx.modeling.losses import penalty_reduced_focal_loss
 from centerx.modeling.targets import draw_peak_weights, pad_object_weights
 

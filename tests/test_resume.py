@@ -11,7 +11,7 @@ from detectron2.config import get_cfg
 import centerx
 from centerx.data.samplers import PositionedDataset, ResumableTrainingSampler
 from centerx.engine import AtomicCheckpointer, Trainer
-from centerx.engine.trainer import step_seed
+from centerx.engine.train_loader import step_seed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMOS = {arch: os.path.join(REPO, "configs", "shapes", f"{arch.lower()}_r18_demo.yaml")

@@ -1,7 +1,7 @@
 """The discriminators' side of adversarial feature distillation
 (``MODEL.DISTILL.ADVERSARIAL``, :mod:`centerx.modeling.adversarial`): their own
 Adam optimizer and the hook that steps it after every training step."""
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -81,6 +81,21 @@ class DiscriminatorStep(HookBase):
     def __init__(self, adversaries: FeatureAdversaries, optimizer: torch.optim.Optimizer):
         self.adversaries = adversaries
         self.optimizer = optimizer
+
+    @classmethod
+    def from_config(cls, cfg, model: nn.Module) -> Optional["DiscriminatorStep"]:
+        """The step of ``model``'s discriminators (:func:`feature_adversaries`)
+        with their own optimizer (:func:`build_discriminator_optimizer`), or
+        None when the model has none."""
+        adversaries = feature_adversaries(model)
+        if adversaries is None:
+            return None
+        return cls(adversaries, build_discriminator_optimizer(cfg, adversaries))
+
+    def checkpointables(self) -> Dict:
+        """Discriminators with adapters, and their optimizer: restored on
+        ``--resume``, while the checkpoint's "model" stays the plain student."""
+        return {"adversarial": self.adversaries, "adversarial_optimizer": self.optimizer}
 
     def after_step(self):
         loss, accuracy = discriminator_step(self.adversaries, self.optimizer)

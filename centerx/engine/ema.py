@@ -2,7 +2,7 @@
 import contextlib
 import logging
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from detectron2.config import CfgNode as CN
@@ -85,11 +85,33 @@ class ModelEMA:
 
 
 class EMAHook(HookBase):
-    """Updates a :class:`ModelEMA` after every training step."""
+    """Model EMA in training: before training, the EMA restarts from the model's
+    weights (the loaded MODEL.WEIGHTS when fine-tuning) unless ``--resume``
+    restored it from a checkpoint; after every training step, it is updated.
+    Its checkpointable is ``{"ema": ema}``.
+
+    Register it before the checkpointer, so a checkpoint of iteration k holds
+    the EMA after its update k.
+    """
 
     def __init__(self, ema: ModelEMA, model: nn.Module):
         self.ema = ema
         self.model = model
+
+    @classmethod
+    def from_config(cls, cfg, model: nn.Module) -> Optional["EMAHook"]:
+        """The hook of a new :class:`ModelEMA` of ``model`` (MODEL_EMA.DECAY,
+        WARMUP_ITERS) when MODEL_EMA.ENABLED, else None."""
+        if not cfg.MODEL_EMA.ENABLED:
+            return None
+        return cls(ModelEMA(model, cfg.MODEL_EMA.DECAY, cfg.MODEL_EMA.WARMUP_ITERS), model)
+
+    def checkpointables(self) -> Dict:
+        return {"ema": self.ema}
+
+    def before_train(self):
+        if not self.ema.restored:
+            self.ema.reset(self.model)
 
     def after_step(self):
         self.ema.update(self.model)
