@@ -109,7 +109,12 @@ case "$cmd" in
   test)
     setup_env
     # Each passed test's tmp_path is deleted when it ends (its checkpoints run to
-    # hundreds of MB); a failed test's is kept, from the last run only.
+    # hundreds of MB); a failed test's is kept, from the last run only. At its
+    # peak the suite holds about 3 GB there.
+    tmp_free_mb=$(df -Pm "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')
+    if [ "${tmp_free_mb:-0}" -lt 5000 ]; then
+      log "warning: only ${tmp_free_mb} MB free under ${TMPDIR:-/tmp}; the suite needs about 3 GB there at its peak"
+    fi
     "$PY" -m pytest tests -o tmp_path_retention_policy=failed -o tmp_path_retention_count=1 "$@" ;;
   lint)
     setup_env
