@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
 from . import get_centerx_cfg
-from .data.datasets import ensure_datasets
+from .data.datasets import ensure_datasets, register_config_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ def train_and_evaluate(cfg) -> Tuple[Dict[str, float], float]:
     """
     from .engine import Trainer
 
+    register_config_datasets(cfg)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
         f.write(cfg.dump())

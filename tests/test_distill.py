@@ -236,6 +236,32 @@ def test_gradients_reach_only_the_student_and_teachers_stay_bit_identical(tmp_pa
     assert any(not torch.equal(v, model.student.state_dict()[k]) for k, v in before_student.items())
 
 
+def test_class_names_come_from_the_config_and_no_dataset_is_loaded(tmp_path):
+    """MODEL.CENTERX.CLASS_NAMES name a model's classes where its datasets' metadata
+    has none (a COCO json not read yet); building the Distiller reads metadata only
+    and loads no dataset (this one's loader raises)."""
+    def refuse():
+        raise AssertionError("a dataset was loaded while building the model")
+
+    if "kd_test_unloadable" not in DatasetCatalog.list():
+        DatasetCatalog.register("kd_test_unloadable", refuse)
+    unloadable = ["DATASETS.TEST", "('kd_test_unloadable',)", "DATASETS.TRAIN", "('kd_test_unloadable',)"]
+    student_names = ["MODEL.CENTERX.CLASS_NAMES", "('circle', 'rectangle', 'triangle', 'cross')"]
+    named = save_teacher(tmp_path, "named", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2",
+                                                      "MODEL.CENTERX.CLASS_NAMES", "('cross', 'circle')", *unloadable))
+    model = build_model(distill_cfg([(named[0], named[1], ("circle", "cross"))], "CenterNet",
+                                    *unloadable, *student_names))
+    assert [(link.student_classes, link.teacher_channels) for link in model.links] == [((0, 3), (1, 0))]
+
+    nameless = save_teacher(tmp_path, "nameless", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2",
+                                                            *unloadable))
+    with pytest.raises(ValueError, match=r"teacher's config sets no MODEL.CENTERX.CLASS_NAMES"):
+        build_model(distill_cfg([(nameless[0], nameless[1], ("circle", "cross"))], "CenterNet",
+                                *unloadable, *student_names))
+    model = build_model(distill_cfg([(nameless[0], nameless[1], (0, 3))], "CenterNet", *unloadable))
+    assert [(link.student_classes, link.teacher_channels) for link in model.links] == [((0, 3), (0, 1))]
+
+
 def test_class_names_map_two_teachers_onto_one_student(tmp_path):
     """Teacher a (classes rectangle, circle) teaches circle and rectangle; teacher b
     (cross, ellipse, triangle) teaches triangle and cross; the student has the
@@ -358,9 +384,12 @@ def test_image_folder_datasets_mix_with_labelled_ones_and_are_checked(tmp_path):
     with pytest.raises(ValueError, match="USE_LABELS False"):
         build_model(distill_cfg([t[:2] + ((),)], "CenterNet", "DATASETS.IMAGE_FOLDERS", folders,
                                 "DATASETS.TRAIN", "('kd_test_unlab',)", "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False"))
-    build_model(distill_cfg([t[:2] + ((),)], "CenterNet", "DATASETS.IMAGE_FOLDERS", folders,
-                            "DATASETS.TRAIN", "('kd_test_lab', 'kd_test_unlab')",
-                            "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False"))
+    cfg = distill_cfg([t[:2] + ((),)], "CenterNet", "DATASETS.IMAGE_FOLDERS", folders,
+                      "DATASETS.TRAIN", "('kd_test_lab', 'kd_test_unlab')",
+                      "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False")
+    build_model(cfg)
+    assert "kd_test_unlab" not in DatasetCatalog.list()  # building the model registers no dataset
+    centerx.register_config_datasets(cfg)  # as train_net does
     dicts = get_detection_dataset_dicts(["kd_test_lab", "kd_test_unlab"], filter_empty=False)
     assert len(dicts) == 7
     assert [d.get("unlabeled", False) for d in dicts] == [False] * 3 + [True] * 4
@@ -408,6 +437,7 @@ def label_free_run(tmp_path_factory):
         "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()", "MODEL.CENTERNET.SCORE_THRESH_TEST", "0.0",
         "OUTPUT_DIR", str(root / "out"),
     )
+    centerx.register_config_datasets(cfg)
     torch.manual_seed(0)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)

@@ -18,7 +18,6 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...data.datasets import register_config_datasets
 from ..adversarial import FeatureAdversaries
 from ..loss_balance import LossBalancer, build_loss_balancer
 from .point_detector import PointDetector
@@ -138,7 +137,6 @@ class Distiller(nn.Module):
                              "classes) triple.")
         entries = [parse_teacher_entry(i, entry) for i, entry in enumerate(d.TEACHERS)]
         tcfgs = [teacher_config(i, config_file, cfg) for i, (config_file, _, _) in enumerate(entries)]
-        register_config_datasets(cfg)
         _check_training_datasets(cfg)
         scfg = student_config(cfg)
         student = META_ARCH_REGISTRY.get(scfg.MODEL.META_ARCHITECTURE)(scfg)
@@ -325,8 +323,9 @@ def add_distill_config(cfg):
     # have the same one; its checkpoints load into this plain student config.
     _C.MODEL.DISTILL.STUDENT_META_ARCHITECTURE = "CenterNet"
     # Teachers, each a triple (config file, weights file or URL, classes). classes: the
-    # student classes it teaches, either by name (looked up in the thing_classes
-    # of the teacher's and the student's datasets, DATASETS.TEST then TRAIN) or
+    # student classes it teaches, either by name (the teacher's and the
+    # student's MODEL.CENTERX.CLASS_NAMES, else the thing_classes metadata of
+    # their datasets, DATASETS.TEST then TRAIN) or
     # as student class indices, one per teacher heatmap channel in order;
     # empty = all the teacher's classes, by name when both sides have names,
     # else channel i -> student class i. No class may have two teachers, e.g.

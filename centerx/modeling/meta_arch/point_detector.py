@@ -305,6 +305,12 @@ def add_point_detector_config(cfg):
     # bfloat16 convolutions on CPU and by tensor cores on GPU (about 1.8x per
     # training step of the shapes demo under CPU bfloat16 autocast).
     _C.MODEL.CENTERX.CHANNELS_LAST = False
+    # Names of the model's classes, one per heatmap channel in order, e.g.
+    # "('circle', 'rectangle')". Empty = the thing_classes metadata of its
+    # datasets (DATASETS.TEST first, then TRAIN). Read where names are needed
+    # before any dataset is loaded: a distillation teacher's classes given by
+    # name (a COCO json dataset's names are known only once it has been read).
+    _C.MODEL.CENTERX.CLASS_NAMES = ()
     # PP-YOLO's neck and head options, for CenterNet and TTFNet (all off: the
     # papers' models, same parameter names). The last (stride-32) backbone
     # feature goes through CoordConv, then SPP, before the upsampler.

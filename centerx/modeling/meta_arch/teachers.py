@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
 from ...checkpoint import StrictCheckpointer, UnsafeWeightsError, local_weights_path
-from ...data.datasets import register_config_datasets
 from .point_detector import PointDetector
 
-__all__ = ["TeacherLink", "build_teachers", "check_disjoint", "check_same_grid", "load_teacher_weights",
+__all__ = ["TeacherLink", "build_teachers", "class_names", "check_disjoint", "check_same_grid", "load_teacher_weights",
            "map_classes", "parse_teacher_entry", "teacher_config"]
 
 logger = logging.getLogger(__name__)
@@ -53,14 +52,14 @@ def build_teachers(cfg, student: PointDetector, entries: Sequence[Tuple], tcfgs:
         entries: (config file, local weights file, classes) per teacher (:func:`parse_teacher_entry`).
         tcfgs: each teacher's config (:func:`teacher_config`).
     """
-    student_names = _LazyClassNames(cfg)
+    student_names = class_names(cfg)
     teachers, links = [], []
     for i, ((config_file, weights_file, classes), tcfg) in enumerate(zip(entries, tcfgs)):
         teacher = build_model(tcfg)
         check_same_grid(i, config_file, student, teacher)
         load_teacher_weights(i, teacher, weights_file)
         student_classes, channels = map_classes(
-            i, classes, teacher.num_classes, _LazyClassNames(tcfg), student.num_classes, student_names
+            i, classes, teacher.num_classes, class_names(tcfg), student.num_classes, student_names
         )
         swap = cfg.INPUT.FORMAT != tcfg.INPUT.FORMAT
         own = swap or list(cfg.MODEL.PIXEL_MEAN) != list(tcfg.MODEL.PIXEL_MEAN) or \
@@ -127,7 +126,6 @@ def teacher_config(i: int, config_file: str, cfg):
     tcfg.MODEL.DEVICE = cfg.MODEL.DEVICE
     tcfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
     tcfg.freeze()
-    register_config_datasets(tcfg)
     return tcfg
 
 
@@ -150,44 +148,28 @@ def load_teacher_weights(i: int, teacher: PointDetector, weights_file: str) -> N
         raise ValueError(f"MODEL.DISTILL.TEACHERS[{i}]: '{weights_file}': {e}") from e
 
 
-class _LazyClassNames:
-    """thing_classes of a config's datasets (DATASETS.TEST first, then TRAIN),
-    looked up on first use. Datasets whose metadata lacks them (user COCO json
-    files set them when read) are loaded, test sets first, until one has them."""
-
-    def __init__(self, cfg):
-        self._names = [n for n in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN) if n in DatasetCatalog.list()]
-        self._value = None
-        self._done = False
-
-    def get(self) -> Optional[List[str]]:
-        if not self._done:
-            self._done = True
-            self._value = self._lookup()
-        return self._value
-
-    def _lookup(self) -> Optional[List[str]]:
-        for name in self._names:
-            if MetadataCatalog.get(name).get("thing_classes") is not None:
-                return list(MetadataCatalog.get(name).thing_classes)
-        for name in self._names:
-            if MetadataCatalog.get(name).get("image_folder") is None:
-                DatasetCatalog.get(name)
-                if MetadataCatalog.get(name).get("thing_classes") is not None:
-                    return list(MetadataCatalog.get(name).thing_classes)
-        return None
+def class_names(cfg) -> Optional[List[str]]:
+    """Names of a config's model classes in heatmap channel order:
+    MODEL.CENTERX.CLASS_NAMES when set, else the first ``thing_classes`` in the
+    metadata of DATASETS.TEST then TRAIN, else None. Metadata only: no dataset is
+    registered or loaded here."""
+    if cfg.MODEL.CENTERX.CLASS_NAMES:
+        return list(cfg.MODEL.CENTERX.CLASS_NAMES)
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        if name in MetadataCatalog.list() and MetadataCatalog.get(name).get("thing_classes") is not None:
+            return list(MetadataCatalog.get(name).thing_classes)
+    return None
 
 
-def map_classes(i: int, classes: Tuple, teacher_num: int, teacher_names: _LazyClassNames, student_num: int,
-                 student_names: _LazyClassNames) -> Tuple[List[int], List[int]]:
+def map_classes(i: int, classes: Tuple, teacher_num: int, teacher_names: Optional[List[str]], student_num: int,
+                 student_names: Optional[List[str]]) -> Tuple[List[int], List[int]]:
     """(student class of each taught teacher channel, taught teacher channels).
 
     ``classes`` are all names or all student indices (see :func:`parse_teacher_entry`)."""
     where = f"MODEL.DISTILL.TEACHERS[{i}]"
     if not classes:
-        t_names, s_names = teacher_names.get(), student_names.get()
-        if t_names is not None and s_names is not None:
-            classes = tuple(t_names)
+        if teacher_names is not None and student_names is not None:
+            classes = tuple(teacher_names)
         elif teacher_num == student_num:
             logger.warning(f"{where}: no class names on one side; teacher channel i teaches student class i.")
             return list(range(teacher_num)), list(range(teacher_num))
@@ -214,24 +196,23 @@ def map_classes(i: int, classes: Tuple, teacher_num: int, teacher_names: _LazyCl
     return list(classes), list(range(teacher_num))
 
 
-def _names_or_raise(what: str, names: _LazyClassNames, num: int) -> List[str]:
-    value = names.get()
-    if value is None:
-        raise ValueError(f"{what} datasets (DATASETS.TEST / TRAIN) define no thing_classes; give student class "
-                         "indices instead.")
-    if len(value) != num:
-        raise ValueError(f"{what} datasets have {len(value)} thing_classes {value}, but the model has {num} "
-                         "classes.")
-    return value
+def _names_or_raise(what: str, names: Optional[List[str]], num: int) -> List[str]:
+    if names is None:
+        raise ValueError(f"{what} config sets no MODEL.CENTERX.CLASS_NAMES and the metadata of its datasets "
+                         "(DATASETS.TEST / TRAIN) has no thing_classes (a COCO json dataset's are known only once "
+                         "it is read); set MODEL.CENTERX.CLASS_NAMES, or give student class indices instead.")
+    if len(names) != num:
+        raise ValueError(f"{what} class names {names} are {len(names)}, but the model has {num} classes.")
+    return names
 
 
-def check_disjoint(links: Sequence[TeacherLink], student_names: _LazyClassNames) -> None:
+def check_disjoint(links: Sequence[TeacherLink], student_names: Optional[List[str]]) -> None:
     owner: Dict[int, str] = {}
     for i, link in enumerate(links):
         for c in link.student_classes:
             if c in owner:
-                names = student_names.get()
-                label = f"'{names[c]}' ({c})" if names is not None and c < len(names) else str(c)
+                label = f"'{student_names[c]}' ({c})" if student_names is not None and c < len(student_names) \
+                    else str(c)
                 raise ValueError(f"MODEL.DISTILL.TEACHERS[{owner[c]}] and [{i}] both teach student class {label}; "
                                  "each class must have one teacher.")
             owner[c] = str(i)
