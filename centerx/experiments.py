@@ -211,11 +211,16 @@ def run_cached(cfg, rerun: bool = False) -> Dict[str, float]:
 
 def check_same_config(cfg) -> None:
     """Refuse saved results that were trained with another config than ``cfg``
-    (the ``config.yaml`` in its OUTPUT_DIR), naming the keys that differ."""
+    (the ``config.yaml`` in its OUTPUT_DIR), naming the keys that differ. A key
+    the saved config lacks (added to centerX since) counts as equal when ``cfg``
+    holds its default; EXPORT keys are not compared (training and evaluation
+    do not read them)."""
     with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml")) as f:
         saved = flatten(yaml.safe_load(f))
     now = flatten(yaml.safe_load(cfg.dump()))
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    defaults = flatten(yaml.safe_load(get_centerx_cfg().dump()))
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and not k.startswith("EXPORT.")
+                    and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} saved vs {now.get(k)!r} now" for k in differ[:5])
         raise SystemExit(f"{cfg.OUTPUT_DIR} holds results of another config ({len(differ)} keys differ: {shown}). "

@@ -117,3 +117,29 @@ def test_tiny_run_is_cached_and_tabulated(ablation, tmp_path, capsys):
         ablation.main(argv + ["SOLVER.IMS_PER_BATCH", "1"])
     with pytest.raises(SystemExit, match="unknown variants"):
         ablation.main(argv[:4] + ["--only", "nope"])
+
+
+def test_saved_config_without_a_newer_key_matches_its_default(tmp_path):
+    """Results saved before a key existed are still this config's when the key
+    holds its default, whatever the EXPORT keys; another value of it, or of any
+    other saved key, is refused."""
+    import yaml
+
+    from centerx import get_centerx_cfg
+    from centerx.experiments import check_same_config
+
+    cfg = get_centerx_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    saved = yaml.safe_load(cfg.dump())
+    del saved["MODEL"]["DISTILL"]["HEATMAP_LOSS"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_same_config(cfg)
+    cfg.MODEL.DISTILL.HEATMAP_LOSS = "quality_focal"
+    with pytest.raises(SystemExit, match=r"1 keys differ: MODEL.DISTILL.HEATMAP_LOSS: None saved vs 'quality_focal'"):
+        check_same_config(cfg)
+    cfg.MODEL.DISTILL.HEATMAP_LOSS = ""
+    cfg.EXPORT.INPUT_SIZE = (64, 64)  # export settings change no training result
+    check_same_config(cfg)
+    cfg.SOLVER.BASE_LR = 1.0
+    with pytest.raises(SystemExit, match="SOLVER.BASE_LR"):
+        check_same_config(cfg)

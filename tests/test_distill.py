@@ -22,6 +22,7 @@ from centerx.engine import Trainer, build_optimizer
 from centerx.modeling.losses.distillation import (
     centernet_distillation_losses,
     heatmap_distillation_loss,
+    quality_focal_distillation_loss,
     ttfnet_distillation_losses,
 )
 
@@ -129,6 +130,26 @@ def test_heatmap_loss_is_mse_of_probabilities():
     assert heatmap_distillation_loss(t, t).item() == 0.0
 
 
+def test_quality_focal_heatmap_loss_against_numpy():
+    """sum of |t - p|^2 * BCE(p, t) over cells / max(1, teacher peak mass), in float64
+    numpy with the peaks found by loops; 0 for equal maps; a teacher with no
+    confident peak divides by 1."""
+    g = torch.Generator().manual_seed(4)
+    s, t = torch.randn(2, 3, 5, 6, generator=g) * 3, torch.randn(2, 3, 5, 6, generator=g) * 3
+    p, q = sigmoid(s.numpy().astype(np.float64)), sigmoid(t.numpy().astype(np.float64))
+    bce = -(q * np.log(p) + (1 - q) * np.log(1 - p))
+    mass = np_peak_weight(t.numpy()).sum()
+    assert mass > 1.0
+    expected = (np.abs(q - p) ** 2 * bce).sum() / mass
+    assert quality_focal_distillation_loss(s, t).item() == pytest.approx(expected, rel=1e-5)
+    assert quality_focal_distillation_loss(t, t).item() == 0.0
+    faint = torch.full((1, 1, 4, 4), -8.0)  # peak mass 16 * sigmoid(-8) < 1
+    q = sigmoid(-8.0)
+    p = sigmoid(s[:1, :1, :4, :4].numpy().astype(np.float64))
+    expected = (np.abs(q - p) ** 2 * -(q * np.log(p) + (1 - q) * np.log(1 - p))).sum()
+    assert quality_focal_distillation_loss(s[:1, :1, :4, :4], faint).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_centernet_size_offset_losses_are_weighted_by_teacher_peaks():
     """sum_cells w |s - t| / sum w with w from the numpy peak reference; zero for
     equal maps and linear in the student's deviation."""
@@ -211,6 +232,30 @@ def test_losses_stay_fp32_under_autocast(tmp_path, arch):
     for k, v in losses.items():
         assert v.dtype == torch.float32 and torch.isfinite(v), k
         assert torch.isclose(v, reference[k], rtol=5e-2, atol=1e-3), (k, float(v), float(reference[k]))
+
+
+def test_heatmap_loss_key_replaces_the_students_heatmap_term(tmp_path):
+    """MODEL.DISTILL.HEATMAP_LOSS "quality_focal": loss_kd_t0_heatmap is that
+    function of the taught channels times WEIGHT * HEATMAP_WEIGHT; the other
+    terms stay the student's; an unknown name is refused before teachers load."""
+    teacher = save_teacher(tmp_path, "t", plain_cfg("TTFNet"))
+    plain = build_model(distill_cfg([teacher[:2] + ((),)], "TTFNet")).train()
+    focal = build_model(distill_cfg([teacher[:2] + ((),)], "TTFNet", "MODEL.DISTILL.HEATMAP_LOSS", "quality_focal",
+                                    "MODEL.DISTILL.HEATMAP_WEIGHT", "0.5")).train()
+    focal.student.load_state_dict(plain.student.state_dict())
+    perturb_heads(plain.student, seed=3)
+    perturb_heads(focal.student, seed=3)
+    data = batch()
+    images = focal.student.preprocess_image(data).tensor
+    outputs = focal.student.predict(images)
+    losses = focal.distillation_losses(outputs, data, images)
+    expected = quality_focal_distillation_loss(outputs["heatmap"], focal.teachers[0].predict(images)["heatmap"])
+    assert float(losses["loss_kd_t0_heatmap"]) == pytest.approx(float(expected) * 10.0 * 0.5, rel=1e-5)
+    reference = plain.distillation_losses(plain.student.predict(images), data, images)
+    assert float(losses["loss_kd_t0_box"]) == pytest.approx(float(reference["loss_kd_t0_box"]), rel=1e-5)
+    assert float(losses["loss_kd_t0_heatmap"]) != pytest.approx(float(reference["loss_kd_t0_heatmap"]) * 0.5)
+    with pytest.raises(ValueError, match="HEATMAP_LOSS='kl'"):
+        build_model(distill_cfg([teacher[:2] + ((),)], "TTFNet", "MODEL.DISTILL.HEATMAP_LOSS", "kl"))
 
 
 def test_gradients_reach_only_the_student_and_teachers_stay_bit_identical(tmp_path):

@@ -13,8 +13,10 @@ rescaled:
 2. per seed, one 4-class student from both teachers, label-free, reading the
    training images as an image folder (``--iters``; teachers' classes given by
    name);
-   once as configured and once with MODEL.LOSS_BALANCE on (each teacher term at
-   the magnitude of the label term it mirrors);
+   in the ``--students`` variants: "plain" (as configured), "balanced"
+   (MODEL.LOSS_BALANCE on, each teacher term at the magnitude of the label term
+   it mirrors) and "quality_focal" (MODEL.DISTILL.HEATMAP_LOSS "quality_focal",
+   the heatmap term per object the teacher sees instead of the MSE over all cells);
 3. per seed, the same student trained with all labels, for reference (the
    baseline of single_teacher.py, read back from the same ``--output-dir`` when
    it is there);
@@ -24,6 +26,7 @@ mean +- std over the seeds, and how far the label-free student is from each
 teacher on that teacher's classes:
 
     python projects/distillation/two_teachers.py --seeds 1 2 3          # docs/results.md
+    python projects/distillation/two_teachers.py --seeds 1 2 3 --students plain quality_focal
     python projects/distillation/two_teachers.py --iters 3000 MODEL.DEVICE cuda
 
 Trailing ``KEY VALUE`` pairs override every model's config alike.
@@ -51,12 +54,22 @@ from centerx.experiments import (
 )
 
 SPLIT = {"a": ("circle", "rectangle"), "b": ("triangle", "cross")}
+# label-free student variants: (row name, output folder, extra overrides given the number of teachers)
+STUDENTS = {
+    "plain": ("student, label-free from A + B", "student_label_free", lambda n: []),
+    "balanced": ("student, label-free from A + B, constant-magnitude weighting", "student_label_free_balanced",
+                 balanced_distill_overrides),
+    "quality_focal": ("student, label-free from A + B, quality focal heatmap term", "student_label_free_qfl",
+                      lambda n: ["MODEL.DISTILL.HEATMAP_LOSS", "quality_focal"]),
+}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="output/distillation")
     p.add_argument("--teacher-iters", type=int, default=0, help="training iterations of each teacher (0: --iters)")
+    p.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS),
+                   help="label-free student variants to train (each over --seeds)")
     add_common_args(p)
     return p.parse_args(argv)
 
@@ -81,14 +94,12 @@ def main(argv=None):
     images = [("shapes_train_images", os.path.join(datasets_root(), "shapes", "train"))]
     label_free = distill_overrides(args, teachers, use_labels=False) + [
         "DATASETS.IMAGE_FOLDERS", images, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", False]
-    results["student, label-free from A + B"] = [
-        run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, "student_label_free"), seed),
-                                  student_train, [test], label_free, seed=seed), args.rerun) for seed in args.seeds]
-    results["student, label-free from A + B, constant-magnitude weighting"] = [
-        run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, "student_label_free_balanced"),
-                                                                    seed),
-                                  student_train, [test], label_free + balanced_distill_overrides(len(teachers)),
-                                  seed=seed), args.rerun) for seed in args.seeds]
+    students = [STUDENTS[key] for key in args.students]
+    for name, folder, extra in students:
+        results[name] = [
+            run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, folder), seed), student_train,
+                                      [test], label_free + extra(len(teachers)), seed=seed), args.rerun)
+            for seed in args.seeds]
     results["same student with all labels (reference)"] = [
         run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, "student_r18"), seed), [train],
                                   [test], seed=seed), args.rerun) for seed in args.seeds]
@@ -98,7 +109,7 @@ def main(argv=None):
             for name, runs in results.items()]
     table = format_table(["model"] + [f"AP {c}" for c in SHAPES_CLASSES] + ["AP (its classes)", "train time (s)"],
                          rows)
-    for name in ("student, label-free from A + B", "student, label-free from A + B, constant-magnitude weighting"):
+    for name, _, _ in students:
         for (tag, classes), teacher_runs in zip(SPLIT.items(), list(results.values())[:2]):
             own = [statistics.mean(r[f"AP-{c}"] for c in classes) for r in results[name] if "AP" in r]
             gap = [o - statistics.mean(teacher_runs[0][f"AP-{c}"] for c in classes) for o in own]

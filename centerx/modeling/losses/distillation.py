@@ -14,6 +14,7 @@ models say p < 0.5, i.e. on almost the whole background, and is not done.
 from typing import Dict
 
 import torch
+import torch.nn.functional as F
 
 from ..decode import ltrb_to_boxes, peak_mask
 from .giou import generalized_iou
@@ -32,6 +33,39 @@ def heatmap_distillation_loss(student_logits: torch.Tensor, teacher_logits: torc
         scalar: mean over B * K * H * W cells of (sigmoid(s) - sigmoid(t))^2.
     """
     return ((torch.sigmoid(student_logits.float()) - torch.sigmoid(teacher_logits.float())) ** 2).mean()
+
+
+def quality_focal_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                                    beta: float = 2.0) -> torch.Tensor:
+    """Quality focal loss (GFL, Li et al. 2020) with the teacher's probabilities
+    as soft targets, per object the teacher sees (``MODEL.DISTILL.HEATMAP_LOSS``
+    "quality_focal"; not in centerX, whose term is :func:`heatmap_distillation_loss`).
+
+    The MSE over every cell is dominated by background, where both maps are near 0:
+    on sparse heatmaps it stays tiny whatever the student misses. Here each cell's
+    binary cross-entropy against the teacher's probability t is scaled by
+    |t - p|^beta (cells the student already matches fade out, as in the focal
+    loss) and the sum is divided by the teacher's peak mass (the sum of its
+    peak-masked probabilities, :func:`teacher_peak_weight`, at least 1), so the
+    term has the magnitude of a detector's own focal loss.
+
+    Args:
+        student_logits, teacher_logits: [B, K, H, W] heatmap logits of the K
+            taught classes, channel k of one matching channel k of the other.
+        beta: exponent of the modulating factor |t - p|.
+
+    Returns:
+        scalar: sum over cells of |t - p|^beta * BCE(p, t) / max(1, teacher peak mass);
+        0 when the two maps are equal.
+    """
+    s = student_logits.float()
+    t = torch.sigmoid(teacher_logits.detach().float())
+    modulation = (t - torch.sigmoid(s)).abs().pow(beta)
+    bce = F.binary_cross_entropy_with_logits(s, t, reduction="none")
+    return (modulation * bce).sum() / teacher_peak_weight(teacher_logits).sum().clamp(min=1.0)
+
+
+HEATMAP_DISTILLATION_LOSSES = {"quality_focal": quality_focal_distillation_loss}
 
 
 def teacher_peak_weight(teacher_logits: torch.Tensor) -> torch.Tensor:

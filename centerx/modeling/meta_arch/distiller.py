@@ -20,6 +20,7 @@ from torch import nn
 
 from ..adversarial import FeatureAdversaries
 from ..loss_balance import LossBalancer, build_loss_balancer
+from ..losses.distillation import HEATMAP_DISTILLATION_LOSSES
 from .point_detector import PointDetector
 from .teachers import TeacherLink, build_teachers, parse_teacher_entry, teacher_config
 
@@ -80,7 +81,8 @@ class Distiller(nn.Module):
     def __init__(self, *, student: PointDetector, teachers: Sequence[PointDetector], links: Sequence[TeacherLink],
                  use_labels: bool = True, weight: float = 10.0, head_weights: Optional[Dict[str, float]] = None,
                  loss_balancer: Optional[LossBalancer] = None, logit_kd: bool = True,
-                 adversarial: Optional[FeatureAdversaries] = None, extra_terms: Sequence[Callable] = ()):
+                 adversarial: Optional[FeatureAdversaries] = None, extra_terms: Sequence[Callable] = (),
+                 heatmap_loss: Optional[Callable] = None):
         """
         Args:
             student: the detector being trained.
@@ -101,6 +103,9 @@ class Distiller(nn.Module):
                 docs/extending.md). ``nn.Module`` terms are registered, so their
                 parameters train with the student's (they are not saved in its
                 checkpoints).
+            heatmap_loss: ``(student logits, teacher logits) -> scalar`` replacing
+                the "heatmap" term of the student's ``distillation_losses``
+                (MODEL.DISTILL.HEATMAP_LOSS), or None to keep it.
         """
         super().__init__()
         if len(teachers) != len(links) or not teachers:
@@ -117,6 +122,7 @@ class Distiller(nn.Module):
         self.weight = weight
         self.head_weights = dict(head_weights or {})
         self.loss_balancer = loss_balancer
+        self.heatmap_loss = heatmap_loss
         _check_can_be_student(type(student))
         self.logit_kd = logit_kd
         self.adversarial = adversarial
@@ -132,6 +138,7 @@ class Distiller(nn.Module):
         _check_can_be_student(META_ARCH_REGISTRY.get(d.STUDENT_META_ARCHITECTURE))
         if not d.LOGIT_KD and not d.ADVERSARIAL.ENABLED:
             raise ValueError(_NOTHING_TO_LEARN)
+        heatmap_loss = _heatmap_loss(d.HEATMAP_LOSS)
         if not d.TEACHERS:
             raise ValueError("MODEL.DISTILL.TEACHERS is empty: give at least one (config file, weights file, "
                              "classes) triple.")
@@ -162,6 +169,7 @@ class Distiller(nn.Module):
             "loss_balancer": build_loss_balancer(cfg),
             "logit_kd": d.LOGIT_KD,
             "adversarial": adversarial,
+            "heatmap_loss": heatmap_loss,
         }
 
     @property
@@ -254,6 +262,8 @@ class Distiller(nn.Module):
             student_taught = dict(outputs, heatmap=outputs["heatmap"][:, list(link.student_classes)])
             teacher_taught = dict(t_out, heatmap=t_out["heatmap"][:, list(link.teacher_channels)])
             terms = self.student.distillation_losses(student_taught, teacher_taught)
+            if self.heatmap_loss is not None:
+                terms["heatmap"] = self.heatmap_loss(student_taught["heatmap"], teacher_taught["heatmap"])
             for head, value in terms.items():
                 losses[f"loss_kd_{link.name}_{head}"] = value * (self.weight * self.head_weights.get(head, 1.0))
         return losses
@@ -294,6 +304,15 @@ def _check_can_be_student(student_class: type) -> None:
             student_class.distillation_losses is PointDetector.distillation_losses:
         raise ValueError(f"MODEL.DISTILL.STUDENT_META_ARCHITECTURE: {student_class.__name__} is not a point "
                          "detector with distillation_losses (e.g. CenterNet, TTFNet); see docs/extending.md.")
+
+
+def _heatmap_loss(name: str) -> Optional[Callable]:
+    if not name:
+        return None
+    if name not in HEATMAP_DISTILLATION_LOSSES:
+        raise ValueError(f"MODEL.DISTILL.HEATMAP_LOSS='{name}' is not '' (the student's own term) or one of "
+                         f"{sorted(HEATMAP_DISTILLATION_LOSSES)}.")
+    return HEATMAP_DISTILLATION_LOSSES[name]
 
 
 def _check_training_datasets(cfg) -> None:
@@ -343,6 +362,13 @@ def add_distill_config(cfg):
     _C.MODEL.DISTILL.WH_WEIGHT = 1.0
     _C.MODEL.DISTILL.OFFSET_WEIGHT = 0.1
     _C.MODEL.DISTILL.BOX_WEIGHT = 1.0
+    # Heatmap term: "" = the student detector's own (for CenterNet and TTFNet the
+    # mean squared difference of probabilities over every cell, as centerX);
+    # "quality_focal" = binary cross-entropy against the teacher's probabilities
+    # scaled by |teacher - student|^2 and divided by the teacher's peak mass,
+    # i.e. per object the teacher sees (quality focal loss, GFL): not dominated by
+    # the background as the MSE is on sparse heatmaps.
+    _C.MODEL.DISTILL.HEATMAP_LOSS = ""
     # The output-map (logit) distillation terms above, loss_kd_<teacher>_<head>.
     # False: adversarial feature distillation only (needs ADVERSARIAL.ENABLED).
     _C.MODEL.DISTILL.LOGIT_KD = True
