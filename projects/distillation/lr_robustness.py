@@ -47,25 +47,27 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     train, test = ([name] for name in prepare_shapes(args))
-    rows, aps = [], {}
-    for factor in args.lr_factors:
-        for balance in (False, True):
+    settings = [(factor, balance) for factor in args.lr_factors for balance in (False, True)]
+    runs, lrs = {setting: [] for setting in settings}, {}
+    for seed in args.seeds:  # seed by seed, so that a stopped run leaves every setting's first seeds
+        for factor, balance in settings:
             tag = f"lr{factor:g}x_{'balanced' if balance else 'plain'}"
-            results = []
-            for seed in args.seeds:
-                directory = seed_dir(os.path.join(args.output_dir, tag), seed)
-                base = experiment_cfg(demo_config(args), args, directory, train, test, seed=seed)
-                cfg = experiment_cfg(demo_config(args), args, directory, train, test, [
-                    "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.STEPS", (),
-                    "SOLVER.BASE_LR", base.SOLVER.BASE_LR * factor, "MODEL.LOSS_BALANCE.ENABLED", balance,
-                ], seed=seed)
-                results.append(run_cached(cfg, args.rerun))
-            aps[(factor, balance)] = [r.get("AP") for r in results]
-            diverged = [r["iterations"] for r in results if "AP" not in r]
-            rows.append([f"{cfg.SOLVER.BASE_LR:g} ({factor:g}x)", "on" if balance else "off",
-                         f"{len(diverged)} of {len(results)}" + (f" (at {diverged})" if diverged else ""),
-                         mean_std([r["final_loss"] for r in results]), mean_std(aps[(factor, balance)]),
-                         round(statistics.mean(r["train_s"] for r in results))])
+            directory = seed_dir(os.path.join(args.output_dir, tag), seed)
+            base = experiment_cfg(demo_config(args), args, directory, train, test, seed=seed)
+            cfg = experiment_cfg(demo_config(args), args, directory, train, test, [
+                "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.STEPS", (),
+                "SOLVER.BASE_LR", base.SOLVER.BASE_LR * factor, "MODEL.LOSS_BALANCE.ENABLED", balance,
+            ], seed=seed)
+            lrs[factor] = cfg.SOLVER.BASE_LR
+            runs[(factor, balance)].append(run_cached(cfg, args.rerun))
+    rows, aps = [], {}
+    for (factor, balance), results in runs.items():
+        aps[(factor, balance)] = [r.get("AP") for r in results]
+        diverged = [r["iterations"] for r in results if "AP" not in r]
+        rows.append([f"{lrs[factor]:g} ({factor:g}x)", "on" if balance else "off",
+                     f"{len(diverged)} of {len(results)}" + (f" (at {diverged})" if diverged else ""),
+                     mean_std([r["final_loss"] for r in results]), mean_std(aps[(factor, balance)]),
+                     round(statistics.mean(r["train_s"] for r in results))])
     table = format_table(["base lr", "loss weighting", "diverged", "final loss, unscaled (median of last 20 it)",
                           "AP", "train time (s)"], rows)
     good = [a for a in aps.get((args.lr_factors[0], False), []) if a is not None]
