@@ -62,3 +62,17 @@ def test_two_teachers_trains_the_chosen_student_variants(tmp_path):
     table = (out / "table.md").read_text()
     assert "| student, label-free from A + B, quality focal heatmap term |" in table
     assert "'student, label-free from A + B, quality focal heatmap term' minus teacher B" in table
+
+
+def test_single_teacher_trains_the_chosen_distilled_variants(tmp_path):
+    out = tmp_path / "one"
+    load_script("single_teacher").main(TINY + ["--teacher-depth", "18", "--students", "quality_focal",
+                                              "--output-dir", str(out)] + TINY_OPTS)
+    assert saved_config(out / "teacher_r18")["MODEL"]["RESNETS"]["DEPTH"] == 18
+    assert saved_config(out / "student_r18" / "seed1")["MODEL"]["META_ARCHITECTURE"] == "TTFNet"
+    student = saved_config(out / "student_r18_kd_qfl" / "seed1")
+    assert student["MODEL"]["META_ARCHITECTURE"] == "Distiller"
+    assert student["MODEL"]["DISTILL"]["HEATMAP_LOSS"] == "quality_focal" and student["MODEL"]["DISTILL"]["USE_LABELS"]
+    assert not (out / "student_r18_kd").exists() and not (out / "student_r18_kd_balanced").exists()
+    table = (out / "table.md").read_text()
+    assert "Gain of 'student R18, labels + distillation, quality focal heatmap term' over the student" in table

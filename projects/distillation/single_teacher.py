@@ -9,15 +9,18 @@ schedule (configs/shapes/<arch>_r18_demo.yaml, rescaled):
    labels, once (first seed);
 2. per seed, the R18 student with labels alone (baseline, ``--iters``);
 3. per seed, the R18 student distilled from the teacher, with labels (``--iters``);
-4. the same, with MODEL.LOSS_BALANCE on (each teacher term at the magnitude of
-   the label term it mirrors: no hand-set distillation weight);
+4. the same in the ``--students`` variants: "kd" (as configured), "balanced"
+   (MODEL.LOSS_BALANCE on, each teacher term at the magnitude of the label term
+   it mirrors: no hand-set distillation weight) and "quality_focal"
+   (MODEL.DISTILL.HEATMAP_LOSS "quality_focal");
 
 then prints COCO AP on shapes_val (mean +- std over the seeds, and each seed's),
 AP50 and the training time, and the gain of distillation (mean and standard
 deviation of the per-seed differences; label-free distillation is experiment 2,
 two_teachers.py):
 
-    python projects/distillation/single_teacher.py --seeds 1 2 3       # docs/results.md
+    python projects/distillation/single_teacher.py --seeds 1 2 3 --teacher-iters 1000     # docs/results.md
+    python projects/distillation/single_teacher.py --seeds 1 2 3 --teacher-iters 1000 --students quality_focal
     python projects/distillation/single_teacher.py --arch centernet --iters 3000 MODEL.DEVICE cuda
 
 Runs already in ``--output-dir`` with the same config are read back, not
@@ -42,12 +45,23 @@ from centerx.experiments import (
     write_table,
 )
 
+# distilled student variants: (row name, output folder, overrides on top of the distillation ones)
+STUDENTS = {
+    "kd": ("student R18, labels + distillation", "student_r18_kd", []),
+    "balanced": ("student R18, labels + distillation, constant-magnitude weighting", "student_r18_kd_balanced",
+                 balanced_distill_overrides(1)),
+    "quality_focal": ("student R18, labels + distillation, quality focal heatmap term", "student_r18_kd_qfl",
+                      ["MODEL.DISTILL.HEATMAP_LOSS", "quality_focal"]),
+}
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher-depth", type=int, default=34, help="ResNet depth of the teacher")
     p.add_argument("--teacher-iters", type=int, default=0, help="training iterations of the teacher (0: --iters)")
     p.add_argument("--output-dir", default="output/distillation")
+    p.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS),
+                   help="distilled student variants to train (each over --seeds)")
     add_common_args(p)
     return p.parse_args(argv)
 
@@ -68,12 +82,11 @@ def main(argv=None):
     runs = {
         f"teacher R{args.teacher_depth}, labels": [teacher_cfg],
         "student R18, labels": student_runs(args, train, test, "student_r18"),
-        "student R18, labels + distillation": student_runs(args, train, test, "student_r18_kd",
-                                                            distill_overrides(args, [teacher], use_labels=True)),
-        "student R18, labels + distillation, constant-magnitude weighting": student_runs(
-            args, train, test, "student_r18_kd_balanced",
-            distill_overrides(args, [teacher], use_labels=True) + balanced_distill_overrides(1)),
     }
+    for key in args.students:
+        name, folder, extra = STUDENTS[key]
+        runs[name] = student_runs(args, train, test, folder,
+                                  distill_overrides(args, [teacher], use_labels=True) + extra)
     rows, aps = [], {}
     for name, cfgs in runs.items():
         results = [run_cached(cfg, args.rerun) for cfg in cfgs]
