@@ -91,6 +91,39 @@ def test_train_then_evaluate_with_coco_evaluator(tiny_shapes, tmp_path):
     assert os.path.isfile(tmp_path / "model_final.pth")
 
 
+def test_evaluation_converts_again_when_the_converted_json_is_gone(tmp_path):
+    """detectron2's evaluator records the COCO json it converts a dataset to; when
+    that file's folder has been deleted (another run's output), the next
+    evaluator converts again into its own folder instead of failing. A dataset's
+    own json_file is never dropped."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.structures import BoxMode
+
+    from centerx.engine.evaluation import ReadableImagesCOCOEvaluator
+
+    name = "eval_test_converted_json"
+    dicts = [{"file_name": "x.png", "image_id": 7, "height": 32, "width": 32,
+              "annotations": [{"bbox": [2, 3, 10, 12], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]}]
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: dicts)
+        MetadataCatalog.get(name).set(thing_classes=["a"])
+    ReadableImagesCOCOEvaluator(name, [7], [], output_dir=str(tmp_path / "a"))
+    first = tmp_path / "a" / f"{name}_coco_format.json"
+    assert MetadataCatalog.get(name).json_file == str(first) and first.exists()
+    first.unlink()
+    evaluator = ReadableImagesCOCOEvaluator(name, [7], [], output_dir=str(tmp_path / "b"))
+    second = tmp_path / "b" / f"{name}_coco_format.json"
+    assert MetadataCatalog.get(name).json_file == str(second) and second.exists()
+    assert evaluator._coco_api.getImgIds() == [7]
+
+    own = "eval_test_own_json"
+    if own not in DatasetCatalog.list():
+        DatasetCatalog.register(own, lambda: dicts)
+        MetadataCatalog.get(own).set(thing_classes=["a"], json_file=str(tmp_path / "gone.json"))
+    with pytest.raises(FileNotFoundError):
+        ReadableImagesCOCOEvaluator(own, [7], [], output_dir=str(tmp_path / "c"))
+
+
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_shapes, tmp_path):
     """DetectionCheckpointer save -> load into a freshly built model -> same detections."""
     name, _ = tiny_shapes

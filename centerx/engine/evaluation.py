@@ -1,10 +1,28 @@
 """COCO evaluation of the images that can be read, the unreadable ones counted."""
 import logging
+import os
 from typing import List
 
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils.file_io import PathManager
 
 logger = logging.getLogger(__name__)
+
+
+def forget_missing_converted_json(dataset_name: str) -> None:
+    """detectron2's ``COCOEvaluator`` converts a dataset without a COCO json into
+    ``<output_dir>/<name>_coco_format.json`` once per process and records that
+    path in the metadata (``json_file``). When that file has gone since (the
+    earlier run's output folder was deleted), drop the record so that this
+    evaluation converts again, instead of failing on the missing file. A
+    dataset's own ``json_file`` (any other name) is left as it is."""
+    metadata = MetadataCatalog.get(dataset_name)
+    json_file = metadata.get("json_file")
+    if json_file is not None and os.path.basename(json_file) == f"{dataset_name}_coco_format.json" \
+            and not PathManager.exists(json_file):
+        logger.info(f"The COCO json converted earlier for '{dataset_name}' ({json_file}) is gone; converting again.")
+        delattr(metadata, "json_file")
 
 
 class ReadableImagesCOCOEvaluator(COCOEvaluator):
@@ -16,6 +34,7 @@ class ReadableImagesCOCOEvaluator(COCOEvaluator):
     (``skipped images`` in the bbox results) and logged."""
 
     def __init__(self, dataset_name: str, image_ids: List, skipped: List[str], output_dir=None):
+        forget_missing_converted_json(dataset_name)
         super().__init__(dataset_name, output_dir=output_dir)
         self._image_ids = list(image_ids)
         self._skipped = list(skipped)

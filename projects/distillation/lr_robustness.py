@@ -71,7 +71,9 @@ def main(argv=None):
     table = format_table(["base lr", "loss weighting", "diverged", "final loss, unscaled (median of last 20 it)",
                           "AP", "train time (s)"], rows)
     good = [a for a in aps.get((args.lr_factors[0], False), []) if a is not None]
-    if good:
+    if good and statistics.mean(good) <= 0:
+        table += f"\n\nThe plain AP at {args.lr_factors[0]:g}x is 0: no fraction of it to report."
+    elif good:
         reference = statistics.mean(good)
         for factor in args.lr_factors[1:]:
             balanced = [a for a in aps[(factor, True)] if a is not None]
