@@ -1,22 +1,17 @@
 """projects/ablation/ablation.py: every variant is a valid config that switches on
 exactly its trick, and one tiny variant runs end to end over two seeds, is cached
 and tabulated."""
-import importlib.util
 import json
 import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from project_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("ablation_cli", os.path.join(REPO, "projects", "ablation",
-                                                                               "ablation.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ablation", "ablation")
 
 
 # the key each trick variant must change from its default, and to what

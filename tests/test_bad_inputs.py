@@ -34,6 +34,7 @@ from centerx.engine import Predictor, load_weights_for_eval
 from centerx.engine.checkpoint import remove_stale_temporary_files
 from centerx.modeling.backbones.weights import read_weights_file
 
+from project_scripts import load_script
 from tiny_models import build, images, tiny_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -289,11 +290,7 @@ def test_predictor_takes_any_image_a_user_has(predictor_weights):
 
 
 def test_demo_folder_skips_a_bad_image_and_goes_on(predictor_weights, tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("demo_cli", os.path.join(REPO, "projects", "demo", "predict.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_script("demo", "predict")
     folder = tmp_path / "in"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.full((40, 50, 3), 90, np.uint8))
@@ -423,11 +420,7 @@ def test_raw_agreement_needs_the_regression_maps_too():
 
 
 def test_export_exits_3_when_the_runtime_disagrees(tmp_path, monkeypatch):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("export_cli", os.path.join(REPO, "projects", "speedup", "export.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("speedup", "export")
     model = build("CenterNet")
     weights = str(tmp_path / "m.pth")
     torch.save({"model": model.state_dict()}, weights)

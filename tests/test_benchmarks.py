@@ -1,20 +1,14 @@
 """projects/benchmarks: the learning-efficiency, step-profile, training-throughput, data-pipeline and
 target-generation scripts run end to end on a tiny setting and report one row per measurement with
 positive figures."""
-import importlib.util
-import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from project_scripts import load_script
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        f"benchmarks_{name}", os.path.join(REPO, "projects", "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", name)
 
 
 def test_train_throughput(tiny_shapes, one_thread, tmp_path, capsys):

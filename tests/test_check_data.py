@@ -1,5 +1,4 @@
 """./run.sh check-data: box statistics against a hand-worked image, and the script's files."""
-import importlib.util
 import json
 import os
 
@@ -9,6 +8,8 @@ from detectron2.structures import BoxMode
 
 import centerx
 from centerx.data.statistics import box_statistics
+
+from project_scripts import load_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,10 +51,7 @@ def test_flags_of_a_hand_worked_image(arch, expected):
 
 
 def test_script_writes_stats_histograms_and_images(tiny_shapes, tmp_path):
-    spec = importlib.util.spec_from_file_location("check_data", os.path.join(REPO, "projects", "data",
-                                                                             "check_data.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("data", "check_data")
     name, json_file = tiny_shapes
     with open(json_file) as f:
         coco = json.load(f)

@@ -1,6 +1,5 @@
 """projects/demo/predict.py (image, folder, video) and the PredictionImages training hook
 (predictions drawn into TensorBoard), with a tiny random-weight CenterNet-R18 on CPU."""
-import importlib.util
 import json
 import logging
 import os
@@ -22,6 +21,8 @@ from tensorboard.backend.event_processing import event_accumulator
 import centerx
 from centerx.engine import PredictionImages
 
+from project_scripts import load_script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 # test-time resize: shorter side 48, longer side at most 80 (input pixels)
@@ -29,10 +30,7 @@ MIN_SIZE, MAX_SIZE = 48, 80
 
 
 def _load_demo():
-    spec = importlib.util.spec_from_file_location("demo_cli", os.path.join(REPO, "projects", "demo", "predict.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo", "predict")
 
 
 demo = _load_demo()

@@ -24,6 +24,7 @@ from centerx.deploy.onnx_export import export_onnx
 from centerx.deploy.runtimes import CaffeRuntime, OnnxRuntime, TensorRTRuntime, TorchRuntime
 from centerx.deploy.tensorrt_engine import TensorRTUnavailable, build_engine, import_tensorrt
 
+from project_scripts import load_script
 from tiny_models import SIZE, K, build, images, tiny_cfg
 
 ort = pytest.importorskip("onnxruntime")
@@ -189,11 +190,7 @@ def test_export_cli(tmp_path):
     """projects/speedup/export.py: no weights refused with exit code 2 naming
     MODEL.WEIGHTS; with --allow-random-weights the ONNX file is written; DCN
     refused with exit code 2 and an error log line naming the config key."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("export_cli", os.path.join(REPO, "projects", "speedup", "export.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("speedup", "export")
     errors = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = lambda record: errors.append(record.getMessage())

@@ -1,27 +1,19 @@
 """projects/distillation's experiment scripts end to end at a tiny size: every
 setting trains once per seed into its own folder, with the config it names, and
 the table reports it."""
-import importlib.util
 import json
 import os
 
 import pytest
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from project_scripts import load_script
+
 TINY = ["--iters", "2", "--train-images", "4", "--test-images", "2", "--seeds", "1"]
 TINY_OPTS = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
              "INPUT.MAX_SIZE_TEST", "64", "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", os.path.join(REPO, "projects", "distillation",
-                                                                             f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def saved_config(directory):
@@ -31,7 +23,7 @@ def saved_config(directory):
 
 def test_lr_robustness_trains_each_factor_with_and_without_weighting(tmp_path):
     out = tmp_path / "lr"
-    load_script("lr_robustness").main(TINY + ["--lr-factors", "1", "4", "--output-dir", str(out),
+    load_script("distillation", "lr_robustness").main(TINY + ["--lr-factors", "1", "4", "--output-dir", str(out),
                                              "SOLVER.OPTIMIZER", "SGD", "SOLVER.BASE_LR", "0.001"] + TINY_OPTS)
     for factor, lr in (("1", 0.001), ("4", 0.004)):
         for weighting, on in (("plain", False), ("balanced", True)):
@@ -49,8 +41,8 @@ def test_lr_robustness_trains_each_factor_with_and_without_weighting(tmp_path):
 def test_two_teachers_trains_the_chosen_student_variants(tmp_path):
     out = tmp_path / "two"
     # 16 images: each half then holds objects of its teacher's two classes
-    load_script("two_teachers").main(TINY + ["--train-images", "16", "--students", "quality_focal", "--output-dir",
-                                             str(out)] + TINY_OPTS)
+    load_script("distillation", "two_teachers").main(TINY + ["--train-images", "16", "--students", "quality_focal",
+                                                             "--output-dir", str(out)] + TINY_OPTS)
     for tag, classes in (("a", ["circle", "rectangle"]), ("b", ["triangle", "cross"])):
         cfg = saved_config(out / f"teacher_{tag}")
         assert cfg["MODEL"]["TTFNET"]["NUM_CLASSES"] == 2 and cfg["MODEL"]["META_ARCHITECTURE"] == "TTFNet"
@@ -66,7 +58,7 @@ def test_two_teachers_trains_the_chosen_student_variants(tmp_path):
 
 def test_single_teacher_trains_the_chosen_distilled_variants(tmp_path):
     out = tmp_path / "one"
-    load_script("single_teacher").main(TINY + ["--teacher-depth", "18", "--students", "quality_focal",
+    load_script("distillation", "single_teacher").main(TINY + ["--teacher-depth", "18", "--students", "quality_focal",
                                               "--output-dir", str(out)] + TINY_OPTS)
     assert saved_config(out / "teacher_r18")["MODEL"]["RESNETS"]["DEPTH"] == 18
     assert saved_config(out / "student_r18" / "seed1")["MODEL"]["META_ARCHITECTURE"] == "TTFNet"

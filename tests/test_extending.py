@@ -31,6 +31,8 @@ from centerx.modeling.losses.distillation import heatmap_distillation_loss
 from centerx.modeling.meta_arch import PointDetector
 from centerx.modeling.targets import batch_ground_truth, centernet_targets, centernet_window
 
+from project_scripts import load_script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 
@@ -250,11 +252,7 @@ class ConstantRuntime(Runtime):
 
 
 def test_registered_export_format_is_offered_and_written_by_export_py(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("export_cli", os.path.join(REPO, "projects", "speedup", "export.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("speedup", "export")
     argv = ["--config-file", os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"), "--format",
             "npz-weights", "--output", str(tmp_path), "--allow-random-weights", "EXPORT.INPUT_SIZE", "(64, 64)"]
     with pytest.raises(SystemExit, match="--fp16 applies to --format tensorrt, not npz-weights"):

@@ -1,22 +1,18 @@
 """./run.sh benchmark (projects/speedup/formats.py): one row per format with size,
 latency, throughput and AP, the timing scope of each stage, written to table.md."""
-import importlib.util
 import os
 
 import pytest
 import torch
 from detectron2.modeling import build_model
 
+from project_scripts import load_script
 from tiny_models import randomize_, tiny_cfg
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
 def test_formats_table(tiny_shapes, tmp_path):
-    spec = importlib.util.spec_from_file_location("formats", os.path.join(REPO, "projects", "speedup", "formats.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("speedup", "formats")
     name, _ = tiny_shapes
     cfg = tiny_cfg("TTFNet", "MODEL.TTFNET.NUM_CLASSES", "4")  # the tiny shapes' classes
     weights = tmp_path / "w.pth"

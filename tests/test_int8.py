@@ -7,7 +7,6 @@ at 96 px and calibrated on those eight images. Expected values come from the
 PyTorch model (its convolutions and heads), from ONNX Runtime running the FP32
 graph, and from the training run's own COCO evaluation.
 """
-import importlib.util
 import json
 import logging
 import os
@@ -29,6 +28,8 @@ from centerx.deploy.letterbox import Letterbox
 from centerx.deploy.onnx_export import export_onnx
 from centerx.deploy.quantize import calibration_files, calibration_reader, import_quantization, quantize_onnx
 
+from project_scripts import load_script
+
 ort = pytest.importorskip("onnxruntime")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,11 +44,7 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"speedup_{name}", os.path.join(REPO, "projects", "speedup",
-                                                                                  f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("speedup", name)
 
 
 export_cli = _load("export")
