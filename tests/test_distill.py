@@ -303,6 +303,10 @@ def test_class_names_come_from_the_config_and_no_dataset_is_loaded(tmp_path):
     with pytest.raises(ValueError, match=r"teacher's config sets no MODEL.CENTERX.CLASS_NAMES"):
         build_model(distill_cfg([(nameless[0], nameless[1], ("circle", "cross"))], "CenterNet",
                                 *unloadable, *student_names))
+    miscounted = save_teacher(tmp_path, "miscounted", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2",
+                                                                "MODEL.CENTERX.CLASS_NAMES", "('a', 'b', 'c')"))
+    with pytest.raises(ValueError, match=r"teacher's class names \['a', 'b', 'c'\] number 3 while its model has 2"):
+        build_model(distill_cfg([(miscounted[0], miscounted[1], ("a",))], "CenterNet", *student_names))
     model = build_model(distill_cfg([(nameless[0], nameless[1], (0, 3))], "CenterNet", *unloadable))
     assert [(link.student_classes, link.teacher_channels) for link in model.links] == [((0, 3), (0, 1))]
 

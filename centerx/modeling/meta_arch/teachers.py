@@ -202,7 +202,8 @@ def _names_or_raise(what: str, names: Optional[List[str]], num: int) -> List[str
                          "(DATASETS.TEST / TRAIN) has no thing_classes (a COCO json dataset's are known only once "
                          "it is read); set MODEL.CENTERX.CLASS_NAMES, or give student class indices instead.")
     if len(names) != num:
-        raise ValueError(f"{what} class names {names} are {len(names)}, but the model has {num} classes.")
+        raise ValueError(f"{what} class names {names} number {len(names)} while its model has {num} classes; "
+                         "fix MODEL.CENTERX.CLASS_NAMES or its datasets' thing_classes.")
     return names
 
 
