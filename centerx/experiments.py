@@ -214,12 +214,13 @@ def check_same_config(cfg) -> None:
     (the ``config.yaml`` in its OUTPUT_DIR), naming the keys that differ. A key
     the saved config lacks (added to centerX since) counts as equal when ``cfg``
     holds its default; EXPORT keys are not compared (training and evaluation
-    do not read them)."""
+    do not read them), nor OUTPUT_DIR (a results folder may be copied or moved:
+    the teachers of one experiment reused by another)."""
     with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml")) as f:
         saved = flatten(yaml.safe_load(f))
     now = flatten(yaml.safe_load(cfg.dump()))
     defaults = flatten(yaml.safe_load(get_centerx_cfg().dump()))
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and not k.startswith("EXPORT.")
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and not k.startswith("EXPORT.") and k != "OUTPUT_DIR"
                     and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} saved vs {now.get(k)!r} now" for k in differ[:5])

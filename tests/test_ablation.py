@@ -116,8 +116,8 @@ def test_tiny_run_is_cached_and_tabulated(ablation, tmp_path, capsys):
 
 def test_saved_config_without_a_newer_key_matches_its_default(tmp_path):
     """Results saved before a key existed are still this config's when the key
-    holds its default, whatever the EXPORT keys; another value of it, or of any
-    other saved key, is refused."""
+    holds its default, whatever the EXPORT keys and wherever the folder was
+    moved; another value of it, or of any other saved key, is refused."""
     import yaml
 
     from centerx import get_centerx_cfg
@@ -127,6 +127,7 @@ def test_saved_config_without_a_newer_key_matches_its_default(tmp_path):
     cfg.OUTPUT_DIR = str(tmp_path)
     saved = yaml.safe_load(cfg.dump())
     del saved["MODEL"]["DISTILL"]["HEATMAP_LOSS"]
+    saved["OUTPUT_DIR"] = "output/trained/elsewhere"  # copied here from another experiment
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
     check_same_config(cfg)
     cfg.MODEL.DISTILL.HEATMAP_LOSS = "quality_focal"
