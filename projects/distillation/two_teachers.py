@@ -27,6 +27,8 @@ teacher on that teacher's classes:
 
     python projects/distillation/two_teachers.py --seeds 1 2 3          # docs/results.md
     python projects/distillation/two_teachers.py --seeds 1 2 3 --students plain quality_focal
+    python projects/distillation/two_teachers.py --output-dir output/distillation_long --iters 1000 \
+        --teacher-iters 400 --seeds 1 2 3 --students quality_focal    # teacher_a/b copied from output/distillation
     python projects/distillation/two_teachers.py --iters 3000 MODEL.DEVICE cuda
 
 Trailing ``KEY VALUE`` pairs override every model's config alike.
