@@ -220,13 +220,18 @@ def check_same_config(cfg) -> None:
         saved = flatten(yaml.safe_load(f))
     now = flatten(yaml.safe_load(cfg.dump()))
     defaults = flatten(yaml.safe_load(get_centerx_cfg().dump()))
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and not k.startswith("EXPORT.") and k != "OUTPUT_DIR"
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and _compared(k)
                     and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} saved vs {now.get(k)!r} now" for k in differ[:5])
         raise SystemExit(f"{cfg.OUTPUT_DIR} holds results of another config ({len(differ)} keys differ: {shown}). "
                          "Pass the same options as when it was trained, --rerun to retrain, or another "
                          "--output-dir.")
+
+
+def _compared(key: str) -> bool:
+    """Whether :func:`check_same_config` compares this flattened config key."""
+    return not key.startswith("EXPORT.") and key != "OUTPUT_DIR"
 
 
 def flatten(tree, prefix=""):
