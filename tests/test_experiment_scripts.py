@@ -24,7 +24,8 @@ def saved_config(directory):
 def test_lr_robustness_trains_each_factor_with_and_without_weighting(tmp_path):
     out = tmp_path / "lr"
     load_script("distillation", "lr_robustness").main(TINY + ["--lr-factors", "1", "4", "--output-dir", str(out),
-                                             "SOLVER.OPTIMIZER", "SGD", "SOLVER.BASE_LR", "0.001"] + TINY_OPTS)
+                                                              "SOLVER.OPTIMIZER", "SGD", "SOLVER.BASE_LR", "0.001"]
+                                                      + TINY_OPTS)
     for factor, lr in (("1", 0.001), ("4", 0.004)):
         for weighting, on in (("plain", False), ("balanced", True)):
             directory = out / f"lr{factor}x_{weighting}" / "seed1"
@@ -59,7 +60,7 @@ def test_two_teachers_trains_the_chosen_student_variants(tmp_path):
 def test_single_teacher_trains_the_chosen_distilled_variants(tmp_path):
     out = tmp_path / "one"
     load_script("distillation", "single_teacher").main(TINY + ["--teacher-depth", "18", "--students", "quality_focal",
-                                              "--output-dir", str(out)] + TINY_OPTS)
+                                                               "--output-dir", str(out)] + TINY_OPTS)
     assert saved_config(out / "teacher_r18")["MODEL"]["RESNETS"]["DEPTH"] == 18
     assert saved_config(out / "student_r18" / "seed1")["MODEL"]["META_ARCHITECTURE"] == "TTFNet"
     student = saved_config(out / "student_r18_kd_qfl" / "seed1")
