@@ -8,6 +8,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 
 import centerx
+from centerx.engine import build_optimizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
@@ -26,7 +27,8 @@ def test_configs_are_found():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs")))
 def test_config_builds_a_model_that_detects(path):
     """Every shipped config merges, builds its model (a Distiller's student, as its
-    teachers are trained files) on the CPU, and turns a 64 x 64 image into at
+    teachers are trained files) and its optimizer (gradient clipping included) on
+    the CPU, and turns a 64 x 64 image into at
     most TEST.DETECTIONS_PER_IMAGE detections: boxes inside the image, scores
     above the config's threshold and at most 1, classes below its class count.
     (A random model may detect nothing: its heatmap logits can sit far below
@@ -39,6 +41,7 @@ def test_config_builds_a_model_that_detects(path):
         cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg).eval()
+    build_optimizer(cfg, model)
     node = cfg.MODEL.CENTERNET if cfg.MODEL.META_ARCHITECTURE == "CenterNet" else cfg.MODEL.TTFNET
     torch.manual_seed(0)
     with torch.no_grad():

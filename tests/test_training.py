@@ -236,3 +236,51 @@ def test_adam_steps_equal_torch_reference(name):
             opt.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["SGD", "ADAM"])
+def test_full_model_gradient_clipping_scales_all_gradients_by_one_factor(name):
+    """SOLVER.CLIP_GRADIENTS.CLIP_TYPE full_model: gradients 3 on a 2x2 weight and 4 on
+    a bias of 2 have joint norm sqrt(4 * 9 + 2 * 16) = sqrt(68); clipped to 1 every
+    gradient is divided by sqrt(68), across both parameter groups (the bias has 2x
+    lr). detectron2's per-parameter "norm" would divide the weight's by 6 and the
+    bias's by sqrt(32) instead. SGD at lr 1 without momentum then moves each
+    parameter by its lr times its clipped gradient."""
+    from centerx.engine import build_optimizer
+
+    cfg = centerx.add_centerx_config(get_cfg())
+    cfg.merge_from_list(["SOLVER.OPTIMIZER", name, "SOLVER.BASE_LR", "1.0", "SOLVER.MOMENTUM", "0.0",
+                         "SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.BIAS_LR_FACTOR", "2.0",
+                         "SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
+                         "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1.0"])
+    model = torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = build_optimizer(cfg, model)
+    assert len(optimizer.param_groups) == 2
+    model.weight.grad = torch.full((2, 2), 3.0)
+    model.bias.grad = torch.full((2,), 4.0)
+    optimizer.step()
+    scale = 1 / 68 ** 0.5
+    torch.testing.assert_close(model.weight.grad, torch.full((2, 2), 3.0 * scale))
+    torch.testing.assert_close(model.bias.grad, torch.full((2,), 4.0 * scale))
+    if name == "SGD":
+        torch.testing.assert_close(model.weight.detach(), before[0] - 3.0 * scale)
+        torch.testing.assert_close(model.bias.detach(), before[1] - 2.0 * 4.0 * scale)
+
+    cfg.merge_from_list(["SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "100.0"])
+    optimizer = build_optimizer(cfg, model)
+    model.weight.grad = torch.full((2, 2), 3.0)
+    optimizer.step()
+    torch.testing.assert_close(model.weight.grad, torch.full((2, 2), 3.0))
+
+
+def test_bad_gradient_clipping_settings_are_named():
+    from centerx.engine import build_optimizer
+
+    cfg = centerx.add_centerx_config(get_cfg())
+    cfg.merge_from_list(["SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "global"])
+    with pytest.raises(ValueError, match="SOLVER.CLIP_GRADIENTS.CLIP_TYPE='global' is not one of"):
+        build_optimizer(cfg, torch.nn.Linear(2, 2))
+    cfg.merge_from_list(["SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.0"])
+    with pytest.raises(ValueError, match="CLIP_VALUE must be positive"):
+        build_optimizer(cfg, torch.nn.Linear(2, 2))

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 EVALUATORS = ("coco", "none")
 OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
+FULL_MODEL_CLIP = "full_model"
+CLIP_TYPES = ("value", "norm", FULL_MODEL_CLIP)
 
 
 def _check_choice(key: str, value: str, choices) -> None:
@@ -49,9 +51,22 @@ def _check_choice(key: str, value: str, choices) -> None:
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD (detectron2's own), Adam or AdamW as ``SOLVER.OPTIMIZER`` says, with
-    detectron2's per-parameter weight-decay / lr rules and gradient clipping."""
+    detectron2's per-parameter weight-decay / lr rules and gradient clipping.
+
+    ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE`` takes detectron2's "value" and "norm" (each
+    parameter clipped on its own) and "full_model": the norm of all gradients
+    together clipped to CLIP_VALUE, as the TTFNet authors train (norm 35) and as
+    detectron2's DETR / Mask2Former projects spell it."""
     name = cfg.SOLVER.OPTIMIZER.upper()
     _check_choice("SOLVER.OPTIMIZER", name, OPTIMIZERS)
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    _check_choice("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip.CLIP_TYPE, CLIP_TYPES)
+    if clip.ENABLED and clip.CLIP_TYPE == FULL_MODEL_CLIP:
+        per_parameter = cfg.clone()
+        per_parameter.defrost()
+        per_parameter.SOLVER.CLIP_GRADIENTS.ENABLED = False
+        optimizer = build_optimizer(per_parameter, model)
+        return clip_full_model_gradients(optimizer, clip.CLIP_VALUE, clip.NORM_TYPE)
     if name == "SGD":
         return DefaultTrainer.build_optimizer(cfg, model)
     params = get_default_optimizer_params(
@@ -70,6 +85,29 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     except (RuntimeError, TypeError):
         optimizer = opt(params, **kwargs)
     return maybe_add_gradient_clipping(cfg, optimizer)
+
+
+def clip_full_model_gradients(optimizer: torch.optim.Optimizer, max_norm: float,
+                              norm_type: float = 2.0) -> torch.optim.Optimizer:
+    """Make ``optimizer.step`` first scale all its parameters' gradients together so
+    that their joint ``norm_type`` norm is at most ``max_norm`` (one factor for the
+    whole model, so the step keeps its direction). Under AMP, detectron2's
+    ``GradScaler.step`` unscales the gradients before calling ``step``, so the clip
+    sees true gradients. Returns the same optimizer object, its class extended."""
+    if max_norm <= 0:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be positive to clip the full model's gradient "
+                         f"norm, got {max_norm}; e.g. 35.0 (the TTFNet authors' value).")
+    base = type(optimizer)
+
+    class FullModelGradientClipping(base):
+        def step(self, closure=None):
+            params = [p for group in self.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            return super().step(closure)
+
+    FullModelGradientClipping.__name__ = f"{base.__name__}WithFullModelGradientClipping"
+    optimizer.__class__ = FullModelGradientClipping
+    return optimizer
 
 
 def _insert_after(hook_list: List[HookBase], hook_type: type, new: List[HookBase]) -> None:
