@@ -274,6 +274,28 @@ def test_full_model_gradient_clipping_scales_all_gradients_by_one_factor(name):
     torch.testing.assert_close(model.weight.grad, torch.full((2, 2), 3.0))
 
 
+def test_full_model_gradient_clipping_sees_unscaled_gradients_under_grad_scaler(monkeypatch):
+    """Under float16 AMP, GradScaler multiplies the loss by its scale (1024 here) and
+    would hand a fused Adam the scaled gradients; the full-model clip must measure
+    the true ones: a gradient 3 on 4 weights and 4 on 2 biases has norm sqrt(68)."""
+    from centerx.engine import build_optimizer
+
+    cfg = centerx.add_centerx_config(get_cfg())
+    cfg.merge_from_list(["SOLVER.OPTIMIZER", "ADAM", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+                         "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1.0"])
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(cfg, model)
+    seen = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, *a: seen.append(clip(params, *a)))
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    loss = (model.weight * 3.0).sum() + (model.bias * 4.0).sum()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], torch.tensor(68 ** 0.5))
+
+
 def test_bad_gradient_clipping_settings_are_named():
     from centerx.engine import build_optimizer
 

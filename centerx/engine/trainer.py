@@ -91,9 +91,10 @@ def clip_full_model_gradients(optimizer: torch.optim.Optimizer, max_norm: float,
                               norm_type: float = 2.0) -> torch.optim.Optimizer:
     """Make ``optimizer.step`` first scale all its parameters' gradients together so
     that their joint ``norm_type`` norm is at most ``max_norm`` (one factor for the
-    whole model, so the step keeps its direction). Under AMP, detectron2's
-    ``GradScaler.step`` unscales the gradients before calling ``step``, so the clip
-    sees true gradients. Returns the same optimizer object, its class extended."""
+    whole model, so the step keeps its direction). Under AMP, ``GradScaler.step``
+    unscales the gradients before calling ``step`` (also for a fused Adam, which
+    would otherwise take them scaled), so the clip sees true gradients. Returns the
+    same optimizer object, its class extended."""
     if max_norm <= 0:
         raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be positive to clip the full model's gradient "
                          f"norm, got {max_norm}; e.g. 35.0 (the TTFNet authors' value).")
@@ -107,6 +108,9 @@ def clip_full_model_gradients(optimizer: torch.optim.Optimizer, max_norm: float,
 
     FullModelGradientClipping.__name__ = f"{base.__name__}WithFullModelGradientClipping"
     optimizer.__class__ = FullModelGradientClipping
+    # a fused Adam tells GradScaler to hand it scaled gradients (it unscales in its
+    # kernel); the clip must see true ones, so let GradScaler unscale them first
+    optimizer._step_supports_amp_scaling = False
     return optimizer
 
 
