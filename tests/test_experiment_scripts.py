@@ -37,6 +37,12 @@ def test_lr_robustness_trains_each_factor_with_and_without_weighting(tmp_path):
     rows = (out / "table.md").read_text().splitlines()
     assert [row.split(" | ")[:2] for row in rows[2:6]] == [["| 0.001 (1x)", "off"], ["| 0.001 (1x)", "on"],
                                                           ["| 0.004 (4x)", "off"], ["| 0.004 (4x)", "on"]]
+    load_script("distillation", "lr_robustness").main(TINY + ["--lr-factors", "2", "--weightings", "plain",
+                                                              "--output-dir", str(out), "SOLVER.OPTIMIZER", "SGD",
+                                                              "SOLVER.BASE_LR", "0.001"] + TINY_OPTS)
+    assert (out / "lr2x_plain" / "seed1" / "result.json").exists() and not (out / "lr2x_balanced").exists()
+    rows = (out / "table.md").read_text().splitlines()
+    assert [row.split(" | ")[:2] for row in rows[2:] if row.startswith("| ")] == [["| 0.002 (2x)", "off"]]
 
 
 def test_two_teachers_trains_the_chosen_student_variants(tmp_path):

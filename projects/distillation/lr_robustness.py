@@ -7,7 +7,7 @@ c * L / stopgrad(L)) is meant to make training insensitive to too-large
 learning rates under a cosine schedule. This trains the ``--arch`` R18 shapes
 demo (schedule rescaled to ``--iters``, detectron2's WarmupCosineLR) at the
 demo's learning rate times each ``--lr-factors``, with the weighting off and
-on, once per seed, and prints COCO AP on shapes_val (mean +- std; "diverged"
+on (``--weightings``), once per seed, and prints COCO AP on shapes_val (mean +- std; "diverged"
 counts runs whose loss became non-finite) and the final unscaled loss, then
 the AP of each weighted run as a fraction of the plain run at factor 1:
 
@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lr-factors", type=float, nargs="+", default=[1.0, 30.0],
                    help="multiples of the config's SOLVER.BASE_LR to train with")
+    p.add_argument("--weightings", nargs="+", choices=["plain", "balanced"], default=["plain", "balanced"],
+                   help="train each factor without (plain) and / or with (balanced) the weighting; e.g. only "
+                        "plain at a further reference rate")
     p.add_argument("--output-dir", default="output/lr_robustness")
     add_common_args(p)
     return p.parse_args(argv)
@@ -47,7 +50,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     train, test = ([name] for name in prepare_shapes(args))
-    settings = [(factor, balance) for factor in args.lr_factors for balance in (False, True)]
+    settings = [(factor, balance) for factor in args.lr_factors for balance in (False, True)
+                if ("balanced" if balance else "plain") in args.weightings]
     runs, lrs = {setting: [] for setting in settings}, {}
     for seed in args.seeds:  # seed by seed, so that a stopped run leaves every setting's first seeds
         for factor, balance in settings:
@@ -76,7 +80,7 @@ def main(argv=None):
     elif good:
         reference = statistics.mean(good)
         for factor in args.lr_factors[1:]:
-            balanced = [a for a in aps[(factor, True)] if a is not None]
+            balanced = [a for a in aps.get((factor, True), []) if a is not None]
             if balanced:
                 table += (f"\n\nWeighted at {factor:g}x: {100 * statistics.mean(balanced) / reference:.0f} % of the "
                           f"plain AP at {args.lr_factors[0]:g}x ({statistics.mean(balanced):.1f} vs {reference:.1f}).")
