@@ -161,7 +161,7 @@ def train_and_evaluate(cfg) -> Tuple[Dict[str, float], float]:
     median of the last 20 of the latter.
     Returns ({"AP", "AP50", "AP-<class>", ..., "final_loss", "iterations"},
     training wall time in s); without the AP keys if training diverged
-    (non-finite loss).
+    (non-finite loss); AP 0.0 and "no_detections" if the model detects nothing.
     """
     from .engine import Trainer
 
@@ -190,7 +190,19 @@ def train_and_evaluate(cfg) -> Tuple[Dict[str, float], float]:
     metrics = {"final_loss": last[len(last) // 2] if last else float("nan"), "iterations": trainer.iter}
     if not diverged:
         metrics.update({k[len("bbox/"):]: v.latest() for k, v in histories.items() if k.startswith("bbox/")})
-    return metrics, elapsed
+    return no_detections_as_zero(metrics), elapsed
+
+
+def no_detections_as_zero(metrics: Dict[str, float]) -> Dict[str, float]:
+    """A model that finished training but detects nothing (a collapsed heatmap)
+    gets NaN for every AP from detectron2's COCOEvaluator, which would turn every
+    mean it enters into NaN. Its COCO AP is 0 (no detection, no recall): record
+    0.0 and ``"no_detections": True`` instead. Diverged runs (no AP keys) and
+    runs with detections are returned unchanged."""
+    if "AP" not in metrics or metrics["AP"] == metrics["AP"]:
+        return metrics
+    zeroed = {k: 0.0 if k.startswith("AP") and v != v else v for k, v in metrics.items()}
+    return dict(zeroed, no_detections=True)
 
 
 def run_cached(cfg, rerun: bool = False) -> Dict[str, float]:
@@ -201,7 +213,7 @@ def run_cached(cfg, rerun: bool = False) -> Dict[str, float]:
     if os.path.exists(path) and not rerun:
         check_same_config(cfg)
         with open(path) as f:
-            return json.load(f)
+            return no_detections_as_zero(json.load(f))
     metrics, seconds = train_and_evaluate(cfg)
     result = dict(metrics, train_s=seconds)
     with open(path, "w") as f:

@@ -139,3 +139,26 @@ def test_saved_config_without_a_newer_key_matches_its_default(tmp_path):
     cfg.SOLVER.BASE_LR = 1.0
     with pytest.raises(SystemExit, match="SOLVER.BASE_LR"):
         check_same_config(cfg)
+
+
+def test_saved_run_without_detections_counts_as_ap_zero(tmp_path):
+    """detectron2's COCOEvaluator gives NaN for every AP when a model detects
+    nothing; read back, such a run counts as AP 0 (flagged), so a mean over seeds
+    stays a number; a diverged run (no AP) and a normal run are read unchanged."""
+    import json
+
+    from centerx import get_centerx_cfg
+    from centerx.experiments import run_cached
+
+    cfg = get_centerx_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    (tmp_path / "config.yaml").write_text(cfg.dump())
+    for stored, expected in (
+        ({"final_loss": 8.0, "iterations": 10, "AP": float("nan"), "AP50": float("nan"), "train_s": 5.0},
+         {"final_loss": 8.0, "iterations": 10, "AP": 0.0, "AP50": 0.0, "train_s": 5.0, "no_detections": True}),
+        ({"final_loss": 9.0, "iterations": 4, "train_s": 1.0}, {"final_loss": 9.0, "iterations": 4, "train_s": 1.0}),
+        ({"final_loss": 1.0, "iterations": 10, "AP": 12.5, "train_s": 5.0},
+         {"final_loss": 1.0, "iterations": 10, "AP": 12.5, "train_s": 5.0}),
+    ):
+        (tmp_path / "result.json").write_text(json.dumps(stored))
+        assert run_cached(cfg) == expected

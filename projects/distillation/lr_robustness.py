@@ -8,7 +8,8 @@ learning rates under a cosine schedule. This trains the ``--arch`` R18 shapes
 demo (schedule rescaled to ``--iters``, detectron2's WarmupCosineLR) at the
 demo's learning rate times each ``--lr-factors``, with the weighting off and
 on (``--weightings``), once per seed, and prints COCO AP on shapes_val (mean +- std; "diverged"
-counts runs whose loss became non-finite) and the final unscaled loss, then
+counts runs whose loss became non-finite; a finished run that detects
+nothing counts as AP 0 and is named) and the final unscaled loss, then
 the AP of each weighted run as a fraction of the plain run at factor 1:
 
     python projects/distillation/lr_robustness.py --seeds 1 2 3 --lr-factors 1 30   # docs/results.md
@@ -68,8 +69,10 @@ def main(argv=None):
     for (factor, balance), results in runs.items():
         aps[(factor, balance)] = [r.get("AP") for r in results]
         diverged = [r["iterations"] for r in results if "AP" not in r]
+        blind = sum(bool(r.get("no_detections")) for r in results)
         rows.append([f"{lrs[factor]:g} ({factor:g}x)", "on" if balance else "off",
-                     f"{len(diverged)} of {len(results)}" + (f" (at {diverged})" if diverged else ""),
+                     f"{len(diverged)} of {len(results)}" + (f" (at {diverged})" if diverged else "")
+                     + (f"; {blind} detect nothing (AP 0)" if blind else ""),
                      mean_std([r["final_loss"] for r in results]), mean_std(aps[(factor, balance)]),
                      round(statistics.mean(r["train_s"] for r in results))])
     table = format_table(["base lr", "loss weighting", "diverged", "final loss, unscaled (median of last 20 it)",
