@@ -13,7 +13,7 @@ nothing counts as AP 0 and is named) and the final unscaled loss, then
 the AP of each weighted run as a fraction of the plain run at factor 1:
 
     python projects/distillation/lr_robustness.py --seeds 1 2 3 --lr-factors 1 30   # docs/results.md
-    python projects/distillation/lr_robustness.py --arch centernet --lr-factors 1 10 SOLVER.OPTIMIZER SGD \
+    python projects/distillation/lr_robustness.py --lr-factors 1 10 --arch centernet SOLVER.OPTIMIZER SGD \
         SOLVER.BASE_LR 0.01
 
 Trailing ``KEY VALUE`` pairs override every run's config alike (the factors
