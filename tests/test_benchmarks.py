@@ -61,8 +61,14 @@ def test_target_generation(one_thread, tmp_path):
 
 def test_step_profile(tiny_shapes, one_thread, tmp_path, capsys):
     """Every phase of a real trainer's step is timed (the target builders too,
-    through their wrappers) and the phases add up to the table's sum."""
+    through their wrappers) and the phases add up to the table's sum; the
+    trainer's scratch folder is removed."""
+    import glob
+    import os
+    import tempfile
+
     script = _load("step_profile")
+    scratch = set(glob.glob(os.path.join(tempfile.gettempdir(), "step_profile_*")))
     phases, measured = script.main(script.parse_args([
         "--warmup", "1", "--iters", "2", "--output", str(tmp_path / "step.md"),
         "DATASETS.TRAIN", f"('{tiny_shapes[0]}',)", "INPUT.TRAIN_SIZE", "64", "SOLVER.IMS_PER_BATCH", "2"]))
@@ -71,6 +77,7 @@ def test_step_profile(tiny_shapes, one_thread, tmp_path, capsys):
     assert 0.8 * measured <= sum(phases.values()) <= 1.05 * measured
     table = (tmp_path / "step.md").read_text()
     assert all(f"| {phase}" in table for phase in script.PHASES) and "| sum" in table
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "step_profile_*"))) == scratch
 
 
 @pytest.mark.slow

@@ -137,13 +137,14 @@ def main(args):
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    cfg.OUTPUT_DIR = tempfile.mkdtemp(prefix="step_profile_")
     cfg.TEST.EVAL_PERIOD = 0
     cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 9
     ensure_datasets(list(cfg.DATASETS.TRAIN))
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    clock, wall = profile(trainer, args.warmup, args.iters)
+    with tempfile.TemporaryDirectory(prefix="step_profile_") as scratch:  # the trainer's logs; nothing kept
+        cfg.OUTPUT_DIR = scratch
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=False)
+        clock, wall = profile(trainer, args.warmup, args.iters)
     total = sum(clock[p] for p in PHASES)
     rows = [[p, f"{1000 * clock[p] / args.iters:.1f}", f"{100 * clock[p] / total:.1f}"] for p in PHASES]
     rows.append(["sum", f"{1000 * total / args.iters:.1f}", "100.0"])
