@@ -1,6 +1,9 @@
 """projects/benchmarks: the learning-efficiency, step-profile, training-throughput, data-pipeline and
 target-generation scripts run end to end on a tiny setting and report one row per measurement with
 positive figures."""
+import glob
+import os
+import tempfile
 
 import pytest
 
@@ -63,10 +66,6 @@ def test_step_profile(tiny_shapes, one_thread, tmp_path, capsys):
     """Every phase of a real trainer's step is timed (the target builders too,
     through their wrappers) and the phases add up to the table's sum; the
     trainer's scratch folder is removed."""
-    import glob
-    import os
-    import tempfile
-
     script = _load("step_profile")
     scratch = set(glob.glob(os.path.join(tempfile.gettempdir(), "step_profile_*")))
     phases, measured = script.main(script.parse_args([
