@@ -3,11 +3,15 @@
 ``import centerx`` registers the backbones, meta-architectures and built-in
 datasets with detectron2's registries; ``add_centerx_config`` adds every key.
 """
+from detectron2.utils.file_io import PathManager
+
 from . import modeling  # noqa: F401  (registers backbones and meta-architectures)
 from .config import add_centerx_config, check_config
 from .data.datasets import register_all_builtin, register_coco_json_datasets, register_config_datasets
+from .downloads import register_download_handler
 
 register_all_builtin()
+register_download_handler(PathManager)  # http(s) weights: whole-URL cache key, timeouts, complete files, hashes
 
 __version__ = "0.1.0"
 

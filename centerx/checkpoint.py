@@ -16,11 +16,16 @@ import io
 import logging
 import os
 import pickle
-from typing import Any, Dict, List
+import re
+import urllib.parse
+import zipfile
+from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
+
+from .downloads import DownloadError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +44,8 @@ _SAFE_GLOBALS = {
 
 
 class WeightsDownloadError(OSError):
-    """A weights URL that cannot be fetched (no network, wrong address)."""
+    """A weights URL that cannot be fetched (no network, wrong address, a
+    download that broke off or does not match its hash)."""
 
 
 def local_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> str:
@@ -48,9 +54,10 @@ def local_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> str:
 
     Accepts a local path (``~`` expanded), ``file://`` + path, and every scheme
     the ``PathManager`` handles (``http://``, ``https://``, ``detectron2://`` for
-    detectron2's model zoo, ...): those are downloaded once into its cache
-    (``$FVCORE_CACHE``, default ``~/.torch/iopath_cache``) and read from there
-    afterwards, as detectron2 does.
+    detectron2's model zoo, ...). URLs are fetched with
+    :mod:`centerx.downloads` (cache keyed by the whole URL, bounded waits,
+    complete files only, ``#sha256=`` checks, revalidation), and a downloaded
+    file is kept only when it reads as a weights file (:func:`read_weights`).
 
     Args:
         path: the location as written in the config.
@@ -68,9 +75,15 @@ def local_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> str:
         if not os.path.isfile(local):
             raise FileNotFoundError(f"{key}: weights file '{path}' does not exist.")
         return local
+    pickled = urllib.parse.urlparse(path).path.endswith(".pkl")
+    kwargs = {"validate": lambda tmp: read_weights(tmp, pickled=pickled)} if path.startswith(("http://", "https://")) \
+        else {}
     try:
-        local = PathManager.get_local_path(path)
-    except Exception as e:  # urllib, socket and handler errors alike: the fetch failed
+        local = PathManager.get_local_path(path, **kwargs)
+    except DownloadError as e:
+        raise WeightsDownloadError(f"{key}: {e} Without a network, download the file elsewhere and set {key} to its "
+                                   "local path.") from None
+    except Exception as e:  # other handlers' errors (detectron2://, ...): the fetch failed
         reason = str(getattr(e, "reason", "") or e).splitlines()[0] if str(e) else type(e).__name__
         if getattr(e, "code", None) is not None:  # an HTTP error status
             reason = f"HTTP {e.code}: {reason}"
@@ -79,6 +92,12 @@ def local_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> str:
     if not os.path.isfile(local):
         raise WeightsDownloadError(f"{key}: '{path}' did not give a file.")
     return local
+
+
+class NotWeightsFileError(ValueError):
+    """A file given as weights that is no weights file at all (empty, a web page,
+    a config, an archive without tensors, a damaged file); the message says what
+    it is."""
 
 
 class UnsafeWeightsError(pickle.UnpicklingError):
@@ -115,25 +134,105 @@ def _is_numpy_scalar_type(name: str) -> bool:
     return isinstance(getattr(np, name, None), type) and issubclass(getattr(np, name), np.generic)
 
 
+def describe_non_weights(path: str) -> Optional[str]:
+    """What ``path`` is when it plainly is not a weights file (``"an empty file"``,
+    ``"an HTML page"``, ``"a YAML file"``, ``"a zip archive without tensors"``, ...),
+    else None. Looks at the first bytes only (and, for a zip, its file list)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return "an empty file (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return f"a damaged or truncated zip / PyTorch file ({size} bytes)"
+        if not any(n.endswith("data.pkl") for n in names):
+            shown = ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+            return f"a zip archive without tensors (it holds {shown or 'nothing'}), not a PyTorch checkpoint"
+        return None
+    if head[:1] == b"\x80":  # a pickle (protocol 2 and later): detectron2 .pkl, legacy torch .pth
+        return None
+    try:
+        text = head.decode("utf-8-sig").lstrip()
+    except UnicodeDecodeError:
+        return None
+    if not text.isprintable() and not all(c.isprintable() or c.isspace() for c in text[:512]):
+        return None
+    lower = text[:512].lower()
+    if lower.startswith("<") and ("<html" in lower or "<!doctype" in lower or "<head" in lower):
+        return "an HTML page (a web page saved in place of the file?)"
+    if lower.startswith("<"):
+        return "an XML / markup text file"
+    if lower.startswith(("{", "[")):
+        return "a JSON text file"
+    if re.match(r"^(_base_|model|solver|datasets|input|test)\s*:", lower, re.MULTILINE) or "\nmodel:" in lower:
+        return "a YAML config (give it with --config-file; MODEL.WEIGHTS takes the trained .pth / .pkl file)"
+    if re.match(r"^[\w.-]+\s*:", lower):
+        return "a YAML text file"
+    return "a text file"
+
+
+def _refuse_non_weights(path: str) -> None:
+    what = describe_non_weights(path)
+    if what is not None:
+        raise NotWeightsFileError(f"'{path}' is {what}, not a weights file (.pth / .pt from torch.save, or a "
+                                  "detectron2 / Caffe2 .pkl).")
+
+
 def load_pickle(path: str) -> Any:
     """Unpickle ``path`` (Python 2 pickles too, latin-1) admitting only numpy
-    arrays, numbers, strings and containers; :class:`UnsafeWeightsError` otherwise."""
-    with PathManager.open(path, "rb") as f:
-        return _RestrictedUnpickler(io.BytesIO(f.read()), path).load()
+    arrays, numbers, strings and containers; :class:`UnsafeWeightsError` otherwise,
+    :class:`NotWeightsFileError` for a file that is no pickle or is cut short."""
+    _refuse_non_weights(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), path).load()
+    except UnsafeWeightsError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise NotWeightsFileError(f"'{path}' is not a readable pickle of weights: damaged or truncated "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
+
+
+_GLOBAL_ASKED = re.compile(r"(?:Unsupported global: GLOBAL|global) ([\w.]+)")
 
 
 def load_torch(path: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, with a clear error for a
-    file that holds anything else."""
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors, numbers,
+    strings and containers only. :class:`UnsafeWeightsError` for a file that holds
+    anything else, :class:`NotWeightsFileError` for one that is not a PyTorch
+    file or is cut short."""
+    _refuse_non_weights(path)
     try:
-        with PathManager.open(path, "rb") as f:
+        with open(path, "rb") as f:
             return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        asked = _GLOBAL_ASKED.search(str(e))
+        if asked is None and "weights only" not in str(e).lower():
+            raise NotWeightsFileError(f"'{path}' is not a readable PyTorch file: damaged or truncated "
+                                      f"({str(e).splitlines()[0]}).") from None
         raise UnsafeWeightsError(
-            f"Refusing to load '{path}' with weights only: it holds objects that are not tensors, numbers, strings "
-            f"or containers ({str(e).splitlines()[0]}). If you trust the file, load it yourself and save its "
-            "state dict with torch.save."
-        ) from e
+            f"Refusing to load '{path}': it holds objects other than tensors, numbers, strings and containers"
+            + (f" (it asks for {asked.group(1)})" if asked else "") + ", and loading those could run code. A "
+            "weights file holds a state dict; if you trust this file and know where it came from, load it in "
+            "your own Python and save its state dict with torch.save."
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise NotWeightsFileError(f"'{path}' is not a readable PyTorch file: damaged, truncated or of another "
+                                  f"kind ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
+
+
+def read_weights(path: str, pickled: Optional[bool] = None) -> Any:
+    """The one way every centerX path reads a local weights file: ``.pkl`` files
+    with :func:`load_pickle`, everything else with :func:`load_torch`
+    (``pickled`` overrides the choice by extension)."""
+    if pickled is None:
+        pickled = path.endswith(".pkl")
+    return load_pickle(path) if pickled else load_torch(path)
 
 
 class SafeCheckpointer(DetectionCheckpointer):
@@ -153,7 +252,7 @@ class SafeCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         if filename.endswith(".pkl"):
-            data = load_pickle(filename)
+            data = read_weights(filename, pickled=True)
             if not isinstance(data, dict):
                 raise ValueError(f"'{filename}' holds a {type(data).__name__}, not a dict of weights.")
             if "model" in data and "__author__" in data:  # detectron2 model zoo
@@ -161,10 +260,10 @@ class SafeCheckpointer(DetectionCheckpointer):
             data = data.get("blobs", data)  # Caffe2 / Detectron1 model zoo
             data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
             return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
-        return super()._load_file(filename)
-
-    def _torch_load(self, f: str) -> Dict[str, Any]:
-        return load_torch(f)
+        data = read_weights(filename, pickled=False)
+        if not isinstance(data, dict):
+            raise NotWeightsFileError(f"'{filename}' holds a {type(data).__name__}, not a dict of weights.")
+        return data if "model" in data else {"model": data}
 
     def _log_incompatible_keys(self, incompatible) -> None:
         problems = describe_incompatible(incompatible)
@@ -212,3 +311,8 @@ def _listed(kind: str, keys: List[str], limit: int = 8) -> str:
         return ""
     shown = ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
     return f"{len(keys)} {kind} ({shown})"
+
+
+# what a command that loads a weights file reports as one line (the user's file is at fault, not the code)
+WEIGHTS_ERRORS = (MissingWeightsError, WeightsMismatchError, UnsafeWeightsError, NotWeightsFileError,
+                  WeightsDownloadError, FileNotFoundError)

@@ -20,6 +20,7 @@ from tiny_models import randomize_, tiny_cfg
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     requests = []
+    statuses = []
 
     def log_message(self, *args):
         pass
@@ -27,6 +28,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         type(self).requests.append(self.path)
         super().do_GET()
+
+    def send_response(self, code, message=None):
+        type(self).statuses.append(code)
+        super().send_response(code, message)
 
 
 @pytest.fixture
@@ -36,6 +41,7 @@ def server(tmp_path, monkeypatch):
     served.mkdir()
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
     _QuietHandler.requests = []
+    _QuietHandler.statuses = []
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                             functools.partial(_QuietHandler, directory=str(served)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -62,7 +68,8 @@ def test_model_weights_by_url_are_downloaded_once_into_the_cache(server, tmp_pat
         model = build_model(tiny_cfg("CenterNet"))
         load_weights_for_eval(tiny_cfg("CenterNet"), model, f"{url}/model.pth")
         _assert_same_weights(model, source)
-    assert _QuietHandler.requests == ["/model.pth"]  # the second load reads the cache
+    # the second load only asks whether the file changed (304: not modified) and reads the cache
+    assert _QuietHandler.requests == ["/model.pth", "/model.pth"] and _QuietHandler.statuses == [200, 304]
     assert str(tmp_path / "cache") in local_weights_path(f"{url}/model.pth")
 
 

@@ -4,7 +4,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from ..data.image_io import as_three_channels
@@ -34,8 +37,20 @@ class Predictor(DefaultPredictor):
     """
 
     def __init__(self, cfg, allow_random: bool = False):
-        super().__init__(cfg)
+        # DefaultPredictor.__init__ is not called: it loads MODEL.WEIGHTS with
+        # detectron2's own checkpointer, which unpickles a .pkl file unrestricted
+        # (a crafted file would run its code) before the strict, safe load below.
+        # The attributes it sets are set here the same way.
+        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}.")
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if len(cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         load_weights_for_eval(self.cfg, self.model, cfg.MODEL.WEIGHTS, allow_random=allow_random)
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
 
     def __call__(self, original_image, name: str = "image"):
         return self.predict_batch([original_image], [name])[0]

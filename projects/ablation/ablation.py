@@ -45,9 +45,9 @@ import statistics
 import time
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from centerx.checkpoint import SafeCheckpointer
 from centerx.experiments import (
     add_common_args,
     demo_config,
@@ -112,7 +112,7 @@ def measure_latencies(cfgs, reps: int) -> list:
         if cfg.MODEL.META_ARCHITECTURE == "Distiller":
             cfg = student_config(cfg)
         model = build_model(cfg)
-        DetectionCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+        SafeCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
         models.append(model.eval())
         size = cfg.INPUT.MAX_SIZE_TEST
         inputs.append([{"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8),
