@@ -8,6 +8,7 @@ import logging
 
 from detectron2.modeling import META_ARCH_REGISTRY
 
+from .config_files import check_config_file
 from .data.datasets.builtin import add_datasets_config
 from .data.mapper import add_input_config
 from .data.samplers import add_dataloader_config
@@ -92,3 +93,10 @@ def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
             f"config's reference number of GPUs) to {world_size} process(es): it is not a multiple of {reference}. "
             f"Set SOLVER.IMS_PER_BATCH to a multiple of {reference} (the per-GPU batch times {reference}), or "
             "SOLVER.REFERENCE_WORLD_SIZE 0 to use the batch and schedule as given.")
+
+
+def merge_config_file(cfg, path: str):
+    """``cfg.merge_from_file(path)`` after :func:`check_config_file`; returns ``cfg``."""
+    check_config_file(path)
+    cfg.merge_from_file(path)
+    return cfg

@@ -129,8 +129,7 @@ class CenterNetDatasetMapper:
         for obj in dataset_dict.pop("annotations", []):
             if obj.get("iscrowd", 0):
                 continue
-            reason = invalid_box_reason(obj["bbox"]) if obj.get("bbox_mode", BoxMode.XYWH_ABS) == BoxMode.XYWH_ABS \
-                else None
+            reason = invalid_box_reason(obj["bbox"], obj.get("bbox_mode", BoxMode.XYWH_ABS))
             if reason:
                 self._count_invalid(reason, dataset_dict["file_name"])
                 continue

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from tqdm import tqdm
 
@@ -99,13 +100,24 @@ def check_coco_json(json_file: str, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------- boxes
-def invalid_box_reason(bbox: Sequence[float]) -> Optional[str]:
-    """Why an annotation's [x, y, w, h] box cannot be trained on, or None:
-    "not finite" (infinite or NaN) or "non-positive size" (negative or zero
-    width or height). Such boxes are skipped, never repaired."""
+def invalid_box_reason(bbox: Sequence[float], bbox_mode: BoxMode = BoxMode.XYWH_ABS) -> Optional[str]:
+    """Why an annotation's box cannot be trained on, or None: "not finite"
+    (infinite or NaN) or "non-positive size" (negative or zero width or height).
+    Such boxes are skipped, never repaired.
+
+    Every dataset format goes through this one check: COCO json boxes are
+    [x, y, w, h] (``BoxMode.XYWH_ABS``); Pascal VOC and YOLO boxes are
+    [x1, y1, x2, y2] (``BoxMode.XYXY_ABS``), whose width is x2 - x1, so a VOC box
+    with xmin > xmax is a non-positive size, as its COCO twin would be."""
     if not all(math.isfinite(float(v)) for v in bbox):
         return "not finite"
-    if float(bbox[2]) <= 0 or float(bbox[3]) <= 0:
+    if bbox_mode == BoxMode.XYXY_ABS:
+        width, height = float(bbox[2]) - float(bbox[0]), float(bbox[3]) - float(bbox[1])
+    elif bbox_mode == BoxMode.XYWH_ABS:
+        width, height = float(bbox[2]), float(bbox[3])
+    else:
+        raise ValueError(f"bbox_mode {bbox_mode} is not read here; dataset boxes are XYWH_ABS or XYXY_ABS.")
+    if width <= 0 or height <= 0:
         return "non-positive size"
     return None
 
@@ -193,9 +205,13 @@ def validate_dataset(name: str, cfg, check_images: int) -> DatasetReport:
     _check_classes(name, dicts, cfg)
     for d in dicts:
         for a in d.get("annotations", []):
-            reason = invalid_box_reason(a["bbox"]) if "bbox" in a else None
+            reason = invalid_box_reason(a["bbox"], a.get("bbox_mode", BoxMode.XYWH_ABS)) if "bbox" in a else None
             if reason:
                 report.invalid_boxes[reason] = report.invalid_boxes.get(reason, 0) + 1
+    if name in cfg.DATASETS.TEST and report.annotations == 0:
+        raise DatasetError(f"Dataset '{name}' is a test set (DATASETS.TEST) with {report.images} images and no "
+                           "annotation: there is nothing to score the model against. Check its labels (for YOLO "
+                           "txt: the labels folder and that each label file has the image's name with .txt).")
     report.images_checked, report.unreadable = _check_images(name, dicts, check_images)
     if report.images_checked and len(report.unreadable) == report.images_checked:
         raise DatasetError(f"Dataset '{name}': none of the {report.images_checked} image files checked can be read "
@@ -221,6 +237,7 @@ def validate_datasets(cfg, names: Optional[Sequence[str]] = None) -> List[Datase
         try:
             reports = [validate_dataset(n, cfg, -1 if n in cfg.DATASETS.TEST else cfg.DATASETS.CHECK_IMAGES)
                        for n in names]
+            check_same_classes(cfg, names)
             shared = ("ok", [(r.name, r.unreadable) for r in reports])
         except (DatasetError, FileNotFoundError) as e:
             error, shared = e, ("error", str(e))
@@ -236,6 +253,30 @@ def validate_datasets(cfg, names: Optional[Sequence[str]] = None) -> List[Datase
     for report in reports:
         logger.info(report.summary())
     return reports
+
+
+def check_same_classes(cfg, names: Sequence[str]) -> None:
+    """Raise :class:`DatasetError` when the datasets ``names`` (loaded already) or
+    MODEL.CENTERX.CLASS_NAMES, where set, do not name the same classes in the same
+    order: class index i must mean one class in training and in evaluation."""
+    lists = [("MODEL.CENTERX.CLASS_NAMES", list(cfg.MODEL.CENTERX.CLASS_NAMES))] \
+        if len(cfg.MODEL.CENTERX.CLASS_NAMES) else []
+    lists += [(f"dataset '{n}'", list(MetadataCatalog.get(n).get("thing_classes")))
+              for n in names if MetadataCatalog.get(n).get("thing_classes") is not None]
+    if not lists:
+        return
+    first, reference = lists[0]
+    for other, classes in lists[1:]:
+        if classes == reference:
+            continue
+        if len(classes) != len(reference):
+            raise DatasetError(f"{first} has {len(reference)} classes ({', '.join(reference[:6])}) but {other} has "
+                               f"{len(classes)} ({', '.join(classes[:6])}): a class index would mean different "
+                               "classes in training and evaluation.")
+        i = next(i for i, (a, b) in enumerate(zip(reference, classes)) if a != b)
+        raise DatasetError(f"{first} and {other} name their classes differently: class {i} is '{reference[i]}' in "
+                           f"the first and '{classes[i]}' in the second ({reference} vs {classes}). Give both the "
+                           "same class names in the same order (e.g. the 4th entry of DATASETS.PASCAL_VOC).")
 
 
 def _record_unreadable(name: str, files: Sequence[str]) -> None:

@@ -24,6 +24,7 @@ boxes give the same dicts in COCO json, VOC and YOLO form (tests/test_datasets_v
 """
 import functools
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -32,6 +33,7 @@ import yaml
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from ...text_files import read_lines, read_text
 from ..validation import DatasetError
 from .builtin import _image_size
 from .image_folder import IMAGE_EXTENSIONS
@@ -60,8 +62,7 @@ def load_voc(name: str, dirname: str, split: str, class_names: Optional[Sequence
     if not os.path.isfile(ids_file):
         raise FileNotFoundError(f"Dataset '{name}': '{ids_file}' does not exist (DATASETS.PASCAL_VOC needs "
                                 "detectron2's VOC layout: ImageSets/Main/<split>.txt, Annotations/, JPEGImages/).")
-    with open(ids_file) as f:
-        ids = [line.split()[0] for line in f if line.strip()]
+    ids = [line.split()[0] for line in read_lines(ids_file, f"Dataset '{name}' image-id list") if line.strip()]
     parsed, unreadable = [], []
     for file_id in ids:
         xml_file = os.path.join(dirname, "Annotations", f"{file_id}.xml")
@@ -103,46 +104,69 @@ def load_voc(name: str, dirname: str, split: str, class_names: Optional[Sequence
 
 def read_class_names(names: Union[str, Sequence[str]], where: str) -> List[str]:
     """Class names given as a list, or as a file: one name per line (``.txt`` and
-    others), or a YAML file with ``names:`` as a list or an {index: name} dict."""
+    others), or a YAML file with ``names:`` as a list or an {index: name} dict
+    (Ultralytics' ``data.yaml``), ordered by the integer value of its keys
+    (``'10'`` after ``'2'``), which must be 0..C-1. Files are read as UTF-8 (a
+    BOM accepted)."""
     if not isinstance(names, str):
         return [str(n) for n in names]
     if not os.path.isfile(names):
         raise FileNotFoundError(f"{where}: class names file '{names}' does not exist.")
     if names.endswith((".yaml", ".yml")):
-        with open(names) as f:
-            data = yaml.safe_load(f)
+        try:
+            data = yaml.safe_load(read_text(names, f"{where}: class names file"))
+        except yaml.YAMLError as e:
+            raise DatasetError(f"{where}: '{names}' is not valid YAML: {' '.join(str(e).split())}") from None
         value = data.get("names") if isinstance(data, dict) else None
         if isinstance(value, dict):
-            return [str(value[k]) for k in sorted(value)]
+            return _names_by_index(value, names, where)
         if isinstance(value, list):
             return [str(v) for v in value]
         raise DatasetError(f"{where}: '{names}' has no 'names:' list or dict.")
-    with open(names) as f:
-        return [line.strip() for line in f if line.strip()]
+    return [line.strip() for line in read_lines(names, f"{where}: class names file") if line.strip()]
+
+
+def _names_by_index(value: Dict, names_file: str, where: str) -> List[str]:
+    """An {index: name} dict as a list ordered by the integer index."""
+    try:
+        indexed = {int(str(k).strip()): str(v) for k, v in value.items()}
+    except ValueError:
+        raise DatasetError(f"{where}: '{names_file}': the keys of 'names:' must be class indices 0, 1, ..., got "
+                           f"{list(value)[:6]}.") from None
+    if sorted(indexed) != list(range(len(indexed))):
+        raise DatasetError(f"{where}: '{names_file}': the keys of 'names:' must be 0..{len(indexed) - 1}, each once; "
+                           f"got {sorted(indexed)[:10]}.")
+    return [indexed[i] for i in range(len(indexed))]
 
 
 def _yolo_objects(name: str, label_file: str, width: int, height: int, num_classes: int) -> List[Dict]:
+    """The objects of one label file. A line that is not five numbers, a class out
+    of range or finite values outside [0, 1] stop loading (naming the file and
+    the line); a box of infinite / NaN values or of non-positive width or height
+    is kept as such, to be counted and skipped like a COCO box
+    (:func:`~centerx.data.validation.invalid_box_reason`)."""
     annotations = []
-    with open(label_file) as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"Dataset '{name}', {label_file} line {line_no}"
-            try:
-                if len(fields) != 5:
-                    raise ValueError
-                cls, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:])
-            except ValueError:
-                raise DatasetError(f"{where}: '{line.strip()}' is not 'class cx cy w h' (an integer and four "
-                                   "numbers; segment lines are not read).") from None
-            if not 0 <= cls < num_classes:
-                raise DatasetError(f"{where}: class {cls} is not in 0..{num_classes - 1} (the class names given).")
-            if not all(-_YOLO_SLACK <= v <= 1 + _YOLO_SLACK for v in (cx, cy, w, h)):
-                raise DatasetError(f"{where}: '{line.strip()}' is not normalised to [0, 1] by the image size "
-                                   f"({width} x {height} px).")
-            annotations.append({"bbox": [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
-                                         (cy + h / 2) * height], "bbox_mode": BoxMode.XYXY_ABS, "category_id": cls})
+    for line_no, line in enumerate(read_lines(label_file, f"Dataset '{name}': YOLO label file"), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"Dataset '{name}', {label_file} line {line_no}"
+        try:
+            if len(fields) != 5:
+                raise ValueError
+            cls, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:])
+        except ValueError:
+            raise DatasetError(f"{where}: '{line.strip()}' is not 'class cx cy w h' (an integer and four "
+                               "numbers; segment lines are not read).") from None
+        if not 0 <= cls < num_classes:
+            raise DatasetError(f"{where}: class {cls} is not in 0..{num_classes - 1} (the class names given).")
+        finite = all(math.isfinite(v) for v in (cx, cy, w, h))
+        if finite and not (all(-_YOLO_SLACK <= v <= 1 + _YOLO_SLACK for v in (cx, cy)) and
+                           max(w, h) <= 1 + _YOLO_SLACK):
+            raise DatasetError(f"{where}: '{line.strip()}' is not normalised to [0, 1] by the image size "
+                               f"({width} x {height} px).")
+        annotations.append({"bbox": [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
+                                     (cy + h / 2) * height], "bbox_mode": BoxMode.XYXY_ABS, "category_id": cls})
     return annotations
 
 

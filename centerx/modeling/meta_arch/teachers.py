@@ -11,6 +11,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
 from ...checkpoint import StrictCheckpointer, UnsafeWeightsError, local_weights_path
+from ...config_files import check_config_file
 from .point_detector import PointDetector
 
 __all__ = ["TeacherLink", "build_teachers", "class_names", "check_disjoint", "check_same_grid", "load_teacher_weights",
@@ -108,6 +109,7 @@ def teacher_config(i: int, config_file: str, cfg):
 
     where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
     tcfg = add_centerx_config(get_cfg())
+    check_config_file(config_file)
     tcfg.merge_from_file(config_file)
     if tcfg.MODEL.META_ARCHITECTURE == "Distiller":
         raise ValueError(f"{where}: is a Distiller config; give the plain config of the trained teacher.")
