@@ -4,10 +4,20 @@
     python train_net.py --config-file configs/shapes/centernet_r18_demo.yaml
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
     python train_net.py --config-file ... --resume
+    python train_net.py --config-file ... --overwrite      # start over in a folder that holds a run
     python train_net.py --config-file ... --num-gpus 8 SOLVER.IMS_PER_BATCH 64
 
 Trailing ``KEY VALUE`` pairs override the config (detectron2's usual syntax).
+(``./run.sh train`` / ``./run.sh eval`` run this with the project's environment.)
+
+Run folders belong to the run that trained in them: training into an
+OUTPUT_DIR that already holds checkpoints stops, naming them, unless
+``--resume`` (continue that run) or ``--overwrite`` (start over) is given, and
+``--eval-only`` writes its config, log and results under OUTPUT_DIR/eval, never
+over the training run's ``config.yaml``.
 """
+import glob
+import os
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -15,6 +25,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import centerx  # (registers everything)
+from centerx.checkpoint import WEIGHTS_ERRORS
+from centerx.config import merge_config_file
 from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import validate_datasets
 from centerx.engine import Trainer, load_weights_for_eval
@@ -27,15 +39,44 @@ def load_config(args):
         raise SystemExit(f"{' '.join(flags)} came after the KEY VALUE overrides, where it reads as a config key: put "
                          f"flags first, e.g. train_net.py --config-file FILE {' '.join(flags)} KEY VALUE ...")
     cfg = centerx.add_centerx_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
+    try:
+        merge_config_file(cfg, args.config_file)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--config-file {args.config_file}: {e}") from None
     cfg.merge_from_list(args.opts)
     centerx.check_config(cfg, training=not args.eval_only, world_size=args.num_gpus * args.num_machines)
     return cfg
 
 
+EVAL_SUBDIR = "eval"
+
+
+def run_checkpoints(output_dir: str):
+    """The files of a training run in ``output_dir`` that a new run would overwrite."""
+    found = sorted(glob.glob(os.path.join(output_dir, "model_*.pth")))
+    tag = os.path.join(output_dir, "last_checkpoint")
+    return found + ([tag] if os.path.isfile(tag) else [])
+
+
+def check_output_dir(cfg, args) -> None:
+    """Stop a training run that would overwrite another run's checkpoints."""
+    if args.eval_only or args.resume or args.overwrite:
+        return
+    existing = run_checkpoints(cfg.OUTPUT_DIR)
+    if existing:
+        shown = ", ".join(os.path.basename(f) for f in existing[:4]) + (" ..." if len(existing) > 4 else "")
+        raise SystemExit(f"OUTPUT_DIR {cfg.OUTPUT_DIR} already holds a training run ({shown}); a new run would "
+                         "overwrite it. Pass --resume to continue that run, --overwrite to start over in it, or "
+                         "choose another folder: OUTPUT_DIR path/to/new_run.")
+
+
 def setup(args):
-    """Config from file + command line, with centerX's keys and datasets registered."""
+    """Config from file + command line, with centerX's keys and datasets registered.
+    With ``--eval-only``, OUTPUT_DIR becomes OUTPUT_DIR/eval (the training run's
+    folder is only read: its last checkpoint with ``--resume``)."""
     cfg = load_config(args)
+    if args.eval_only:
+        cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, EVAL_SUBDIR)
     cfg.freeze()
     centerx.register_config_datasets(cfg)
     default_setup(cfg, args)
@@ -52,12 +93,17 @@ def setup_centerx_logger(output_dir: str, rank: int):
 
 def main(args):
     cfg = setup(args)
-    validate_datasets(cfg)
     if args.eval_only:
+        validate_datasets(cfg, names=list(dict.fromkeys(cfg.DATASETS.TEST)))  # only the sets it evaluates
         model = Trainer.build_model(cfg)
-        load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS, resume=args.resume,
-                              allow_random=args.allow_random_weights)
+        try:
+            load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS, resume=args.resume,
+                                  allow_random=args.allow_random_weights,
+                                  run_dir=os.path.dirname(cfg.OUTPUT_DIR))
+        except WEIGHTS_ERRORS as e:
+            raise SystemExit(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {e}") from None
         return Trainer.test(cfg, model)
+    validate_datasets(cfg)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
@@ -66,8 +112,11 @@ def main(args):
 def prepare(args):
     """Once, before the workers start: check the config, generate built-in datasets it uses."""
     cfg = load_config(args)
+    check_output_dir(cfg, args)
+    if args.eval_only:
+        cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, EVAL_SUBDIR)
     setup_centerx_logger(cfg.OUTPUT_DIR, 0)
-    ensure_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    ensure_datasets(list(cfg.DATASETS.TEST) if args.eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
 
 
 def argument_parser():
@@ -76,6 +125,9 @@ def argument_parser():
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="with --eval-only: evaluate a randomly initialised model when MODEL.WEIGHTS is empty "
                              "(refused otherwise)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into an OUTPUT_DIR that holds another run's checkpoints, starting over "
+                             "(refused otherwise; --resume continues that run instead)")
     return parser
 
 

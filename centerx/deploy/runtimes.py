@@ -301,4 +301,21 @@ def build_runtime(name: str, cfg, model_path: str = "") -> Runtime:
     runtime = by_name[name]
     if runtime.model_file and not model_path:
         raise ValueError(f"The {name} runtime needs the exported model file ({runtime.model_file}): pass --model.")
+    if runtime.model_file:
+        check_model_file(name, model_path, by_name)
     return runtime.from_file(cfg, model_path)
+
+
+def check_model_file(name: str, model_path: str, runtimes: Dict[str, type]) -> None:
+    """Refuse, before anything is loaded, a model file that does not exist or whose
+    ending is not the one the runtime ``name`` reads (naming the runtime that
+    reads it)."""
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"--model {model_path}: no such file.")
+    wanted = runtimes[name].model_file.split()[0]
+    if not wanted.startswith(".") or model_path.lower().endswith(wanted):
+        return
+    ending = os.path.splitext(model_path)[1].lower()
+    readers = [n for n, cls in sorted(runtimes.items()) if cls.model_file.split()[:1] == [ending]]
+    raise ValueError(f"--runtime {name} runs a {runtimes[name].model_file} file, but --model {model_path} is a "
+                     f"'{ending}' file" + (f": run it with --runtime {readers[0]}." if readers else "."))

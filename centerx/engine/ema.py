@@ -117,8 +117,10 @@ class EMAHook(HookBase):
         self.ema.update(self.model)
 
 
-def load_weights_for_eval(cfg, model, weights: str, resume: bool = False, allow_random: bool = False) -> None:
-    """Load ``weights`` (or, with ``resume``, the last checkpoint of OUTPUT_DIR) for
+def load_weights_for_eval(cfg, model, weights: str, resume: bool = False, allow_random: bool = False,
+                          run_dir: Optional[str] = None) -> None:
+    """Load ``weights`` (or, with ``resume``, the last checkpoint of ``run_dir``,
+    default OUTPUT_DIR) for
     evaluation, export or inference, strictly: every parameter and buffer of
     ``model`` must come from the file
     (:class:`~centerx.checkpoint.StrictCheckpointer`); with MODEL_EMA.ENABLED and
@@ -127,12 +129,13 @@ def load_weights_for_eval(cfg, model, weights: str, resume: bool = False, allow_
     No file at all is refused (:class:`~centerx.checkpoint.MissingWeightsError`)
     unless ``allow_random``: then the model keeps its random initialisation, with
     a warning."""
-    checkpointer = StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    run_dir = cfg.OUTPUT_DIR if run_dir is None else run_dir
+    checkpointer = StrictCheckpointer(model, save_dir=run_dir)
     path = checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint() else weights
     if not path:
         if not allow_random:
             raise MissingWeightsError(
-                "MODEL.WEIGHTS is empty" + (f" and {cfg.OUTPUT_DIR} has no checkpoint to resume" if resume else "")
+                "MODEL.WEIGHTS is empty" + (f" and {run_dir} has no checkpoint to resume" if resume else "")
                 + ": the model would keep its random initialisation. Set MODEL.WEIGHTS to a trained checkpoint "
                 "(e.g. output/ttfnet_r18_demo/model_final.pth), or pass --allow-random-weights to use a random "
                 "model on purpose.")

@@ -33,6 +33,7 @@ from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
 import centerx
+from centerx.config import merge_config_file
 from centerx.data.datasets import ensure_datasets
 from centerx.data.image_io import read_image
 from centerx.data.statistics import CELL_BINS, box_statistics
@@ -100,7 +101,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")
     cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(args.config_file)
+    try:
+        merge_config_file(cfg, args.config_file)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--config-file {args.config_file}: {e}") from None
     cfg.merge_from_list(args.opts)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""

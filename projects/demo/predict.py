@@ -49,8 +49,10 @@ from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 import centerx
-from centerx.checkpoint import UnsafeWeightsError, WeightsMismatchError
+from centerx.checkpoint import WEIGHTS_ERRORS
+from centerx.config import merge_config_file
 from centerx.data.datasets import ensure_datasets
+from centerx.data.validation import model_num_classes
 from centerx.deploy.runtimes import build_runtime, runtime_names
 from centerx.engine import Predictor
 from centerx.engine.visualization import draw_detections
@@ -91,7 +93,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.ArgumentP
                         help="keep only detections scoring above this (default: 0.3)")
     parser.add_argument("--heatmap", action="store_true",
                         help="pytorch: blend the highest class score of each cell into the drawn images")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop a video or camera after this many frames")
+    parser.add_argument("--max-frames", type=int, default=0,
+                        help="stop a video or camera after this many frames (0: at its end)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="config overrides: KEY VALUE pairs, MODEL.WEIGHTS included")
     args = parser.parse_args(argv)
@@ -106,7 +109,10 @@ def setup_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace):
     if not os.path.isfile(args.config_file):
         parser.error(f"--config-file {args.config_file}: no such file")
     cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(args.config_file)
+    try:
+        merge_config_file(cfg, args.config_file)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(f"--config-file {args.config_file}: {e}")
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     weights = cfg.MODEL.WEIGHTS
@@ -119,22 +125,49 @@ def setup_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return cfg
 
 
-def dataset_metadata(cfg):
-    """(thing_classes or None, contiguous index -> dataset category id or None) of DATASETS.TEST[0].
+def check_output_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs that cannot be written: --output naming a
+    file, --save-json naming a folder or a file in a missing or read-only folder."""
+    if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.error(f"--output {args.output} is a file; --output takes a folder for the drawn images / video")
+    if args.output and os.path.isdir(args.output) and not os.access(args.output, os.W_OK):
+        parser.error(f"--output {args.output}: the folder is not writable")
+    if args.save_json:
+        if os.path.isdir(args.save_json):
+            parser.error(f"--save-json {args.save_json} is a folder; give a file name, e.g. {args.save_json}/dets.json")
+        folder = os.path.dirname(os.path.abspath(args.save_json))
+        if not os.path.isdir(folder):
+            parser.error(f"--save-json {args.save_json}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK) or (os.path.exists(args.save_json) and not os.access(args.save_json,
+                                                                                             os.W_OK)):
+            parser.error(f"--save-json {args.save_json}: not writable")
 
-    Built-in datasets carry them from registration; a user dataset gets them when
-    it is loaded, which is done here only if needed."""
+
+def dataset_metadata(cfg):
+    """(class names or None, contiguous index -> dataset category id or None).
+
+    Names come from the model's config (MODEL.CENTERX.CLASS_NAMES, which training
+    saves with the run) when it has them, else from DATASETS.TEST[0]'s metadata;
+    that dataset is loaded only when neither has them, and a dataset that cannot
+    be loaded (its json gone) costs the names, not the run."""
+    names = list(cfg.MODEL.CENTERX.CLASS_NAMES) or None
     if not len(cfg.DATASETS.TEST):
-        return None, None
+        return names, None
     name = cfg.DATASETS.TEST[0]
     meta = MetadataCatalog.get(name)
-    if meta.get("thing_classes") is None and name in DatasetCatalog:
-        ensure_datasets([name])
-        DatasetCatalog.get(name)
-    names = meta.get("thing_classes")
+    if names is None and meta.get("thing_classes") is None and name in DatasetCatalog:
+        try:
+            ensure_datasets([name])
+            DatasetCatalog.get(name)
+        except (OSError, ValueError) as e:
+            logger.warning(f"Dataset '{name}' cannot be read for its class names ({e}).")
+    names = names or meta.get("thing_classes")
     if names is None:
-        logger.warning(f"Dataset '{name}' has no thing_classes; classes are shown by index.")
+        logger.warning("No class names (MODEL.CENTERX.CLASS_NAMES is empty and DATASETS.TEST[0] has none); classes "
+                       "are shown by index.")
     mapping = meta.get("thing_dataset_id_to_contiguous_id")
+    if mapping and names is not None and len(mapping) != len(names):
+        mapping = None
     return names, ({v: k for k, v in mapping.items()} if mapping else None)
 
 
@@ -230,8 +263,10 @@ def batches(items: Sequence, size: int) -> Iterator[List]:
 class Job:
     """Runs the detector over the inputs and writes what was asked."""
 
-    def __init__(self, detector: Detector, names, ids, output: Optional[str], heatmap: bool):
+    def __init__(self, detector: Detector, names, ids, output: Optional[str], heatmap: bool,
+                 num_classes: Optional[Tuple[str, int]] = None):
         self.detector, self.names, self.ids = detector, names, ids
+        self.num_classes = num_classes
         self.output, self.heatmap = output, heatmap
         self.results: List[Dict] = []
         self.summary = Summary()
@@ -242,11 +277,24 @@ class Job:
         heats = self.detector.heatmaps(frames, labels) if self.heatmap else [None] * len(frames)
         drawn = []
         for frame, label, image_id, det, heat in zip(frames, labels, image_ids, dets, heats):
+            self.check_classes(det)
             self.results += coco_results(det, image_id, label, self.ids)
             self.summary.detections += len(det["scores"])
             if self.output:
                 drawn.append(draw(frame, det, self.names, heat))
         return drawn
+
+    def check_classes(self, det: Dict[str, np.ndarray]) -> None:
+        """Stop at the first class index the config's model cannot have: the model
+        file was exported from a config with more classes."""
+        if self.num_classes is None or not len(det["classes"]):
+            return
+        key, num = self.num_classes
+        highest = int(det["classes"].max())
+        if highest >= num:
+            raise SystemExit(f"The model outputs class index {highest}, but the config's model has {num} classes "
+                             f"({key} {num}): the model file was exported from another config. Give that config "
+                             "with --config-file.")
 
     def images(self, paths: Sequence[str], batch: int) -> None:
         with tqdm(total=len(paths), desc="images", unit="img", disable=len(paths) < 2) as bar:
@@ -354,6 +402,9 @@ def run(argv: Optional[Sequence[str]] = None) -> Summary:
         parser.error("--heatmap needs --runtime pytorch (exported graphs output the peak-masked scores only)")
     if args.runtime != "pytorch" and not args.model:
         parser.error(f"--runtime {args.runtime} runs an exported file: pass it with --model")
+    if args.max_frames < 0:
+        parser.error(f"--max-frames must be 0 (the whole video) or a positive number of frames, got {args.max_frames}")
+    check_output_paths(parser, args)
     cfg = setup_cfg(parser, args)
     images, video = list_inputs(parser, args.input)
     if args.output:
@@ -366,10 +417,14 @@ def run(argv: Optional[Sequence[str]] = None) -> Summary:
     start = time.perf_counter()
     try:
         detector = Detector(cfg, args.runtime, args.model, args.confidence_threshold, args.heatmap)
-    except (WeightsMismatchError, UnsafeWeightsError) as e:
+    except WEIGHTS_ERRORS as e:
+        if args.runtime != "pytorch":
+            parser.error(str(e))
         parser.error(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: {e}")
+    except ValueError as e:  # a model file of another runtime or another config
+        parser.error(str(e))
     names, ids = dataset_metadata(cfg)
-    job = Job(detector, names, ids, args.output, args.heatmap)
+    job = Job(detector, names, ids, args.output, args.heatmap, model_num_classes(cfg))
     if video is not None:
         job.video(video, args.batch, args.max_frames)
     else:

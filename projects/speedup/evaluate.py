@@ -19,6 +19,7 @@ from typing import Dict
 from detectron2.utils.logger import setup_logger
 
 import centerx
+from centerx.config import merge_config_file
 from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
 from centerx.deploy.runtimes import add_runtime_arguments, build_runtime
 
@@ -43,7 +44,10 @@ def main(argv=None) -> Dict[str, float]:
     setup_logger(name="centerx")
     setup_logger(name="detectron2")
     cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(args.config_file)
+    try:
+        merge_config_file(cfg, args.config_file)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--config-file {args.config_file}: {e}") from None
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     centerx.register_config_datasets(cfg)

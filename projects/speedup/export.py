@@ -32,7 +32,8 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 import centerx
-from centerx.checkpoint import MissingWeightsError, UnsafeWeightsError, WeightsMismatchError
+from centerx.checkpoint import WEIGHTS_ERRORS
+from centerx.config import merge_config_file
 from centerx.deploy import ExportError
 from centerx.deploy.exporters import EXPORTER_REGISTRY, exporter_formats, get_exporter
 from centerx.deploy.onnx_export import DEFAULT_OPSET
@@ -73,7 +74,10 @@ def parse_args(argv=None):
 
 def setup(args):
     cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(args.config_file)
+    try:
+        merge_config_file(cfg, args.config_file)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--config-file {args.config_file}: {e}") from None
     cfg.merge_from_list(args.opts)
     cfg.MODEL.DEVICE = "cpu"  # tracing on CPU; the exported graph runs on any device
     cfg.freeze()
@@ -109,7 +113,7 @@ def main(argv=None) -> int:
         except (ValueError, FileNotFoundError) as e:
             raise SystemExit(str(e)) from e
         path = exporter.export()
-    except (ExportError, TensorRTUnavailable, MissingWeightsError, WeightsMismatchError, UnsafeWeightsError) as e:
+    except (ExportError, TensorRTUnavailable, *WEIGHTS_ERRORS) as e:
         logger.error(str(e))
         return 2
     except DisagreementError as e:

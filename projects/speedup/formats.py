@@ -46,7 +46,8 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 import centerx
-from centerx.checkpoint import MissingWeightsError, UnsafeWeightsError, WeightsMismatchError
+from centerx.checkpoint import WEIGHTS_ERRORS
+from centerx.config import merge_config_file
 from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
 from centerx.deploy.exporters import export, exporter_formats, get_exporter
 from centerx.deploy.runtimes import TorchRuntime, build_runtime
@@ -74,6 +75,11 @@ def parse_args(argv=None):
     late = [token for token in args.opts if token.startswith("--")]
     if late:
         p.error(f"{late[0]} came after the KEY VALUE overrides; put every --flag before them")
+    for flag, value, least in (("--batch", args.batch, 1), ("--reps", args.reps, 1), ("--images", args.images, 1),
+                               ("--threads", args.threads, 1), ("--warmup", args.warmup, 0),
+                               ("--ap-images", args.ap_images, -1)):
+        if value < least:
+            p.error(f"{flag} must be at least {least}, got {value}")
     return args
 
 
@@ -135,16 +141,21 @@ def main(argv=None) -> int:
     setup_logger(name="centerx")
     torch.set_num_threads(args.threads)
     cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(args.config_file)
+    try:
+        merge_config_file(cfg, args.config_file)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--config-file {args.config_file}: {e}") from None
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    if not cfg.MODEL.WEIGHTS:
+        raise SystemExit("MODEL.WEIGHTS is empty: the benchmark measures a trained model; give its checkpoint, e.g. "
+                         "MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth")
     centerx.register_config_datasets(cfg)
     dataset = resolve_dataset(cfg, args.dataset)
-    records = DatasetCatalog.get(dataset)
-    images = [cv2.imread(r["file_name"], cv2.IMREAD_COLOR) for r in records[:args.images]]
+    images = timing_images(DatasetCatalog.get(dataset), args.images, dataset)
     out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "benchmark")
     formats = args.formats or available_formats(cfg)
-    rows, scopes = [], []
+    rows, scopes, failed = [], [], []
     for fmt in formats:
         try:
             if fmt == "pytorch":
@@ -157,11 +168,12 @@ def main(argv=None) -> int:
             ap: Optional[float] = None
             if args.ap_images != 0:
                 ap = evaluate_runtime(runtime, dataset, None if args.ap_images < 0 else args.ap_images)["AP"]
-        except (MissingWeightsError, WeightsMismatchError, UnsafeWeightsError, FileNotFoundError) as e:
+        except WEIGHTS_ERRORS as e:
             raise SystemExit(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {e}") from e
         except Exception as e:  # a format that fails here is a row saying why, the others still run
             logger.warning(f"{fmt}: not measured ({type(e).__name__}: {e})")
             rows.append([fmt, "-", "-", "-", "-", "-", f"failed: {type(e).__name__}"])
+            failed.append(fmt)
             continue
         total = np.asarray(times["total"]) * 1000
         rows.append([fmt, f"{size:.1f}", f"{np.median(total):.1f}", f"{np.percentile(total, 90):.1f}",
@@ -177,9 +189,35 @@ def main(argv=None) -> int:
     text = header + "\n\n" + table + "\n\nTiming scope, median per batch:\n" + "\n".join(f"- {s}" for s in scopes)
     print("\n" + text)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "table.md"), "w") as f:
+    table_file = os.path.join(out_dir, "table.md")
+    with open(table_file, "w") as f:
         f.write(text + "\n")
+    if failed:
+        logger.error(f"{len(failed)} of {len(formats)} formats failed ({', '.join(failed)}); the reasons are logged "
+                     f"above and the table is in {table_file}.")
+        return 1
     return 0
+
+
+def timing_images(records: List[Dict], count: int, dataset: str) -> List[np.ndarray]:
+    """The first ``count`` readable images of ``records`` (BGR); unreadable ones are
+    skipped and counted in the log; none readable stops the benchmark."""
+    images, skipped = [], []
+    for record in records:
+        if len(images) == count:
+            break
+        image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
+        if image is None:
+            skipped.append(record["file_name"])
+        else:
+            images.append(image)
+    if skipped:
+        logger.warning(f"Dataset '{dataset}': {len(skipped)} unreadable images skipped for timing "
+                       f"({', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}).")
+    if not images:
+        raise SystemExit(f"Dataset '{dataset}' has no readable image to time the formats on"
+                         + (f" (e.g. {skipped[0]} cannot be read)." if skipped else "."))
+    return images
 
 
 def _runtime(name: str, cfg, path: str, threads: int):
