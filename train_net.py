@@ -20,6 +20,7 @@ import glob
 import os
 
 from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -104,9 +105,27 @@ def main(args):
             raise SystemExit(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {e}") from None
         return Trainer.test(cfg, model)
     validate_datasets(cfg)
+    save_class_names(cfg)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+def save_class_names(cfg) -> None:
+    """Write the run's ``config.yaml`` again with MODEL.CENTERX.CLASS_NAMES set to
+    the training set's class names (when the config leaves it empty), so that the
+    run's config alone names the classes for predict, export and eval later, even
+    where the dataset is gone."""
+    names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes") if len(cfg.DATASETS.TRAIN) else None
+    if not names or len(cfg.MODEL.CENTERX.CLASS_NAMES) or not comm.is_main_process():
+        return
+    saved = cfg.clone()
+    saved.defrost()
+    saved.MODEL.CENTERX.CLASS_NAMES = tuple(names)
+    path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    with open(path + ".tmp", "w") as f:
+        f.write(saved.dump())
+    os.replace(path + ".tmp", path)
 
 
 def prepare(args):

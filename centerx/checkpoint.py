@@ -193,7 +193,7 @@ def load_pickle(path: str) -> Any:
         return _RestrictedUnpickler(io.BytesIO(data), path).load()
     except UnsafeWeightsError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except Exception as e:  # whatever a damaged pickle makes the unpickler raise (EOF, struct, index errors)
         raise NotWeightsFileError(f"'{path}' is not a readable pickle of weights: damaged or truncated "
                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
 
@@ -221,7 +221,7 @@ def load_torch(path: str) -> Any:
             "weights file holds a state dict; if you trust this file and know where it came from, load it in "
             "your own Python and save its state dict with torch.save."
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # a damaged file: zip, EOF, struct and runtime errors from torch's reader
         raise NotWeightsFileError(f"'{path}' is not a readable PyTorch file: damaged, truncated or of another "
                                   f"kind ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
 

@@ -192,7 +192,7 @@ def download(url: str, cache_dir: Optional[str] = None, validate: Optional[Calla
                                                 disable=(expected or 0) < PROGRESS_MIN_BYTES) as bar:
                 while True:
                     try:
-                        block = response.read(_CHUNK)
+                        block = response.read1(_CHUNK)  # what has arrived, so a stall keeps the bytes before it
                     except (OSError, ValueError) as e:  # timeouts, resets, http.client.IncompleteRead
                         raise DownloadError(f"'{url}' broke off after {received} bytes"
                                             + (f" of {expected}" if expected else "") + f" ({_reason(e)}).") from None

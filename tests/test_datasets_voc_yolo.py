@@ -159,3 +159,125 @@ def test_bad_entries_and_name_clashes_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="ImageSets/Main/val.txt' does not exist"):
         register(["DATASETS.PASCAL_VOC", [("t_voc_val", voc, "val")]])
         DatasetCatalog.get("t_voc_val")
+
+
+# --------------------------------------------------------------------------- #
+# every format through the same checks as COCO json
+# --------------------------------------------------------------------------- #
+def _cfg_for(train, test, num_classes=3):
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                                     "shapes", "centernet_r18_demo.yaml"))
+    cfg.merge_from_list(["DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{test}',)" if test else "()",
+                         "MODEL.CENTERNET.NUM_CLASSES", str(num_classes), "DATASETS.CHECK_IMAGES", "0"])
+    return cfg
+
+
+def _voc_box(tmp_path, file_id, xmin, ymin, xmax, ymax):
+    """Replace the first object's bndbox of ``file_id``.xml with the given VOC values."""
+    path = tmp_path / "voc" / "Annotations" / f"{file_id}.xml"
+    text = path.read_text()
+    start, end = text.index("<bndbox>"), text.index("</bndbox>") + len("</bndbox>")
+    path.write_text(text[:start] + f"<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax>"
+                    f"<ymax>{ymax}</ymax></bndbox>" + text[end:])
+
+
+def test_voc_and_yolo_boxes_are_counted_and_skipped_as_coco_boxes_are(tmp_path):
+    """VOC xmin > xmax and xmax inf, YOLO w < 0 and w nan: the validation counts
+    them under the same reasons as a COCO box of negative width / NaN, and the
+    training mapper drops exactly those (it used to train the swapped box and the
+    infinite one clipped to the image edge)."""
+    from centerx.data.mapper import CenterNetDatasetMapper
+    from centerx.data.validation import validate_datasets
+
+    voc = write_voc(tmp_path)
+    _voc_box(tmp_path, "a", 31, 7, 5, 40)  # xmin > xmax: width 5 - 30 < 0
+    _voc_box(tmp_path, "b", 1, 1, "inf", 80)
+    name = f"t_voc_boxes_{tmp_path.name}"
+    register(["DATASETS.PASCAL_VOC", [(name, voc, "train", tuple(CLASSES))]])
+    (report,) = validate_datasets(_cfg_for(name, None), names=[name])
+    assert report.invalid_boxes == {"non-positive size": 1, "not finite": 1}
+
+    images, labels, names = write_yolo(tmp_path)
+    with open(os.path.join(labels, "a.txt"), "a") as f:
+        f.write("0 0.5 0.5 -0.2 0.2\n1 nan 0.5 0.2 0.2\n")
+    yolo = f"t_yolo_boxes_{tmp_path.name}"
+    register(["DATASETS.YOLO", [(yolo, images, labels, names)]])
+    (report,) = validate_datasets(_cfg_for(yolo, None), names=[yolo])
+    assert report.invalid_boxes == {"non-positive size": 1, "not finite": 1}
+
+    cfg = _cfg_for(name, None)
+    cfg.merge_from_list(["INPUT.TRAIN_SIZE", "64", "INPUT.SCALE_RANGE", "(1.0, 1.0)", "INPUT.HFLIP_PROB", "0.0"])
+    mapper = CenterNetDatasetMapper(cfg)
+    by_id = {d["image_id"]: d for d in DatasetCatalog.get(name)}
+    assert len(mapper(dict(by_id["a"]))["instances"]) == 1  # the swapped box skipped, the fox kept
+    assert len(mapper(dict(by_id["b"]))["instances"]) == 0  # the infinite box skipped, not clipped
+    assert mapper.num_invalid_boxes == {"non-positive size": 1, "not finite": 1}
+
+
+def test_train_and_test_classes_are_compared_by_name(tmp_path):
+    """VOC train (cat, dog, fox) vs val (cat, dog, wolf), class names read from each
+    set's own annotations: same count, another class 2."""
+    from centerx.data.validation import validate_datasets
+
+    voc = write_voc(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = write_voc(tmp_path / "other")
+    xml = tmp_path / "other" / "voc" / "Annotations" / "a.xml"
+    xml.write_text(xml.read_text().replace("<name>fox</name>", "<name>wolf</name>"))
+    train, val = f"t_voc_tr_{tmp_path.name}", f"t_voc_va_{tmp_path.name}"
+    register(["DATASETS.PASCAL_VOC", [(train, voc, "train"), (val, other, "train")]])
+    with pytest.raises(DatasetError, match="class 2 is 'fox' in the first and 'wolf' in the second"):
+        validate_datasets(_cfg_for(train, val))
+    cfg = _cfg_for(train, train)
+    cfg.merge_from_list(["MODEL.CENTERX.CLASS_NAMES", "('cat', 'fox', 'dog')"])
+    with pytest.raises(DatasetError, match="MODEL.CENTERX.CLASS_NAMES and dataset .* class 1 is 'fox'"):
+        validate_datasets(cfg)
+
+
+def test_yolo_names_dict_is_ordered_by_its_integer_keys(tmp_path):
+    """Ultralytics' data.yaml with quoted keys: '10' comes after '2', not after '1'."""
+    from centerx.data.datasets.voc_yolo import read_class_names
+
+    names = {str(i): f"c{i}" for i in range(12)}
+    text = "names:\n" + "".join(f"  '{k}': {v}\n" for k, v in sorted(names.items()))  # string order: 0 1 10 11 2
+    (tmp_path / "data.yaml").write_text(text)
+    assert read_class_names(str(tmp_path / "data.yaml"), "w") == [f"c{i}" for i in range(12)]
+    (tmp_path / "gap.yaml").write_text("names:\n  0: a\n  2: b\n")
+    with pytest.raises(DatasetError, match=r"must be 0..1, each once; got \[0, 2\]"):
+        read_class_names(str(tmp_path / "gap.yaml"), "w")
+
+
+def test_text_files_are_utf8_with_a_bom_accepted_and_other_bytes_named(tmp_path):
+    from centerx.text_files import TextFileError
+
+    images, labels, names = write_yolo(tmp_path)
+    with open(os.path.join(labels, "a.txt"), "rb") as f:
+        body = f.read()
+    with open(os.path.join(labels, "a.txt"), "wb") as f:
+        f.write(b"\xef\xbb\xbf" + body)  # a BOM: read as the same labels
+    with open(names, "wb") as f:
+        f.write(b"\xef\xbb\xbfcat\ndog\nfox\n")
+    bom = f"t_yolo_bom_{tmp_path.name}"
+    register(["DATASETS.YOLO", [(bom, images, labels, names)]])
+    assert canonical(bom) == (sorted((f, w, h, sorted(objs)) for f, w, h, objs in IMAGES), CLASSES)
+    with open(os.path.join(labels, "b.txt"), "wb") as f:
+        f.write(b"1 0.5 0.5 1.0 1.0\n0 0.5 0.5 0.1 0.1 \xe9\n")
+    latin = f"t_yolo_latin_{tmp_path.name}"
+    register(["DATASETS.YOLO", [(latin, images, labels, names)]])
+    with pytest.raises(TextFileError, match=r"YOLO label file '.*b.txt' is not UTF-8 text: byte 0xe9 at line 2"):
+        DatasetCatalog.get(latin)
+
+
+def test_a_test_set_without_labels_is_refused_before_training(tmp_path):
+    """YOLO images whose label files match none of them: refused by the validation
+    that runs before the first iteration, not found out when the evaluation ends."""
+    from centerx.data.validation import validate_datasets
+
+    images, labels, names = write_yolo(tmp_path)
+    for f in os.listdir(labels):
+        os.rename(os.path.join(labels, f), os.path.join(labels, "x" + f))  # names that match no image
+    name = f"t_yolo_unlabelled_{tmp_path.name}"
+    register(["DATASETS.YOLO", [(name, images, labels, names)]])
+    with pytest.raises(DatasetError, match="is a test set .* with 3 images and no annotation"):
+        validate_datasets(_cfg_for(name, name))

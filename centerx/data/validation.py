@@ -23,6 +23,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from tqdm import tqdm
 
+from ..text_files import read_text
 from .image_io import read_image
 
 logger = logging.getLogger(__name__)
@@ -53,11 +54,14 @@ def check_coco_json(json_file: str, name: str) -> None:
     where = f"Dataset '{name}', {json_file}"
     if os.path.getsize(json_file) == 0:
         raise DatasetError(f"{where}: the file is empty (expected a COCO instances json).")
-    with open(json_file) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{where}: not valid json ({e.msg} at line {e.lineno}, column {e.colno}).") from e
+    with open(json_file, "rb") as f:
+        if f.read(3) == b"\xef\xbb\xbf":
+            raise DatasetError(f"{where}: the file starts with a UTF-8 byte-order mark, which pycocotools cannot read; "
+                               "save it as UTF-8 without BOM.")
+    try:
+        data = json.loads(read_text(json_file, f"Dataset '{name}': COCO json"))
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{where}: not valid json ({e.msg} at line {e.lineno}, column {e.colno}).") from e
     if not isinstance(data, dict):
         raise DatasetError(f"{where}: expected a COCO json object with 'images', 'annotations' and 'categories', "
                            f"got a {type(data).__name__}.")

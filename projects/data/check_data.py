@@ -13,7 +13,9 @@ prints and writes to ``--output`` (default OUTPUT_DIR/check_data/<dataset>):
   specially (centerx/data/statistics.py: degenerate, outside the image, tiny,
   CenterNet radius 0 and over MAX_OBJECTS, TTFNet single-cell), with examples;
 - ``histograms.png``: box sizes in cells and objects per image;
-- ``images/``: ``--images`` images, evenly spread, with their ground truth drawn.
+- ``images/``: ``--images`` images, evenly spread, with their ground truth drawn;
+- the number of image files that do not exist (printed with examples, and in
+  ``stats.json`` as ``missing_image_files``).
 
 So "my AP is low" can be answered by looking: boxes of one or two cells, a class
 with ten objects, images with hundreds of objects, boxes off the image.
@@ -124,6 +126,8 @@ def main(argv=None) -> int:
         summary = dict(stats.summary(), examples=stats.examples, size_histogram=dict(
             zip([str(e) for e in CELL_BINS], stats.size_histogram())), stride=stride,
             train_size=cfg.INPUT.TRAIN_SIZE)
+        missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
+        summary["missing_image_files"] = len(missing)
         with open(os.path.join(folder, "stats.json"), "w") as f:
             json.dump(summary, f, indent=1)
         plot_histograms(stats, os.path.join(folder, "histograms.png"))
@@ -135,6 +139,9 @@ def main(argv=None) -> int:
         for flag, examples in stats.examples.items():
             for example in examples:
                 print(f"    {flag}: {example}")
+        if missing:
+            print(f"  missing image files: {len(missing)} of {len(dicts)} (e.g. {', '.join(missing[:3])}); training "
+                  "and evaluation skip them, and count them")
         print(f"  written: {folder}/stats.json, histograms.png, {drawn} images in images/")
     return 0
 
