@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # centerX entry point. Every subcommand first makes sure the environment exists.
 #
-#   ./run.sh train [train_net.py args]   train (default: the shapes demo config) + COCO evaluation
-#   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only)
+#   ./run.sh train [train_net.py args]   train (default: the shapes demo config) + COCO evaluation;
+#                                        into a folder holding a run: --resume (continue) or --overwrite
+#   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only; writes OUTPUT_DIR/eval)
 #   ./run.sh test  [pytest args]         the whole test suite
 #   ./run.sh lint  [ruff args]           ruff check with ruff.toml (line length, import order, pyflakes)
 #   ./run.sh export --format FORMAT [export.py args]   deployment export (projects/speedup; formats below)
@@ -139,7 +140,7 @@ case "$cmd" in
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/demo/predict.py "$@" ;;
   help|-h|--help)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     if [ -x "$PY" ]; then  # the registered export formats and runtimes, once the environment exists
       "$PY" -c "from centerx.deploy.exporters import exporter_formats
 from centerx.deploy.runtimes import runtime_names

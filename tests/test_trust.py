@@ -243,6 +243,8 @@ def test_config_base_cycle_is_named(tmp_path):
     (["--output", "{out}", "--max-frames", "-1"], "--max-frames must be 0"),
     (["--output", "{out}", "--runtime", "openvino", "--model", "{onnx}"], "runs a .xml .* run it with --runtime "
                                                                          "onnxruntime"),
+    (["--output", "{out}", "--runtime", "onnxruntime", "--model", "{onnx}"], "the onnxruntime runtime cannot load "
+                                                                            "it"),
 ])
 def test_predict_refuses_bad_arguments_before_any_work(tiny_shapes, tmp_path, capsys, extra, match):
     name, _ = tiny_shapes

@@ -423,6 +423,11 @@ def run(argv: Optional[Sequence[str]] = None) -> Summary:
         parser.error(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: {e}")
     except ValueError as e:  # a model file of another runtime or another config
         parser.error(str(e))
+    except Exception as e:  # the runtime's own loader refusing the file (not a model of its kind, damaged)
+        if args.runtime == "pytorch":
+            raise
+        parser.error(f"--model {args.model}: the {args.runtime} runtime cannot load it ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''})")
     names, ids = dataset_metadata(cfg)
     job = Job(detector, names, ids, args.output, args.heatmap, model_num_classes(cfg))
     if video is not None:
