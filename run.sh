@@ -79,9 +79,9 @@ setup_env() {
     pip_quiet install -q --no-deps --only-binary=:all: --python-version 3.10 --implementation cp \
       --upgrade --target "$site" "$DETECTRON2_FALLBACK"
   fi
-  log "installing centerX (editable) with its dependencies and the dev/export extras"
+  log "installing centerX (editable) with its dependencies and the dev/export/data extras"
   pip_quiet install -q "setuptools<81" wheel
-  pip_quiet install -q --no-build-isolation -e "$ROOT[dev,export]"
+  pip_quiet install -q --no-build-isolation -e "$ROOT[dev,export,data]"
   "$PY" -c 'import detectron2, torch, centerx' >/dev/null
   echo "$want" > "$STAMP"
   log "environment ready in $((SECONDS - t0)) s ($PY)"

@@ -307,11 +307,8 @@ def build_runtime(name: str, cfg, model_path: str = "") -> Runtime:
 
 
 def check_model_file(name: str, model_path: str, runtimes: Dict[str, type]) -> None:
-    """Refuse, before anything is loaded, a model file that does not exist or whose
-    ending is not the one the runtime ``name`` reads (naming the runtime that
-    reads it)."""
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"--model {model_path}: no such file.")
+    """Refuse, before anything is loaded, a model file whose ending is not the one
+    the runtime ``name`` reads (naming the runtime that reads it)."""
     wanted = runtimes[name].model_file.split()[0]
     if not wanted.startswith(".") or model_path.lower().endswith(wanted):
         return

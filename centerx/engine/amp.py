@@ -2,6 +2,7 @@
 bfloat16 autocast on CPUs that compute in bfloat16 natively."""
 import logging
 import time
+from typing import List, Sequence
 
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
@@ -44,6 +45,48 @@ class CPUAutocastTrainer(SimpleTrainer):
         self.optimizer.step()
 
 
+def _floats(value, dtype=torch.float32):
+    if torch.is_tensor(value) and value.is_floating_point():
+        return value.to(dtype)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_floats(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _floats(v, dtype) for k, v in value.items()}
+    return value
+
+
+def _autocast_off(module, args, kwargs):
+    device = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+    context = torch.autocast(device_type=device, enabled=False)
+    context.__enter__()
+    module._centerx_autocast_off.append(context)
+    return _floats(args), _floats(kwargs)
+
+
+def _autocast_back(module, args, kwargs, output):
+    module._centerx_autocast_off.pop().__exit__(None, None, None)
+
+
+def keep_in_float32(model: torch.nn.Module, names: Sequence[str]) -> List[str]:
+    """Run the submodules ``names`` of ``model`` (as ``named_modules`` names them,
+    e.g. "heads", "heads.heatmap", "upsampler") in float32 under autocast: their
+    floating-point inputs are cast to float32 and autocast is off inside them
+    (forward hooks; the parameters and the state dict are unchanged). Returns the
+    names. Unknown names are refused, listing the model's top-level parts."""
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules or not n]
+    if unknown:
+        parts = [n for n, _ in model.named_children()]
+        raise ValueError(f"SOLVER.AMP.FP32_MODULES: {unknown} are not submodules of {type(model).__name__}; its parts "
+                         f"are {parts} (deeper names like 'heads.heatmap' work too).")
+    for name in names:
+        module = modules[name]
+        module._centerx_autocast_off = []
+        module.register_forward_pre_hook(_autocast_off, with_kwargs=True)
+        module.register_forward_hook(_autocast_back, with_kwargs=True, always_call=True)
+    return list(names)
+
+
 def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
     """The training-step runner ``SOLVER.AMP.ENABLED`` and ``MODEL.DEVICE`` call for.
 
@@ -54,6 +97,10 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
     """
     if not cfg.SOLVER.AMP.ENABLED:
         return SimpleTrainer(model, data_loader, optimizer)
+    if len(cfg.SOLVER.AMP.FP32_MODULES):
+        unwrapped = model.module if hasattr(model, "module") else model
+        logger.info(f"Mixed precision: {', '.join(keep_in_float32(unwrapped, cfg.SOLVER.AMP.FP32_MODULES))} kept in "
+                    "float32 (SOLVER.AMP.FP32_MODULES).")
     if torch.device(cfg.MODEL.DEVICE).type == "cuda":
         return AMPTrainer(model, data_loader, optimizer)
     if cpu_has_native_bf16():

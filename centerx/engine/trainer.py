@@ -298,6 +298,12 @@ def add_solver_config(cfg):
     # Optimizer: "SGD" (detectron2's), "ADAM" or "ADAMW" (the CenterNet papers
     # train with Adam). Adam uses SOLVER.BASE_LR and SOLVER.WEIGHT_DECAY.
     _C.SOLVER.OPTIMIZER = "SGD"
+    # Under mixed precision (SOLVER.AMP.ENABLED: float16 on CUDA, bfloat16 on a
+    # CPU that has it), the parts of the model that run in float32 anyway: their
+    # names as the model's named_modules() gives them, e.g. ("heads",) or
+    # ("upsampler", "heads.heatmap"). Inputs are cast to float32 and autocast is
+    # off inside them; the losses are float32 whatever this says.
+    _C.SOLVER.AMP.FP32_MODULES = ()
     return cfg
 
 

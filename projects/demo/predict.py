@@ -402,6 +402,8 @@ def run(argv: Optional[Sequence[str]] = None) -> Summary:
         parser.error("--heatmap needs --runtime pytorch (exported graphs output the peak-masked scores only)")
     if args.runtime != "pytorch" and not args.model:
         parser.error(f"--runtime {args.runtime} runs an exported file: pass it with --model")
+    if args.model and not os.path.isfile(args.model):
+        parser.error(f"--model {args.model}: no such file")
     if args.max_frames < 0:
         parser.error(f"--max-frames must be 0 (the whole video) or a positive number of frames, got {args.max_frames}")
     check_output_paths(parser, args)

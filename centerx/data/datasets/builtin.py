@@ -19,6 +19,7 @@ from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from PIL import Image
 
 from ..validation import check_coco_json
+from .photos import PHOTOS_CLASSES, ensure_photos
 from .shapes import SHAPES_CLASSES, atomic_write_bytes, datasets_root, ensure_shapes
 
 __all__ = [
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 _SHAPES = {
     "shapes_train": ("shapes/train", "shapes/annotations/train.json"),
     "shapes_val": ("shapes/val", "shapes/annotations/val.json"),
+}
+_PHOTOS = {
+    "photos_train": ("photos/train", "photos/annotations/train.json"),
+    "photos_val": ("photos/val", "photos/annotations/val.json"),
 }
 _COCO = {
     "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
@@ -141,11 +146,11 @@ def ensure_datasets(names: Iterable[str]) -> None:
 
 def register_all_builtin(root: Optional[str] = None) -> None:
     """
-    Register shapes_{train,val}, coco_2017_{train,val} (unless detectron2 already
+    Register shapes_{train,val}, photos_{train,val}, coco_2017_{train,val} (unless detectron2 already
     has), crowdhuman_{train,val} and widerface_{train,val}, with paths under
     ``root`` (default: ``$DETECTRON2_DATASETS``, else ``datasets``). Idempotent: a
     name that is already registered is left as it is. Touches no file; the shapes
-    loader generates the dataset on first use, and the CrowdHuman / WIDER FACE
+    and photos loaders generate their dataset on first use, and the CrowdHuman / WIDER FACE
     loaders convert their annotations to a COCO json cached next to them (redone
     when the source is newer).
 
@@ -160,6 +165,15 @@ def register_all_builtin(root: Optional[str] = None) -> None:
         image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
         prepare = functools.partial(ensure_shapes, root)
         _register(name, prepare, dict(json_file=json_file, image_root=image_root, **shapes_meta))
+
+    photos_meta = {
+        "thing_classes": list(PHOTOS_CLASSES),
+        "thing_dataset_id_to_contiguous_id": {i + 1: i for i in range(len(PHOTOS_CLASSES))},
+    }
+    for name, (image_root, json_file) in _PHOTOS.items():
+        image_root, json_file = os.path.join(root, image_root), os.path.join(root, json_file)
+        _register(name, functools.partial(ensure_photos, root), dict(json_file=json_file, image_root=image_root,
+                                                                     **photos_meta))
 
     for name, (image_root, json_file) in _COCO.items():
         if name not in DatasetCatalog.list():
