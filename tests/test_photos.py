@@ -68,7 +68,7 @@ def test_a_box_is_the_tight_box_of_the_pixels_its_object_changed(monkeypatch):
     monkeypatch.setattr(photos, "_background", lambda rng, bgs, h, w: np.full((h, w, 3), 128.0, np.float32))
     checked = 0
     for seed in range(12):
-        image, objects = photos._render_image(_NoNoise(seed), sprites, flat, 256, 256)
+        image, objects = photos._render_image(_NoNoise(seed), 256, 256, sprites, flat)
         if not objects:
             continue
         change = np.abs(image.astype(int) - 128).max(axis=2)

@@ -295,6 +295,17 @@ def test_benchmark_without_weights_suggests_no_flag_it_lacks():
     assert "--allow-random-weights" not in str(info.value)
 
 
+def _with_a_missing_image(tiny_shapes, tmp_path, index: int, name: str) -> None:
+    """Register ``name``: the tiny shapes set with image ``index`` pointing at a file that does not exist."""
+    _, json_file = tiny_shapes
+    data = json.loads(open(json_file).read())
+    data["images"][index]["file_name"] = "missing.png"
+    broken = tmp_path / f"{name}.json"
+    broken.write_text(json.dumps(data))
+    image_root = os.path.join(os.path.dirname(os.path.dirname(json_file)), "tiny")
+    centerx.register_coco_json_datasets([(name, str(broken), image_root)])
+
+
 def _tiny_model_files(tmp_path, num_classes=4, heat_bias=None):
     """(config file, weights file) of a tiny random TTFNet; ``heat_bias`` (class,
     value) makes one class score high everywhere."""
@@ -313,13 +324,7 @@ def _tiny_model_files(tmp_path, num_classes=4, heat_bias=None):
 def test_benchmark_skips_a_missing_image_and_exits_1_when_a_row_fails(tiny_shapes, tmp_path, centerx_log):
     """A row that fails (tensorrt without an NVIDIA GPU) used to leave exit code 0;
     a missing image used to fail every row."""
-    name, json_file = tiny_shapes
-    data = json.loads(open(json_file).read())
-    data["images"][0]["file_name"] = "missing.png"
-    broken = tmp_path / "broken.json"
-    broken.write_text(json.dumps(data))
-    image_root = os.path.join(os.path.dirname(os.path.dirname(json_file)), "tiny")
-    centerx.register_coco_json_datasets([("t_bench_missing", str(broken), image_root)])
+    _with_a_missing_image(tiny_shapes, tmp_path, 0, "t_bench_missing")
     config, weights = _tiny_model_files(tmp_path)
     cli = load_script("speedup", "formats")
     code = cli.main(["--config-file", config, "--formats", "pytorch", "tensorrt", "--reps", "1", "--warmup", "0",
@@ -366,13 +371,7 @@ def test_coco_json_that_is_not_utf8_or_has_a_bom_is_named(tmp_path):
 
 
 def test_check_data_counts_missing_image_files(tiny_shapes, tmp_path, capsys):
-    name, json_file = tiny_shapes
-    data = json.loads(open(json_file).read())
-    data["images"][1]["file_name"] = "gone.png"
-    broken = tmp_path / "gone.json"
-    broken.write_text(json.dumps(data))
-    image_root = os.path.join(os.path.dirname(os.path.dirname(json_file)), "tiny")
-    centerx.register_coco_json_datasets([("t_check_missing", str(broken), image_root)])
+    _with_a_missing_image(tiny_shapes, tmp_path, 1, "t_check_missing")
     cli = load_script("data", "check_data")
     assert cli.main(["--config-file", DEMO, "--datasets", "t_check_missing", "--images", "0", "--output",
                      str(tmp_path / "c")]) == 0

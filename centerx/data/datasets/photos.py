@@ -21,9 +21,9 @@ its seed; the source files are read from the installed packages' folders
     root/annotations/<split>.json        COCO instances json (boxes only)
 """
 
+import functools
 import gzip
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from .shapes import atomic_write_bytes, datasets_root
+from .shapes import datasets_root, is_generated_split_up_to_date, write_generated_split
 
 __all__ = ["PHOTOS_CLASSES", "PHOTOS_SPLITS", "generate_photos", "ensure_photos"]
 
@@ -207,8 +207,8 @@ def _prepare(rng: np.random.Generator, sprite: _Sprite, extent: float, under: np
     return np.clip(image * gain + offset, 0, 255), np.ascontiguousarray(alpha)
 
 
-def _render_image(rng: np.random.Generator, sprites: Dict[str, List[_Sprite]], backgrounds: List[np.ndarray],
-                  height: int, width: int) -> Tuple[np.ndarray, List[Dict]]:
+def _render_image(rng: np.random.Generator, height: int, width: int, sprites: Dict[str, List[_Sprite]],
+                  backgrounds: List[np.ndarray]) -> Tuple[np.ndarray, List[Dict]]:
     """One image (BGR uint8) and its objects: [{"bbox": [x, y, w, h], "area", "category_id"}]."""
     image = _background(rng, backgrounds, height, width)
     owner = np.full((height, width), -1, np.int32)  # which object each pixel shows
@@ -279,41 +279,14 @@ def generate_photos(root: str, split: str, num_images: int, seed: int) -> str:
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     sprites, backgrounds = _load_sources()
-    image_dir = os.path.join(root, split)
-    json_file = os.path.join(root, "annotations", f"{split}.json")
-    os.makedirs(image_dir, exist_ok=True)
     start = time.perf_counter()
-    images, annotations = [], []
-    for index in range(num_images):
-        rng = np.random.default_rng([seed, index])
-        height, width = (int(v) for v in rng.integers(_MIN_IMAGE_SIDE, _MAX_IMAGE_SIDE + 1, size=2))
-        image, objects = _render_image(rng, sprites, backgrounds, height, width)
-        file_name = f"{index:06d}.jpg"
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError(f"Failed to encode {file_name}")
-        atomic_write_bytes(os.path.join(image_dir, file_name), encoded.tobytes())
-        images.append({"id": index + 1, "file_name": file_name, "height": height, "width": width})
-        for obj in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "iscrowd": 0, **obj})
-    coco = {"info": _expected_info(split, num_images, seed), "images": images, "annotations": annotations,
-            "categories": [{"id": i + 1, "name": n, "supercategory": "photo"} for i, n in enumerate(PHOTOS_CLASSES)]}
-    atomic_write_bytes(json_file, json.dumps(coco).encode("utf-8"))
-    logger.info("Generated photos '%s': %d images, %d objects in %.1f s -> %s", split, num_images, len(annotations),
+    categories = [{"id": i + 1, "name": n, "supercategory": "photo"} for i, n in enumerate(PHOTOS_CLASSES)]
+    json_file, objects = write_generated_split(
+        root, split, num_images, seed, functools.partial(_render_image, sprites=sprites, backgrounds=backgrounds),
+        _expected_info(split, num_images, seed), categories, _JPEG_QUALITY, (_MIN_IMAGE_SIDE, _MAX_IMAGE_SIDE))
+    logger.info("Generated photos '%s': %d images, %d objects in %.1f s -> %s", split, num_images, objects,
                 time.perf_counter() - start, json_file)
     return json_file
-
-
-def _is_up_to_date(json_file: str, image_dir: str, expected_info: Dict) -> bool:
-    try:
-        with open(json_file) as f:
-            coco = json.load(f)
-    except (OSError, ValueError):
-        return False
-    if coco.get("info") != expected_info or not coco.get("images"):
-        return False
-    names = [coco["images"][0]["file_name"], coco["images"][-1]["file_name"]]
-    return all(os.path.isfile(os.path.join(image_dir, n)) for n in names)
 
 
 def ensure_photos(root: Optional[str] = None) -> None:
@@ -324,7 +297,7 @@ def ensure_photos(root: Optional[str] = None) -> None:
     photos_root = os.path.join(datasets_root(root), "photos")
     for split, (num_images, seed) in PHOTOS_SPLITS.items():
         json_file = os.path.join(photos_root, "annotations", f"{split}.json")
-        if _is_up_to_date(json_file, os.path.join(photos_root, split), _expected_info(split, num_images, seed)):
+        if is_generated_split_up_to_date(json_file, os.path.join(photos_root, split), _expected_info(split, num_images, seed)):
             continue
         logger.info("photos '%s' is missing or stale under %s; generating %d images ...", split, photos_root,
                     num_images)

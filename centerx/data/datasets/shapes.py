@@ -21,7 +21,7 @@ import math
 import os
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -322,45 +322,57 @@ def generate_shapes(
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     if not 64 <= min_size <= max_size:
         raise ValueError(f"Need 64 <= min_size <= max_size, got {min_size}, {max_size}")
+    start = time.perf_counter()
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES_CLASSES)]
+    json_file, objects = write_generated_split(
+        root, split, num_images, seed, _render_image, _expected_info(split, num_images, seed, min_size, max_size),
+        categories, _JPEG_QUALITY, (min_size, max_size))
+    logger.info(
+        "Generated shapes '%s': %d images, %d objects in %.1f s -> %s",
+        split, num_images, objects, time.perf_counter() - start, json_file,
+    )
+    return json_file
+
+
+def write_generated_split(root: str, split: str, num_images: int, seed: int,
+                          render: Callable[[np.random.Generator, int, int], Tuple[np.ndarray, List[Dict]]],
+                          info: Dict, categories: List[Dict], jpeg_quality: int,
+                          side_range: Tuple[int, int]) -> Tuple[str, int]:
+    """Write one split of a generated dataset (shapes, photos): image ``i`` is drawn
+    by ``render(rng, height, width)`` -> (BGR uint8 image, objects with "bbox",
+    "area", "category_id") from ``rng = default_rng([seed, i])``, after its height
+    and width are drawn uniformly from ``side_range`` (pixels), so it depends only
+    on (seed, i). Images go to ``root/<split>/%06d.jpg``, each written atomically,
+    then the COCO json ``root/annotations/<split>.json`` (with ``info`` and
+    ``categories``), last and atomically.
+
+    Returns:
+        (json path, number of objects).
+    """
     image_dir = os.path.join(root, split)
     json_file = os.path.join(root, "annotations", f"{split}.json")
     os.makedirs(image_dir, exist_ok=True)
-    start = time.perf_counter()
-
     images, annotations = [], []
     for index in range(num_images):
         rng = np.random.default_rng([seed, index])
-        height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
-        image, objects = _render_image(rng, height, width)
+        height, width = (int(v) for v in rng.integers(side_range[0], side_range[1] + 1, size=2))
+        image, objects = render(rng, height, width)
         file_name = f"{index:06d}.jpg"
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         if not ok:
             raise RuntimeError(f"Failed to encode {file_name}")
         atomic_write_bytes(os.path.join(image_dir, file_name), encoded.tobytes())
         images.append({"id": index + 1, "file_name": file_name, "height": height, "width": width})
         for obj in objects:
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": index + 1, "iscrowd": 0, **obj}
-            )
-
-    coco = {
-        "info": _expected_info(split, num_images, seed, min_size, max_size),
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {"id": i + 1, "name": name, "supercategory": "shape"}
-            for i, name in enumerate(SHAPES_CLASSES)
-        ],
-    }
+            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "iscrowd": 0, **obj})
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": categories}
     atomic_write_bytes(json_file, json.dumps(coco).encode("utf-8"))
-    logger.info(
-        "Generated shapes '%s': %d images, %d objects in %.1f s -> %s",
-        split, num_images, len(annotations), time.perf_counter() - start, json_file,
-    )
-    return json_file
+    return json_file, len(annotations)
 
 
-def _is_up_to_date(json_file: str, image_dir: str, expected_info: Dict) -> bool:
+def is_generated_split_up_to_date(json_file: str, image_dir: str, expected_info: Dict) -> bool:
+    """Whether ``json_file`` was written by :func:`write_generated_split` with
+    ``expected_info`` and its first and last images are there."""
     if not os.path.isfile(json_file):
         return False
     try:
@@ -368,7 +380,7 @@ def _is_up_to_date(json_file: str, image_dir: str, expected_info: Dict) -> bool:
             coco = json.load(f)
     except (OSError, ValueError):
         return False
-    if coco.get("info") != expected_info:
+    if coco.get("info") != expected_info or not coco.get("images"):
         return False
     names = [coco["images"][0]["file_name"], coco["images"][-1]["file_name"]]
     return all(os.path.isfile(os.path.join(image_dir, n)) for n in names)
@@ -386,7 +398,7 @@ def ensure_shapes(root: Optional[str] = None) -> None:
     for split, (num_images, seed) in SHAPES_SPLITS.items():
         json_file = os.path.join(shapes_root, "annotations", f"{split}.json")
         info = _expected_info(split, num_images, seed, _MIN_IMAGE_SIDE, _MAX_IMAGE_SIDE)
-        if _is_up_to_date(json_file, os.path.join(shapes_root, split), info):
+        if is_generated_split_up_to_date(json_file, os.path.join(shapes_root, split), info):
             continue
         logger.info(
             "shapes '%s' is missing or stale under %s; generating %d images ...",
