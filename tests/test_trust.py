@@ -339,21 +339,34 @@ def test_benchmark_skips_a_missing_image_and_exits_1_when_a_row_fails(tiny_shape
 
 
 @pytest.mark.slow
-def test_predict_stops_at_a_class_the_config_cannot_have(tmp_path, capsys):
-    """An ONNX graph of 4 classes run with a 3-class config: a clear stop, not an
-    index error while drawing."""
+def test_predict_refuses_a_model_file_of_another_class_count(tmp_path, capsys):
+    """An ONNX graph of 4 classes run with a 3-class config: refused before any image
+    (the class count is in the file's metadata); a file without that metadata stops
+    at the first class index the config cannot have, not with an index error while
+    drawing."""
+    import onnx
+
     config4, weights = _tiny_model_files(tmp_path, num_classes=4, heat_bias=(3, 6.0))
     export = load_script("speedup", "export")
     assert export.main(["--config-file", config4, "--format", "onnx", "--output", str(tmp_path / "deploy"),
                         "MODEL.WEIGHTS", weights]) == 0
+    onnx_file = tmp_path / "deploy" / "model.onnx"
     config3 = tmp_path / "three.yaml"
     config3.write_text(tiny_cfg("TTFNet").dump())
     predict = load_script("demo", "predict")
+    argv = ["--config-file", str(config3), "--input", str(_image(tmp_path)), "--output", str(tmp_path / "out"),
+            "--runtime", "onnxruntime", "--model", str(onnx_file), "MODEL.WEIGHTS", weights, "DATASETS.TEST", "()"]
+    with pytest.raises(SystemExit) as info:
+        predict.main(argv)
+    assert info.value.code == 2
+    assert "was exported with 4 classes, but the config has 3 (MODEL.TTFNET.NUM_CLASSES)" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "x.png").exists()
+    model = onnx.load(str(onnx_file))
+    del model.metadata_props[:]
+    onnx.save(model, str(onnx_file))
     with pytest.raises(SystemExit, match=r"outputs class index 3, but the config's model has 3 classes "
                                          r"\(MODEL.TTFNET.NUM_CLASSES 3\)"):
-        predict.main(["--config-file", str(config3), "--input", str(_image(tmp_path)), "--output",
-                      str(tmp_path / "out"), "--runtime", "onnxruntime", "--model",
-                      str(tmp_path / "deploy" / "model.onnx"), "MODEL.WEIGHTS", weights, "DATASETS.TEST", "()"])
+        predict.main(argv)
 
 
 def test_coco_json_that_is_not_utf8_or_has_a_bom_is_named(tmp_path):

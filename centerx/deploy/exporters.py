@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Type
 import torch
 from detectron2.utils.registry import Registry
 
+from .runtimes import num_classes
 from .verify import check_agreement, check_int8_agreement
 from .wrapper import ExportError, build_deploy_model, check_input_size
 
@@ -111,7 +112,8 @@ class OnnxExporter(Exporter):
         raw = bool(self.settings.get("raw", False))
         model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
         path = os.path.join(self.out_dir, "model_raw.onnx" if raw else "model.onnx")
-        export_onnx(model, path, self.size, opset=self.settings.get("opset", DEFAULT_OPSET))
+        export_onnx(model, path, self.size, opset=self.settings.get("opset", DEFAULT_OPSET),
+                    metadata={"num_classes": num_classes(self.cfg)})
         try:
             import onnxruntime as ort
         except ImportError:

@@ -9,7 +9,7 @@ for ``deform_conv2d``; this module maps it to ONNX ``DeformConv`` (opset 19).
 import logging
 import os
 import warnings
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import onnx
 import torch
@@ -71,7 +71,7 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def export_onnx(model: DeployModel, path: str, input_size: Tuple[int, int], opset: int = DEFAULT_OPSET,
-                batch_size: int = 1) -> List[str]:
+                batch_size: int = 1, metadata: Optional[Dict[str, str]] = None) -> List[str]:
     """Trace ``model`` and write it to ``path``.
 
     Args:
@@ -80,6 +80,9 @@ def export_onnx(model: DeployModel, path: str, input_size: Tuple[int, int], opse
             any H, W (multiples of 32).
         opset: ONNX opset (17 by default; deformable convs need 19).
         batch_size: batch of the traced input.
+        metadata: written into the file's ``metadata_props`` (what the model is,
+            e.g. ``{"num_classes": "4"}``; ONNX Runtime reads it back with
+            ``InferenceSession.get_modelmeta().custom_metadata_map``).
 
     Returns:
         The output names, in order: ``boxes, scores, classes`` or, in raw mode,
@@ -115,6 +118,9 @@ def export_onnx(model: DeployModel, path: str, input_size: Tuple[int, int], opse
                 ) from e
             raise
     onnx_model = simplify(onnx.load(path))
+    for key, value in (metadata or {}).items():
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
     onnx.checker.check_model(onnx_model, full_check=True)
     onnx.save(onnx_model, path)
     logger.info(f"Wrote {path} (opset {opset}, outputs {', '.join(names)}).")

@@ -32,6 +32,14 @@ def score_threshold(cfg) -> float:
     return float(detector.config_node(cfg).SCORE_THRESH_TEST)
 
 
+def num_classes(cfg) -> int:
+    """The NUM_CLASSES of the config's detector."""
+    detector = detector_class(cfg)
+    if detector is None:
+        raise ValueError(f"MODEL.META_ARCHITECTURE '{cfg.MODEL.META_ARCHITECTURE}' is not a centerX point detector.")
+    return int(detector.config_node(cfg).NUM_CLASSES)
+
+
 RUNTIME_REGISTRY = Registry("RUNTIME")
 RUNTIME_REGISTRY.__doc__ = """Runtime classes (subclasses of :class:`Runtime`); each is chosen by its
 ``name`` (``--runtime`` of the projects/speedup scripts) and built by its ``from_file``."""
@@ -161,6 +169,12 @@ class OnnxRuntime(Runtime):
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                          if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(onnx_path, session_options, providers=list(providers))
+        exported = self.session.get_modelmeta().custom_metadata_map.get("num_classes")
+        if exported is not None and int(exported) != num_classes(cfg):
+            key = f"{detector_class(cfg).config_prefix}.NUM_CLASSES"
+            raise ValueError(f"{onnx_path} was exported with {exported} classes, but the config has "
+                             f"{num_classes(cfg)} ({key}): give the config it was exported from (its run's "
+                             "config.yaml).")
         self.output_names = [o.name for o in self.session.get_outputs()]
         logger.info(f"ONNX Runtime on {self.session.get_providers()[0]}: {onnx_path}")
 
