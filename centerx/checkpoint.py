@@ -172,7 +172,7 @@ def describe_non_weights(path: str) -> Optional[str]:
         return "a YAML config (give it with --config-file; MODEL.WEIGHTS takes the trained .pth / .pkl file)"
     if re.match(r"^[\w.-]+\s*:", lower):
         return "a YAML text file"
-    return "a text file"
+    return None  # other text: left to the loaders (a protocol-0 pickle is text too)
 
 
 def _refuse_non_weights(path: str) -> None:

@@ -135,6 +135,14 @@ def test_a_file_that_is_not_weights_is_named_for_what_it_is(tmp_path, name, writ
     assert "weights_only" not in str(info.value)
 
 
+def test_a_text_pickle_of_weights_still_loads(tmp_path):
+    """Protocol-0 pickles (old Python 2 model-zoo files) are text: not refused as text."""
+    path = str(tmp_path / "old.pkl")
+    with open(path, "wb") as f:
+        pickle.dump({"model": {"conv1.weight": [1.0, 2.0]}, "__author__": "py2"}, f, protocol=0)
+    assert read_weights(path) == {"model": {"conv1.weight": [1.0, 2.0]}, "__author__": "py2"}
+
+
 def test_predict_names_a_non_weights_file_and_a_404_url(tiny_shapes, tmp_path, capsys):
     import functools
     import http.server
