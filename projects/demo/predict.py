@@ -22,13 +22,16 @@ sees more zero padding), as in detectron2's own batched inference.
 Outputs: with ``--output``, images are written as OUTPUT/<file name>, a video or
 camera stream as OUTPUT/<stem>.mp4 (or .avi where OpenCV cannot write mp4) at the
 input's frame size and rate, detections scoring above --confidence-threshold
-drawn with their class names (DATASETS.TEST[0]'s); ``--heatmap`` (pytorch)
+drawn with their class names (MODEL.CENTERX.CLASS_NAMES, which training saves
+with the run, else DATASETS.TEST[0]'s); ``--heatmap`` (pytorch)
 blends the highest class score of every cell under the boxes. ``--save-json``
 writes every detection above the threshold in COCO results format (image_id:
 the image's index in the sorted input, or the frame index; category_id: the
 dataset's own id when its metadata maps ids, else the class index; bbox: x, y,
 w, h in the image's pixels; plus file_name). A progress bar runs over folders
-and videos. Exit code 1 when no input image could be read, 2 for a bad command line.
+and videos. Exit code 1 when no input image could be read, 2 for a bad command line;
+the command line is checked before any image is read (outputs writable, --model
+present and of the runtime's kind, its class count against the config's).
 """
 import argparse
 import json
