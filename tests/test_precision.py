@@ -42,3 +42,15 @@ def test_named_parts_run_in_float32_under_autocast_and_the_rest_in_bfloat16(arch
 def test_unknown_part_is_named_with_the_models_parts():
     with pytest.raises(ValueError, match=r"\['head'\] are not submodules of .* its parts are \[.*'heads'"):
         keep_in_float32(build("TTFNet"), ["head"])
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_every_part_the_precision_experiment_names_exists(arch):
+    """projects/precision/precision.py's parts name real modules of both detectors."""
+    from project_scripts import load_script
+
+    script = load_script("precision", "precision")
+    for part, modules in script.PARTS.items():
+        assert keep_in_float32(build(arch), modules[arch.lower()]) == list(modules[arch.lower()]), part
+    assert script.setting_overrides("bf16-fp32-heatmap+box", arch.lower())[-1] == \
+        script.PARTS["heatmap"][arch.lower()] + script.PARTS["box"][arch.lower()]

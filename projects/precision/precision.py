@@ -12,8 +12,8 @@ the real-photo set or on shapes.
 Settings (``--settings``, default all): ``fp32`` (SOLVER.AMP.ENABLED False),
 ``bf16`` (the demo's autocast), and ``bf16-fp32-<parts>`` with <parts> among
 ``heads``, ``heatmap`` (the heatmap head only), ``box`` (TTFNet's box head /
-CenterNet's size and offset heads), ``upsampler``, ``backbone``, joined by
-``+``. Each run trains from random initialisation with the demo's schedule
+CenterNet's size and offset heads), ``outputs`` (the last convolution of every
+head), ``upsampler``, ``backbone``, joined by ``+``. Each run trains from random initialisation with the demo's schedule
 rescaled to ``--iters`` and is evaluated once on the test set; results are
 kept per run under ``--output-dir`` and reused when the config is the same.
 Step time = training wall time / iterations (data loading included), so runs
@@ -45,7 +45,10 @@ DATASETS = {"photos": ("photos_train", "photos_val"), "shapes": ("shapes_train",
 PARTS = {
     "heads": {"centernet": ("heads",), "ttfnet": ("heads",)},
     "heatmap": {"centernet": ("heads.heatmap",), "ttfnet": ("heads.heatmap",)},
-    "box": {"centernet": ("heads.wh", "heads.reg"), "ttfnet": ("heads.ltrb",)},
+    "box": {"centernet": ("heads.wh", "heads.offset"), "ttfnet": ("heads.ltrb",)},
+    # the last convolution of every head: the logits and the regression maps themselves
+    "outputs": {"centernet": ("heads.heatmap.layers.2", "heads.wh.layers.2", "heads.offset.layers.2"),
+                "ttfnet": ("heads.heatmap.layers.4", "heads.ltrb.layers.4")},
     "upsampler": {"centernet": ("upsampler",), "ttfnet": ("upsampler",)},
     "backbone": {"centernet": ("backbone",), "ttfnet": ("backbone",)},
 }
