@@ -71,6 +71,12 @@ setup_env() {
     log "installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION (large download on first run)"
     pip_quiet install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
   fi
+  # centerX and its dependencies first, the detectron2 repackaging last: it declares
+  # requirements it does not need (numpy<2, black), and pip's resolver would print
+  # an ERROR about them on every later install into the environment
+  log "installing centerX (editable) with its dependencies and the dev/export/data extras"
+  pip_quiet install -q "setuptools<81" wheel
+  pip_quiet install -q --no-build-isolation -e "$ROOT[dev,export,data]"
   if "$PY" -c 'import detectron2' 2>/dev/null; then
     log "detectron2 $("$PY" -c 'import detectron2; print(detectron2.__version__)') already present: using it"
   else
@@ -79,9 +85,6 @@ setup_env() {
     pip_quiet install -q --no-deps --only-binary=:all: --python-version 3.10 --implementation cp \
       --upgrade --target "$site" "$DETECTRON2_FALLBACK"
   fi
-  log "installing centerX (editable) with its dependencies and the dev/export/data extras"
-  pip_quiet install -q "setuptools<81" wheel
-  pip_quiet install -q --no-build-isolation -e "$ROOT[dev,export,data]"
   "$PY" -c 'import detectron2, torch, centerx' >/dev/null
   echo "$want" > "$STAMP"
   log "environment ready in $((SECONDS - t0)) s ($PY)"
