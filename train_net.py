@@ -32,9 +32,12 @@ from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import validate_datasets
 from centerx.engine import Trainer, load_weights_for_eval
 
+EVAL_SUBDIR = "eval"
+
 
 def load_config(args):
-    """Config file + ``KEY VALUE`` overrides, checked (centerx.check_config)."""
+    """Config file + ``KEY VALUE`` overrides, checked (centerx.check_config); with
+    ``--eval-only``, OUTPUT_DIR becomes OUTPUT_DIR/eval (the run's folder is only read)."""
     flags = [o for o in args.opts if isinstance(o, str) and o.startswith("--")]
     if flags:
         raise SystemExit(f"{' '.join(flags)} came after the KEY VALUE overrides, where it reads as a config key: put "
@@ -46,10 +49,9 @@ def load_config(args):
         raise SystemExit(f"--config-file {args.config_file}: {e}") from None
     cfg.merge_from_list(args.opts)
     centerx.check_config(cfg, training=not args.eval_only, world_size=args.num_gpus * args.num_machines)
+    if args.eval_only:  # an evaluation writes beside the run it evaluates, never over it
+        cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, EVAL_SUBDIR)
     return cfg
-
-
-EVAL_SUBDIR = "eval"
 
 
 def run_checkpoints(output_dir: str):
@@ -76,8 +78,6 @@ def setup(args):
     With ``--eval-only``, OUTPUT_DIR becomes OUTPUT_DIR/eval (the training run's
     folder is only read: its last checkpoint with ``--resume``)."""
     cfg = load_config(args)
-    if args.eval_only:
-        cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, EVAL_SUBDIR)
     cfg.freeze()
     centerx.register_config_datasets(cfg)
     default_setup(cfg, args)
@@ -132,8 +132,6 @@ def prepare(args):
     """Once, before the workers start: check the config, generate built-in datasets it uses."""
     cfg = load_config(args)
     check_output_dir(cfg, args)
-    if args.eval_only:
-        cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, EVAL_SUBDIR)
     setup_centerx_logger(cfg.OUTPUT_DIR, 0)
     ensure_datasets(list(cfg.DATASETS.TEST) if args.eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
 
