@@ -13,6 +13,7 @@ from .data.datasets.builtin import add_datasets_config
 from .data.mapper import add_input_config
 from .data.samplers import add_dataloader_config
 from .deploy.wrapper import add_export_config
+from .device import check_device
 from .engine.ema import add_ema_config
 from .engine.trainer import add_evaluation_config, add_solver_config
 from .modeling.backbones.darknet import add_darknet_config
@@ -78,6 +79,7 @@ def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
         world_size: number of processes the run will have (detectron2 rescales the
             schedule to it from SOLVER.REFERENCE_WORLD_SIZE).
     """
+    check_device(cfg.MODEL.DEVICE)
     if training:
         size = cfg.INPUT.TRAIN_SIZE
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 32:

@@ -22,6 +22,9 @@ REFERENCE = os.path.join(REPO, "docs", "config.md")
 _ASSIGN = re.compile(r"^\s*_C\.([A-Z0-9_.]+)\s*=\s*(.*)$")
 _RULE = re.compile(r"^\s*#\s*-{3,}")
 
+# keys whose default depends on the machine the reference is generated on: shown as the rule
+MACHINE_DEFAULTS = {"MODEL.DEVICE": "'cuda' with a CUDA GPU, else 'cpu'"}
+
 HEADER = """# Config reference
 
 Every key centerX adds to detectron2's config (`centerx.add_centerx_config`), with its
@@ -84,6 +87,9 @@ def render() -> str:
         if is_node:
             if comment:
                 rows.append(f"| `{key}.*` | | {_cell(comment)} |")
+            continue
+        if key in MACHINE_DEFAULTS:
+            rows.append(f"| `{key}` | {_cell(MACHINE_DEFAULTS[key])} | {_cell(comment)} |")
             continue
         node = cfg
         for part in key.split("."):

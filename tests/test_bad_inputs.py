@@ -484,6 +484,30 @@ def test_batch_that_cannot_be_rescaled_says_what_to_set():
     centerx.check_config(cfg, world_size=1)
 
 
+def test_device_defaults_to_the_machines():
+    # a Base config sets no device: a CPU-only machine runs it on the CPU, not into "no NVIDIA driver"
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-TTFNet.yaml"))
+    assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")
+    centerx.check_config(cfg, world_size=8)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_asked_on_a_machine_without_it_is_refused_before_building(device):
+    with pytest.raises(ValueError, match=rf"MODEL.DEVICE is '{device}' but torch sees no CUDA GPU.*MODEL.DEVICE cpu"):
+        centerx.check_config(demo_cfg("MODEL.DEVICE", device))
+    from centerx.deploy.runtimes import TorchRuntime
+
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        TorchRuntime(demo_cfg("MODEL.DEVICE", device), allow_random=True)
+
+
+def test_device_that_is_no_device_is_named():
+    with pytest.raises(ValueError, match=r"MODEL.DEVICE 'gpu0' is not a device name"):
+        centerx.check_config(demo_cfg("MODEL.DEVICE", "gpu0"))
+
+
 def test_flag_after_the_overrides_is_explained():
     import train_net
 

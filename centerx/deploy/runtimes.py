@@ -16,6 +16,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.registry import Registry
 
+from ..device import check_device
 from ..modeling.meta_arch import detector_class
 from .letterbox import Letterbox
 from .wrapper import build_deploy_model, check_input_size, decode_raw_outputs, deploy_config
@@ -135,6 +136,7 @@ class TorchRuntime(Runtime):
 
     def __init__(self, cfg, raw: bool = False, allow_random: bool = False):
         super().__init__(cfg)
+        check_device(cfg.MODEL.DEVICE)
         self.model = build_deploy_model(cfg, raw=raw, allow_random=allow_random)
         self.device = torch.device(cfg.MODEL.DEVICE)
 

@@ -8,6 +8,7 @@ from detectron2.modeling import build_backbone, detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
+from ...device import machine_device
 from ..loss_balance import build_loss_balancer
 from ..necks import build_coord_conv, build_spp
 
@@ -279,6 +280,12 @@ def add_point_detector_config(cfg):
     Part of :func:`centerx.add_centerx_config`; the comment above each key is its
     documentation (docs/config.md is generated from it)."""
     _C = cfg
+
+    # Device the model trains and runs on: "cpu", "cuda" or "cuda:N". The default
+    # is the machine's (detectron2's is always "cuda"): "cuda" where torch sees a
+    # CUDA GPU, else "cpu". A config or override asking for CUDA on a machine
+    # without it is refused before anything is built.
+    _C.MODEL.DEVICE = machine_device()
 
     # ---------------------------------------------------------------- backbone
     # Options every centerX detector shares: backbone weights (the backbones are
