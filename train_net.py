@@ -15,9 +15,21 @@ OUTPUT_DIR that already holds checkpoints stops, naming them, unless
 ``--resume`` (continue that run) or ``--overwrite`` (start over) is given, and
 ``--eval-only`` writes its config, log and results under OUTPUT_DIR/eval, never
 over the training run's ``config.yaml``.
+
+The console shows a summary of the run, one progress line every 20 iterations
+(ETA, losses, learning rate, images/s), the evaluation results and every
+warning; the environment, the full config and everything else go to
+OUTPUT_DIR/log.txt (``--verbose`` puts it all on the console too). A run leaves
+results.csv, plots/, model_best.pth and model_final_weights.pth (weights only)
+beside detectron2's checkpoints.
 """
 import glob
+import logging
 import os
+import warnings
+
+# detectron2 scripts functions at import; torch >= 2.10 warns about it on every run
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
@@ -28,6 +40,7 @@ from detectron2.utils.logger import setup_logger
 import centerx  # (registers everything)
 from centerx.checkpoint import WEIGHTS_ERRORS
 from centerx.config import merge_config_file
+from centerx.console import on_screen, quiet_console
 from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import validate_datasets
 from centerx.engine import Trainer, load_weights_for_eval
@@ -80,9 +93,34 @@ def setup(args):
     cfg = load_config(args)
     cfg.freeze()
     centerx.register_config_datasets(cfg)
+    rank = comm.get_rank()
+    if not args.verbose:
+        # the loggers default_setup prints to, made first (setup_logger is cached by its arguments)
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="fvcore")
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
+        setup_centerx_logger(cfg.OUTPUT_DIR, rank)
+        quiet_console()
+        # collect_env imports torch's C++ extension builder, which warns that CUDA is absent on a CPU machine
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     default_setup(cfg, args)
-    setup_centerx_logger(cfg.OUTPUT_DIR, comm.get_rank())
+    setup_centerx_logger(cfg.OUTPUT_DIR, rank)
     return cfg
+
+
+def describe_run(cfg, args) -> str:
+    """The one-line summary of a run the console starts with."""
+    if args.eval_only:
+        what = f"Evaluating {cfg.MODEL.META_ARCHITECTURE} on {', '.join(cfg.DATASETS.TEST)}"
+    else:
+        evaluation = (f"every {cfg.TEST.EVAL_PERIOD} iterations and at the end" if cfg.TEST.EVAL_PERIOD > 0
+                      else "at the end")
+        what = (f"Training {cfg.MODEL.META_ARCHITECTURE} on {', '.join(cfg.DATASETS.TRAIN)}: "
+                f"{cfg.SOLVER.MAX_ITER} iterations of batch {cfg.SOLVER.IMS_PER_BATCH} at {cfg.INPUT.TRAIN_SIZE} px, "
+                f"{cfg.SOLVER.OPTIMIZER} lr {cfg.SOLVER.BASE_LR:g}, {cfg.MODEL.DEVICE}"
+                f"{' mixed precision' if cfg.SOLVER.AMP.ENABLED else ''}")
+        if len(cfg.DATASETS.TEST):
+            what += f"; evaluated on {', '.join(cfg.DATASETS.TEST)} {evaluation}"
+    return f"{what}. Output: {cfg.OUTPUT_DIR} (log.txt has the environment and the full config)."
 
 
 def setup_centerx_logger(output_dir: str, rank: int):
@@ -94,6 +132,7 @@ def setup_centerx_logger(output_dir: str, rank: int):
 
 def main(args):
     cfg = setup(args)
+    on_screen(logging.getLogger("centerx"), describe_run(cfg, args))
     if args.eval_only:
         validate_datasets(cfg, names=list(dict.fromkeys(cfg.DATASETS.TEST)))  # only the sets it evaluates
         model = Trainer.build_model(cfg)
@@ -142,6 +181,9 @@ def argument_parser():
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="with --eval-only: evaluate a randomly initialised model when MODEL.WEIGHTS is empty "
                              "(refused otherwise)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print everything detectron2 logs (environment, full config, metric lines) on the "
+                             "console too, not only in OUTPUT_DIR/log.txt")
     parser.add_argument("--overwrite", action="store_true",
                         help="train into an OUTPUT_DIR that holds another run's checkpoints, starting over "
                              "(refused otherwise; --resume continues that run instead)")
@@ -150,7 +192,6 @@ def argument_parser():
 
 if __name__ == "__main__":
     args = argument_parser().parse_args()
-    print("Command Line Args:", args)
     prepare(args)
     launch(
         main,

@@ -28,7 +28,7 @@ def test_two_processes_train_identical_replicas(tiny_shapes, tmp_path):
     image_root = MetadataCatalog.get(name).image_root
     out = tmp_path / "out"
     cmd = [
-        sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", DEMO,
+        sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", DEMO, "--verbose",
         "--num-gpus", "2", "--dist-url", "auto",
         "DATASETS.COCO_JSON", f"[('{name}', '{json_file}', '{image_root}')]",
         "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",

@@ -23,6 +23,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from tqdm import tqdm
 
+from ..console import on_screen
 from ..text_files import read_text
 from .image_io import read_image
 
@@ -255,7 +256,7 @@ def validate_datasets(cfg, names: Optional[Sequence[str]] = None) -> List[Datase
         for name, unreadable in shared[1]:
             _record_unreadable(name, unreadable)
     for report in reports:
-        logger.info(report.summary())
+        on_screen(logger, report.summary())
     return reports
 
 

@@ -1,11 +1,17 @@
-"""COCO evaluation of the images that can be read, the unreadable ones counted."""
+"""COCO evaluation of the images that can be read, the unreadable ones counted,
+with a per-class report (precision-recall curves, confusion matrix)."""
+import contextlib
+import io
 import logging
 import os
-from typing import List
+from typing import List, Optional
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
+
+from ..console import on_screen
+from .class_report import write_class_report
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +37,38 @@ class ReadableImagesCOCOEvaluator(COCOEvaluator):
     :func:`~centerx.data.validation.validate_datasets`, left out of the test
     loader) are left out of the ground truth too, so they neither crash the
     evaluation nor count as misses; their number is reported beside the AP
-    (``skipped images`` in the bbox results) and logged."""
+    (``skipped images`` in the bbox results) and logged.
 
-    def __init__(self, dataset_name: str, image_ids: List, skipped: List[str], output_dir=None):
+    With ``report_score`` (a score threshold), each evaluation also writes
+    :func:`~centerx.engine.class_report.write_class_report`'s per-class table,
+    precision-recall curves and confusion matrix into the output folder.
+    pycocotools' printed summary goes to the log file, not the screen (the
+    same figures are logged as detectron2's results table)."""
+
+    def __init__(self, dataset_name: str, image_ids: List, skipped: List[str], output_dir=None,
+                 report_score: Optional[float] = None):
         forget_missing_converted_json(dataset_name)
         super().__init__(dataset_name, output_dir=output_dir)
         self._image_ids = list(image_ids)
         self._skipped = list(skipped)
+        self._report_score = report_score
 
     def evaluate(self, img_ids=None):
-        if not self._skipped:
-            return super().evaluate(img_ids)
-        results = super().evaluate(self._image_ids if img_ids is None else img_ids)
-        if results and "bbox" in results:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            results = super().evaluate(img_ids if img_ids is not None or not self._skipped else self._image_ids)
+        if printed.getvalue().strip():
+            logger.info("pycocotools:\n" + printed.getvalue().rstrip())
+        if self._skipped and results and "bbox" in results:
             results["bbox"]["skipped images"] = float(len(self._skipped))
-            logger.info(f"Evaluated on {len(self._image_ids)} images; {len(self._skipped)} unreadable images "
-                        f"skipped: {', '.join(self._skipped[:5])}{' ...' if len(self._skipped) > 5 else ''}")
+            on_screen(logger, f"Evaluated on {len(self._image_ids)} images; {len(self._skipped)} unreadable images "
+                              f"skipped: {', '.join(self._skipped[:5])}{' ...' if len(self._skipped) > 5 else ''}")
+        return results
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
+        if coco_eval is not None and iou_type == "bbox" and self._report_score is not None and self._output_dir \
+                and class_names:
+            files = write_class_report(coco_eval, class_names, self._output_dir, self._report_score)
+            on_screen(logger, "Per-class report: " + ", ".join(files))
         return results

@@ -17,6 +17,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..console import ProgressPrinter
 from ..data.test_mapper import TestDatasetMapper
 from ..data.validation import readable_dataset_dicts
 from .adversarial import DiscriminatorStep
@@ -25,6 +26,7 @@ from .checkpoint import AtomicCheckpointer, remove_stale_temporary_files
 from .ema import EMAHook
 from .evaluation import ReadableImagesCOCOEvaluator
 from .replicas import ReplicaCheck
+from .run_report import RunReport
 from .train_loader import (
     RESUMABLE_SAMPLER,
     StreamStart,
@@ -42,6 +44,8 @@ EVALUATORS = ("coco", "none")
 OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
 FULL_MODEL_CLIP = "full_model"
 CLIP_TYPES = ("value", "norm", FULL_MODEL_CLIP)
+# iterations between metric lines: detectron2's PeriodicWriter period in DefaultTrainer.build_hooks
+LOG_PERIOD = 20
 
 
 def _check_choice(key: str, value: str, choices) -> None:
@@ -140,7 +144,10 @@ class Trainer(DefaultTrainer):
       (DropBlock's masks) replay exactly after ``--resume``;
     - atomic checkpoint writes (:class:`AtomicCheckpointer`);
     - a check that all processes end with the same weights (:class:`ReplicaCheck`);
-    - images with predicted boxes in TensorBoard at each evaluation (TEST.VIS_IMAGES).
+    - images with predicted boxes in TensorBoard at each evaluation (TEST.VIS_IMAGES);
+    - the run's report (:class:`~centerx.engine.run_report.RunReport`:
+      results.csv, plots, model_best.pth, model_final_weights.pth) and a
+      console progress line (:class:`~centerx.console.ProgressPrinter`).
 
     Hooks come from ``DefaultTrainer.build_hooks`` with these added. The
     constructor does not call ``DefaultTrainer.__init__``, which wraps the model
@@ -242,8 +249,16 @@ class Trainer(DefaultTrainer):
         if comm.is_main_process():
             after_eval.append(PredictionImages(self.cfg, self.cfg.TEST.EVAL_PERIOD,
                                                os.path.join(self.cfg.OUTPUT_DIR, "predictions")))
+            after_eval.append(RunReport(self.cfg.OUTPUT_DIR, LOG_PERIOD, self.cfg.SOLVER.IMS_PER_BATCH,
+                                        metric=self.cfg.TEST.BEST_METRIC))
         _insert_after(ret, hooks.EvalHook, after_eval)
         return ret
+
+    def build_writers(self):
+        """detectron2's writers (metrics line, metrics.json, TensorBoard) and a
+        :class:`~centerx.console.ProgressPrinter` line for the console."""
+        return super().build_writers() + [ProgressPrinter(self.max_iter, self.cfg.SOLVER.IMS_PER_BATCH,
+                                                          window=LOG_PERIOD)]
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -262,7 +277,9 @@ class Trainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         dicts, skipped = readable_dataset_dicts(dataset_name)
         return ReadableImagesCOCOEvaluator(dataset_name, [d["image_id"] for d in dicts], skipped,
-                                           output_dir=output_folder)
+                                           output_dir=output_folder,
+                                           report_score=cfg.TEST.REPORT_SCORE_THRESH if cfg.TEST.CLASS_REPORT
+                                           else None)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -300,9 +317,11 @@ def add_solver_config(cfg):
     _C.SOLVER.OPTIMIZER = "SGD"
     # Under mixed precision (SOLVER.AMP.ENABLED: float16 on CUDA, bfloat16 on a
     # CPU that has it), the parts of the model that run in float32 anyway: their
-    # names as the model's named_modules() gives them, e.g. ("heads",) or
-    # ("upsampler", "heads.heatmap"). Inputs are cast to float32 and autocast is
-    # off inside them; the losses are float32 whatever this says.
+    # names as the detector's named_modules() gives them (a distillation
+    # student's), e.g. ("heads",) or ("upsampler", "heads.heatmap"). Inputs are
+    # cast to float32 and autocast is off inside them; the losses are float32
+    # whatever this says. The demo configs keep the box heads in float32:
+    # bfloat16 there cost AP on real photographs (docs/results.md).
     _C.SOLVER.AMP.FP32_MODULES = ()
     return cfg
 
@@ -331,4 +350,17 @@ def add_evaluation_config(cfg):
     _C.TEST.VIS_IMAGES = 4
     # Only detections scoring above this are drawn in those images.
     _C.TEST.VIS_SCORE_THRESH = 0.3
+    # With each COCO evaluation, also write into its output folder
+    # (OUTPUT_DIR/inference) per_class.csv (AP, AP50, precision and recall per
+    # class), pr_curves.png (precision against recall per class at IoU 0.5) and
+    # confusion_matrix.png (rows predicted class, columns true class, plus
+    # background; detections matched to boxes at IoU 0.5).
+    _C.TEST.CLASS_REPORT = True
+    # Operating score of that report: precision, recall and the confusion
+    # matrix count the detections scoring at least this.
+    _C.TEST.REPORT_SCORE_THRESH = 0.3
+    # Evaluation result (as flattened in metrics.json, higher is better) whose
+    # best value during training keeps that evaluation's weights as
+    # OUTPUT_DIR/model_best.pth, e.g. "bbox/AP50".
+    _C.TEST.BEST_METRIC = "bbox/AP"
     return cfg
