@@ -7,6 +7,8 @@ from typing import List, Sequence
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
+from ..modeling.meta_arch.distiller import Distiller
+
 logger = logging.getLogger(__name__)
 
 
@@ -94,11 +96,16 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
     - AMP on, CUDA: detectron2's ``AMPTrainer`` (float16 autocast + gradient scaler).
     - AMP on, CPU with native bfloat16 (:func:`cpu_has_native_bf16`):
       :class:`CPUAutocastTrainer`; on another CPU a warning, then float32.
+
+    With AMP on, the modules SOLVER.AMP.FP32_MODULES names (in the detector; a
+    :class:`Distiller`'s student) run in float32 (:func:`keep_in_float32`).
     """
     if not cfg.SOLVER.AMP.ENABLED:
         return SimpleTrainer(model, data_loader, optimizer)
     if len(cfg.SOLVER.AMP.FP32_MODULES):
         unwrapped = model.module if hasattr(model, "module") else model
+        if isinstance(unwrapped, Distiller):  # its weights, and so its module names, are the student's
+            unwrapped = unwrapped.student
         logger.info(f"Mixed precision: {', '.join(keep_in_float32(unwrapped, cfg.SOLVER.AMP.FP32_MODULES))} kept in "
                     "float32 (SOLVER.AMP.FP32_MODULES).")
     if torch.device(cfg.MODEL.DEVICE).type == "cuda":
