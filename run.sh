@@ -6,9 +6,11 @@
 #   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only; writes OUTPUT_DIR/eval)
 #   ./run.sh test  [pytest args]         the whole test suite
 #   ./run.sh lint  [ruff args]           ruff check with ruff.toml (line length, import order, pyflakes)
-#   ./run.sh export --format FORMAT [export.py args]   deployment export (projects/speedup; formats below)
-#   ./run.sh predict --input IMAGE|FOLDER|VIDEO|CAMERA --output DIR [--runtime R --model F] MODEL.WEIGHTS W
+#   ./run.sh export --format FORMAT.. [export.py args]   deployment export, one or several formats (formats below)
+#   ./run.sh predict --input IMAGE|FOLDER|VIDEO|CAMERA --output DIR (--model FILE | MODEL.WEIGHTS W)
 #                                        detect, draw, --save-json (projects/demo; `demo` is the same)
+#   ./run.sh evaluate (--model FILE | MODEL.WEIGHTS W) [--dataset NAME] [--output DIR]
+#                                        COCO AP of an exported file or a checkpoint on a dataset
 #   ./run.sh check-data [--datasets N..] [--images K]   box statistics, histograms, images with ground truth
 #   ./run.sh benchmark [--formats F..] MODEL.WEIGHTS W   size, latency, throughput, AP per export format
 #   ./run.sh gpu-check [--skip-benchmarks]   AMP, EMA, DDP, FP16, ONNX Runtime CUDA, TensorRT checks on a GPU
@@ -95,6 +97,12 @@ has_config_arg() {
   return 1
 }
 
+# a config or an exported --model (which carries its own config) given
+has_model_arg() {
+  for a in "$@"; do [ "$a" = "--config-file" ] || [ "$a" = "--model" ] && return 0; done
+  return 1
+}
+
 cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -140,10 +148,14 @@ case "$cmd" in
     "$PY" projects/benchmarks/gpu_check.py "$@" ;;
   predict|demo)
     setup_env
-    if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
+    if has_model_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/demo/predict.py "$@" ;;
+  evaluate)
+    setup_env
+    if has_model_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
+    "$PY" projects/speedup/evaluate.py "$@" ;;
   help|-h|--help)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
     if [ -x "$PY" ]; then  # the registered export formats and runtimes, once the environment exists
       "$PY" -c "from centerx.deploy.exporters import exporter_formats
 from centerx.deploy.runtimes import runtime_names

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from onnx import numpy_helper
 
@@ -103,7 +103,7 @@ def trained(tiny_shapes, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def int8_export(trained):
-    """export.py --format onnx-int8 with the default calibration dataset
+    """export.py --format onnx onnx-int8 with the default calibration dataset
     (DATASETS.TEST[0], the tiny shapes) and all its 8 images; returns
     (fp32 path, int8 path, the export's log messages)."""
     opts, out, _ = trained
@@ -111,8 +111,8 @@ def int8_export(trained):
     centerx_logger = logging.getLogger("centerx")  # the script's and the exporters' messages
     centerx_logger.addHandler(handler)
     try:
-        assert export_cli.main(["--config-file", TTFNET_DEMO, "--format", "onnx-int8", "--calibration-images", "8",
-                                "--output", os.path.join(out, "deploy"), *opts]) == 0
+        assert export_cli.main(["--config-file", TTFNET_DEMO, "--format", "onnx", "onnx-int8",
+                                "--calibration-images", "8", "--output", os.path.join(out, "deploy"), *opts]) == 0
     finally:
         centerx_logger.removeHandler(handler)
     return os.path.join(out, "deploy", "model.onnx"), os.path.join(out, "deploy", "model_int8.onnx"), handler.messages
@@ -305,6 +305,54 @@ def test_int8_coco_ap_close_to_fp32(tiny_shapes, trained, int8_export):
     assert train_ap > 1.0
     assert abs(ap[0] - train_ap) < 0.5, (ap, train_ap)
     assert abs(ap[1] - ap[0]) < 2.0, ap
+
+
+def test_four_formats_in_one_export_run_and_score_with_nothing_but_the_file(tiny_shapes, trained, tmp_path):
+    """``export --format onnx openvino onnx-int8 torchscript``: four files, none written
+    over another; each is scored by evaluate.py and run by predict.py given only the
+    file (its config, class names and input size come from it); the FP32 formats agree
+    with the training run's AP and with each other, INT8 within 2 AP."""
+    pytest.importorskip("openvino")
+    evaluate, predict = _load("evaluate"), load_script("demo", "predict")
+    opts, _, train_ap = trained
+    out = tmp_path / "deploy"
+    assert export_cli.main(["--config-file", TTFNET_DEMO, "--format", "onnx", "openvino", "onnx-int8", "torchscript",
+                            "--calibration-images", "8", "--output", str(out), *opts]) == 0
+    files = ["model.onnx", "model.xml", "model_int8.onnx", "model.ts"]
+    assert sorted(os.listdir(out)) == sorted(files + ["model.bin"])
+    name = tiny_shapes[0]
+    ap = {f: evaluate.main(["--model", str(out / f), "--dataset", name])["AP"] for f in files}
+    assert train_ap > 1.0
+    assert abs(ap["model.onnx"] - train_ap) < 0.5, (ap, train_ap)
+    assert abs(ap["model.xml"] - ap["model.onnx"]) < 0.1 and abs(ap["model.ts"] - ap["model.onnx"]) < 0.1, ap
+    assert abs(ap["model_int8.onnx"] - ap["model.onnx"]) < 2.0, ap
+    counts = {}
+    for f in files:
+        saved = tmp_path / f"{f}.json"
+        assert predict.main(["--model", str(out / f), "--input", MetadataCatalog.get(name).image_root,
+                             "--save-json", str(saved), "--confidence-threshold", "0.2"]) == 0
+        with open(saved) as fh:
+            counts[f] = len(json.load(fh))
+    assert counts["model.onnx"] > 0 and counts["model.xml"] == counts["model.ts"] == counts["model.onnx"], counts
+
+
+def test_evaluate_writes_predictions_pycocotools_scores_as_they_are(tiny_shapes, trained, int8_export, tmp_path):
+    """evaluate.py --output: the detections carry the dataset's image and category ids, so
+    pycocotools alone scores them to the AP the command reports."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    evaluate = _load("evaluate")
+    fp32, _, _ = int8_export
+    name, json_file = tiny_shapes
+    reported = evaluate.main(["--model", fp32, "--dataset", name, "--output", str(tmp_path)])["AP"]
+    gt = COCO(json_file)
+    coco_eval = COCOeval(gt, gt.loadRes(str(tmp_path / "coco_instances_results.json")), "bbox")
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    assert coco_eval.stats[0] * 100 == pytest.approx(reported, abs=1e-6)
+    assert os.path.isfile(tmp_path / "per_class.csv") and os.path.isfile(tmp_path / "confusion_matrix.png")
 
 
 # --------------------------------------------------------------------------- #

@@ -1,5 +1,6 @@
 """COCO box AP of a deployment runtime on a registered dataset, with the runtime's own
 pre- and post-processing (projects/speedup/evaluate.py, ./run.sh benchmark)."""
+import os
 from typing import Dict, Optional
 
 import cv2
@@ -27,13 +28,23 @@ def resolve_dataset(cfg, name: Optional[str] = None) -> str:
     return dataset
 
 
-def evaluate_runtime(runtime: Runtime, dataset: str, max_images: Optional[int] = None) -> Dict[str, float]:
+def evaluate_runtime(runtime: Runtime, dataset: str, max_images: Optional[int] = None,
+                     output_dir: Optional[str] = None, report_score: float = 0.3) -> Dict[str, float]:
     """COCO box metrics (AP, AP50, ..., in percent) of ``runtime`` on the images of
     ``dataset`` (the first ``max_images`` when given: AP over those images and their
-    objects), each read with OpenCV (BGR) and run alone."""
-    evaluator = COCOEvaluator(dataset, tasks=("bbox",), distributed=False)
-    evaluator.reset()
+    objects), each read with OpenCV (BGR) and run alone. With ``output_dir``, the
+    detections (coco_instances_results.json, the dataset's image and category ids)
+    and the per-class report at ``report_score`` are written there."""
+    from ..engine.evaluation import ReadableImagesCOCOEvaluator
+
     records = DatasetCatalog.get(dataset)[:max_images]
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        evaluator = ReadableImagesCOCOEvaluator(dataset, [r["image_id"] for r in records], [], output_dir=output_dir,
+                                                report_score=report_score)
+    else:
+        evaluator = COCOEvaluator(dataset, tasks=("bbox",), distributed=False)
+    evaluator.reset()
     for record in tqdm(records, desc=f"AP on {dataset}", unit="img", disable=len(records) < 100):
         image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
         if image is None:

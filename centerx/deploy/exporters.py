@@ -7,17 +7,19 @@ image and checks it against PyTorch (:mod:`centerx.deploy.verify`). Adding a
 format is one class here (or in a user's module) with ``@EXPORTER_REGISTRY.register()``;
 docs/extending.md shows one.
 """
+import json
 import logging
 import os
+import tempfile
 import warnings
 from typing import Dict, List, Optional, Type
 
 import torch
 from detectron2.utils.registry import Registry
 
-from .runtimes import num_classes
+from .model_info import OPENVINO_SECTION, TORCHSCRIPT_ENTRY, describe_model, write_sidecar
 from .verify import check_agreement, check_int8_agreement
-from .wrapper import ExportError, build_deploy_model, check_input_size
+from .wrapper import ExportError, build_deploy_model, check_input_size, deploy_config
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,10 @@ class Exporter:
         self.size = check_input_size(cfg.EXPORT.INPUT_SIZE)
         self.settings = {k: v for k, v in options.items() if v is not None}
 
+    def model_info(self, raw: bool = False) -> Dict[str, str]:
+        """The properties the written file carries (:mod:`centerx.deploy.model_info`)."""
+        return describe_model(deploy_config(self.cfg), raw=raw)
+
     def onnx_settings(self) -> Dict:
         """The settings an ONNX export made on the way (onnx-int8, tensorrt) takes: the opset."""
         return {k: v for k, v in self.settings.items() if k == "opset"}
@@ -113,7 +119,7 @@ class OnnxExporter(Exporter):
         model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
         path = os.path.join(self.out_dir, "model_raw.onnx" if raw else "model.onnx")
         export_onnx(model, path, self.size, opset=self.settings.get("opset", DEFAULT_OPSET),
-                    metadata={"num_classes": num_classes(self.cfg)})
+                    metadata=self.model_info(raw))
         try:
             import onnxruntime as ort
         except ImportError:
@@ -129,13 +135,14 @@ class OnnxExporter(Exporter):
 
 @EXPORTER_REGISTRY.register()
 class OnnxInt8Exporter(Exporter):
-    """model.onnx and its static INT8 quantisation model_int8.onnx
-    (:mod:`centerx.deploy.quantize`), calibrated on images of a registered
-    dataset; logs both sizes and checks INT8 detections against FP32 on one."""
+    """model_int8.onnx: the static INT8 quantisation (:mod:`centerx.deploy.quantize`)
+    of an FP32 ONNX export made in a temporary folder (``--format onnx onnx-int8``
+    writes both), calibrated on images of a registered dataset; logs both sizes
+    and checks INT8 detections against FP32 on one."""
 
     runtime = "onnxruntime"
     format = "onnx-int8"
-    description = "model.onnx + its static INT8 quantisation model_int8.onnx (ONNX Runtime)"
+    description = "model_int8.onnx: static INT8 quantisation of the ONNX graph (ONNX Runtime)"
     options = ("opset", "calibration_images", "calibration_dataset")
 
     def prepare(self) -> None:
@@ -146,21 +153,22 @@ class OnnxInt8Exporter(Exporter):
                                              self.settings.get("calibration_images"))
 
     def export(self) -> str:
+        import cv2
+
         from .quantize import calibration_reader, quantize_onnx
         from .runtimes import OnnxRuntime
 
         calibration = self.calibration
-        fp32 = OnnxExporter(self.cfg, self.out_dir, self.allow_random,
-                            **self.onnx_settings()).export()
-        int8 = quantize_onnx(fp32, os.path.join(self.out_dir, "model_int8.onnx"),
-                             calibration_reader(self.cfg, calibration))
-        mib = [os.path.getsize(p) / 2 ** 20 for p in (fp32, int8)]
-        logger.info(f"Sizes: {os.path.basename(fp32)} {mib[0]:.1f} MiB, {os.path.basename(int8)} {mib[1]:.1f} MiB "
-                    f"({mib[1] / mib[0]:.2f} of FP32).")
-        import cv2
-
-        image = cv2.imread(calibration[0], cv2.IMREAD_COLOR)
-        ref, out = (OnnxRuntime(self.cfg, p, providers=["CPUExecutionProvider"])([image])[0] for p in (fp32, int8))
+        int8 = os.path.join(self.out_dir, "model_int8.onnx")
+        with tempfile.TemporaryDirectory() as tmp:  # the FP32 graph it quantises is not left over model.onnx
+            fp32 = OnnxExporter(self.cfg, tmp, self.allow_random, **self.onnx_settings()).export()
+            quantize_onnx(fp32, int8, calibration_reader(self.cfg, calibration), metadata=self.model_info())
+            mib = [os.path.getsize(p) / 2 ** 20 for p in (fp32, int8)]
+            logger.info(f"Sizes: FP32 {mib[0]:.1f} MiB, {os.path.basename(int8)} {mib[1]:.1f} MiB "
+                        f"({mib[1] / mib[0]:.2f} of FP32).")
+            image = cv2.imread(calibration[0], cv2.IMREAD_COLOR)
+            ref, out = (OnnxRuntime(self.cfg, p, providers=["CPUExecutionProvider"])([image])[0]
+                        for p in (fp32, int8))
         check_int8_agreement(out, ref, self.trained, INT8_SCORE, calibration[0])
         return int8
 
@@ -186,12 +194,14 @@ class CaffeExporter(Exporter):
         names = list(net.getUnconnectedOutLayersNames())
         outputs = dict(zip(names, net.forward(names)))
         check_agreement("OpenCV (Caffe)", outputs, _reference(model, images), self.trained)
+        write_sidecar(prototxt, self.model_info(raw=True))
         return prototxt
 
 
 @EXPORTER_REGISTRY.register()
 class TensorRTExporter(Exporter):
-    """model.onnx, then model_fp32.engine (model_fp16.engine with ``fp16``) built from it."""
+    """model_fp32.engine (model_fp16.engine with ``fp16``), built from an ONNX export
+    made in a temporary folder; its properties in model_fp32.engine.centerx.json."""
 
     runtime = "tensorrt"
     format = "tensorrt"
@@ -207,11 +217,13 @@ class TensorRTExporter(Exporter):
         from .tensorrt_engine import build_engine
 
         fp16 = bool(self.settings.get("fp16", False))
-        onnx_path = OnnxExporter(self.cfg, self.out_dir, self.allow_random,
-                                 **self.onnx_settings()).export()
         engine = os.path.join(self.out_dir, f"model_{'fp16' if fp16 else 'fp32'}.engine")
-        return build_engine(onnx_path, engine, self.size, self.cfg.EXPORT.TENSORRT_MAX_BATCH, fp16,
-                            self.cfg.EXPORT.TENSORRT_WORKSPACE_MB)
+        with tempfile.TemporaryDirectory() as tmp:  # the ONNX graph it is built from is not left over model.onnx
+            onnx_path = OnnxExporter(self.cfg, tmp, self.allow_random, **self.onnx_settings()).export()
+            build_engine(onnx_path, engine, self.size, self.cfg.EXPORT.TENSORRT_MAX_BATCH, fp16,
+                         self.cfg.EXPORT.TENSORRT_WORKSPACE_MB)
+        write_sidecar(engine, self.model_info())
+        return engine
 
 
 def export(cfg, fmt: str, out_dir: str, allow_random: bool = False, **options: Optional[object]) -> str:
@@ -241,7 +253,7 @@ class TorchScriptExporter(Exporter):
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)  # torch 2.14 deprecates TorchScript
             traced = torch.jit.trace(model, images, strict=False, check_trace=False)
-            torch.jit.save(traced, path)
+            torch.jit.save(traced, path, _extra_files={TORCHSCRIPT_ENTRY: json.dumps(self.model_info(raw))})
             loaded = torch.jit.load(path)
         size = os.path.getsize(path) / 2 ** 20
         logger.info(f"Wrote {path} ({size:.1f} MiB, outputs {', '.join(_reference(model, images))}).")
@@ -253,7 +265,8 @@ class TorchScriptExporter(Exporter):
 
 @EXPORTER_REGISTRY.register()
 class OpenVINOExporter(Exporter):
-    """model.onnx, then the OpenVINO IR model.xml + model.bin converted from it
+    """The OpenVINO IR model.xml + model.bin, converted from an ONNX export made in a
+    temporary folder
     (``openvino.convert_model``, FP32 weights), run once on OpenVINO's CPU device.
     INT8 would need NNCF (a heavy extra dependency) and is not offered."""
 
@@ -273,9 +286,13 @@ class OpenVINOExporter(Exporter):
         import openvino as ov
 
         raw = bool(self.settings.get("raw", False))
-        onnx_path = OnnxExporter(self.cfg, self.out_dir, self.allow_random, **self.settings).export()
         xml = os.path.join(self.out_dir, "model_raw.xml" if raw else "model.xml")
-        ov.save_model(ov.convert_model(onnx_path), xml, compress_to_fp16=False)
+        with tempfile.TemporaryDirectory() as tmp:  # converted from an ONNX graph that is not left over model.onnx
+            onnx_path = OnnxExporter(self.cfg, tmp, self.allow_random, **self.settings).export()
+            converted = ov.convert_model(onnx_path)
+        converted.set_rt_info(json.dumps(self.model_info(raw)), [OPENVINO_SECTION])
+        os.makedirs(self.out_dir, exist_ok=True)
+        ov.save_model(converted, xml, compress_to_fp16=False)
         logger.info(f"Wrote {xml} + .bin ({os.path.getsize(xml[:-4] + '.bin') / 2 ** 20:.1f} MiB).")
         model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
         images = torch.rand(1, 3, *self.size) * 255

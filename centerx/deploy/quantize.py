@@ -201,7 +201,8 @@ class _PreProcessHint(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize_onnx(fp32_path: str, int8_path: str, reader: CalibrationImages) -> str:
+def quantize_onnx(fp32_path: str, int8_path: str, reader: CalibrationImages,
+                  metadata: Optional[Dict[str, str]] = None) -> str:
     """Write the static INT8 (QDQ) version of an exported decoded graph.
 
     Args:
@@ -209,6 +210,8 @@ def quantize_onnx(fp32_path: str, int8_path: str, reader: CalibrationImages) -> 
         int8_path: where to write the INT8 graph.
         reader: the calibration images (:func:`calibration_reader`); the
             activation ranges are their min / max.
+        metadata: ``metadata_props`` of the INT8 file (quantize_static does not
+            carry the FP32 file's over).
 
     Returns:
         ``int8_path``. Raises :class:`ExportError` for a raw-output graph or
@@ -240,6 +243,13 @@ def quantize_onnx(fp32_path: str, int8_path: str, reader: CalibrationImages) -> 
         )
     finally:
         logging.getLogger().removeFilter(hint)
+    if metadata:
+        int8 = onnx.load(int8_path)
+        del int8.metadata_props[:]
+        for key, value in metadata.items():
+            entry = int8.metadata_props.add()
+            entry.key, entry.value = key, str(value)
+        onnx.save(int8, int8_path)
     onnx.checker.check_model(int8_path, full_check=True)
     logger.info(f"Wrote {int8_path} (INT8, QDQ, calibrated on {len(reader)} images).")
     return int8_path

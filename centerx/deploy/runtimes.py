@@ -322,6 +322,18 @@ def build_runtime(name: str, cfg, model_path: str = "") -> Runtime:
     return runtime.from_file(cfg, model_path)
 
 
+def runtime_for_file(model_path: str) -> str:
+    """The registered runtime that reads ``model_path``'s ending (the first by name
+    when several do); ``ValueError`` naming the endings there are runtimes for."""
+    ending = os.path.splitext(model_path)[1].lower()
+    readers = sorted(cls.name for _, cls in RUNTIME_REGISTRY if cls.model_file.split()[:1] == [ending])
+    if not readers:
+        endings = sorted({cls.model_file.split()[0] for _, cls in RUNTIME_REGISTRY if cls.model_file})
+        raise ValueError(f"No runtime reads a '{ending}' file ({model_path}); exported files end in "
+                         f"{', '.join(endings)}. A training checkpoint (.pth) runs with MODEL.WEIGHTS instead.")
+    return readers[0]
+
+
 def check_model_file(name: str, model_path: str, runtimes: Dict[str, type]) -> None:
     """Refuse, before anything is loaded, a model file whose ending is not the one
     the runtime ``name`` reads (naming the runtime that reads it)."""

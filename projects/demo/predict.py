@@ -6,12 +6,16 @@ runtime, and draw them and / or save them as COCO results.
     ./run.sh predict --input images/ --output vis/ --batch 8 --save-json dets.json MODEL.WEIGHTS ...
     ./run.sh predict --input clip.mp4 --output vis/ --heatmap MODEL.WEIGHTS ... MODEL.DEVICE cuda
     ./run.sh predict --input 0 --output vis/ --max-frames 300 MODEL.WEIGHTS ...          # camera 0
-    ./run.sh predict --runtime onnxruntime --model deploy/model.onnx --input images/ --output vis/ MODEL.WEIGHTS ...
+    ./run.sh predict --model deploy/model.onnx --input images/ --output vis/        # nothing else needed
 
-``--runtime`` is any registered runtime (pytorch, torchscript, onnxruntime,
-openvino, caffe, tensorrt; ``./run.sh help`` lists them); every runtime but
-pytorch runs the exported file ``--model`` (ONNX INT8 is an ``.onnx`` file on
-onnxruntime). PyTorch runs through centerx.engine.Predictor (detectron2's
+``--model`` runs an exported file (model.onnx, model_int8.onnx, model.xml,
+model.ts, model.prototxt, model_fp32.engine) with the config saved in it: no
+``--config-file``, no checkpoint (``--config-file`` still overrides it, for a file
+exported before centerX saved one). The runtime is the one that reads the file's
+ending (ONNX Runtime for .onnx, OpenVINO for .xml, TorchScript for .ts, ...)
+unless ``--runtime`` names another (any registered runtime; ``./run.sh help``
+lists them); without ``--model``, PyTorch runs the checkpoint MODEL.WEIGHTS of
+``--config-file``. The runtime used is logged. PyTorch runs through centerx.engine.Predictor (detectron2's
 DefaultPredictor: the config's test-time resize, MODEL.WEIGHTS loaded strictly,
 the EMA weights with MODEL_EMA.USE_FOR_EVAL); the exported runtimes letterbox
 to EXPORT.INPUT_SIZE (centerx.deploy.runtimes). Images go through in batches of
@@ -56,7 +60,8 @@ from centerx.checkpoint import WEIGHTS_ERRORS
 from centerx.config import merge_config_file
 from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import model_num_classes
-from centerx.deploy.runtimes import build_runtime, runtime_names
+from centerx.deploy.model_info import ModelInfoError, config_from_model_file
+from centerx.deploy.runtimes import build_runtime, runtime_for_file, runtime_names
 from centerx.engine import Predictor
 from centerx.engine.visualization import draw_detections
 
@@ -83,14 +88,16 @@ class Summary:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
+    parser.add_argument("--config-file", metavar="FILE",
+                        help="the model's config (needed for a checkpoint; an exported --model carries its own)")
     parser.add_argument("--input", required=True, metavar="PATH",
                         help=f"an image ({', '.join(IMAGE_EXTENSIONS)}), a folder of such images (not recursive), "
                              f"a video ({', '.join(VIDEO_EXTENSIONS)}) or a camera index (0, 1, ...)")
     parser.add_argument("--output", metavar="DIR", help="folder for the drawn images / video")
     parser.add_argument("--save-json", metavar="FILE", help="write the detections in COCO results format")
-    parser.add_argument("--runtime", default="pytorch", choices=runtime_names(), help="where the model runs")
-    parser.add_argument("--model", default="", metavar="FILE", help="the exported file, for every runtime but pytorch")
+    parser.add_argument("--runtime", choices=runtime_names(),
+                        help="where the model runs (default: the runtime of --model's file ending, else pytorch)")
+    parser.add_argument("--model", default="", metavar="FILE", help="an exported file (every runtime but pytorch)")
     parser.add_argument("--batch", type=int, default=1, help="images (or frames) per forward pass")
     parser.add_argument("--confidence-threshold", type=float, default=0.3, metavar="SCORE",
                         help="keep only detections scoring above this (default: 0.3)")
@@ -108,22 +115,36 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.ArgumentP
 
 
 def setup_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """Frozen config from the file and the overrides; MODEL.WEIGHTS must name a checkpoint."""
-    if not os.path.isfile(args.config_file):
-        parser.error(f"--config-file {args.config_file}: no such file")
-    cfg = centerx.get_centerx_cfg()
-    try:
-        merge_config_file(cfg, args.config_file)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(f"--config-file {args.config_file}: {e}")
-    cfg.merge_from_list(args.opts)
+    """Frozen config from ``--config-file`` (else the one saved in the exported
+    ``--model``) and the overrides; the pytorch runtime needs MODEL.WEIGHTS."""
+    if args.config_file:
+        if not os.path.isfile(args.config_file):
+            parser.error(f"--config-file {args.config_file}: no such file")
+        cfg = centerx.get_centerx_cfg()
+        try:
+            merge_config_file(cfg, args.config_file)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(f"--config-file {args.config_file}: {e}")
+        cfg.merge_from_list(args.opts)
+    elif args.model:
+        try:
+            cfg = config_from_model_file(args.model, args.opts)
+        except ModelInfoError as e:
+            parser.error(str(e))
+        except Exception as e:  # not a model file its reader can open
+            parser.error(f"--model {args.model}: cannot read it as a {os.path.splitext(args.model)[1]} model "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    else:
+        parser.error("give the model: --model FILE (an exported file), or --config-file FILE with "
+                     "MODEL.WEIGHTS <checkpoint> (PyTorch)")
     cfg.freeze()
-    weights = cfg.MODEL.WEIGHTS
-    if not weights:
-        parser.error("MODEL.WEIGHTS is empty: pass the trained model as an override, e.g. "
-                     "MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth")
-    if "://" not in weights and not os.path.isfile(os.path.expanduser(weights)):
-        parser.error(f"MODEL.WEIGHTS {weights}: no such file")
+    if args.runtime == "pytorch":
+        weights = cfg.MODEL.WEIGHTS
+        if not weights:
+            parser.error("MODEL.WEIGHTS is empty: pass the trained model as an override, e.g. "
+                         "MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth")
+        if "://" not in weights and not os.path.isfile(os.path.expanduser(weights)):
+            parser.error(f"MODEL.WEIGHTS {weights}: no such file")
     centerx.register_config_datasets(cfg)
     return cfg
 
@@ -401,6 +422,11 @@ def run(argv: Optional[Sequence[str]] = None) -> Summary:
         parser.error("nothing to write: give --output DIR (drawn images / video) and / or --save-json FILE")
     if args.batch < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
+    if args.runtime is None:
+        try:
+            args.runtime = runtime_for_file(args.model) if args.model else "pytorch"
+        except ValueError as e:
+            parser.error(f"--model: {e}")
     if args.heatmap and args.runtime != "pytorch":
         parser.error("--heatmap needs --runtime pytorch (exported graphs output the peak-masked scores only)")
     if args.runtime != "pytorch" and not args.model:
@@ -433,6 +459,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Summary:
             raise
         parser.error(f"--model {args.model}: the {args.runtime} runtime cannot load it ({type(e).__name__}: "
                      f"{str(e).splitlines()[0] if str(e) else ''})")
+    logger.info(f"Running {args.model or cfg.MODEL.WEIGHTS} on {args.runtime}.")
     names, ids = dataset_metadata(cfg)
     job = Job(detector, names, ids, args.output, args.heatmap, model_num_classes(cfg))
     if video is not None:

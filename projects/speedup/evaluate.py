@@ -1,19 +1,31 @@
 #!/usr/bin/env python
-"""COCO box AP of a model on a registered dataset, run in a deployment runtime.
+"""COCO box AP of a model on a registered dataset, run in a deployment runtime or in PyTorch.
 
-    python projects/speedup/evaluate.py --config-file CFG --runtime onnxruntime --model deploy/model_int8.onnx \
-        [--dataset shapes_val] [KEY VALUE overrides]
-    python projects/speedup/evaluate.py --config-file CFG --runtime pytorch MODEL.WEIGHTS model_final.pth
+    python projects/speedup/evaluate.py --model deploy/model_int8.onnx [--dataset shapes_val] [--output DIR]
+    python projects/speedup/evaluate.py --config-file CFG MODEL.WEIGHTS model_final.pth     # a checkpoint
+    python projects/speedup/evaluate.py --config-file CFG --runtime openvino --model deploy/model.onnx [KEY VALUE ...]
+
+An exported ``--model`` carries its config (centerx.deploy.model_info): no
+``--config-file`` is needed, and its runtime is the one that reads the file's
+ending unless ``--runtime`` names another; without ``--model`` the checkpoint
+MODEL.WEIGHTS of ``--config-file`` runs in PyTorch. ``--dataset`` is any
+registered dataset (built-in, or one the config registers, e.g. with
+DATASETS.COCO_JSON given as an override); default DATASETS.TEST[0].
 
 Each image is read with OpenCV (BGR), letterboxed to EXPORT.INPUT_SIZE, run,
 thresholded at the meta-architecture's SCORE_THRESH_TEST and mapped back to its
 own pixels, as every runtime of centerx.deploy.runtimes does; detectron2's
-COCOEvaluator scores the detections. Set EXPORT.INPUT_SIZE to the test size
-the model is evaluated at in PyTorch (e.g. (256, 256) for the shapes demo
-configs, whose test resize fits the longer side to 256) to compare the two.
+COCOEvaluator scores the detections. With ``--output DIR`` the detections are
+written as DIR/coco_instances_results.json with the dataset's own image and
+category ids (so pycocotools scores them as they are), beside the per-class
+report (per_class.csv, pr_curves.png, confusion_matrix.png). Set
+EXPORT.INPUT_SIZE to the test size the model is evaluated at in PyTorch (e.g.
+(256, 256) for the shapes demo configs, whose test resize fits the longer side
+to 256) to compare the two.
 """
 import argparse
 import logging
+import os
 from typing import Dict
 
 from detectron2.utils.logger import setup_logger
@@ -21,38 +33,70 @@ from detectron2.utils.logger import setup_logger
 import centerx
 from centerx.config import merge_config_file
 from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
-from centerx.deploy.runtimes import add_runtime_arguments, build_runtime
+from centerx.deploy.model_info import ModelInfoError, config_from_model_file
+from centerx.deploy.runtimes import build_runtime, runtime_for_file, runtime_names
 
 logger = logging.getLogger("centerx.evaluate")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_runtime_arguments(parser)
+    parser.add_argument("--config-file", metavar="FILE",
+                        help="the model's config (needed for a checkpoint; an exported --model carries its own)")
+    parser.add_argument("--runtime", choices=runtime_names(),
+                        help="where the model runs (default: the runtime of --model's file ending, else pytorch)")
+    parser.add_argument("--model", default="", metavar="FILE", help="an exported file (every runtime but pytorch)")
     parser.add_argument("--dataset", metavar="NAME", help="registered dataset (default DATASETS.TEST[0])")
+    parser.add_argument("--output", metavar="DIR",
+                        help="write the detections (COCO results json, the dataset's ids) and the per-class report")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
-    return parser.parse_args(argv)
+    return parser, parser.parse_args(argv)
 
 
-def evaluate(runtime, dataset: str) -> Dict[str, float]:
+def load_config(parser, args):
+    """``--config-file`` and the overrides, else the config saved in ``--model``."""
+    if args.config_file:
+        cfg = centerx.get_centerx_cfg()
+        try:
+            merge_config_file(cfg, args.config_file)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(f"--config-file {args.config_file}: {e}")
+        cfg.merge_from_list(args.opts)
+        return cfg
+    if not args.model:
+        parser.error("give the model: --model FILE (an exported file), or --config-file FILE with "
+                     "MODEL.WEIGHTS <checkpoint> (PyTorch)")
+    if not os.path.isfile(args.model):
+        parser.error(f"--model {args.model}: no such file")
+    try:
+        return config_from_model_file(args.model, args.opts)
+    except ModelInfoError as e:
+        parser.error(str(e))
+
+
+def evaluate(runtime, dataset: str, output_dir: str = "") -> Dict[str, float]:
     """COCO box metrics (AP, AP50, ..., in percent) of ``runtime`` on every image of ``dataset``."""
-    return evaluate_runtime(runtime, dataset)
+    return evaluate_runtime(runtime, dataset, output_dir=output_dir or None)
 
 
 def main(argv=None) -> Dict[str, float]:
-    args = parse_args(argv)
+    parser, args = parse_args(argv)
     setup_logger(name="centerx")
-    setup_logger(name="detectron2")
-    cfg = centerx.get_centerx_cfg()
-    try:
-        merge_config_file(cfg, args.config_file)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"--config-file {args.config_file}: {e}") from None
-    cfg.merge_from_list(args.opts)
+    setup_logger(name="detectron2", abbrev_name="d2")
+    if args.runtime is None:
+        try:
+            args.runtime = runtime_for_file(args.model) if args.model else "pytorch"
+        except ValueError as e:
+            parser.error(f"--model: {e}")
+    cfg = load_config(parser, args)
     cfg.freeze()
     centerx.register_config_datasets(cfg)
     dataset = resolve_dataset(cfg, args.dataset)
-    metrics = evaluate(build_runtime(args.runtime, cfg, args.model), dataset)
+    try:
+        runtime = build_runtime(args.runtime, cfg, args.model)
+    except ValueError as e:
+        parser.error(str(e))
+    metrics = evaluate(runtime, dataset, args.output or "")
     logger.info(f"{args.runtime} {args.model or cfg.MODEL.WEIGHTS} on {dataset}: AP {metrics['AP']:.2f}, "
                 f"AP50 {metrics['AP50']:.2f}, AP75 {metrics['AP75']:.2f}")
     return metrics

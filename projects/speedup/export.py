@@ -8,6 +8,15 @@ or INT8, Caffe, TensorRT, and any format a user registers; the I/O contract of d
         [--calibration-dataset NAME] MODEL.WEIGHTS ...
     python projects/speedup/export.py --config-file ... --format caffe MODEL.WEIGHTS ...
     python projects/speedup/export.py --config-file ... --format tensorrt [--fp16] MODEL.WEIGHTS ...
+    python projects/speedup/export.py --config-file ... --format onnx openvino onnx-int8 torchscript MODEL.WEIGHTS ...
+
+Several formats in one command are exported one after the other into the same
+folder, each to its own file names (model.onnx, model.xml/.bin, model_int8.onnx,
+model.ts, model.prototxt, model_fp32.engine): none overwrites another's. Every
+file carries the model's class names, input size, normalisation, score
+threshold, architecture, centerX version and deployment config
+(centerx.deploy.model_info), so ``./run.sh predict --model FILE`` and
+``./run.sh evaluate --model FILE`` run it with nothing else.
 
 Trailing ``KEY VALUE`` pairs override the config, as in train_net.py. The graph
 is traced on CPU at ``EXPORT.INPUT_SIZE``; then the file is loaded in its
@@ -53,7 +62,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__ + "\nformats:\n" + formats,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config")
-    parser.add_argument("--format", required=True, choices=exporter_formats(), help="what to export (see formats)")
+    parser.add_argument("--format", required=True, nargs="+", choices=exporter_formats(), metavar="FORMAT",
+                        help="what to export, one or several (see formats)")
     parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET}; deformable convs need 19)")
     parser.add_argument("--raw", action="store_true", default=None,
                         help="ONNX: output the peak-masked heatmap and regression maps instead of decoded boxes")
@@ -84,42 +94,50 @@ def setup(args):
     return cfg
 
 
-def exporter_options(args, exporter_class) -> dict:
-    """The flags given, as the exporter's options; a flag this format does not read
-    stops the script, naming the formats that do."""
-    options = {}
+def exporter_options(args, exporter_classes) -> list:
+    """The flags given, as each exporter's options (a flag goes to the formats that
+    read it); a flag none of the formats reads stops the script, naming those that do."""
+    chosen = [{} for _ in exporter_classes]
     for flag, option in FLAGS.items():
         value = getattr(args, option)
         if value is None:
             continue
-        if option not in exporter_class.options:
+        if not any(option in cls.options for cls in exporter_classes):
             takers = [cls.format for _, cls in sorted(EXPORTER_REGISTRY, key=lambda item: item[1].format)
                       if option in cls.options]
-            raise SystemExit(f"{flag} applies to --format {' / '.join(takers)}, not {exporter_class.format}.")
-        options[option] = value
-    return options
+            asked = " / ".join(cls.format for cls in exporter_classes)
+            raise SystemExit(f"{flag} applies to --format {' / '.join(takers)}, not {asked}.")
+        for options, cls in zip(chosen, exporter_classes):
+            if option in cls.options:
+                options[option] = value
+    return chosen
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")
     cfg = setup(args)
-    exporter_class = get_exporter(args.format)
-    exporter = exporter_class(cfg, args.output or os.path.join(cfg.OUTPUT_DIR, "deploy"), args.allow_random_weights,
-                              **exporter_options(args, exporter_class))
+    formats = list(dict.fromkeys(args.format))
+    classes = [get_exporter(fmt) for fmt in formats]
+    out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "deploy")
+    exporters = [cls(cfg, out_dir, args.allow_random_weights, **options)
+                 for cls, options in zip(classes, exporter_options(args, classes))]
+    written = []
     try:
-        try:
-            exporter.prepare()
-        except (ValueError, FileNotFoundError) as e:
-            raise SystemExit(str(e)) from e
-        path = exporter.export()
+        for exporter in exporters:  # every format's requirements before the first file is written
+            try:
+                exporter.prepare()
+            except (ValueError, FileNotFoundError) as e:
+                raise SystemExit(str(e)) from e
+        for exporter in exporters:
+            written.append(exporter.export())
     except (ExportError, TensorRTUnavailable, *WEIGHTS_ERRORS) as e:
         logger.error(str(e))
         return 2
     except DisagreementError as e:
         logger.error(str(e))
         return 3
-    logger.info(f"Done: {path}")
+    logger.info("Done: " + ", ".join(written))
     return 0
 
 

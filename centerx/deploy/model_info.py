@@ -1,0 +1,122 @@
+"""What an exported file says about itself, so that it runs with nothing beside it.
+
+Every export carries the same string properties (:func:`describe_model`): the
+architecture, class names, input size, pixel format and normalisation, the
+score threshold, centerX's version and the whole deployment config (YAML), from
+which :func:`config_from_model_file` rebuilds the config a runtime needs.
+
+Where they are kept, per format:
+
+- ONNX (``.onnx``, FP32 and INT8): the model's ``metadata_props``;
+- TorchScript (``.ts``): an extra file ``centerx.json`` in the archive;
+- OpenVINO (``.xml``): the model's ``rt_info`` entry ``centerx`` (a JSON string);
+- Caffe (``.prototxt``) and TensorRT (``.engine``), which have no place for them:
+  a ``<file>.centerx.json`` beside the file.
+"""
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+from .. import __version__
+
+CONFIG_KEY = "centerx_config"
+TORCHSCRIPT_ENTRY = "centerx.json"
+OPENVINO_SECTION = "centerx"
+SIDECAR_SUFFIX = ".centerx.json"
+
+
+class ModelInfoError(ValueError):
+    """An exported file without centerX's properties, where they are needed."""
+
+
+def describe_model(cfg, raw: bool = False) -> Dict[str, str]:
+    """The properties an export of the deployment config ``cfg`` carries, as strings.
+
+    Class names are MODEL.CENTERX.CLASS_NAMES, else those of the config's
+    datasets (metadata only); ``cfg``'s config is saved with them filled in."""
+    from ..modeling.meta_arch.teachers import class_names
+    from .runtimes import num_classes, score_threshold
+
+    names = class_names(cfg)
+    saved = cfg.clone()
+    saved.defrost()
+    if names is not None:
+        saved.MODEL.CENTERX.CLASS_NAMES = tuple(names)
+    height, width = cfg.EXPORT.INPUT_SIZE
+    return {
+        "producer": "centerX",
+        "centerx_version": __version__,
+        "architecture": cfg.MODEL.META_ARCHITECTURE,
+        "num_classes": str(num_classes(cfg)),
+        "class_names": json.dumps(names),
+        "input_size": json.dumps([int(height), int(width)]),
+        "input_format": cfg.INPUT.FORMAT,
+        "pixel_mean": json.dumps([float(v) for v in cfg.MODEL.PIXEL_MEAN]),
+        "pixel_std": json.dumps([float(v) for v in cfg.MODEL.PIXEL_STD]),
+        "score_threshold": str(score_threshold(cfg)),
+        "detections_per_image": str(cfg.TEST.DETECTIONS_PER_IMAGE),
+        "outputs": "raw" if raw else "decoded",
+        CONFIG_KEY: saved.dump(),
+    }
+
+
+def sidecar_path(path: str) -> str:
+    """The JSON file beside a Caffe / TensorRT export that holds its properties."""
+    return path + SIDECAR_SUFFIX
+
+
+def write_sidecar(path: str, info: Dict[str, str]) -> str:
+    """Write ``info`` beside ``path``; returns the JSON file's path."""
+    out = sidecar_path(path)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    return out
+
+
+def read_model_info(path: str) -> Optional[Dict[str, str]]:
+    """The centerX properties of the exported file ``path``, or None when it has none
+    (exported before they existed, or not by centerX)."""
+    ending = os.path.splitext(path)[1].lower()
+    info: Optional[Dict[str, str]] = None
+    if ending == ".onnx":
+        import onnx
+
+        model = onnx.load(path, load_external_data=False)
+        info = {p.key: p.value for p in model.metadata_props}
+    elif ending == ".ts":
+        import torch
+
+        extra = {TORCHSCRIPT_ENTRY: ""}
+        torch.jit.load(path, map_location="cpu", _extra_files=extra)
+        info = json.loads(extra[TORCHSCRIPT_ENTRY]) if extra[TORCHSCRIPT_ENTRY] else None
+    elif ending == ".xml":
+        import openvino as ov
+
+        model = ov.Core().read_model(path)
+        if model.has_rt_info([OPENVINO_SECTION]):
+            info = json.loads(model.get_rt_info([OPENVINO_SECTION]).astype(str))
+    if info is None and os.path.isfile(sidecar_path(path)):
+        with open(sidecar_path(path), encoding="utf-8") as f:
+            info = json.load(f)
+    return info if info and CONFIG_KEY in info else None
+
+
+def config_from_model_file(path: str, opts: Sequence[str] = ()):
+    """The deployment config saved in the exported file ``path``, with ``opts``
+    (``KEY VALUE`` pairs) merged on top.
+
+    Raises:
+        ModelInfoError: the file carries no centerX config (say which to give instead).
+    """
+    from detectron2.config import CfgNode
+
+    from .. import get_centerx_cfg
+
+    info = read_model_info(path)
+    if info is None:
+        raise ModelInfoError(f"{path} carries no centerX config (exported before centerX wrote one, or not by "
+                             "centerX): give the config it was exported from with --config-file.")
+    cfg = get_centerx_cfg()
+    cfg.merge_from_other_cfg(CfgNode.load_cfg(info[CONFIG_KEY]))
+    cfg.merge_from_list(list(opts))
+    return cfg
