@@ -25,6 +25,7 @@ beside detectron2's checkpoints.
 """
 import glob
 import logging
+import math
 import os
 import warnings
 
@@ -32,7 +33,7 @@ import warnings
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -114,8 +115,10 @@ def describe_run(cfg, args) -> str:
     else:
         evaluation = (f"every {cfg.TEST.EVAL_PERIOD} iterations and at the end" if cfg.TEST.EVAL_PERIOD > 0
                       else "at the end")
+        length = (f"{cfg.SOLVER.EPOCHS:g} epochs" if cfg.SOLVER.EPOCHS > 0
+                  else f"{cfg.SOLVER.MAX_ITER} iterations")
         what = (f"Training {cfg.MODEL.META_ARCHITECTURE} on {', '.join(cfg.DATASETS.TRAIN)}: "
-                f"{cfg.SOLVER.MAX_ITER} iterations of batch {cfg.SOLVER.IMS_PER_BATCH} at {cfg.INPUT.TRAIN_SIZE} px, "
+                f"{length} of batch {cfg.SOLVER.IMS_PER_BATCH} at {cfg.INPUT.TRAIN_SIZE} px, "
                 f"{cfg.SOLVER.OPTIMIZER} lr {cfg.SOLVER.BASE_LR:g}, {cfg.MODEL.DEVICE}"
                 f"{' mixed precision' if cfg.SOLVER.AMP.ENABLED else ''}")
         if len(cfg.DATASETS.TEST):
@@ -144,23 +147,44 @@ def main(args):
             raise SystemExit(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {e}") from None
         return Trainer.test(cfg, model)
     validate_datasets(cfg)
-    save_class_names(cfg)
+    cfg = iterations_from_epochs(cfg)
+    save_run_config(cfg)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
-def save_class_names(cfg) -> None:
-    """Write the run's ``config.yaml`` again with MODEL.CENTERX.CLASS_NAMES set to
-    the training set's class names (when the config leaves it empty), so that the
-    run's config alone names the classes for predict, export and eval later, even
-    where the dataset is gone."""
-    names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes") if len(cfg.DATASETS.TRAIN) else None
-    if not names or len(cfg.MODEL.CENTERX.CLASS_NAMES) or not comm.is_main_process():
+def iterations_from_epochs(cfg):
+    """With SOLVER.EPOCHS > 0, the config with SOLVER.MAX_ITER = ceil(EPOCHS x the
+    training sets' images / IMS_PER_BATCH) (the same in every process: each counts
+    the registered dataset dicts); else ``cfg`` as it is."""
+    if cfg.SOLVER.EPOCHS <= 0:
+        return cfg
+    images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
+    iterations = max(1, math.ceil(cfg.SOLVER.EPOCHS * images / cfg.SOLVER.IMS_PER_BATCH))
+    on_screen(logging.getLogger("centerx"),
+              f"SOLVER.EPOCHS {cfg.SOLVER.EPOCHS:g} over {images} training images at batch "
+              f"{cfg.SOLVER.IMS_PER_BATCH}: SOLVER.MAX_ITER {iterations}.")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SOLVER.MAX_ITER = iterations
+    cfg.freeze()
+    return cfg
+
+
+def save_run_config(cfg) -> None:
+    """Write the run's ``config.yaml`` again (main process) as the run trains it:
+    SOLVER.MAX_ITER as resolved from SOLVER.EPOCHS, and MODEL.CENTERX.CLASS_NAMES
+    set to the training set's class names when the config leaves it empty, so that
+    the run's config alone names the classes for predict, export and eval later,
+    even where the dataset is gone."""
+    if not comm.is_main_process():
         return
     saved = cfg.clone()
     saved.defrost()
-    saved.MODEL.CENTERX.CLASS_NAMES = tuple(names)
+    names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes") if len(cfg.DATASETS.TRAIN) else None
+    if names and not len(cfg.MODEL.CENTERX.CLASS_NAMES):
+        saved.MODEL.CENTERX.CLASS_NAMES = tuple(names)
     path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
     with open(path + ".tmp", "w") as f:
         f.write(saved.dump())

@@ -85,7 +85,10 @@ def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 32:
             raise ValueError(f"INPUT.TRAIN_SIZE must be a positive multiple of 32 (the training input side in "
                              f"pixels), got {size!r}; e.g. INPUT.TRAIN_SIZE 512.")
-        if cfg.SOLVER.MAX_ITER < 1:
+        if cfg.SOLVER.EPOCHS < 0:
+            raise ValueError(f"SOLVER.EPOCHS must be 0 (train SOLVER.MAX_ITER iterations) or a positive number of "
+                             f"passes over the training sets, got {cfg.SOLVER.EPOCHS}.")
+        if cfg.SOLVER.MAX_ITER < 1 and not cfg.SOLVER.EPOCHS:
             raise ValueError(f"SOLVER.MAX_ITER must be at least 1 to train, got {cfg.SOLVER.MAX_ITER}; to evaluate "
                              "a trained model use --eval-only MODEL.WEIGHTS <checkpoint>.")
     reference, batch = cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH

@@ -167,3 +167,23 @@ def test_best_and_final_weights_are_weights_only(trained_run):
     assert best["bbox/AP"] == pytest.approx(max(scores), rel=1e-5)
     assert best["iteration"] == rows[int(np.argmax(scores))]["iteration"]
     assert os.path.getsize(out / "model_final_weights.pth") < 0.6 * os.path.getsize(out / "model_final.pth")
+
+
+def test_epochs_set_the_iterations_from_the_datasets_size(tiny_shapes):
+    import centerx
+    import train_net
+
+    name, _ = tiny_shapes  # 8 images
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "own_data", "ttfnet_r18.yaml"))
+    cfg.merge_from_list(["DATASETS.TRAIN", f"('{name}', '{name}')", "SOLVER.IMS_PER_BATCH", "3",
+                         "SOLVER.EPOCHS", "2", "MODEL.TTFNET.NUM_CLASSES", "4"])
+    cfg.freeze()
+    centerx.check_config(cfg)
+    assert train_net.iterations_from_epochs(cfg).SOLVER.MAX_ITER == 11  # ceil(2 x 16 / 3)
+    cfg.defrost()
+    cfg.SOLVER.EPOCHS = 0
+    assert train_net.iterations_from_epochs(cfg) is cfg and cfg.SOLVER.MAX_ITER == 40000
+    cfg.SOLVER.EPOCHS = -1
+    with pytest.raises(ValueError, match="SOLVER.EPOCHS must be 0"):
+        centerx.check_config(cfg)

@@ -315,6 +315,13 @@ def add_solver_config(cfg):
     # Optimizer: "SGD" (detectron2's), "ADAM" or "ADAMW" (the CenterNet papers
     # train with Adam). Adam uses SOLVER.BASE_LR and SOLVER.WEIGHT_DECAY.
     _C.SOLVER.OPTIMIZER = "SGD"
+    # Length of training in passes over the training sets (DATASETS.TRAIN): when
+    # > 0, train_net.py sets SOLVER.MAX_ITER to ceil(EPOCHS x images /
+    # IMS_PER_BATCH) once the datasets are loaded (logged, and recorded in the
+    # run's config.yaml), so one recipe fits datasets of any size; schedule keys
+    # counted in iterations (WARMUP_ITERS, STEPS, CHECKPOINT_PERIOD,
+    # TEST.EVAL_PERIOD) stay as given. 0 = SOLVER.MAX_ITER as given.
+    _C.SOLVER.EPOCHS = 0
     # Under mixed precision (SOLVER.AMP.ENABLED: float16 on CUDA, bfloat16 on a
     # CPU that has it), the parts of the model that run in float32 anyway: their
     # names as the detector's named_modules() gives them (a distillation
