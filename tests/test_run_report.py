@@ -167,6 +167,16 @@ def test_best_and_final_weights_are_weights_only(trained_run):
     assert best["bbox/AP"] == pytest.approx(max(scores), rel=1e-5)
     assert best["iteration"] == rows[int(np.argmax(scores))]["iteration"]
     assert os.path.getsize(out / "model_final_weights.pth") < 0.6 * os.path.getsize(out / "model_final.pth")
+    # what export, predict and eval load: strictly, every parameter from the file
+    import centerx
+    from centerx.deploy import build_deploy_model
+
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(str(out / "config.yaml"))
+    cfg.MODEL.WEIGHTS = str(out / "model_best.pth")
+    deployed = build_deploy_model(cfg)
+    torch.testing.assert_close(deployed.model.state_dict()["heads.ltrb.layers.4.bias"],
+                               best["model"]["heads.ltrb.layers.4.bias"], rtol=0, atol=0)
 
 
 def test_epochs_set_the_iterations_from_the_datasets_size(tiny_shapes):
