@@ -64,3 +64,14 @@ def test_the_runtime_comes_from_the_file_ending(path, runtime):
 def test_a_checkpoint_given_as_model_is_pointed_to_model_weights():
     with pytest.raises(ValueError, match=r"No runtime reads a '.pth' file .* MODEL.WEIGHTS"):
         runtime_for_file("output/run/model_final.pth")
+
+
+def test_export_takes_several_formats_then_the_overrides(capsys):
+    from project_scripts import load_script
+
+    export = load_script("speedup", "export")
+    args = export.parse_args(["--config-file", "c.yaml", "--format", "onnx", "openvino", "MODEL.WEIGHTS", "w.pth"])
+    assert (args.format, args.opts) == (["onnx", "openvino"], ["MODEL.WEIGHTS", "w.pth"])
+    with pytest.raises(SystemExit):
+        export.parse_args(["--config-file", "c.yaml", "--format", "onnx", "onnxx", "MODEL.WEIGHTS", "w.pth"])
+    assert "unknown onnxx; registered formats: caffe, onnx" in capsys.readouterr().err

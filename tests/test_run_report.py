@@ -181,6 +181,7 @@ def test_best_and_final_weights_are_weights_only(trained_run):
 
 def test_epochs_set_the_iterations_from_the_datasets_size(tiny_shapes):
     import centerx
+
     import train_net
 
     name, _ = tiny_shapes  # 8 images

@@ -36,6 +36,7 @@ randomly initialised model on purpose.
 import argparse
 import logging
 import os
+import re
 import sys
 
 from detectron2.utils.logger import setup_logger
@@ -51,6 +52,8 @@ from centerx.deploy.verify import DisagreementError
 
 logger = logging.getLogger("centerx.export")
 
+# a KEY of a KEY VALUE override (where the --format names end)
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 # export.py flag -> the exporter option it sets (an exporter lists the options it reads)
 FLAGS = {"--raw": "raw", "--opset": "opset", "--fp16": "fp16", "--calibration-images": "calibration_images",
          "--calibration-dataset": "calibration_dataset"}
@@ -62,7 +65,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__ + "\nformats:\n" + formats,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config")
-    parser.add_argument("--format", required=True, nargs="+", choices=exporter_formats(), metavar="FORMAT",
+    parser.add_argument("--format", required=True, nargs="+", metavar="FORMAT",
                         help="what to export, one or several (see formats)")
     parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET}; deformable convs need 19)")
     parser.add_argument("--raw", action="store_true", default=None,
@@ -79,7 +82,16 @@ def parse_args(argv=None):
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="export a randomly initialised model when MODEL.WEIGHTS is empty (refused otherwise)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # --format takes one or more names; the KEY VALUE pairs right after them are overrides
+    known = exporter_formats()
+    count = next((i for i, name in enumerate(args.format) if CONFIG_KEY.match(name)), len(args.format))
+    args.format, args.opts = args.format[:count], args.format[count:] + args.opts
+    unknown = [name for name in args.format if name not in known]
+    if unknown or not args.format:
+        parser.error(f"--format: {'unknown ' + ', '.join(unknown) + '; ' if unknown else ''}registered formats: "
+                     f"{', '.join(known)}")
+    return args
 
 
 def setup(args):
