@@ -17,6 +17,8 @@ class TestDatasetMapper(DatasetMapper):
     (ResizeShortestEdge of INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST). Images are read
     with centerX's ``read_image``: 16-bit images keep their range, as in training."""
 
+    __test__ = False  # a mapper, not a test class: pytest run from the repository root would collect it
+
     def __init__(self, cfg):
         super().__init__(cfg, is_train=False)
 
