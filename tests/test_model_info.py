@@ -75,3 +75,20 @@ def test_export_takes_several_formats_then_the_overrides(capsys):
     with pytest.raises(SystemExit):
         export.parse_args(["--config-file", "c.yaml", "--format", "onnx", "onnxx", "MODEL.WEIGHTS", "w.pth"])
     assert "unknown onnxx; registered formats: caffe, onnx" in capsys.readouterr().err
+
+
+def test_open_exported_runs_a_file_with_nothing_else(tmp_path):
+    import numpy as np
+
+    from centerx.deploy.runtimes import OnnxRuntime, open_exported
+
+    cfg = tiny_cfg("TTFNet", "MODEL.CENTERX.CLASS_NAMES", "('a', 'b', 'c')", "MODEL.TTFNET.SCORE_THRESH_TEST", "0.0")
+    path = str(tmp_path / "model.onnx")
+    export_onnx(DeployModel(build("TTFNet")).eval(), path, SIZE, metadata=describe_model(cfg))
+    image = np.random.default_rng(0).integers(0, 255, (100, 140, 3), dtype=np.uint8)
+    alone = open_exported(path)
+    assert isinstance(alone, OnnxRuntime)
+    got, want = alone([image])[0], OnnxRuntime(cfg, path)([image])[0]
+    assert len(want["scores"]) > 0
+    for key in ("boxes", "scores", "classes"):
+        np.testing.assert_array_equal(got[key], want[key])
