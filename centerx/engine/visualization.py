@@ -19,6 +19,7 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.visualizer import Visualizer
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from ..console import on_screen
 from ..data.test_mapper import TestDatasetMapper
 
 __all__ = ["draw_detections", "PredictionImages"]
@@ -122,7 +123,7 @@ class PredictionImages(HookBase):
         if self.trainer.iter + 1 >= self.trainer.max_iter:
             written = self.put_images(self._save_dir)
             if written and self._save_dir:
-                logger.info(f"Predictions (score > {self._score_thresh}) drawn on {written} images of "
+                on_screen(logger, f"Predictions (score > {self._score_thresh}) drawn on {written} images of "
                             f"'{self._dataset}': {os.path.abspath(self._save_dir)}")
 
     def _first_images(self) -> List[Dict]:
