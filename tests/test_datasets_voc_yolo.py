@@ -281,3 +281,39 @@ def test_a_test_set_without_labels_is_refused_before_training(tmp_path):
     register(["DATASETS.YOLO", [(name, images, labels, names)]])
     with pytest.raises(DatasetError, match="is a test set .* with 3 images and no annotation"):
         validate_datasets(_cfg_for(name, name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["voc", "yolo"])
+def test_the_own_data_recipe_trains_and_reports_ap_on_voc_and_yolo(fmt, tmp_path):
+    """docs/training.md's VOC and YOLO commands with configs/own_data/ttfnet_r18.yaml, shrunk
+    (64 px, one epoch): train_net trains, evaluates on the validation split and writes AP."""
+    import train_net
+
+    if fmt == "voc":
+        root = write_voc(tmp_path)
+        (tmp_path / "voc" / "ImageSets" / "Main" / "val.txt").write_text("a\nb\n")
+        data = ["DATASETS.PASCAL_VOC", f"[('r_voc_train', '{root}', 'train', {tuple(CLASSES)}), "
+                                       f"('r_voc_val', '{root}', 'val', {tuple(CLASSES)})]"]
+        names = ("r_voc_train", "r_voc_val")
+    else:
+        images, labels, names_file = write_yolo(tmp_path)
+        data = ["DATASETS.YOLO", f"[('r_yolo_train', '{images}', '{labels}', '{names_file}'), "
+                                 f"('r_yolo_val', '{images}', '{labels}', '{names_file}')]"]
+        names = ("r_yolo_train", "r_yolo_val")
+    out = tmp_path / "out"
+    args = train_net.argument_parser().parse_args([
+        "--config-file", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                                      "own_data", "ttfnet_r18.yaml"),
+        *data, "DATASETS.TRAIN", f"('{names[0]}',)", "DATASETS.TEST", f"('{names[1]}',)",
+        "MODEL.TTFNET.NUM_CLASSES", "3", "OUTPUT_DIR", str(out), "MODEL.DEVICE", "cpu",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.EPOCHS", "1", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
+        "INPUT.MAX_SIZE_TEST", "64", "SOLVER.WARMUP_ITERS", "0", "TEST.VIS_IMAGES", "0"])
+    train_net.main(args)
+    with open(out / "metrics.json") as f:
+        records = [json.loads(line) for line in f]
+    assert any("bbox/AP" in r for r in records)
+    saved = centerx.get_centerx_cfg()
+    saved.merge_from_file(str(out / "config.yaml"))
+    assert saved.SOLVER.MAX_ITER == 2  # ceil(1 epoch x 3 images / batch 2)
+    assert tuple(saved.MODEL.CENTERX.CLASS_NAMES) == tuple(CLASSES)

@@ -60,7 +60,7 @@ def final_weights(out):
 def uninterrupted(tiny_shapes, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
     log = run(command(tiny_shapes, out))
-    return final_weights(out), log
+    return final_weights(out), log, out
 
 
 def assert_same(a, b):
@@ -70,7 +70,10 @@ def assert_same(a, b):
 
 
 def test_each_log_line_is_printed_once(uninterrupted):
-    _, log = uninterrupted
+    _, console, out = uninterrupted
+    assert console.count("iter 6/6 (100%)") == 1  # the console's progress line
+    with open(os.path.join(out, "log.txt")) as f:  # detectron2's and centerX's lines, in the file
+        log = f.read()
     assert log.count("SOLVER.AMP.ENABLED on CPU") + log.count("SOLVER.AMP.ENABLED on a CPU without") == 1
 
 
