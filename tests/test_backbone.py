@@ -3,6 +3,7 @@
 Weight files are built in the test from torchvision's own ResNet-18 (random
 weights) and renamed to detectron2's naming with an independent mapping.
 """
+import logging
 import pickle
 import re
 
@@ -159,6 +160,48 @@ def test_missing_weights_file_names_the_config_key(tmp_path):
     """A missing file is a FileNotFoundError that tells the user which key to fix."""
     with pytest.raises(FileNotFoundError, match="MODEL.CENTERX.BACKBONE_WEIGHTS"):
         load_backbone_weights(nn.Conv2d(3, 4, 1), str(tmp_path / "nope.pth"))
+
+
+def test_optional_weights_that_cannot_be_read_leave_random_init_with_a_warning(tmp_path):
+    """MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL: an unreachable file (here a missing one, as
+    an offline machine sees the recipes' URL) is a warning and random initialisation; a
+    file that is read but fits nothing still stops; without the key the missing file stops."""
+    from detectron2.modeling import build_backbone
+
+    import centerx
+
+    class Messages(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.text = ""
+
+        def emit(self, record):
+            self.text += record.getMessage()
+
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_list(["MODEL.BACKBONE.NAME", "build_torchvision_resnet_backbone", "MODEL.RESNETS.DEPTH", "18",
+                         "MODEL.CENTERX.BACKBONE_WEIGHTS", str(tmp_path / "nope.pth")])
+    with pytest.raises(FileNotFoundError, match="MODEL.CENTERX.BACKBONE_WEIGHTS"):
+        build_backbone(cfg, ShapeSpec(channels=3))
+    cfg.MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL = True
+    torch.manual_seed(0)
+    messages, module_logger = Messages(), logging.getLogger("centerx.modeling.backbones.weights")
+    module_logger.addHandler(messages)
+    try:
+        optional = build_backbone(cfg, ShapeSpec(channels=3))
+    finally:
+        module_logger.removeHandler(messages)
+    cfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
+    torch.manual_seed(0)
+    plain = build_backbone(cfg, ShapeSpec(channels=3))
+    for (k, a), (_, b) in zip(optional.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert "starts from random initialisation (MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL is True)" in messages.text
+    other = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.randn(3, 3)}, other)
+    cfg.MODEL.CENTERX.BACKBONE_WEIGHTS = str(other)
+    with pytest.raises(ValueError, match="No tensor of"):
+        build_backbone(cfg, ShapeSpec(channels=3))
 
 
 def test_weights_file_without_matching_key(tmp_path):

@@ -120,3 +120,39 @@ def config_from_model_file(path: str, opts: Sequence[str] = ()):
     cfg.merge_from_other_cfg(CfgNode.load_cfg(info[CONFIG_KEY]))
     cfg.merge_from_list(list(opts))
     return cfg
+
+
+def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str] = ()):
+    """The config a command that runs a model uses (predict, evaluate): ``config_file``
+    with ``opts`` merged, else the config saved in the exported ``model``.
+
+    Raises:
+        ValueError: a file is missing or unreadable, or neither is given; the
+            message names the flag and what to pass.
+    """
+    from .. import get_centerx_cfg
+    from ..config import merge_config_file
+
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ValueError(f"--config-file {config_file}: no such file")
+        cfg = get_centerx_cfg()
+        try:
+            merge_config_file(cfg, config_file)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"--config-file {config_file}: {e}") from None
+        cfg.merge_from_list(list(opts))
+        return cfg
+    if not model:
+        raise ValueError("give the model: --model FILE (an exported file), or --config-file FILE with "
+                         "MODEL.WEIGHTS <checkpoint> (PyTorch)")
+    if not os.path.isfile(model):
+        raise ValueError(f"--model {model}: no such file")
+    try:
+        return config_from_model_file(model, opts)
+    except ModelInfoError:
+        raise
+    except Exception as e:  # not a model file its reader can open
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"--model {model}: cannot read it as a {os.path.splitext(model)[1]} model "
+                         f"({type(e).__name__}: {first})") from None

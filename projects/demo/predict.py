@@ -57,10 +57,9 @@ from tqdm import tqdm
 
 import centerx
 from centerx.checkpoint import WEIGHTS_ERRORS
-from centerx.config import merge_config_file
 from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import model_num_classes
-from centerx.deploy.model_info import ModelInfoError, config_from_model_file
+from centerx.deploy.model_info import load_model_config
 from centerx.deploy.runtimes import build_runtime, runtime_for_file, runtime_names
 from centerx.engine import Predictor
 from centerx.engine.visualization import draw_detections
@@ -117,26 +116,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.ArgumentP
 def setup_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """Frozen config from ``--config-file`` (else the one saved in the exported
     ``--model``) and the overrides; the pytorch runtime needs MODEL.WEIGHTS."""
-    if args.config_file:
-        if not os.path.isfile(args.config_file):
-            parser.error(f"--config-file {args.config_file}: no such file")
-        cfg = centerx.get_centerx_cfg()
-        try:
-            merge_config_file(cfg, args.config_file)
-        except (FileNotFoundError, ValueError) as e:
-            parser.error(f"--config-file {args.config_file}: {e}")
-        cfg.merge_from_list(args.opts)
-    elif args.model:
-        try:
-            cfg = config_from_model_file(args.model, args.opts)
-        except ModelInfoError as e:
-            parser.error(str(e))
-        except Exception as e:  # not a model file its reader can open
-            parser.error(f"--model {args.model}: cannot read it as a {os.path.splitext(args.model)[1]} model "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
-    else:
-        parser.error("give the model: --model FILE (an exported file), or --config-file FILE with "
-                     "MODEL.WEIGHTS <checkpoint> (PyTorch)")
+    try:
+        cfg = load_model_config(args.config_file, args.model, args.opts)
+    except ValueError as e:
+        parser.error(str(e))
     cfg.freeze()
     if args.runtime == "pytorch":
         weights = cfg.MODEL.WEIGHTS

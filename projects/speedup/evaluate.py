@@ -25,15 +25,13 @@ to 256) to compare the two.
 """
 import argparse
 import logging
-import os
 from typing import Dict
 
 from detectron2.utils.logger import setup_logger
 
 import centerx
-from centerx.config import merge_config_file
 from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
-from centerx.deploy.model_info import ModelInfoError, config_from_model_file
+from centerx.deploy.model_info import load_model_config
 from centerx.deploy.runtimes import build_runtime, runtime_for_file, runtime_names
 
 logger = logging.getLogger("centerx.evaluate")
@@ -53,27 +51,6 @@ def parse_args(argv=None):
     return parser, parser.parse_args(argv)
 
 
-def load_config(parser, args):
-    """``--config-file`` and the overrides, else the config saved in ``--model``."""
-    if args.config_file:
-        cfg = centerx.get_centerx_cfg()
-        try:
-            merge_config_file(cfg, args.config_file)
-        except (FileNotFoundError, ValueError) as e:
-            parser.error(f"--config-file {args.config_file}: {e}")
-        cfg.merge_from_list(args.opts)
-        return cfg
-    if not args.model:
-        parser.error("give the model: --model FILE (an exported file), or --config-file FILE with "
-                     "MODEL.WEIGHTS <checkpoint> (PyTorch)")
-    if not os.path.isfile(args.model):
-        parser.error(f"--model {args.model}: no such file")
-    try:
-        return config_from_model_file(args.model, args.opts)
-    except ModelInfoError as e:
-        parser.error(str(e))
-
-
 def evaluate(runtime, dataset: str, output_dir: str = "") -> Dict[str, float]:
     """COCO box metrics (AP, AP50, ..., in percent) of ``runtime`` on every image of ``dataset``."""
     return evaluate_runtime(runtime, dataset, output_dir=output_dir or None)
@@ -88,7 +65,10 @@ def main(argv=None) -> Dict[str, float]:
             args.runtime = runtime_for_file(args.model) if args.model else "pytorch"
         except ValueError as e:
             parser.error(f"--model: {e}")
-    cfg = load_config(parser, args)
+    try:
+        cfg = load_model_config(args.config_file, args.model, args.opts)
+    except ValueError as e:
+        parser.error(str(e))
     cfg.freeze()
     centerx.register_config_datasets(cfg)
     dataset = resolve_dataset(cfg, args.dataset)

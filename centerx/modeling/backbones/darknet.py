@@ -16,7 +16,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-from .weights import load_backbone_weights
+from .weights import load_configured_backbone_weights
 
 _LEAKY_SLOPE = 0.1
 
@@ -96,8 +96,7 @@ def build_darknet_backbone(cfg, input_shape: ShapeSpec):
         raise ValueError(f"The DarkNet backbone expects 3 input channels, got {input_shape.channels}.")
     d = cfg.MODEL.DARKNET
     backbone = DarkNet(d.STAGE_BLOCKS, d.OUT_FEATURES, cfg.MODEL.CENTERX.BACKBONE_NORM)
-    if cfg.MODEL.CENTERX.BACKBONE_WEIGHTS:
-        load_backbone_weights(backbone, cfg.MODEL.CENTERX.BACKBONE_WEIGHTS, rename=None)
+    load_configured_backbone_weights(backbone, cfg, rename=None)
     return backbone
 
 

@@ -8,7 +8,7 @@ import torchvision
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
-from .weights import load_backbone_weights
+from .weights import load_configured_backbone_weights
 
 _BUILDERS = {
     18: torchvision.models.resnet18,
@@ -57,6 +57,5 @@ def build_torchvision_resnet_backbone(cfg, input_shape: ShapeSpec):
     if input_shape.channels != 3:
         raise ValueError(f"The ResNet backbone expects 3 input channels, got {input_shape.channels}.")
     backbone = TorchvisionResNet(cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.CENTERX.BACKBONE_NORM)
-    if cfg.MODEL.CENTERX.BACKBONE_WEIGHTS:
-        load_backbone_weights(backbone, cfg.MODEL.CENTERX.BACKBONE_WEIGHTS)
+    load_configured_backbone_weights(backbone, cfg)
     return backbone

@@ -83,10 +83,35 @@ def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
     return _strip_prefixes(state)
 
 
+def load_configured_backbone_weights(
+    module: torch.nn.Module,
+    cfg,
+    rename: Optional[Callable[[str], str]] = _d2_name_to_torchvision,
+) -> Optional[Dict[str, list]]:
+    """MODEL.CENTERX.BACKBONE_WEIGHTS into ``module`` when set (:func:`load_backbone_weights`);
+    None when it is empty. With MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL, a file that
+    cannot be fetched or found (no network, a wrong path, a checksum that differs)
+    is a warning and the backbone keeps its random initialisation; a file that is
+    read but does not fit the backbone is an error either way."""
+    path = cfg.MODEL.CENTERX.BACKBONE_WEIGHTS
+    if not path:
+        return None
+    try:
+        state = read_weights_file(path)
+    except OSError as e:
+        if not cfg.MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL:
+            raise
+        logger.warning(f"MODEL.CENTERX.BACKBONE_WEIGHTS cannot be read ({e}); the backbone starts from random "
+                       "initialisation (MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL is True).")
+        return None
+    return load_backbone_weights(module, path, rename, state=state)
+
+
 def load_backbone_weights(
     module: torch.nn.Module,
     path: str,
     rename: Optional[Callable[[str], str]] = _d2_name_to_torchvision,
+    state: Optional[Dict[str, torch.Tensor]] = None,
 ) -> Dict[str, list]:
     """Load a local weights file into ``module`` (non-strict, reported).
 
@@ -95,12 +120,13 @@ def load_backbone_weights(
         path: ``.pth``/``.pt``/``.pkl`` file.
         rename: maps a file's parameter name to the module's; the default
             translates detectron2 ResNet names and leaves torchvision names as is.
+        state: the file's tensors when already read (:func:`read_weights_file`).
 
     Returns:
         dict with the lists ``loaded``, ``missing`` (in the module, not in the
         file), ``unexpected`` (in the file, unused) and ``mismatched`` (shape).
     """
-    state = read_weights_file(path)
+    state = read_weights_file(path) if state is None else state
     if rename is not None:
         state = {rename(k): v for k, v in state.items()}
     own = module.state_dict()

@@ -298,6 +298,11 @@ def add_point_detector_config(cfg):
     # Empty = random initialisation. Loaded when the model is built; MODEL.WEIGHTS
     # (a full detector) overrides it.
     _C.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
+    # True: when BACKBONE_WEIGHTS cannot be fetched or found (no network, a wrong
+    # path), warn and train from random initialisation instead of stopping; a
+    # file that is read but does not fit the backbone still stops. The own-data
+    # recipes set it with torchvision's ImageNet weights: used where reachable.
+    _C.MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL = False
     # Normalisation in the backbone: "BN", "SyncBN" or "FrozenBN".
     _C.MODEL.CENTERX.BACKBONE_NORM = "BN"
     # Normalisation in the upsampler (CenterNet's and TTFNet's): any name of
