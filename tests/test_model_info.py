@@ -81,7 +81,8 @@ def test_export_takes_several_formats_then_the_overrides(capsys):
 def test_open_exported_runs_a_file_with_nothing_else(tmp_path):
     import numpy as np
 
-    from centerx.deploy.runtimes import OnnxRuntime, open_exported
+    from centerx.deploy.model_info import open_exported
+    from centerx.deploy.runtimes import OnnxRuntime
 
     cfg = tiny_cfg("TTFNet", "MODEL.CENTERX.CLASS_NAMES", "('a', 'b', 'c')", "MODEL.TTFNET.SCORE_THRESH_TEST", "0.0")
     path = str(tmp_path / "model.onnx")

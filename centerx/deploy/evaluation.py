@@ -10,6 +10,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from tqdm import tqdm
 
+from ..engine.evaluation import ReadableImagesCOCOEvaluator
 from .runtimes import Runtime
 
 __all__ = ["evaluate_runtime", "resolve_dataset"]
@@ -35,8 +36,6 @@ def evaluate_runtime(runtime: Runtime, dataset: str, max_images: Optional[int] =
     objects), each read with OpenCV (BGR) and run alone. With ``output_dir``, the
     detections (coco_instances_results.json, the dataset's image and category ids)
     and the per-class report at ``report_score`` are written there."""
-    from ..engine.evaluation import ReadableImagesCOCOEvaluator
-
     records = DatasetCatalog.get(dataset)[:max_images]
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)

@@ -17,7 +17,12 @@ import json
 import os
 from typing import Dict, Optional, Sequence
 
-from .. import __version__
+from detectron2.config import CfgNode
+
+from .. import __version__, get_centerx_cfg
+from ..config import merge_config_file
+from ..modeling.meta_arch.teachers import class_names
+from .runtimes import Runtime, build_runtime, num_classes, runtime_for_file, score_threshold
 
 CONFIG_KEY = "centerx_config"
 TORCHSCRIPT_ENTRY = "centerx.json"
@@ -34,9 +39,6 @@ def describe_model(cfg, raw: bool = False) -> Dict[str, str]:
 
     Class names are MODEL.CENTERX.CLASS_NAMES, else those of the config's
     datasets (metadata only); ``cfg``'s config is saved with them filled in."""
-    from ..modeling.meta_arch.teachers import class_names
-    from .runtimes import num_classes, score_threshold
-
     names = class_names(cfg)
     saved = cfg.clone()
     saved.defrost()
@@ -108,10 +110,6 @@ def config_from_model_file(path: str, opts: Sequence[str] = ()):
     Raises:
         ModelInfoError: the file carries no centerX config (say which to give instead).
     """
-    from detectron2.config import CfgNode
-
-    from .. import get_centerx_cfg
-
     info = read_model_info(path)
     if info is None:
         raise ModelInfoError(f"{path} carries no centerX config (exported before centerX wrote one, or not by "
@@ -130,9 +128,6 @@ def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str
         ValueError: a file is missing or unreadable, or neither is given; the
             message names the flag and what to pass.
     """
-    from .. import get_centerx_cfg
-    from ..config import merge_config_file
-
     if config_file:
         if not os.path.isfile(config_file):
             raise ValueError(f"--config-file {config_file}: no such file")
@@ -156,3 +151,11 @@ def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str
         first = str(e).splitlines()[0] if str(e) else ""
         raise ValueError(f"--model {model}: cannot read it as a {os.path.splitext(model)[1]} model "
                          f"({type(e).__name__}: {first})") from None
+
+
+def open_exported(model_path: str, runtime: Optional[str] = None, opts: Sequence[str] = ()) -> Runtime:
+    """The exported file ``model_path`` ready to run, with nothing else: its config
+    from the file (:func:`config_from_model_file`, ``opts`` merged on top), its
+    runtime the one that reads its ending unless ``runtime`` names another.
+    ``open_exported("model.onnx")([bgr_image])`` gives detections."""
+    return build_runtime(runtime or runtime_for_file(model_path), config_from_model_file(model_path, opts), model_path)

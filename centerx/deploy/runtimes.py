@@ -334,17 +334,6 @@ def runtime_for_file(model_path: str) -> str:
     return readers[0]
 
 
-def open_exported(model_path: str, runtime: Optional[str] = None, opts: Sequence[str] = ()) -> Runtime:
-    """The exported file ``model_path`` ready to run, with nothing else: its config
-    from the file (:func:`~centerx.deploy.model_info.config_from_model_file`, ``opts``
-    merged on top), its runtime the one that reads its ending unless ``runtime``
-    names another. ``open_exported("model.onnx")([bgr_image])`` gives detections."""
-    from .model_info import config_from_model_file
-
-    name = runtime or runtime_for_file(model_path)
-    return build_runtime(name, config_from_model_file(model_path, opts), model_path)
-
-
 def check_model_file(name: str, model_path: str, runtimes: Dict[str, type]) -> None:
     """Refuse, before anything is loaded, a model file whose ending is not the one
     the runtime ``name`` reads (naming the runtime that reads it)."""
