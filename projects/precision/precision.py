@@ -10,7 +10,8 @@ the real-photo set or on shapes.
 (``.venv`` is the environment ``./run.sh`` sets up; ``./run.sh setup`` makes it.)
 
 Settings (``--settings``, default all): ``fp32`` (SOLVER.AMP.ENABLED False),
-``bf16`` (the demo's autocast), and ``bf16-fp32-<parts>`` with <parts> among
+``bf16`` (plain bfloat16 autocast: FP32_MODULES emptied, whatever the config
+keeps in float32), and ``bf16-fp32-<parts>`` with <parts> among
 ``heads``, ``heatmap`` (the heatmap head only), ``box`` (TTFNet's box head /
 CenterNet's size and offset heads), ``outputs`` (the last convolution of every
 head), ``upsampler``, ``backbone``, joined by ``+``. Each run trains from random initialisation with the demo's schedule
@@ -59,9 +60,9 @@ METRICS = ("AP", "AP50", "APs", "APm", "APl")
 def setting_overrides(setting: str, arch: str) -> list:
     """Config overrides of one ``--settings`` entry."""
     if setting == "fp32":
-        return ["SOLVER.AMP.ENABLED", False]
+        return ["SOLVER.AMP.ENABLED", False, "SOLVER.AMP.FP32_MODULES", ()]
     if setting == "bf16":
-        return ["SOLVER.AMP.ENABLED", True]
+        return ["SOLVER.AMP.ENABLED", True, "SOLVER.AMP.FP32_MODULES", ()]
     prefix = "bf16-fp32-"
     if not setting.startswith(prefix):
         raise SystemExit(f"--settings {setting}: expected fp32, bf16 or bf16-fp32-<parts> (parts: {sorted(PARTS)}).")
