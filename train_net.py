@@ -32,7 +32,6 @@ import warnings
 # detectron2 scripts functions at import; torch >= 2.10 warns about it on every run
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
@@ -40,28 +39,30 @@ from detectron2.utils.logger import setup_logger
 
 import centerx  # (registers everything)
 from centerx.checkpoint import WEIGHTS_ERRORS
-from centerx.config import merge_config_file
+from centerx.config import load_config
 from centerx.console import on_screen, quiet_console
 from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import validate_datasets
 from centerx.engine import Trainer, load_weights_for_eval
+from centerx.plugins import PluginImportError, add_imports_argument
 
 EVAL_SUBDIR = "eval"
 
 
-def load_config(args):
-    """Config file + ``KEY VALUE`` overrides, checked (centerx.check_config); with
+def load_run_config(args):
+    """The user's modules (``--import``, the config's IMPORTS) imported, then the
+    config file + ``KEY VALUE`` overrides, checked (centerx.check_config); with
     ``--eval-only``, OUTPUT_DIR becomes OUTPUT_DIR/eval (the run's folder is only read)."""
     flags = [o for o in args.opts if isinstance(o, str) and o.startswith("--")]
     if flags:
         raise SystemExit(f"{' '.join(flags)} came after the KEY VALUE overrides, where it reads as a config key: put "
                          f"flags first, e.g. train_net.py --config-file FILE {' '.join(flags)} KEY VALUE ...")
-    cfg = centerx.add_centerx_config(get_cfg())
     try:
-        merge_config_file(cfg, args.config_file)
+        cfg = load_config(args.config_file, args.opts, args.imports)
+    except PluginImportError as e:
+        raise SystemExit(str(e)) from None
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"--config-file {args.config_file}: {e}") from None
-    cfg.merge_from_list(args.opts)
     centerx.check_config(cfg, training=not args.eval_only, world_size=args.num_gpus * args.num_machines)
     if args.eval_only:  # an evaluation writes beside the run it evaluates, never over it
         cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, EVAL_SUBDIR)
@@ -91,7 +92,7 @@ def setup(args):
     """Config from file + command line, with centerX's keys and datasets registered.
     With ``--eval-only``, OUTPUT_DIR becomes OUTPUT_DIR/eval (the training run's
     folder is only read: its last checkpoint with ``--resume``)."""
-    cfg = load_config(args)
+    cfg = load_run_config(args)
     cfg.freeze()
     centerx.register_config_datasets(cfg)
     rank = comm.get_rank()
@@ -193,7 +194,7 @@ def save_run_config(cfg) -> None:
 
 def prepare(args):
     """Once, before the workers start: check the config, generate built-in datasets it uses."""
-    cfg = load_config(args)
+    cfg = load_run_config(args)
     check_output_dir(cfg, args)
     setup_centerx_logger(cfg.OUTPUT_DIR, 0)
     ensure_datasets(list(cfg.DATASETS.TEST) if args.eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
@@ -202,6 +203,7 @@ def prepare(args):
 def argument_parser():
     """detectron2's default parser, plus --allow-random-weights for --eval-only."""
     parser = default_argument_parser()
+    add_imports_argument(parser)
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="with --eval-only: evaluate a randomly initialised model when MODEL.WEIGHTS is empty "
                              "(refused otherwise)")

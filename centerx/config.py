@@ -5,7 +5,10 @@ must run before ``merge_from_file`` so that unknown keys in a user's YAML fail
 with detectron2's usual ``KeyError: 'Non-existent config key: ...'``.
 """
 import logging
+import os
+from typing import Sequence
 
+from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from .config_files import check_config_file
@@ -22,6 +25,15 @@ from .modeling.meta_arch.centernet import add_centernet_config
 from .modeling.meta_arch.distiller import add_distill_config
 from .modeling.meta_arch.point_detector import PointDetector, add_point_detector_config
 from .modeling.meta_arch.ttfnet import add_ttfnet_config
+from .plugins import (
+    absolute_entry,
+    add_imports_config,
+    import_modules,
+    imports_in_config_file,
+    imports_in_config_text,
+    imports_in_opts,
+    merge_imports,
+)
 
 # the node only centerX creates: its presence means the keys were added already
 # (MODEL.CENTERNET would not do: CenterNet2's add_centernet_config creates one too)
@@ -43,6 +55,7 @@ FEATURE_CONFIGS = (
     add_dataloader_config,
     add_solver_config,
     add_evaluation_config,
+    add_imports_config,
 )
 
 
@@ -98,6 +111,44 @@ def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
             f"config's reference number of GPUs) to {world_size} process(es): it is not a multiple of {reference}. "
             f"Set SOLVER.IMS_PER_BATCH to a multiple of {reference} (the per-GPU batch times {reference}), or "
             "SOLVER.REFERENCE_WORLD_SIZE 0 to use the batch and schedule as given.")
+
+
+def load_config(config_file: str = "", opts: Sequence = (), imports: Sequence[str] = ()):
+    """The config a command runs with: the user's modules imported first (``imports``
+    from ``--import``, relative to the current directory; the ``IMPORTS`` of
+    ``config_file``'s ``_BASE_`` chain; an ``IMPORTS`` among ``opts``), then
+    detectron2's defaults with centerX's keys (and those of every detector the
+    modules registered), ``config_file`` and the ``KEY VALUE`` pairs ``opts``
+    merged. ``IMPORTS`` records every module, file paths made absolute, so that
+    the config saved from it brings them along (centerx.plugins).
+
+    Raises:
+        FileNotFoundError, ValueError: a config file or an import that cannot be
+            read or found (the message names it); errors of a module's own code
+            are raised unchanged.
+    """
+    entries = merge_imports(imports_in_config_file(config_file) if config_file else [], imports_in_opts(opts),
+                            [absolute_entry(e, os.getcwd()) for e in imports])
+    import_modules(entries)
+    cfg = add_centerx_config(get_cfg())
+    if config_file:
+        merge_config_file(cfg, config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.IMPORTS = entries
+    return cfg
+
+
+def load_saved_config(text: str, opts: Sequence = ()):
+    """:func:`load_config` for a whole config saved as YAML text (a run's
+    ``config.yaml`` read by the caller, the config an exported model carries):
+    its ``IMPORTS`` imported first, ``opts`` merged on top."""
+    entries = merge_imports(imports_in_config_text(text), imports_in_opts(opts))
+    import_modules(entries)
+    cfg = add_centerx_config(get_cfg())
+    cfg.merge_from_other_cfg(CfgNode.load_cfg(text))
+    cfg.merge_from_list(list(opts))
+    cfg.IMPORTS = entries
+    return cfg
 
 
 def merge_config_file(cfg, path: str):

@@ -7,7 +7,7 @@ import yaml
 
 from .text_files import read_text
 
-__all__ = ["ConfigFileError", "check_config_file"]
+__all__ = ["ConfigFileError", "base_path", "check_config_file"]
 
 
 class ConfigFileError(ValueError):
@@ -15,7 +15,7 @@ class ConfigFileError(ValueError):
     ``_BASE_`` chain that is broken or loops; the message names the files."""
 
 
-def _base_path(base: str, including_file: str) -> str:
+def base_path(base: str, including_file: str) -> str:
     """A ``_BASE_`` entry resolved as detectron2 resolves it: ``~`` expanded, then
     relative to the including file unless absolute or a URL."""
     base = os.path.expanduser(base)
@@ -59,7 +59,7 @@ def check_config_file(path: str) -> None:
             if not isinstance(base, str):
                 raise ConfigFileError(f"config file '{file}': _BASE_ must be one file name, got {base!r}.")
             chain.append(file)
-            visit(_base_path(base, file))
+            visit(base_path(base, file))
             chain.pop()
 
     visit(path)

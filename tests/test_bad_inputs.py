@@ -513,7 +513,7 @@ def test_flag_after_the_overrides_is_explained():
 
     args = train_net.argument_parser().parse_args(["--config-file", DEMO, "SOLVER.MAX_ITER", "5", "--resume"])
     with pytest.raises(SystemExit, match="--resume came after the KEY VALUE overrides"):
-        train_net.load_config(args)
+        train_net.load_run_config(args)
 
 
 def test_stale_temporary_checkpoints_are_removed(tmp_path):

@@ -130,4 +130,4 @@ def test_doc_command_is_runnable_as_written(doc, line, monkeypatch):
     if script == "train_net.py":  # the config and every override: merged and checked as training does
         import train_net
 
-        train_net.load_config(args)
+        train_net.load_run_config(args)

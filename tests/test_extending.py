@@ -1,12 +1,12 @@
-"""A third detector, defined in this file alone, goes through everything centerX does
-with its own two: training with detectron2's trainer and COCO evaluation, a
-checkpoint that serves as a Distiller's teacher, and ONNX export matched by
-onnxruntime. It is docs/extending.md's example: if centerX needed a table edited
-elsewhere for a new detector, this file could not pass.
-
-ToyNet: backbone -> 1x1 conv on the stride-32 feature, bilinear x8 to stride 4
--> a heatmap and a box-size head (no offset: boxes are centred on their cell's
-corner point) -> CenterNet's targets and focal + L1 losses.
+"""A third detector, defined outside centerX in a user's project
+(tests/user_project/toy_plugin.py, imported here as ``--import`` imports it),
+goes through everything centerX does with its own two: training with
+detectron2's trainer and COCO evaluation, a checkpoint that serves as a
+Distiller's teacher, and ONNX export matched by onnxruntime; the project's
+export format is offered by export.py, and a runtime registered in this file is
+built by name. It is docs/extending.md's example: if centerX needed a table
+edited elsewhere for a new detector, these tests could not pass. (The project
+driven through the shipped commands as subprocesses: tests/test_plugins.py.)
 """
 import json
 import os
@@ -14,22 +14,14 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from detectron2.config import CfgNode as CN
-from detectron2.config import configurable, get_cfg
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
-from torch import nn
 
 import centerx
 from centerx.deploy import DeployModel
 from centerx.deploy.verify import compare_detections
-from centerx.modeling.decode import decode_centernet
-from centerx.modeling.heads import ConvHead
-from centerx.modeling.losses import masked_l1_loss, penalty_reduced_focal_loss
-from centerx.modeling.losses.distillation import heatmap_distillation_loss
-from centerx.modeling.meta_arch import PointDetector
-from centerx.modeling.targets import batch_ground_truth, centernet_targets, centernet_window
+from centerx.plugins import import_modules
 
 from project_scripts import load_script
 
@@ -37,86 +29,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 
 
-def add_toynet_config(cfg):
-    _C = cfg
-    _C.MODEL.TOYNET = CN()
-    _C.MODEL.TOYNET.NUM_CLASSES = 4
-    _C.MODEL.TOYNET.SCORE_THRESH_TEST = 0.01
-    _C.MODEL.TOYNET.DEFORMABLE = False
-    _C.MODEL.TOYNET.CHANNELS = 32
-    return cfg
-
-
-class ResizeUpsampler(nn.Module):
-    """The upsampler interface: features dict in, one map out, with in_feature,
-    out_channels and out_stride."""
-
-    def __init__(self, input_shapes, channels: int, out_stride: int = 4):
-        super().__init__()
-        self.in_feature = max(input_shapes, key=lambda name: input_shapes[name].stride)
-        self.factor = input_shapes[self.in_feature].stride // out_stride
-        self.conv = nn.Conv2d(input_shapes[self.in_feature].channels, channels, 1)
-        self.out_channels, self.out_stride = channels, out_stride
-
-    def forward(self, features):
-        x = F.relu(self.conv(features[self.in_feature]))
-        # align_corners=True: linear ramps everywhere (align_corners=False holds the border
-        # cells at a constant, whose equal-valued peaks are a tie for the runtimes)
-        return F.interpolate(x, scale_factor=self.factor, mode="bilinear", align_corners=True)
-
-
-class ToyHeads(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int):
-        super().__init__()
-        self.heatmap = ConvHead(in_channels, in_channels, num_classes, bias_init=-2.19)
-        self.wh = ConvHead(in_channels, in_channels, 2, bias_init=4.0)
-
-    def forward(self, x):
-        return {"heatmap": self.heatmap(x), "wh": self.wh(x)}
-
-
-@META_ARCH_REGISTRY.register()
-class ToyNet(PointDetector):
-    config_prefix = "MODEL.TOYNET"
-    output_maps = ("heatmap", "wh")
-
-    @configurable
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-
-    @classmethod
-    def add_config(cls, cfg):
-        return add_toynet_config(cfg)
-
-    @classmethod
-    def build_upsampler(cls, cfg, input_shapes):
-        return ResizeUpsampler(input_shapes, cfg.MODEL.TOYNET.CHANNELS)
-
-    @classmethod
-    def build_heads(cls, cfg, in_channels):
-        return ToyHeads(in_channels, cfg.MODEL.TOYNET.NUM_CLASSES)
-
-    def losses(self, outputs, gt):
-        H, W = outputs["heatmap"].shape[-2:]
-        boxes, classes, _, window = batch_ground_truth(
-            gt, self.device, lambda b, c: centernet_window(b, c, self.stride, (H, W)))
-        t = centernet_targets(boxes, classes, self.num_classes, (H, W), self.stride, window=window)
-        return {"loss_heatmap": penalty_reduced_focal_loss(outputs["heatmap"], t["heatmap"]),
-                "loss_wh": 0.1 * masked_l1_loss(outputs["wh"], t["index"], t["wh"], t["mask"])}
-
-    def decode(self, outputs):
-        return decode_centernet(outputs["heatmap"], outputs["wh"], torch.zeros_like(outputs["wh"]), self.test_topk,
-                                self.stride)
-
-    def distillation_losses(self, student, teacher):
-        return {"heatmap": heatmap_distillation_loss(student["heatmap"], teacher["heatmap"])}
+# the user's project, imported as every command imports it (--import / IMPORTS)
+import_modules([os.path.join(REPO, "tests", "user_project", "toy_plugin.py")])
 
 
 def toy_cfg(output_dir, dataset, *opts):
     cfg = centerx.add_centerx_config(get_cfg())
     cfg.merge_from_file(DEMO)
     cfg.merge_from_list([
-        "MODEL.META_ARCHITECTURE", "ToyNet", "MODEL.CENTERX.CHANNELS_LAST", "False",
+        "MODEL.META_ARCHITECTURE", "ToyNet", "MODEL.TOYNET.NUM_CLASSES", "4", "MODEL.CENTERX.CHANNELS_LAST", "False",
         "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", f"('{dataset}',)",
         "INPUT.TRAIN_SIZE", "96", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96",
         "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "20", "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()",
@@ -212,25 +133,7 @@ def test_toy_detector_exports_to_onnx_and_onnxruntime_agrees(trained_toy, tmp_pa
 # --------------------------------------------------------------------------- #
 # a new export format and a new runtime, registered here alone
 # --------------------------------------------------------------------------- #
-from centerx.deploy.exporters import EXPORTER_REGISTRY, Exporter  # noqa: E402
 from centerx.deploy.runtimes import RUNTIME_REGISTRY, Runtime, build_runtime  # noqa: E402
-
-
-@EXPORTER_REGISTRY.register()
-class NpzWeightsExporter(Exporter):
-    """The detector's weights as a numpy .npz archive, one array per state-dict entry."""
-
-    format = "npz-weights"
-    description = "weights as a numpy .npz archive"
-
-    def export(self):
-        from centerx.deploy import build_deploy_model
-
-        model = build_deploy_model(self.cfg, allow_random=self.allow_random).model
-        os.makedirs(self.out_dir, exist_ok=True)
-        path = os.path.join(self.out_dir, "weights.npz")
-        np.savez(path, **{k: v.numpy() for k, v in model.state_dict().items()})
-        return path
 
 
 @RUNTIME_REGISTRY.register()

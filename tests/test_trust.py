@@ -237,11 +237,11 @@ def test_config_base_cycle_is_named(tmp_path):
     (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\n")
     args = train_net.argument_parser().parse_args(["--config-file", str(tmp_path / "a.yaml")])
     with pytest.raises(SystemExit, match=r"_BASE_ cycle: .*a.yaml -> .*b.yaml -> .*a.yaml"):
-        train_net.load_config(args)
+        train_net.load_run_config(args)
     (tmp_path / "latin.yaml").write_bytes(b"MODEL:\n  WEIGHTS: 'caf\xe9.pth'\n")
     args = train_net.argument_parser().parse_args(["--config-file", str(tmp_path / "latin.yaml")])
     with pytest.raises(SystemExit, match=r"latin.yaml' is not UTF-8 text: byte 0xe9 at line 2"):
-        train_net.load_config(args)
+        train_net.load_run_config(args)
 
 
 @pytest.mark.parametrize("extra,match", [

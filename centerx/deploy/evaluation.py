@@ -1,6 +1,9 @@
 """COCO box AP of a deployment runtime on a registered dataset, with the runtime's own
 pre- and post-processing (projects/speedup/evaluate.py, ./run.sh benchmark)."""
+import atexit
 import os
+import shutil
+import tempfile
 from typing import Dict, Optional
 
 import cv2
@@ -42,7 +45,11 @@ def evaluate_runtime(runtime: Runtime, dataset: str, max_images: Optional[int] =
         evaluator = ReadableImagesCOCOEvaluator(dataset, [r["image_id"] for r in records], [], output_dir=output_dir,
                                                 report_score=report_score)
     else:
-        evaluator = COCOEvaluator(dataset, tasks=("bbox",), distributed=False)
+        # a dataset without a COCO json is converted to one first, into a folder of this process's own (the
+        # dataset's metadata keeps pointing at it, so it lives as long as the process)
+        scratch = tempfile.mkdtemp(prefix="centerx_coco_")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        evaluator = COCOEvaluator(dataset, tasks=("bbox",), distributed=False, output_dir=scratch)
     evaluator.reset()
     for record in tqdm(records, desc=f"AP on {dataset}", unit="img", disable=len(records) < 100):
         image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)

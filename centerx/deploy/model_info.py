@@ -17,11 +17,10 @@ import json
 import os
 from typing import Dict, Optional, Sequence
 
-from detectron2.config import CfgNode
-
-from .. import __version__, get_centerx_cfg
-from ..config import merge_config_file
+from .. import __version__
+from ..config import load_config, load_saved_config
 from ..modeling.meta_arch.teachers import class_names
+from ..plugins import PluginImportError, absolute_entry, import_modules, merge_imports
 from .runtimes import Runtime, build_runtime, num_classes, runtime_for_file, score_threshold
 
 CONFIG_KEY = "centerx_config"
@@ -105,7 +104,8 @@ def read_model_info(path: str) -> Optional[Dict[str, str]]:
 
 def config_from_model_file(path: str, opts: Sequence[str] = ()):
     """The deployment config saved in the exported file ``path``, with ``opts``
-    (``KEY VALUE`` pairs) merged on top.
+    (``KEY VALUE`` pairs) merged on top; the modules of its ``IMPORTS`` imported
+    first (centerx.plugins).
 
     Raises:
         ModelInfoError: the file carries no centerX config (say which to give instead).
@@ -114,43 +114,56 @@ def config_from_model_file(path: str, opts: Sequence[str] = ()):
     if info is None:
         raise ModelInfoError(f"{path} carries no centerX config (exported before centerX wrote one, or not by "
                              "centerX): give the config it was exported from with --config-file.")
-    cfg = get_centerx_cfg()
-    cfg.merge_from_other_cfg(CfgNode.load_cfg(info[CONFIG_KEY]))
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return load_saved_config(info[CONFIG_KEY], opts)
 
 
-def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str] = ()):
+def saved_config_text(path: str) -> Optional[str]:
+    """The config YAML the exported file ``path`` carries, or None (none, or a file
+    its reader cannot open: the command's own checks say why)."""
+    try:
+        info = read_model_info(path)
+    except Exception:  # any reader's error; reported when the command opens the file itself
+        return None
+    return info[CONFIG_KEY] if info else None
+
+
+def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str] = (),
+                      imports: Sequence[str] = ()):
     """The config a command that runs a model uses (predict, evaluate): ``config_file``
-    with ``opts`` merged, else the config saved in the exported ``model``.
+    with ``opts`` merged, else the config saved in the exported ``model``; the
+    modules of ``imports`` (``--import``) and of the config's IMPORTS imported first.
 
     Raises:
-        ValueError: a file is missing or unreadable, or neither is given; the
-            message names the flag and what to pass.
+        ValueError: a file is missing or unreadable, a module cannot be imported
+            (PluginImportError), or neither file is given; the message names the
+            flag and what to pass.
     """
     if config_file:
         if not os.path.isfile(config_file):
             raise ValueError(f"--config-file {config_file}: no such file")
-        cfg = get_centerx_cfg()
         try:
-            merge_config_file(cfg, config_file)
+            return load_config(config_file, opts, imports)
+        except PluginImportError:
+            raise
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"--config-file {config_file}: {e}") from None
-        cfg.merge_from_list(list(opts))
-        return cfg
     if not model:
         raise ValueError("give the model: --model FILE (an exported file), or --config-file FILE with "
                          "MODEL.WEIGHTS <checkpoint> (PyTorch)")
     if not os.path.isfile(model):
         raise ValueError(f"--model {model}: no such file")
+    entries = [absolute_entry(e, os.getcwd()) for e in imports]
+    import_modules(entries)
     try:
-        return config_from_model_file(model, opts)
-    except ModelInfoError:
+        cfg = config_from_model_file(model, opts)
+    except (ModelInfoError, PluginImportError):
         raise
     except Exception as e:  # not a model file its reader can open
         first = str(e).splitlines()[0] if str(e) else ""
         raise ValueError(f"--model {model}: cannot read it as a {os.path.splitext(model)[1]} model "
                          f"({type(e).__name__}: {first})") from None
+    cfg.IMPORTS = merge_imports(cfg.IMPORTS, entries)
+    return cfg
 
 
 def open_exported(model_path: str, runtime: Optional[str] = None, opts: Sequence[str] = ()) -> Runtime:

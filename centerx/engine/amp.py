@@ -80,7 +80,9 @@ def keep_in_float32(model: torch.nn.Module, names: Sequence[str]) -> List[str]:
     if unknown:
         parts = [n for n, _ in model.named_children()]
         raise ValueError(f"SOLVER.AMP.FP32_MODULES: {unknown} are not submodules of {type(model).__name__}; its parts "
-                         f"are {parts} (deeper names like 'heads.heatmap' work too).")
+                         f"are {parts} (deeper names like 'heads.heatmap' work too). A config written for another "
+                         "detector (the TTFNet demos keep 'heads.ltrb' in float32) needs its own list: e.g. "
+                         "SOLVER.AMP.FP32_MODULES \"('heads',)\", or \"()\" for none.")
     for name in names:
         module = modules[name]
         module._centerx_autocast_off = []

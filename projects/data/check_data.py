@@ -35,10 +35,11 @@ from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
 import centerx
-from centerx.config import merge_config_file
+from centerx.config import load_config
 from centerx.data.datasets import ensure_datasets
 from centerx.data.image_io import read_image
 from centerx.data.statistics import CELL_BINS, box_statistics
+from centerx.plugins import PluginImportError, add_imports_argument
 
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")
 
@@ -50,6 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=8, help="images to draw with their ground truth per dataset")
     p.add_argument("--output", metavar="DIR", help="default OUTPUT_DIR/check_data")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    add_imports_argument(p)
     args = p.parse_args(argv)
     if args.datasets:  # --datasets a b KEY VALUE: the names stop at the first config key
         keys = [i for i, token in enumerate(args.datasets) if CONFIG_KEY.match(token)]
@@ -102,12 +104,12 @@ def draw_examples(name: str, dicts, count: int, folder: str) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")
-    cfg = centerx.get_centerx_cfg()
     try:
-        merge_config_file(cfg, args.config_file)
+        cfg = load_config(args.config_file, args.opts, args.imports)
+    except PluginImportError as e:
+        raise SystemExit(str(e)) from None
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"--config-file {args.config_file}: {e}") from None
-    cfg.merge_from_list(args.opts)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
     cfg.freeze()

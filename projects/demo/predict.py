@@ -59,10 +59,11 @@ import centerx
 from centerx.checkpoint import WEIGHTS_ERRORS
 from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import model_num_classes
-from centerx.deploy.model_info import load_model_config
+from centerx.deploy.model_info import load_model_config, saved_config_text
 from centerx.deploy.runtimes import build_runtime, runtime_for_file, runtime_names
 from centerx.engine import Predictor
 from centerx.engine.visualization import draw_detections
+from centerx.plugins import add_imports_argument, preimport
 
 logger = logging.getLogger("centerx.predict")
 
@@ -86,6 +87,7 @@ class Summary:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
+    preimport(argv, saved_config_text)  # a user's module may register runtimes
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", metavar="FILE",
                         help="the model's config (needed for a checkpoint; an exported --model carries its own)")
@@ -106,6 +108,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.ArgumentP
                         help="stop a video or camera after this many frames (0: at its end)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="config overrides: KEY VALUE pairs, MODEL.WEIGHTS included")
+    add_imports_argument(parser)
     args = parser.parse_args(argv)
     late = [token for token in args.opts if token.startswith("--")]
     if late:
@@ -117,7 +120,7 @@ def setup_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """Frozen config from ``--config-file`` (else the one saved in the exported
     ``--model``) and the overrides; the pytorch runtime needs MODEL.WEIGHTS."""
     try:
-        cfg = load_model_config(args.config_file, args.model, args.opts)
+        cfg = load_model_config(args.config_file, args.model, args.opts, args.imports)
     except ValueError as e:
         parser.error(str(e))
     cfg.freeze()

@@ -31,13 +31,15 @@ from detectron2.utils.logger import setup_logger
 
 import centerx
 from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
-from centerx.deploy.model_info import load_model_config
+from centerx.deploy.model_info import load_model_config, saved_config_text
 from centerx.deploy.runtimes import build_runtime, runtime_for_file, runtime_names
+from centerx.plugins import add_imports_argument, preimport
 
 logger = logging.getLogger("centerx.evaluate")
 
 
 def parse_args(argv=None):
+    preimport(argv, saved_config_text)  # a user's module may register runtimes
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", metavar="FILE",
                         help="the model's config (needed for a checkpoint; an exported --model carries its own)")
@@ -48,6 +50,7 @@ def parse_args(argv=None):
     parser.add_argument("--output", metavar="DIR",
                         help="write the detections (COCO results json, the dataset's ids) and the per-class report")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    add_imports_argument(parser)
     return parser, parser.parse_args(argv)
 
 
@@ -66,7 +69,7 @@ def main(argv=None) -> Dict[str, float]:
         except ValueError as e:
             parser.error(f"--model: {e}")
     try:
-        cfg = load_model_config(args.config_file, args.model, args.opts)
+        cfg = load_model_config(args.config_file, args.model, args.opts, args.imports)
     except ValueError as e:
         parser.error(str(e))
     cfg.freeze()

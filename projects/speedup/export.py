@@ -41,14 +41,14 @@ import sys
 
 from detectron2.utils.logger import setup_logger
 
-import centerx
 from centerx.checkpoint import WEIGHTS_ERRORS
-from centerx.config import merge_config_file
+from centerx.config import load_config
 from centerx.deploy import ExportError
 from centerx.deploy.exporters import EXPORTER_REGISTRY, exporter_formats, get_exporter
 from centerx.deploy.onnx_export import DEFAULT_OPSET
 from centerx.deploy.tensorrt_engine import TensorRTUnavailable
 from centerx.deploy.verify import DisagreementError
+from centerx.plugins import PluginImportError, add_imports_argument, preimport
 
 logger = logging.getLogger("centerx.export")
 
@@ -60,6 +60,7 @@ FLAGS = {"--raw": "raw", "--opset": "opset", "--fp16": "fp16", "--calibration-im
 
 
 def parse_args(argv=None):
+    preimport(argv)  # a user's module may register formats
     formats = "\n".join(f"  {cls.format:<10} {cls.description}" for _, cls in
                          sorted(EXPORTER_REGISTRY, key=lambda item: item[1].format))
     parser = argparse.ArgumentParser(description=__doc__ + "\nformats:\n" + formats,
@@ -82,6 +83,7 @@ def parse_args(argv=None):
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="export a randomly initialised model when MODEL.WEIGHTS is empty (refused otherwise)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    add_imports_argument(parser)
     args = parser.parse_args(argv)
     # --format takes one or more names; the KEY VALUE pairs right after them are overrides
     known = exporter_formats()
@@ -95,12 +97,12 @@ def parse_args(argv=None):
 
 
 def setup(args):
-    cfg = centerx.get_centerx_cfg()
     try:
-        merge_config_file(cfg, args.config_file)
+        cfg = load_config(args.config_file, args.opts, args.imports)
+    except PluginImportError as e:
+        raise SystemExit(str(e)) from None
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"--config-file {args.config_file}: {e}") from None
-    cfg.merge_from_list(args.opts)
     cfg.MODEL.DEVICE = "cpu"  # tracing on CPU; the exported graph runs on any device
     cfg.freeze()
     return cfg

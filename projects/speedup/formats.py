@@ -47,17 +47,19 @@ from tabulate import tabulate
 
 import centerx
 from centerx.checkpoint import WEIGHTS_ERRORS
-from centerx.config import merge_config_file
+from centerx.config import load_config
 from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
 from centerx.deploy.exporters import export, exporter_formats, get_exporter
 from centerx.deploy.runtimes import TorchRuntime, build_runtime
 from centerx.modeling.meta_arch import CenterNet, detector_class
+from centerx.plugins import PluginImportError, add_imports_argument, preimport
 
 logger = logging.getLogger("centerx.benchmark")
 STAGES = ("pre-processing", "network", "decode", "post-processing")
 
 
 def parse_args(argv=None):
+    preimport(argv)  # a user's module may register formats
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--formats", nargs="+", choices=["pytorch"] + exporter_formats(),
@@ -71,6 +73,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every runtime")
     p.add_argument("--output", metavar="DIR", help="exported files and table.md (default OUTPUT_DIR/benchmark)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    add_imports_argument(p)
     args = p.parse_args(argv)
     late = [token for token in args.opts if token.startswith("--")]
     if late:
@@ -140,12 +143,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")
     torch.set_num_threads(args.threads)
-    cfg = centerx.get_centerx_cfg()
     try:
-        merge_config_file(cfg, args.config_file)
+        cfg = load_config(args.config_file, args.opts, args.imports)
+    except PluginImportError as e:
+        raise SystemExit(str(e)) from None
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"--config-file {args.config_file}: {e}") from None
-    cfg.merge_from_list(args.opts)
     cfg.freeze()
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("MODEL.WEIGHTS is empty: the benchmark measures a trained model; give its checkpoint, e.g. "
