@@ -3,11 +3,22 @@
 torch, torchvision and detectron2 are installed by ``run.sh setup`` (pinned
 there); detectron2 is not on PyPI under its own name, so it is not listed here.
 """
+import os
+import re
+
 from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+    """centerx/version.py's __version__, read as text (the package is not importable before its dependencies)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "centerx", "version.py")
+    with open(path, encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
 
 setup(
     name="centerx",
-    version="0.1.0",
+    version=read_version(),
     description="CenterNet / TTFNet detectors, distillation and deployment as a detectron2 extension",
     packages=find_packages(include=["centerx", "centerx.*"]),
     python_requires=">=3.10",

@@ -6,21 +6,14 @@ datasets with detectron2's registries; ``add_centerx_config`` adds every key.
 from detectron2.utils.file_io import PathManager
 
 from . import modeling  # noqa: F401  (registers backbones and meta-architectures)
-from .config import add_centerx_config, check_config
+from .config import add_centerx_config, check_config, get_centerx_cfg
 from .data.datasets import register_all_builtin, register_coco_json_datasets, register_config_datasets
 from .downloads import register_download_handler
+from .version import __version__
 
 register_all_builtin()
 register_download_handler(PathManager)  # http(s) weights: whole-URL cache key, timeouts, complete files, hashes
 
-__version__ = "0.1.0"
+__all__ = ["__version__", "add_centerx_config", "check_config", "get_centerx_cfg", "register_coco_json_datasets",
+           "register_config_datasets"]
 
-__all__ = ["add_centerx_config", "check_config", "register_coco_json_datasets", "register_config_datasets",
-           "get_centerx_cfg"]
-
-
-def get_centerx_cfg():
-    """detectron2's default config with centerX's keys added."""
-    from detectron2.config import get_cfg
-
-    return add_centerx_config(get_cfg())

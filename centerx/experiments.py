@@ -15,8 +15,9 @@ import yaml
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-from . import get_centerx_cfg
+from .config import get_centerx_cfg
 from .data.datasets import ensure_datasets, register_config_datasets
+from .engine import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,6 @@ def train_and_evaluate(cfg) -> Tuple[Dict[str, float], float]:
     training wall time in s); without the AP keys if training diverged
     (non-finite loss); AP 0.0 and "no_detections" if the model detects nothing.
     """
-    from .engine import Trainer
 
     register_config_datasets(cfg)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)

@@ -27,7 +27,7 @@ from detectron2.config import CfgNode
 from .config_files import base_path, check_config_file
 from .text_files import read_text
 
-__all__ = ["IMPORTS_KEY", "PluginImportError", "absolute_entry", "add_imports_argument", "add_imports_config",
+__all__ = ["IMPORTS_KEY", "PluginImportError", "absolute_entry", "add_imports_argument",
            "import_modules", "imports_in_config_file", "imports_in_config_text", "imports_in_opts", "is_file_entry",
            "merge_imports", "preimport"]
 
@@ -37,16 +37,6 @@ IMPORTS_KEY = "IMPORTS"
 class PluginImportError(ValueError):
     """An ``IMPORTS`` / ``--import`` entry that cannot be imported: a missing file
     or module, a folder, a module name taken; the message names the entry."""
-
-
-def add_imports_config(cfg):
-    """The ``IMPORTS`` key (top level, as mmdetection's ``custom_imports``)."""
-    _C = cfg
-    # Python modules imported before this config is built: module names or paths of .py files (relative to the
-    # config file that names them). A user's detector, backbone, dataset, exporter or hook lives in one of them;
-    # every command's --import adds to this list, and a run saves it in its config.yaml.
-    _C.IMPORTS = ()
-    return cfg
 
 
 def add_imports_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""docs/config.md is generated from centerx/config.py: it must list every key
+"""docs/config.md is generated from centerx/config/: it must list every key
 centerX adds, with its current default, and be regenerated when they change."""
 from detectron2.config import get_cfg
 

@@ -6,7 +6,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
@@ -158,51 +157,3 @@ class CenterNetDatasetMapper:
             f"(e.g. in {file_name}): {self.num_invalid_boxes}.",
             n=60,
         )
-
-
-def add_input_config(cfg):
-    """Training input and augmentation keys (INPUT.*, INPUT.MIXUP).
-
-    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
-    documentation (docs/config.md is generated from it)."""
-    _C = cfg
-
-    # ------------------------------------------------------------------- input
-    # Square side (input pixels) of every training image after augmentation.
-    _C.INPUT.TRAIN_SIZE = 512
-    # Multi-scale ("random shapes") training: square sides (input pixels,
-    # positive multiples of 32) to draw from, one per iteration, shared by all
-    # images of the batch on all processes and drawn from (SEED, iteration), so
-    # --resume continues the same sequence, e.g. (320, 384, 448, 512, 576, 640).
-    # Empty = TRAIN_SIZE always. Needs DATALOADER.TRAIN_MAPPER "centernet" and
-    # SAMPLER_TRAIN "ResumableTrainingSampler".
-    _C.INPUT.TRAIN_SIZES = ()
-    # Random scale range of the training resize, relative to fitting the
-    # longer image side to TRAIN_SIZE; a TRAIN_SIZE crop is then taken (padded
-    # with the pixel mean where the image is smaller).
-    _C.INPUT.SCALE_RANGE = (0.6, 1.4)
-    # Probability of a horizontal flip during training.
-    _C.INPUT.HFLIP_PROB = 0.5
-    # Strength of the random brightness / contrast / saturation jitter
-    # (factor drawn from [1 - s, 1 + s]); 0 disables it.
-    _C.INPUT.COLOR_JITTER = 0.4
-    # Boxes narrower or lower than this (input pixels) after augmentation and
-    # clipping are dropped (and counted in the log).
-    _C.INPUT.MIN_BOX_SIZE = 2.0
-    # Mixup for detection ("Bag of Freebies for Training Object Detection"):
-    # a training image is blended with a second one, lam * a + (1 - lam) * b,
-    # both box sets kept, each object's losses weighted by its image's share
-    # (lam or 1 - lam). Drawn from (SEED, stream position), so --resume
-    # continues exactly. Needs DATALOADER.TRAIN_MAPPER "centernet" and
-    # SAMPLER_TRAIN "ResumableTrainingSampler"; works for CenterNet, TTFNet and
-    # a Distiller's student.
-    _C.INPUT.MIXUP = CN()
-    _C.INPUT.MIXUP.ENABLED = False
-    # Probability that a training image is mixed with a second one.
-    _C.INPUT.MIXUP.PROB = 0.5
-    # lam ~ Beta(ALPHA, ALPHA) (1.5 as in the paper).
-    _C.INPUT.MIXUP.ALPHA = 1.5
-    # No mixup in the last OFF_LAST_ITERS iterations of SOLVER.MAX_ITER
-    # (training ends on plain images); 0 = mixup to the end.
-    _C.INPUT.MIXUP.OFF_LAST_ITERS = 0
-    return cfg

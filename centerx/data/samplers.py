@@ -170,25 +170,3 @@ class PositionedDataset(Dataset):
             random.setstate(py_state)
             np.random.set_state(np_state)
             torch.set_rng_state(torch_state)
-
-
-def add_dataloader_config(cfg):
-    """Data loader keys (DATALOADER.TRAIN_MAPPER, SAMPLER_TRAIN's default).
-
-    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
-    documentation (docs/config.md is generated from it)."""
-    _C = cfg
-
-    # -------------------------------------------------------------- dataloader
-    # Training mapper: "centernet" (random scale + crop to INPUT.TRAIN_SIZE,
-    # flip, colour jitter) or "default" (detectron2's DatasetMapper).
-    _C.DATALOADER.TRAIN_MAPPER = "centernet"
-    # Training sampler. centerX's default, "ResumableTrainingSampler", is
-    # detectron2's infinite shuffled stream made exactly resumable: each sample
-    # (image and augmentation) depends only on its position in the stream and
-    # on SEED (random when < 0, then saved in the checkpoint), and --resume
-    # continues from the next position (centerx/data/samplers.py). detectron2's
-    # own samplers ("TrainingSampler", "RepeatFactorTrainingSampler",
-    # "RandomSubsetTrainingSampler") still work but restart on resume.
-    _C.DATALOADER.SAMPLER_TRAIN = "ResumableTrainingSampler"
-    return cfg

@@ -24,6 +24,7 @@ from detectron2.utils import comm
 from tqdm import tqdm
 
 from ..console import on_screen
+from ..modeling.meta_arch import detector_class
 from ..text_files import read_text
 from .image_io import read_image
 
@@ -153,7 +154,6 @@ class DatasetReport:
 def model_num_classes(cfg) -> Optional[Tuple[str, int]]:
     """(config key, value) of the number of classes of the config's detector (a
     Distiller's student), or None for a meta-architecture without such a key."""
-    from ..modeling.meta_arch import detector_class
 
     detector = detector_class(cfg)
     if detector is None:

@@ -13,6 +13,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from tqdm import tqdm
 
+from ..data.datasets import ensure_datasets
 from ..engine.evaluation import ReadableImagesCOCOEvaluator
 from .runtimes import Runtime
 
@@ -22,7 +23,6 @@ __all__ = ["evaluate_runtime", "resolve_dataset"]
 def resolve_dataset(cfg, name: Optional[str] = None) -> str:
     """``name``, or DATASETS.TEST[0], checked to be registered (built-in ones are
     generated or located first); ``SystemExit`` saying what to pass otherwise."""
-    from ..data.datasets import ensure_datasets
 
     dataset = name or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
     if dataset:

@@ -17,7 +17,12 @@ from typing import Dict, List, Optional, Type
 import torch
 from detectron2.utils.registry import Registry
 
+from .caffe_export import export_caffe
 from .model_info import OPENVINO_SECTION, TORCHSCRIPT_ENTRY, describe_model, write_sidecar
+from .onnx_export import DEFAULT_OPSET, export_onnx
+from .quantize import calibration_files, calibration_reader, import_quantization, quantize_onnx
+from .runtimes import OnnxRuntime
+from .tensorrt_engine import build_engine, import_tensorrt
 from .verify import check_agreement, check_int8_agreement
 from .wrapper import ExportError, build_deploy_model, check_input_size, deploy_config
 
@@ -113,7 +118,6 @@ class OnnxExporter(Exporter):
     options = ("raw", "opset")
 
     def export(self) -> str:
-        from .onnx_export import DEFAULT_OPSET, export_onnx
 
         raw = bool(self.settings.get("raw", False))
         model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
@@ -146,7 +150,6 @@ class OnnxInt8Exporter(Exporter):
     options = ("opset", "calibration_images", "calibration_dataset")
 
     def prepare(self) -> None:
-        from .quantize import calibration_files, import_quantization
 
         import_quantization()
         self.calibration = calibration_files(self.cfg, self.settings.get("calibration_dataset"),
@@ -155,8 +158,6 @@ class OnnxInt8Exporter(Exporter):
     def export(self) -> str:
         import cv2
 
-        from .quantize import calibration_reader, quantize_onnx
-        from .runtimes import OnnxRuntime
 
         calibration = self.calibration
         int8 = os.path.join(self.out_dir, "model_int8.onnx")
@@ -184,7 +185,6 @@ class CaffeExporter(Exporter):
     def export(self) -> str:
         import cv2
 
-        from .caffe_export import export_caffe
 
         model = build_deploy_model(self.cfg, raw=True, allow_random=self.allow_random)
         prototxt, caffemodel = export_caffe(model, os.path.join(self.out_dir, "model"), self.size)
@@ -209,12 +209,10 @@ class TensorRTExporter(Exporter):
     options = ("opset", "fp16")
 
     def prepare(self) -> None:
-        from .tensorrt_engine import import_tensorrt
 
         import_tensorrt()
 
     def export(self) -> str:
-        from .tensorrt_engine import build_engine
 
         fp16 = bool(self.settings.get("fp16", False))
         engine = os.path.join(self.out_dir, f"model_{'fp16' if fp16 else 'fp32'}.engine")

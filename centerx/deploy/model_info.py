@@ -17,10 +17,10 @@ import json
 import os
 from typing import Dict, Optional, Sequence
 
-from .. import __version__
 from ..config import load_config, load_saved_config
 from ..modeling.meta_arch.teachers import class_names
 from ..plugins import PluginImportError, absolute_entry, import_modules, merge_imports
+from ..version import __version__
 from .runtimes import Runtime, build_runtime, num_classes, runtime_for_file, score_threshold
 
 CONFIG_KEY = "centerx_config"

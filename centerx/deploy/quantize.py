@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from ..data.datasets import register_config_datasets
 from .letterbox import Letterbox
 from .wrapper import ExportError, check_input_size, deploy_config
 
@@ -140,7 +141,6 @@ def calibration_dataset(cfg, dataset: Optional[str] = None) -> str:
     ``DATASETS.COCO_JSON`` and ``DATASETS.IMAGE_FOLDERS`` are registered first)."""
     from detectron2.data import DatasetCatalog
 
-    from ..data.datasets import register_config_datasets
 
     register_config_datasets(cfg)
     name = dataset or cfg.EXPORT.CALIBRATION_DATASET or (list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN) + [""])[0]

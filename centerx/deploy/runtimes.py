@@ -19,6 +19,7 @@ from detectron2.utils.registry import Registry
 from ..device import check_device
 from ..modeling.meta_arch import detector_class
 from .letterbox import Letterbox
+from .tensorrt_engine import execute, load_engine
 from .wrapper import build_deploy_model, check_input_size, decode_raw_outputs, deploy_config
 
 logger = logging.getLogger(__name__)
@@ -222,14 +223,12 @@ class TensorRTRuntime(Runtime):
 
     def __init__(self, cfg, engine_path: str):
         super().__init__(cfg)
-        from .tensorrt_engine import load_engine
 
         self.engine = load_engine(engine_path)
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
 
     def run(self, batch):
-        from .tensorrt_engine import execute
 
         images = torch.from_numpy(batch).cuda(non_blocking=True)
         out = execute(self.engine, self.context, images, self.stream)

@@ -5,7 +5,6 @@ import math
 from typing import Dict, Optional
 
 import torch
-from detectron2.config import CfgNode as CN
 from detectron2.engine import HookBase
 from torch import nn
 
@@ -160,26 +159,3 @@ def load_ema_weights(model: nn.Module, checkpoint: Dict) -> bool:
         return False
     model.load_state_dict(checkpoint["ema"]["state"])
     return True
-
-
-def add_ema_config(cfg):
-    """Model EMA keys (MODEL_EMA).
-
-    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
-    documentation (docs/config.md is generated from it)."""
-    _C = cfg
-
-    # --------------------------------------------------------------- model EMA
-    # Exponential moving average of the weights (params and buffers):
-    # ema = d * ema + (1 - d) * w after every step, d = DECAY * (1 - exp(-k / WARMUP_ITERS))
-    # at step k (so early steps follow the fast-changing weights closely).
-    _C.MODEL_EMA = CN()
-    _C.MODEL_EMA.ENABLED = False
-    _C.MODEL_EMA.DECAY = 0.9998
-    # Iterations over which the decay ramps up to DECAY (0: DECAY from the start).
-    _C.MODEL_EMA.WARMUP_ITERS = 2000
-    # Evaluate (during training and with --eval-only) with the EMA weights
-    # instead of the trained ones. The EMA is saved with every checkpoint
-    # (key "ema") and restored on --resume.
-    _C.MODEL_EMA.USE_FOR_EVAL = True
-    return cfg

@@ -12,7 +12,6 @@ import math
 from typing import Dict, Mapping, Optional
 
 import torch
-from detectron2.config import CfgNode as CN
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import log_every_n_seconds
 
@@ -147,38 +146,3 @@ def build_loss_balancer(cfg) -> Optional[LossBalancer]:
             raise ValueError(f"MODEL.LOSS_BALANCE.MAGNITUDES lists '{entry[0]}' twice.")
         magnitudes[entry[0]] = entry[1]
     return LossBalancer(magnitudes, c.NORMALIZER, c.MOMENTUM, c.MIN_NORMALIZER)
-
-
-def add_loss_balance_config(cfg):
-    """Constant-magnitude loss weighting keys (MODEL.LOSS_BALANCE).
-
-    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
-    documentation (docs/config.md is generated from it)."""
-    _C = cfg
-
-    # ------------------------------------------------------ loss balancing
-    # Constant-magnitude loss weighting (docs/distillation.md): each listed loss term L
-    # becomes c * L / stopgrad(L), so its value stays c and its gradient is
-    # c * grad(L) / L. Off by default: it changes the optimisation of every
-    # published recipe. Works for every meta-architecture, Distiller included.
-    _C.MODEL.LOSS_BALANCE = CN()
-    # Switch the weighting on.
-    _C.MODEL.LOSS_BALANCE.ENABLED = False
-    # (loss name, magnitude c) pairs, names exactly as in the loss dict. Terms
-    # not listed are left as they are; listed names a model does not produce are
-    # ignored. Defaults: the original's CenterNet values (heatmap 1.5, size 0.3,
-    # offset 0.1) and TTFNet's box term at the heatmap's magnitude (an equal
-    # pull; our choice, the original has no TTFNet). Distillation
-    # terms must be listed by name, e.g. ("loss_kd_t0_heatmap", 1.5).
-    _C.MODEL.LOSS_BALANCE.MAGNITUDES = [
-        ("loss_heatmap", 1.5), ("loss_wh", 0.3), ("loss_offset", 0.1), ("loss_box", 1.5),
-    ]
-    # Divide by "current" (the term's value at this step) or "running_mean" (an
-    # exponential moving average of its absolute value, smoother).
-    _C.MODEL.LOSS_BALANCE.NORMALIZER = "current"
-    # Weight of the old average in "running_mean".
-    _C.MODEL.LOSS_BALANCE.MOMENTUM = 0.99
-    # Divisor floor: a term is divided by max(normaliser, MIN_NORMALIZER), which
-    # caps its gradient gain at c / MIN_NORMALIZER and maps a zero term to 0.
-    _C.MODEL.LOSS_BALANCE.MIN_NORMALIZER = 1e-6
-    return cfg

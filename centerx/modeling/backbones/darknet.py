@@ -11,7 +11,6 @@ import functools
 from typing import Sequence
 
 import torch.nn.functional as F
-from detectron2.config import CfgNode as CN
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
@@ -98,20 +97,3 @@ def build_darknet_backbone(cfg, input_shape: ShapeSpec):
     backbone = DarkNet(d.STAGE_BLOCKS, d.OUT_FEATURES, cfg.MODEL.CENTERX.BACKBONE_NORM)
     load_configured_backbone_weights(backbone, cfg, rename=None)
     return backbone
-
-
-def add_darknet_config(cfg):
-    """The DarkNet backbone's keys (MODEL.DARKNET).
-
-    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
-    documentation (docs/config.md is generated from it)."""
-    _C = cfg
-
-    # ----------------------------------------------------------------- DarkNet
-    # DarkNet backbone (MODEL.BACKBONE.NAME "build_darknet_backbone").
-    _C.MODEL.DARKNET = CN()
-    # Residual blocks of the five stride-2 stages dark1..dark5; DarkNet-53 = [1, 2, 8, 8, 4].
-    _C.MODEL.DARKNET.STAGE_BLOCKS = [1, 2, 8, 8, 4]
-    # Stages returned to the detector: dark{k} has stride 2^k and 32 * 2^k channels.
-    _C.MODEL.DARKNET.OUT_FEATURES = ["dark2", "dark3", "dark4", "dark5"]
-    return cfg

@@ -4,12 +4,12 @@ import time
 from typing import Dict, List
 
 import torch
-from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
+from ...config.model import add_centernet_config
 from ..decode import decode_centernet
 from ..dropblock import drop_block_args
 from ..heads import CenterNetHeads
@@ -156,51 +156,3 @@ class CenterNet(PointDetector):
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Peak masking + top-K; boxes from size and offset at each peak (input pixels)."""
         return decode_centernet(outputs["heatmap"], outputs["wh"], outputs["offset"], self.test_topk, self.stride)
-
-
-def add_centernet_config(cfg):
-    """CenterNet's keys (MODEL.CENTERNET).
-
-    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
-    documentation (docs/config.md is generated from it)."""
-    _C = cfg
-
-    # --------------------------------------------------------------- CenterNet
-    _C.MODEL.CENTERNET = CN()
-    # Number of object classes (heatmap channels).
-    _C.MODEL.CENTERNET.NUM_CLASSES = 80
-    # Output channels of the three upsampling stages (each x2, stride 32 -> 4).
-    _C.MODEL.CENTERNET.UPSAMPLE_CHANNELS = [256, 128, 64]
-    # Use modulated deformable 3x3 convs in the upsampler
-    # (torchvision.ops.deform_conv2d). Off for models meant for export.
-    _C.MODEL.CENTERNET.DEFORMABLE = False
-    # Hidden channels of each head (3x3 conv + ReLU + 1x1 conv).
-    _C.MODEL.CENTERNET.HEAD_CHANNELS = 64
-    # Initial bias of the heatmap logits: -2.19 = logit(0.1) as in the paper.
-    _C.MODEL.CENTERNET.HEATMAP_BIAS = -2.19
-    # Gaussian radius: minimum IoU a box shifted by the radius keeps with the
-    # ground truth (CornerNet's min_overlap).
-    _C.MODEL.CENTERNET.MIN_OVERLAP = 0.7
-    # Which roots of CornerNet's radius quadratics to take:
-    # "original" = (b + sqrt(D)) / 2 in all three cases, as the original
-    # CenterNet code behind its published AP and CenterNet-better (both at
-    # MIN_OVERLAP 0.7); "corrected" = the proper (smaller) roots, as centerX and
-    # mmdetection, which train with MIN_OVERLAP 0.3. A 10x10-cell box gets
-    # r = 2 from either reference pairing but r = 0 from "corrected" at 0.7.
-    _C.MODEL.CENTERNET.RADIUS_MODE = "original"
-    # At most this many objects per image get targets; extra (smallest) ones
-    # are skipped and counted in the log.
-    _C.MODEL.CENTERNET.MAX_OBJECTS = 128
-    # Penalty-reduced focal loss exponents (alpha on the prediction, beta on
-    # the Gaussian penalty reduction).
-    _C.MODEL.CENTERNET.FOCAL_ALPHA = 2.0
-    _C.MODEL.CENTERNET.FOCAL_BETA = 4.0
-    # Loss weights: heatmap focal loss, L1 on size (output-stride cells),
-    # L1 on sub-cell offset.
-    _C.MODEL.CENTERNET.HEATMAP_LOSS_WEIGHT = 1.0
-    _C.MODEL.CENTERNET.WH_LOSS_WEIGHT = 0.1
-    _C.MODEL.CENTERNET.OFFSET_LOSS_WEIGHT = 1.0
-    # Detections with a lower score are dropped at inference (after top-K,
-    # K = TEST.DETECTIONS_PER_IMAGE).
-    _C.MODEL.CENTERNET.SCORE_THRESH_TEST = 0.01
-    return cfg

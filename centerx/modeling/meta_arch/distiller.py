@@ -12,7 +12,6 @@ import logging
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
@@ -324,75 +323,3 @@ def _check_training_datasets(cfg) -> None:
     if used and len(used) == len(cfg.DATASETS.TRAIN) and cfg.MODEL.DISTILL.USE_LABELS:
         raise ValueError("Every dataset in DATASETS.TRAIN is an image folder (no labels); set "
                          "MODEL.DISTILL.USE_LABELS False for label-free distillation.")
-
-
-def add_distill_config(cfg):
-    """The Distiller's keys (MODEL.DISTILL).
-
-    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
-    documentation (docs/config.md is generated from it)."""
-    _C = cfg
-
-    # ------------------------------------------------------------ distillation
-    # Knowledge distillation (docs/distillation.md), used by MODEL.META_ARCHITECTURE
-    # "Distiller": the rest of the config describes the student; each teacher
-    # is built from its own config file and kept frozen.
-    _C.MODEL.DISTILL = CN()
-    # Meta-architecture of the student ("CenterNet" or "TTFNet"). Teachers must
-    # have the same one; its checkpoints load into this plain student config.
-    _C.MODEL.DISTILL.STUDENT_META_ARCHITECTURE = "CenterNet"
-    # Teachers, each a triple (config file, weights file or URL, classes). classes: the
-    # student classes it teaches, either by name (the teacher's and the
-    # student's MODEL.CENTERX.CLASS_NAMES, else the thing_classes metadata of
-    # their datasets, DATASETS.TEST then TRAIN) or
-    # as student class indices, one per teacher heatmap channel in order;
-    # empty = all the teacher's classes, by name when both sides have names,
-    # else channel i -> student class i. No class may have two teachers, e.g.
-    # "[('t_a.yaml', 't_a.pth', ('circle', 'rectangle')), ('t_b.yaml', 't_b.pth', (2, 3))]".
-    _C.MODEL.DISTILL.TEACHERS = []
-    # True: the distillation losses are added to the student's own losses
-    # (computed on images that have labels; image-folder images get
-    # distillation losses only). False: label-free, distillation losses only.
-    _C.MODEL.DISTILL.USE_LABELS = True
-    # Overall weight of every distillation loss term (the original's 10).
-    _C.MODEL.DISTILL.WEIGHT = 10.0
-    # Per-head weights, multiplied by WEIGHT: heatmap MSE (all meta-architectures),
-    # size and offset L1 (CenterNet), box GIoU (TTFNet).
-    _C.MODEL.DISTILL.HEATMAP_WEIGHT = 1.0
-    _C.MODEL.DISTILL.WH_WEIGHT = 1.0
-    _C.MODEL.DISTILL.OFFSET_WEIGHT = 0.1
-    _C.MODEL.DISTILL.BOX_WEIGHT = 1.0
-    # Heatmap term: "" = the student detector's own (for CenterNet and TTFNet the
-    # mean squared difference of probabilities over every cell, as centerX);
-    # "quality_focal" = binary cross-entropy against the teacher's probabilities
-    # scaled by |teacher - student|^2 and divided by the teacher's peak mass,
-    # i.e. per object the teacher sees (quality focal loss, GFL): not dominated by
-    # the background as the MSE is on sparse heatmaps.
-    _C.MODEL.DISTILL.HEATMAP_LOSS = ""
-    # The output-map (logit) distillation terms above, loss_kd_<teacher>_<head>.
-    # False: adversarial feature distillation only (needs ADVERSARIAL.ENABLED).
-    _C.MODEL.DISTILL.LOGIT_KD = True
-    # Adversarial feature distillation: per teacher and feature level, a small
-    # discriminator learns to tell the teacher's feature map (real) from the
-    # student's (fake, brought to the teacher's channels by a 1x1 conv adapter
-    # when they differ), and the student is trained to fool it
-    # (loss_adv_<teacher>_<level>, non-saturating GAN loss). Discriminators and
-    # adapters are training state only: saved in checkpoints under
-    # "adversarial", restored on --resume, never part of the exported student.
-    _C.MODEL.DISTILL.ADVERSARIAL = CN()
-    _C.MODEL.DISTILL.ADVERSARIAL.ENABLED = False
-    # Levels to distil: output feature names of the student's backbone (e.g.
-    # "res4", "res5"; the teachers' backbones must have them at the same stride)
-    # and/or "upsampler" (the stride-4 map the heads read).
-    _C.MODEL.DISTILL.ADVERSARIAL.FEATURES = ("upsampler",)
-    # Weight of each student fooling term loss_adv_<teacher>_<level>.
-    _C.MODEL.DISTILL.ADVERSARIAL.WEIGHT = 1.0
-    # The discriminators' own Adam optimizer, stepped after every training step
-    # with this constant learning rate (SOLVER's schedule, warm-up and gradient
-    # clipping do not apply to it) and these (beta1, beta2).
-    _C.MODEL.DISTILL.ADVERSARIAL.BASE_LR = 1e-4
-    _C.MODEL.DISTILL.ADVERSARIAL.BETAS = (0.5, 0.999)
-    # Hidden channels of each discriminator (two stride-2 3x3 convs, then a
-    # 1x1 conv to one real/fake logit per cell of the stride-4x coarser map).
-    _C.MODEL.DISTILL.ADVERSARIAL.CHANNELS = 64
-    return cfg

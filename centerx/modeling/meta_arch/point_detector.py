@@ -2,13 +2,12 @@
 from typing import Dict, List, Tuple
 
 import torch
-from detectron2.config import CfgNode as CN
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
-from ...device import machine_device
+from ...config import register_detector_config
 from ..loss_balance import build_loss_balancer
 from ..necks import build_coord_conv, build_spp
 
@@ -85,6 +84,13 @@ class PointDetector(nn.Module):
         for part in cls.config_prefix.split("."):
             node = node[part]
         return node
+
+    def __init_subclass__(cls, **kwargs):
+        """A detector with a config node is entered where ``add_centerx_config``
+        finds it (centerx.config.DETECTOR_CONFIGS), when its class is defined."""
+        super().__init_subclass__(**kwargs)
+        if cls.config_prefix:
+            register_detector_config(cls)
 
     @classmethod
     def add_config(cls, cfg):
@@ -271,76 +277,3 @@ class PointDetector(nn.Module):
             w = x.get("width", size[1])
             processed.append({"instances": detector_postprocess(inst, h, w)})
         return processed
-
-
-def add_point_detector_config(cfg):
-    """Keys every point detector shares (MODEL.CENTERX): backbone weights and norms, neck and
-    head norms, memory layout, PP-YOLO's neck and head options.
-
-    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
-    documentation (docs/config.md is generated from it)."""
-    _C = cfg
-
-    # Device the model trains and runs on: "cpu", "cuda" or "cuda:N". The default
-    # is the machine's (detectron2's is always "cuda"): "cuda" where torch sees a
-    # CUDA GPU, else "cpu". A config or override asking for CUDA on a machine
-    # without it is refused before anything is built.
-    _C.MODEL.DEVICE = machine_device()
-
-    # ---------------------------------------------------------------- backbone
-    # Options every centerX detector shares: backbone weights (the backbones are
-    # a torchvision-layout ResNet of depth MODEL.RESNETS.DEPTH 18 / 34 / 50 / 101
-    # and DarkNet), norms, memory layout and PP-YOLO's neck and head options.
-    _C.MODEL.CENTERX = CN()
-    # ImageNet weights for the backbone: a torchvision ``.pth`` state dict or a
-    # detectron2 / Caffe2 ``.pkl``, as a local path, file://, http(s):// or
-    # detectron2:// URL (fetched once into detectron2's cache, like MODEL.WEIGHTS).
-    # Empty = random initialisation. Loaded when the model is built; MODEL.WEIGHTS
-    # (a full detector) overrides it.
-    _C.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
-    # True: when BACKBONE_WEIGHTS cannot be fetched or found (no network, a wrong
-    # path), warn and train from random initialisation instead of stopping; a
-    # file that is read but does not fit the backbone still stops. The own-data
-    # recipes set it with torchvision's ImageNet weights: used where reachable.
-    _C.MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL = False
-    # Normalisation in the backbone: "BN", "SyncBN" or "FrozenBN".
-    _C.MODEL.CENTERX.BACKBONE_NORM = "BN"
-    # Normalisation in the upsampler (CenterNet's and TTFNet's): any name of
-    # detectron2's get_norm, e.g. "BN", "SyncBN" (CUDA, across processes),
-    # "naiveSyncBN" (any backend, e.g. gloo on CPU) or "GN".
-    _C.MODEL.CENTERX.NECK_NORM = "BN"
-    # Normalisation after each hidden 3x3 conv of the heads, same names as
-    # NECK_NORM; "" = none (as in both papers).
-    _C.MODEL.CENTERX.HEAD_NORM = ""
-    # Channels-last (NHWC) memory layout for the weights (set by the trainer)
-    # and the input batch: the same numbers, computed faster by oneDNN's
-    # bfloat16 convolutions on CPU and by tensor cores on GPU (about 1.8x per
-    # training step of the shapes demo under CPU bfloat16 autocast).
-    _C.MODEL.CENTERX.CHANNELS_LAST = False
-    # Names of the model's classes, one per heatmap channel in order, e.g.
-    # "('circle', 'rectangle')". Empty = the thing_classes metadata of its
-    # datasets (DATASETS.TEST first, then TRAIN). Read where names are needed
-    # before any dataset is loaded: a distillation teacher's classes given by
-    # name (a COCO json dataset's names are known only once it has been read).
-    _C.MODEL.CENTERX.CLASS_NAMES = ()
-    # PP-YOLO's neck and head options, for CenterNet and TTFNet (all off: the
-    # papers' models, same parameter names). The last (stride-32) backbone
-    # feature goes through CoordConv, then SPP, before the upsampler.
-    # CoordConv: two coordinate channels (x and y, -1 to 1 across the map)
-    # appended, then a 1x1 conv back to the feature's channels + NECK_NORM + ReLU.
-    _C.MODEL.CENTERX.COORD_CONV = False
-    # Spatial pyramid pooling: the feature concatenated with stride-1 "same"
-    # max-pools of each of POOL_SIZES (odd, in stride-32 cells), then a 1x1 conv
-    # back to the feature's channels + NECK_NORM + ReLU.
-    _C.MODEL.CENTERX.SPP = CN()
-    _C.MODEL.CENTERX.SPP.ENABLED = False
-    _C.MODEL.CENTERX.SPP.POOL_SIZES = (5, 9, 13)
-    # DropBlock (Ghiasi et al. 2018) after each hidden conv + ReLU of every head,
-    # in training only: square blocks of BLOCK_SIZE (odd) output-stride cells
-    # are zeroed so that about DROP_PROB of the units are dropped, the rest
-    # rescaled to keep the mean.
-    _C.MODEL.CENTERX.DROPBLOCK = CN()
-    _C.MODEL.CENTERX.DROPBLOCK.ENABLED = False
-    _C.MODEL.CENTERX.DROPBLOCK.DROP_PROB = 0.1
-    _C.MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE = 3
-    return cfg

@@ -11,6 +11,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
 from ...checkpoint import StrictCheckpointer, UnsafeWeightsError, local_weights_path
+from ...config import add_centerx_config
 from ...config_files import check_config_file
 from .point_detector import PointDetector
 
@@ -105,7 +106,6 @@ def teacher_config(i: int, config_file: str, cfg):
     converted (channel orders other than RGB <-> BGR, another channel count).
     Other pixel mean / std and RGB vs BGR are handled by giving the teacher its
     own input."""
-    from ...config import add_centerx_config  # centerx.config imports this module's add_distill_config
 
     where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
     tcfg = add_centerx_config(get_cfg())

@@ -3,11 +3,11 @@ Liu et al., AAAI 2020) as a detectron2 meta-architecture."""
 from typing import Dict, List
 
 import torch
-from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
 
+from ...config.model import add_ttfnet_config
 from ..decode import decode_ttfnet, ltrb_to_boxes, ttfnet_scores
 from ..dropblock import drop_block_args
 from ..heads import TTFNetHeads
@@ -147,61 +147,3 @@ class TTFNet(PointDetector):
         each peak (input pixels)."""
         return decode_ttfnet(outputs["heatmap"], outputs["ltrb"], self.test_topk, self.stride, outputs.get("iou"),
                              self.iou_alpha)
-
-
-def add_ttfnet_config(cfg):
-    """TTFNet's keys (MODEL.TTFNET).
-
-    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
-    documentation (docs/config.md is generated from it)."""
-    _C = cfg
-
-    # ------------------------------------------------------------------ TTFNet
-    _C.MODEL.TTFNET = CN()
-    # Number of object classes (heatmap channels).
-    _C.MODEL.TTFNET.NUM_CLASSES = 80
-    # Output channels of the upsampling stages (each x2: stride 32 -> 16 -> 8 -> 4).
-    _C.MODEL.TTFNET.UPSAMPLE_CHANNELS = [256, 128, 64]
-    # 3x3 convs in the shortcut from the backbone stage of each upsampling
-    # stage's output stride (16, 8, 4); 0 = no shortcut for that stage.
-    _C.MODEL.TTFNET.SHORTCUT_CONVS = [1, 2, 3]
-    # Use modulated deformable 3x3 convs in the upsampling stages, as the paper
-    # (torchvision.ops.deform_conv2d). Off for models meant for export.
-    _C.MODEL.TTFNET.DEFORMABLE = False
-    # Heatmap head: hidden channels and number of 3x3 conv + ReLU layers.
-    _C.MODEL.TTFNET.HEATMAP_HEAD_CHANNELS = 128
-    _C.MODEL.TTFNET.HEATMAP_HEAD_CONVS = 2
-    # Box (l, t, r, b) head: hidden channels and number of 3x3 conv + ReLU layers.
-    _C.MODEL.TTFNET.BOX_HEAD_CHANNELS = 64
-    _C.MODEL.TTFNET.BOX_HEAD_CONVS = 2
-    # Initial bias of the heatmap logits: -2.19 = logit(0.1) as in the paper.
-    _C.MODEL.TTFNET.HEATMAP_BIAS = -2.19
-    # Box distances are ReLU(head output) * BOX_BASE input pixels.
-    _C.MODEL.TTFNET.BOX_BASE = 16.0
-    # Initial bias of the box head's outputs. 0 (the authors') starts every cell
-    # with an empty box, where GIoU has no useful gradient and the ReLU can die
-    # (a pitfall users of the authors' code reported); 1 starts with BOX_BASE pixels on each side.
-    _C.MODEL.TTFNET.BOX_HEAD_BIAS = 0.0
-    # Heatmap Gaussian extent: sigma = ALPHA * box side / 6 (per axis).
-    _C.MODEL.TTFNET.ALPHA = 0.54
-    # Regression samples: cells of the box where a Gaussian of extent BETA is non-zero.
-    _C.MODEL.TTFNET.BETA = 0.54
-    # Loss weights: heatmap focal loss and Gaussian-weighted GIoU box loss.
-    _C.MODEL.TTFNET.HEATMAP_LOSS_WEIGHT = 1.0
-    _C.MODEL.TTFNET.BOX_LOSS_WEIGHT = 5.0
-    # IoU-aware scoring (PP-YOLO): the box head gets an output ``iou`` (logit
-    # of the IoU of each cell's predicted box with its object), trained at the
-    # box-regression samples with binary cross-entropy against that IoU
-    # (prediction detached), weighted like the GIoU loss (loss_iou, times
-    # LOSS_WEIGHT). At inference the score is
-    # sigmoid(heatmap)^(1 - ALPHA) * sigmoid(iou)^ALPHA, before peak masking
-    # and top-K (and so in every exported graph).
-    _C.MODEL.TTFNET.IOU_AWARE = CN()
-    _C.MODEL.TTFNET.IOU_AWARE.ENABLED = False
-    _C.MODEL.TTFNET.IOU_AWARE.LOSS_WEIGHT = 1.0
-    # Weight of the predicted IoU in the score, in [0, 1].
-    _C.MODEL.TTFNET.IOU_AWARE.ALPHA = 0.5
-    # Detections with a lower score are dropped at inference (after top-K,
-    # K = TEST.DETECTIONS_PER_IMAGE).
-    _C.MODEL.TTFNET.SCORE_THRESH_TEST = 0.01
-    return cfg

@@ -1,4 +1,5 @@
-"""Every config key centerX adds to detectron2's defaults.
+"""Every config key centerX adds to detectron2's defaults, and the config a
+command runs with.
 
 Each key has a default and a comment. ``add_centerx_config`` is idempotent and
 must run before ``merge_from_file`` so that unknown keys in a user's YAML fail
@@ -6,33 +7,31 @@ with detectron2's usual ``KeyError: 'Non-existent config key: ...'``.
 """
 import logging
 import os
-from typing import Sequence
+from typing import Dict, Sequence
 
 from detectron2.config import CfgNode, get_cfg
-from detectron2.modeling import META_ARCH_REGISTRY
 
-from .config_files import check_config_file
-from .data.datasets.builtin import add_datasets_config
-from .data.mapper import add_input_config
-from .data.samplers import add_dataloader_config
-from .deploy.wrapper import add_export_config
-from .device import check_device
-from .engine.ema import add_ema_config
-from .engine.trainer import add_evaluation_config, add_solver_config
-from .modeling.backbones.darknet import add_darknet_config
-from .modeling.loss_balance import add_loss_balance_config
-from .modeling.meta_arch.centernet import add_centernet_config
-from .modeling.meta_arch.distiller import add_distill_config
-from .modeling.meta_arch.point_detector import PointDetector, add_point_detector_config
-from .modeling.meta_arch.ttfnet import add_ttfnet_config
-from .plugins import (
+from ..config_files import check_config_file
+from ..device import check_device
+from ..plugins import (
     absolute_entry,
-    add_imports_config,
     import_modules,
     imports_in_config_file,
     imports_in_config_text,
     imports_in_opts,
     merge_imports,
+)
+from .data import add_dataloader_config, add_datasets_config, add_input_config
+from .deploy import add_export_config
+from .engine import add_ema_config, add_evaluation_config, add_solver_config
+from .imports import add_imports_config
+from .model import (
+    add_centernet_config,
+    add_darknet_config,
+    add_distill_config,
+    add_loss_balance_config,
+    add_point_detector_config,
+    add_ttfnet_config,
 )
 
 # the node only centerX creates: its presence means the keys were added already
@@ -40,7 +39,7 @@ from .plugins import (
 SENTINEL = "CENTERX"
 
 
-# Each feature's keys, added beside the feature, in the order docs/config.md lists them.
+# Each feature's keys (centerx/config/<layer>.py), in the order docs/config.md lists them.
 FEATURE_CONFIGS = (
     add_point_detector_config,
     add_centernet_config,
@@ -59,11 +58,24 @@ FEATURE_CONFIGS = (
 )
 
 
+# The point detectors whose config node add_centerx_config adds where a config lacks it: every subclass of
+# centerx.modeling.meta_arch.PointDetector with a config_prefix enters itself here when its class is defined
+# (its module imported), keyed by module and class name; the config layer imports no model to find them.
+DETECTOR_CONFIGS: Dict[str, type] = {}
+
+
+def register_detector_config(detector: type) -> type:
+    """Enter ``detector`` (a class with ``config_prefix``, ``has_config(cfg)`` and
+    ``add_config(cfg)``) into :data:`DETECTOR_CONFIGS`; returns it."""
+    DETECTOR_CONFIGS[f"{detector.__module__}.{detector.__qualname__}"] = detector
+    return detector
+
+
 def add_centerx_config(cfg):
     """Add centerX's keys to a detectron2 config in place and return it, and the
-    config node of every point detector registered with detectron2's
-    ``META_ARCH_REGISTRY`` that the config lacks (a detector defined outside
-    centerX brings its keys through its ``add_config``; docs/extending.md).
+    config node of every point detector defined so far (:data:`DETECTOR_CONFIGS`)
+    that the config lacks (a detector defined outside centerX brings its keys
+    through its ``add_config``; docs/extending.md).
 
     A ``MODEL.CENTERNET`` node from another extension (CenterNet2's
     ``add_centernet_config``) is replaced by centerX's, with a warning: the two
@@ -76,11 +88,15 @@ def add_centerx_config(cfg):
                 "(CenterNet2?); it is replaced by centerX's MODEL.CENTERNET keys.")
         for add in FEATURE_CONFIGS:  # the first adds MODEL.CENTERX, the sentinel
             add(cfg)
-    for _, detector in META_ARCH_REGISTRY:
-        if isinstance(detector, type) and issubclass(detector, PointDetector) and detector.config_prefix \
-                and not detector.has_config(cfg):
+    for detector in list(DETECTOR_CONFIGS.values()):
+        if not detector.has_config(cfg):
             detector.add_config(cfg)
     return cfg
+
+
+def get_centerx_cfg():
+    """detectron2's default config with centerX's keys added."""
+    return add_centerx_config(get_cfg())
 
 
 def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
@@ -130,7 +146,7 @@ def load_config(config_file: str = "", opts: Sequence = (), imports: Sequence[st
     entries = merge_imports(imports_in_config_file(config_file) if config_file else [], imports_in_opts(opts),
                             [absolute_entry(e, os.getcwd()) for e in imports])
     import_modules(entries)
-    cfg = add_centerx_config(get_cfg())
+    cfg = get_centerx_cfg()
     if config_file:
         merge_config_file(cfg, config_file)
     cfg.merge_from_list(list(opts))
@@ -144,7 +160,7 @@ def load_saved_config(text: str, opts: Sequence = ()):
     its ``IMPORTS`` imported first, ``opts`` merged on top."""
     entries = merge_imports(imports_in_config_text(text), imports_in_opts(opts))
     import_modules(entries)
-    cfg = add_centerx_config(get_cfg())
+    cfg = get_centerx_cfg()
     cfg.merge_from_other_cfg(CfgNode.load_cfg(text))
     cfg.merge_from_list(list(opts))
     cfg.IMPORTS = entries

@@ -1,0 +1,19 @@
+"""centerX's config: every key it adds to detectron2's defaults, and the config a
+command runs with. The config layer imports only detectron2's config and
+centerX's leaf helpers (config files, the device, the user's imports): every
+other layer may import it, it imports none of them (docs/design.md)."""
+from .config import (
+    DETECTOR_CONFIGS,
+    FEATURE_CONFIGS,
+    SENTINEL,
+    add_centerx_config,
+    check_config,
+    get_centerx_cfg,
+    load_config,
+    load_saved_config,
+    merge_config_file,
+    register_detector_config,
+)
+
+__all__ = ["DETECTOR_CONFIGS", "FEATURE_CONFIGS", "SENTINEL", "add_centerx_config", "check_config", "get_centerx_cfg",
+           "load_config", "load_saved_config", "merge_config_file", "register_detector_config"]

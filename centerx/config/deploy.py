@@ -1,0 +1,35 @@
+"""The keys of deployment (EXPORT). The code that reads them is in centerx.deploy."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_export_config"]
+
+
+def add_export_config(cfg):
+    """Deployment keys (EXPORT).
+
+    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
+    documentation (docs/config.md is generated from it)."""
+    _C = cfg
+
+    # ------------------------------------------------------------------ export
+    # Deployment (centerx.deploy, projects/speedup): ONNX, Caffe, TensorRT.
+    _C.EXPORT = CN()
+    # Input (height, width) in pixels, multiples of 32: the size the graph is
+    # traced at (ONNX keeps N, H, W dynamic), the fixed input of the Caffe net
+    # and of the TensorRT profile, and the letterbox size of the runtimes.
+    _C.EXPORT.INPUT_SIZE = (512, 512)
+    # Fold flip test-time augmentation (TEST.FLIP_TEST) into the exported graph
+    # (ONNX, ONNX INT8, TensorRT; Caffe has no flip layer and refuses it).
+    _C.EXPORT.FLIP_TEST = False
+    # TensorRT engine: largest batch of the optimisation profile (the input
+    # size is fixed to INPUT_SIZE) and builder workspace limit in MiB.
+    _C.EXPORT.TENSORRT_MAX_BATCH = 8
+    _C.EXPORT.TENSORRT_WORKSPACE_MB = 2048
+    # INT8 export (--format onnx-int8): number of calibration images, evenly
+    # spread over the calibration dataset, and that dataset ("" =
+    # DATASETS.TEST[0], else DATASETS.TRAIN[0]; any registered name, including
+    # DATASETS.COCO_JSON / IMAGE_FOLDERS entries). export.py's
+    # --calibration-images / --calibration-dataset override them.
+    _C.EXPORT.CALIBRATION_IMAGES = 32
+    _C.EXPORT.CALIBRATION_DATASET = ""
+    return cfg
