@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.logger import setup_logger
 
 from .config import get_centerx_cfg
@@ -23,10 +24,10 @@ logger = logging.getLogger(__name__)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES_CONFIGS = os.path.join(REPO, "configs", "shapes")
-# per detector: (shapes demo config of its R18, meta-architecture, config node holding NUM_CLASSES)
+# per detector: (shapes demo config of its R18, meta-architecture)
 ARCHS = {
-    "centernet": (os.path.join(SHAPES_CONFIGS, "centernet_r18_demo.yaml"), "CenterNet", "MODEL.CENTERNET"),
-    "ttfnet": (os.path.join(SHAPES_CONFIGS, "ttfnet_r18_demo.yaml"), "TTFNet", "MODEL.TTFNET"),
+    "centernet": (os.path.join(SHAPES_CONFIGS, "centernet_r18_demo.yaml"), "CenterNet"),
+    "ttfnet": (os.path.join(SHAPES_CONFIGS, "ttfnet_r18_demo.yaml"), "TTFNet"),
 }
 RESULT_FILE = "result.json"
 
@@ -102,7 +103,8 @@ def demo_config(args) -> str:
 
 
 def num_classes_key(args) -> str:
-    return ARCHS[args.arch][2] + ".NUM_CLASSES"
+    """NUM_CLASSES of the ``--arch`` detector's own config node."""
+    return META_ARCH_REGISTRY.get(ARCHS[args.arch][1]).config_prefix + ".NUM_CLASSES"
 
 
 def distill_overrides(args, teachers: Sequence, use_labels: bool) -> List:

@@ -28,11 +28,11 @@ def test_configs_are_found():
 def test_config_builds_a_model_that_detects(path):
     """Every shipped config merges, builds its model (a Distiller's student, as its
     teachers are trained files) and its optimizer (gradient clipping included) on
-    the CPU, and turns a 64 x 64 image into at
-    most TEST.DETECTIONS_PER_IMAGE detections: boxes inside the image, scores
-    above the config's threshold and at most 1, classes below its class count.
-    (A random model may detect nothing: its heatmap logits can sit far below
-    the threshold.)"""
+    the CPU, and decodes a 64 x 64 image into its top-K (never empty: K peaks
+    whatever the scores) with finite boxes, scores in [0, 1] and classes below
+    its class count; after the score threshold, at most TEST.DETECTIONS_PER_IMAGE
+    detections with boxes inside the image. (A random model may keep none past
+    the threshold, its heatmap logits far below it: hence the top-K check.)"""
     cfg = centerx.add_centerx_config(get_cfg())
     cfg.merge_from_file(path)
     assert cfg.MODEL.META_ARCHITECTURE in META_ARCH_REGISTRY
@@ -40,12 +40,19 @@ def test_config_builds_a_model_that_detects(path):
         assert len(cfg.MODEL.DISTILL.TEACHERS) >= 1
         cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE
     cfg.MODEL.DEVICE = "cpu"
+    node = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).config_node(cfg)
     model = build_model(cfg).eval()
     build_optimizer(cfg, model)
-    node = cfg.MODEL.CENTERNET if cfg.MODEL.META_ARCHITECTURE == "CenterNet" else cfg.MODEL.TTFNET
     torch.manual_seed(0)
     with torch.no_grad():
         (out,) = model([{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8), "height": 64, "width": 64}])
+        # the decoded top-K before the score threshold: never empty, whatever a random model scores
+        image = model.preprocess_image([{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)}]).tensor
+        top = model.decode(model.predict(image))
+    k = top["scores"].shape[1]
+    assert 0 < k <= cfg.TEST.DETECTIONS_PER_IMAGE and top["boxes"].shape == (1, k, 4)
+    assert torch.isfinite(top["boxes"]).all() and ((top["scores"] >= 0) & (top["scores"] <= 1)).all()
+    assert ((top["classes"] >= 0) & (top["classes"] < node.NUM_CLASSES)).all()
     inst = out["instances"]
     assert inst.image_size == (64, 64) and len(inst) <= cfg.TEST.DETECTIONS_PER_IMAGE
     boxes = inst.pred_boxes.tensor

@@ -10,23 +10,17 @@ stride. Flags, per box:
 - ``degenerate``: width or height <= 0 pixels (detectron2 drops them);
 - ``outside``: extends beyond the image (clipped in training);
 - ``tiny``: under ``INPUT.MIN_BOX_SIZE`` pixels at the training scale (dropped by the mapper);
-- ``radius_0`` (CenterNet): Gaussian radius 0 at the config's RADIUS_MODE and
-  MIN_OVERLAP: one positive cell, every neighbour a full negative;
-- ``single_cell`` (TTFNet): alpha * w / 2 and alpha * h / 2 both under one cell, so
-  the heatmap peak and the box's regression samples are its centre cell only;
-- ``over_max_objects`` (CenterNet): objects beyond ``MAX_OBJECTS`` in an image
-  (its smallest ones), which get no size / offset target.
+- the detector's own (its ``box_flags``): ``radius_0`` and ``over_max_objects``
+  for CenterNet, ``single_cell`` for TTFNet.
 """
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
 from detectron2.structures import BoxMode
 
-from ..modeling.meta_arch import CenterNet, TTFNet, detector_class
-from ..modeling.targets import gaussian_radius
+from ..modeling.meta_arch import detector_class
 
 __all__ = ["BoxStatistics", "box_statistics", "CELL_BINS"]
 
@@ -101,15 +95,8 @@ def box_statistics(name: str, dicts: List[Dict], classes: Optional[List[str]], c
         "tiny": (np.minimum(w_px, h_px) < cfg.INPUT.MIN_BOX_SIZE) & (x2 > x1) & (y2 > y1),
     }
     detector = detector_class(cfg)
-    if detector is not None and issubclass(detector, CenterNet):
-        c = cfg.MODEL.CENTERNET
-        radius = gaussian_radius(torch.from_numpy(np.ceil(h_cells)), torch.from_numpy(np.ceil(w_cells)),
-                                 c.MIN_OVERLAP, c.RADIUS_MODE).clamp(min=0).long().numpy()
-        flags["radius_0"] = (radius == 0) & ~flags["degenerate"]
-        flags["over_max_objects"] = _beyond_max_objects(image.astype(int), w_px * h_px, c.MAX_OBJECTS)
-    elif detector is not None and issubclass(detector, TTFNet):
-        alpha = cfg.MODEL.TTFNET.ALPHA
-        flags["single_cell"] = (alpha * w_cells / 2 < 1) & (alpha * h_cells / 2 < 1) & ~flags["degenerate"]
+    if detector is not None:
+        flags.update(detector.box_flags(cfg, w_cells, h_cells, w_px * h_px, image))
     names = list(classes) if classes else sorted({str(int(c)) for c in cls})
 
     def label(c) -> str:
@@ -125,12 +112,3 @@ def box_statistics(name: str, dicts: List[Dict], classes: Optional[List[str]], c
     return BoxStatistics(name, len(dicts), len(boxes), names, per_class, np.asarray(per_image, dtype=np.int64),
                          w_cells, h_cells, {k: int(v.sum()) for k, v in flags.items()}, examples)
 
-
-def _beyond_max_objects(image: np.ndarray, area: np.ndarray, max_objects: int) -> np.ndarray:
-    """Objects outside the ``max_objects`` largest of their image (CenterNet keeps the largest)."""
-    order = np.lexsort((-area, image))  # by image, largest first
-    rank = np.empty_like(order)
-    sorted_images = image[order]
-    starts = np.searchsorted(sorted_images, sorted_images, side="left")
-    rank[order] = np.arange(len(order)) - starts
-    return rank >= max_objects

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Type
 import torch
 from detectron2.utils.registry import Registry
 
+from ..modeling.meta_arch import CenterNet, detector_class
 from .caffe_export import export_caffe
 from .model_info import OPENVINO_SECTION, TORCHSCRIPT_ENTRY, describe_model, write_sidecar
 from .onnx_export import DEFAULT_OPSET, export_onnx
@@ -81,6 +82,13 @@ class Exporter:
         """The settings an ONNX export made on the way (onnx-int8, tensorrt) takes: the opset."""
         return {k: v for k, v in self.settings.items() if k == "opset"}
 
+    @classmethod
+    def unsupported(cls, cfg) -> str:
+        """Why this format cannot export the model of ``cfg`` on this machine ("" when
+        it can), known from the config alone; ``./run.sh benchmark`` leaves such
+        formats out, saying why."""
+        return ""
+
     def prepare(self) -> None:
         """Check, before any file is written, what the export needs (its
         runtime's package, its inputs); raise with what to do when something is missing."""
@@ -118,7 +126,6 @@ class OnnxExporter(Exporter):
     options = ("raw", "opset")
 
     def export(self) -> str:
-
         raw = bool(self.settings.get("raw", False))
         model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
         path = os.path.join(self.out_dir, "model_raw.onnx" if raw else "model.onnx")
@@ -150,14 +157,12 @@ class OnnxInt8Exporter(Exporter):
     options = ("opset", "calibration_images", "calibration_dataset")
 
     def prepare(self) -> None:
-
         import_quantization()
         self.calibration = calibration_files(self.cfg, self.settings.get("calibration_dataset"),
                                              self.settings.get("calibration_images"))
 
     def export(self) -> str:
         import cv2
-
 
         calibration = self.calibration
         int8 = os.path.join(self.out_dir, "model_int8.onnx")
@@ -182,9 +187,14 @@ class CaffeExporter(Exporter):
     format = "caffe"
     description = "Caffe prototxt + caffemodel, raw peak-masked maps (CenterNet on ResNet)"
 
+    @classmethod
+    def unsupported(cls, cfg) -> str:
+        detector = detector_class(cfg)
+        return "" if detector is not None and issubclass(detector, CenterNet) else \
+            "the Caffe exporter supports CenterNet"
+
     def export(self) -> str:
         import cv2
-
 
         model = build_deploy_model(self.cfg, raw=True, allow_random=self.allow_random)
         prototxt, caffemodel = export_caffe(model, os.path.join(self.out_dir, "model"), self.size)
@@ -208,12 +218,14 @@ class TensorRTExporter(Exporter):
     description = "TensorRT engine built from the ONNX graph (--fp16 for FP16; needs a GPU)"
     options = ("opset", "fp16")
 
-    def prepare(self) -> None:
+    @classmethod
+    def unsupported(cls, cfg) -> str:
+        return "" if torch.cuda.is_available() else "TensorRT needs a CUDA GPU"
 
+    def prepare(self) -> None:
         import_tensorrt()
 
     def export(self) -> str:
-
         fp16 = bool(self.settings.get("fp16", False))
         engine = os.path.join(self.out_dir, f"model_{'fp16' if fp16 else 'fp32'}.engine")
         with tempfile.TemporaryDirectory() as tmp:  # the ONNX graph it is built from is not left over model.onnx

@@ -9,7 +9,7 @@ meta-architecture's own decode, drops scores not above the meta-architecture's
 import logging
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -57,6 +57,8 @@ class Runtime:
     name = ""
     # what --model names for this runtime ("" = none: it loads MODEL.WEIGHTS)
     model_file = ""
+    # the Python packages it imports (./run.sh benchmark leaves it out where one is missing)
+    requires: Tuple[str, ...] = ()
 
     @classmethod
     def from_file(cls, cfg, model_path: str) -> "Runtime":
@@ -152,6 +154,7 @@ class OnnxRuntime(Runtime):
     """ONNX Runtime on an exported ``.onnx`` (decoded or raw)."""
 
     name = "onnxruntime"
+    requires = ("onnxruntime",)
     model_file = ".onnx (decoded or raw, FP32 or INT8)"
 
     @classmethod
@@ -191,6 +194,7 @@ class CaffeRuntime(Runtime):
     OpenCV's ``cv2.dnn`` Caffe importer (OpenCV 4.x)."""
 
     name = "caffe"
+    requires = ("cv2",)
     model_file = ".prototxt (its .caffemodel beside it)"
 
     @classmethod
@@ -215,6 +219,7 @@ class TensorRTRuntime(Runtime):
     on the current CUDA device; input and output buffers are torch CUDA tensors."""
 
     name = "tensorrt"
+    requires = ("tensorrt",)
     model_file = ".engine"
 
     @classmethod
@@ -229,7 +234,6 @@ class TensorRTRuntime(Runtime):
         self.stream = torch.cuda.Stream()
 
     def run(self, batch):
-
         images = torch.from_numpy(batch).cuda(non_blocking=True)
         out = execute(self.engine, self.context, images, self.stream)
         return {k: v.cpu().numpy() for k, v in out.items()}
@@ -268,6 +272,7 @@ class OpenVINORuntime(Runtime):
     "bf16" (faster, scores within ~1e-3)."""
 
     name = "openvino"
+    requires = ("openvino",)
     model_file = ".xml (its .bin beside it)"
 
     def __init__(self, cfg, xml: str, device: str = "CPU", threads: Optional[int] = None, precision: str = "f32"):
@@ -288,6 +293,14 @@ class OpenVINORuntime(Runtime):
     def run(self, batch):
         result = self.compiled(batch)
         return {name: result[port] for port, name in self.outputs}
+
+
+def get_runtime(name: str) -> type:
+    """The registered runtime class called ``name``."""
+    by_name = {cls.name: cls for _, cls in RUNTIME_REGISTRY}
+    if name not in by_name:
+        raise ValueError(f"Unknown runtime {name!r}; registered: {sorted(by_name)}.")
+    return by_name[name]
 
 
 def runtime_names() -> List[str]:

@@ -41,8 +41,8 @@ class DeployModel(nn.Module):
     the model's ``merge_flipped``, as TEST.FLIP_TEST does in evaluation.
 
     Each meta-architecture (a :class:`PointDetector`) supplies its own
-    ``predict`` (normalised images -> raw maps, heatmap logits under
-    ``"heatmap"``), ``heatmap_scores`` and ``decode`` (peak masking + top-K of
+    ``predict`` (normalised images -> raw maps, class-score logits under its
+    ``class_map``), ``heatmap_scores`` and ``decode`` (peak masking + top-K of
     ``centerx.modeling.decode``), so the graph runs the evaluation code itself.
     """
 
@@ -83,8 +83,8 @@ def decode_raw_outputs(model: PointDetector, raw: Dict[str, torch.Tensor]) -> Di
     """Decode the raw outputs of an exported graph with the meta-architecture's
     own ``decode``.
 
-    ``decode`` takes heatmap logits; the raw heatmap holds the peak-masked
-    scores. ``logit`` inverts the sigmoid (masked cells become -inf, whose
+    ``decode`` takes class-score logits (under the model's ``class_map``); the
+    raw ``heatmap`` output holds the peak-masked scores. ``logit`` inverts the sigmoid (masked cells become -inf, whose
     sigmoid is 0 again) and peak masking is idempotent, so this returns the
     decoded outputs of the same graph up to float rounding of the scores. For
     an IoU-aware TTFNet the raw scores are already fused with the IoU and the
@@ -96,8 +96,8 @@ def decode_raw_outputs(model: PointDetector, raw: Dict[str, torch.Tensor]) -> Di
     Returns:
         ``boxes`` [N, K, 4] input pixels, ``scores`` [N, K], ``classes`` [N, K] int64.
     """
-    maps = dict(raw)
-    maps["heatmap"] = torch.logit(raw["heatmap"].float())
+    maps = {k: v for k, v in raw.items() if k != "heatmap"}
+    maps[model.class_map] = torch.logit(raw["heatmap"].float())
     return model.decode(maps)
 
 

@@ -50,8 +50,7 @@ from centerx.checkpoint import WEIGHTS_ERRORS
 from centerx.config import load_config
 from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
 from centerx.deploy.exporters import export, exporter_formats, get_exporter
-from centerx.deploy.runtimes import TorchRuntime, build_runtime
-from centerx.modeling.meta_arch import CenterNet, detector_class
+from centerx.deploy.runtimes import TorchRuntime, build_runtime, get_runtime
 from centerx.plugins import PluginImportError, add_imports_argument, preimport
 
 logger = logging.getLogger("centerx.benchmark")
@@ -86,24 +85,21 @@ def parse_args(argv=None):
     return args
 
 
-# the package each runtime imports
-RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "caffe": "cv2", "tensorrt": "tensorrt"}
-
-
 def available_formats(cfg) -> List[str]:
-    """pytorch and the registered formats whose runtime can run here (each skipped one logged)."""
+    """pytorch and the registered formats whose exporter takes this model here
+    (``Exporter.unsupported``) and whose runtime's packages are installed
+    (``Runtime.requires``); each one left out is logged with the reason."""
     formats = ["pytorch"]
     for fmt in exporter_formats():
-        runtime = get_exporter(fmt).runtime
-        package = RUNTIME_PACKAGES.get(runtime)
-        if fmt == "caffe" and not issubclass(detector_class(cfg), CenterNet):
-            reason = "the Caffe exporter supports CenterNet"
-        elif runtime == "tensorrt" and not torch.cuda.is_available():
-            reason = "TensorRT needs a CUDA GPU"
-        elif package and importlib.util.find_spec(package) is None:
-            reason = f"{package} is not installed"
-        elif not runtime:
+        exporter = get_exporter(fmt)
+        missing = [p for p in (get_runtime(exporter.runtime).requires if exporter.runtime else ())
+                   if importlib.util.find_spec(p) is None]
+        if not exporter.runtime:
             reason = "no runtime runs it"
+        elif exporter.unsupported(cfg):
+            reason = exporter.unsupported(cfg)
+        elif missing:
+            reason = f"{', '.join(missing)} is not installed"
         else:
             formats.append(fmt)
             continue

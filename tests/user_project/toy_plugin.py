@@ -51,7 +51,6 @@ def add_toynet_config(cfg):
     _C.MODEL.TOYNET = CN()
     _C.MODEL.TOYNET.NUM_CLASSES = 2
     _C.MODEL.TOYNET.SCORE_THRESH_TEST = 0.01
-    _C.MODEL.TOYNET.DEFORMABLE = False
     _C.MODEL.TOYNET.CHANNELS = 32
     return cfg
 

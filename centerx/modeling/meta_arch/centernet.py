@@ -3,6 +3,7 @@ import logging
 import time
 from typing import Dict, List
 
+import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -16,7 +17,7 @@ from ..heads import CenterNetHeads
 from ..losses import masked_l1_loss, penalty_reduced_focal_loss
 from ..losses.distillation import centernet_distillation_losses
 from ..necks import CenterNetUpsampler
-from ..targets import batch_ground_truth, centernet_targets, centernet_window
+from ..targets import batch_ground_truth, centernet_targets, centernet_window, gaussian_radius
 from .point_detector import PointDetector
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,29 @@ class CenterNet(PointDetector):
         (:func:`~centerx.modeling.losses.distillation.centernet_distillation_losses`)."""
         return centernet_distillation_losses(student, teacher)
 
+    @classmethod
+    def box_flags(cls, cfg, w_cells, h_cells, area_px, image_index):
+        """``radius_0``: Gaussian radius 0 at MODEL.CENTERNET.RADIUS_MODE and
+        MIN_OVERLAP (one positive cell, every neighbour a full negative);
+        ``over_max_objects``: beyond MAX_OBJECTS in their image (its smallest
+        objects, which get no size / offset target). Degenerate boxes are not flagged."""
+        c = cfg.MODEL.CENTERNET
+        radius = gaussian_radius(torch.from_numpy(np.ceil(h_cells)), torch.from_numpy(np.ceil(w_cells)),
+                                 c.MIN_OVERLAP, c.RADIUS_MODE).clamp(min=0).long().numpy()
+        return {"radius_0": (radius == 0) & (w_cells > 0) & (h_cells > 0),
+                "over_max_objects": beyond_max_objects(image_index.astype(int), area_px, c.MAX_OBJECTS)}
+
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Peak masking + top-K; boxes from size and offset at each peak (input pixels)."""
         return decode_centernet(outputs["heatmap"], outputs["wh"], outputs["offset"], self.test_topk, self.stride)
+
+
+def beyond_max_objects(image: np.ndarray, area: np.ndarray, max_objects: int) -> np.ndarray:
+    """[B] bool: the boxes outside the ``max_objects`` largest (by ``area``) of their
+    ``image`` (CenterNet's targets keep the largest)."""
+    order = np.lexsort((-area, image))  # by image, largest first
+    rank = np.empty_like(order)
+    sorted_images = image[order]
+    starts = np.searchsorted(sorted_images, sorted_images, side="left")
+    rank[order] = np.arange(len(order)) - starts
+    return rank >= max_objects

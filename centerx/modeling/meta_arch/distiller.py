@@ -257,12 +257,14 @@ class Distiller(nn.Module):
         if teacher_outputs is None:
             teacher_outputs = self.teacher_predictions(batched_inputs, images)[0]
         losses = {}
-        for t_out, link in zip(teacher_outputs, self.links):
-            student_taught = dict(outputs, heatmap=outputs["heatmap"][:, list(link.student_classes)])
-            teacher_taught = dict(t_out, heatmap=t_out["heatmap"][:, list(link.teacher_channels)])
+        key = self.student.class_map
+        for t_out, link, teacher in zip(teacher_outputs, self.links, self.teachers):
+            # both sides' class-score maps cut to the taught classes, under the student's name for them
+            student_taught = dict(outputs, **{key: outputs[key][:, list(link.student_classes)]})
+            teacher_taught = dict(t_out, **{key: t_out[teacher.class_map][:, list(link.teacher_channels)]})
             terms = self.student.distillation_losses(student_taught, teacher_taught)
             if self.heatmap_loss is not None:
-                terms["heatmap"] = self.heatmap_loss(student_taught["heatmap"], teacher_taught["heatmap"])
+                terms["heatmap"] = self.heatmap_loss(student_taught[key], teacher_taught[key])
             for head, value in terms.items():
                 losses[f"loss_kd_{link.name}_{head}"] = value * (self.weight * self.head_weights.get(head, 1.0))
         return losses
@@ -284,7 +286,7 @@ class Distiller(nn.Module):
 def logit_distillation(distiller: Distiller, outputs, features, teacher_outputs, teacher_features
                        ) -> Dict[str, torch.Tensor]:
     """The output-map terms ``loss_kd_<teacher>_<head>`` (MODEL.DISTILL.LOGIT_KD)."""
-    return distiller.distillation_losses(outputs, [], outputs["heatmap"], teacher_outputs)
+    return distiller.distillation_losses(outputs, [], outputs[distiller.student.class_map], teacher_outputs)
 
 
 def adversarial_distillation(distiller: Distiller, outputs, features, teacher_outputs, teacher_features

@@ -1,6 +1,7 @@
 """What CenterNet and TTFNet share: objects found as peaks of a per-class heatmap."""
 from typing import Dict, List, Tuple
 
+import numpy as np
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, detector_postprocess
@@ -27,19 +28,22 @@ class PointDetector(nn.Module):
     deployment, the runtimes, dataset validation and the Distiller read:
 
     - ``config_prefix``: its config node, e.g. "MODEL.CENTERNET", holding at least
-      NUM_CLASSES, SCORE_THRESH_TEST and DEFORMABLE (:meth:`config_node`), and
+      NUM_CLASSES and SCORE_THRESH_TEST (:meth:`config_node`), and
       :meth:`add_config`, which adds that node with its defaults;
     - :meth:`build_upsampler` (backbone ``output_shape()`` -> an upsampler with
       ``in_feature``, ``out_channels``, ``out_stride``, taking the features dict)
       and :meth:`build_heads` (upsampler channels -> module returning the dict of
       raw output maps);
-    - ``output_maps``: the names of the raw maps the heads return, and
+    - ``output_maps``: the names of the raw maps the heads return;
+      ``class_map``: the one of per-class score logits [N, C, H, W] (the
+      Distiller's slices of classes, the raw graphs' "heatmap" output), and
       ``score_maps``: those :meth:`heatmap_scores` folds into the detection
       scores (the others are regression maps, exported as they are);
     - :meth:`losses`, :meth:`decode`, and optionally :meth:`heatmap_scores`,
       :meth:`merge_flipped` (flip test) and :meth:`distillation_losses`
-      (distillation terms, one per head, for the Distiller);
-    - from the base: ``stride``, ``score_thresh_test``, ``deformable``.
+      (distillation terms, one per head, for the Distiller) and :meth:`box_flags`
+      (the boxes its targets treat specially, for ``./run.sh check-data``);
+    - from the base: ``stride``, ``score_thresh_test``.
 
     Input: a list of detectron2 dicts with "image" ([3, H, W] in INPUT.FORMAT,
     0..255) and, in training, "instances" (gt_boxes in image pixels,
@@ -52,12 +56,13 @@ class PointDetector(nn.Module):
     config_prefix = ""
     # Names of the raw output maps the heads return.
     output_maps: Tuple[str, ...] = ("heatmap",)
+    # The raw output map of per-class score logits, [N, C, H, W].
+    class_map: str = "heatmap"
     # The raw output maps that heatmap_scores folds into the detection scores.
     score_maps: Tuple[str, ...] = ("heatmap",)
 
     def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std, coord_conv=None, spp=None,
-                 test_topk=100, score_thresh_test=0.01, loss_balancer=None, channels_last=False, flip_test=False,
-                 deformable=False):
+                 test_topk=100, score_thresh_test=0.01, loss_balancer=None, channels_last=False, flip_test=False):
         super().__init__()
         self.channels_last = channels_last
         self.flip_test = flip_test
@@ -71,7 +76,6 @@ class PointDetector(nn.Module):
         self.num_classes = num_classes
         self.test_topk = test_topk
         self.score_thresh_test = score_thresh_test
-        self.deformable = deformable
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -141,7 +145,6 @@ class PointDetector(nn.Module):
             "loss_balancer": build_loss_balancer(cfg),
             "channels_last": cfg.MODEL.CENTERX.CHANNELS_LAST,
             "flip_test": cfg.TEST.FLIP_TEST,
-            "deformable": node.DEFORMABLE,
         }
 
     @property
@@ -207,8 +210,21 @@ class PointDetector(nn.Module):
 
     def heatmap_scores(self, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Raw output maps -> [N, C, H, W] detection scores in [0, 1], whose 3x3
-        peaks ``decode`` takes: the sigmoid of the heatmap logits."""
-        return torch.sigmoid(outputs["heatmap"])
+        peaks ``decode`` takes: the sigmoid of the class-score logits (``class_map``)."""
+        return torch.sigmoid(outputs[self.class_map])
+
+    @classmethod
+    def box_flags(cls, cfg, w_cells: np.ndarray, h_cells: np.ndarray, area_px: np.ndarray,
+                  image_index: np.ndarray) -> Dict[str, np.ndarray]:
+        """The boxes of a dataset that this detector's targets treat specially, for
+        ``./run.sh check-data`` (centerx.data.statistics): {flag name: [B] bool}.
+
+        Args:
+            w_cells, h_cells: [B] box sizes in output cells at the training scale.
+            area_px: [B] box areas in input pixels at the training scale.
+            image_index: [B] the image each box belongs to.
+        The base has none."""
+        return {}
 
     def predict_flip_averaged(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Flip test-time augmentation (CenterNet's ``--flip_test``): the raw maps of

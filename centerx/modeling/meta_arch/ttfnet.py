@@ -142,6 +142,14 @@ class TTFNet(PointDetector):
         with the predicted IoU when ``outputs`` has ``iou`` (:func:`ttfnet_scores`)."""
         return ttfnet_scores(outputs["heatmap"], outputs.get("iou"), self.iou_alpha)
 
+    @classmethod
+    def box_flags(cls, cfg, w_cells, h_cells, area_px, image_index):
+        """``single_cell``: alpha * w / 2 and alpha * h / 2 both under one cell
+        (MODEL.TTFNET.ALPHA), so the heatmap peak and the box's regression samples
+        are its centre cell only. Degenerate boxes are not flagged."""
+        alpha = cfg.MODEL.TTFNET.ALPHA
+        return {"single_cell": (alpha * w_cells / 2 < 1) & (alpha * h_cells / 2 < 1) & (w_cells > 0) & (h_cells > 0)}
+
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Peak masking + top-K of :meth:`heatmap_scores`; boxes from l, t, r, b at
         each peak (input pixels)."""
