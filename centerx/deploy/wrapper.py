@@ -2,12 +2,12 @@
 from typing import Dict, Tuple
 
 import torch
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.modeling import build_model
 from torch import nn
 
 from ..engine.ema import load_weights_for_eval
 from ..modeling.decode import peak_mask
-from ..modeling.meta_arch.distiller import Distiller, student_config
+from ..modeling.meta_arch.build import detector_config
 from ..modeling.meta_arch.point_detector import PointDetector
 
 
@@ -112,10 +112,7 @@ def check_input_size(size) -> Tuple[int, int]:
 def deploy_config(cfg):
     """The config of the detector that gets deployed: for a ``Distiller``, its
     student (whose config its checkpoints load into); else ``cfg`` itself."""
-
-    if META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE) is Distiller:
-        return student_config(cfg)
-    return cfg
+    return detector_config(cfg)
 
 
 def build_deploy_model(cfg, raw: bool = False, allow_random: bool = False) -> DeployModel:

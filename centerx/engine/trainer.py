@@ -18,7 +18,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..console import ProgressPrinter
-from ..data.test_mapper import TestDatasetMapper
+from ..data.eval_mapper import EvalDatasetMapper
 from ..data.validation import readable_dataset_dicts
 from .adversarial import DiscriminatorStep
 from .amp import build_step_trainer
@@ -285,9 +285,9 @@ class Trainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         """detectron2's test loader over the dataset's readable images (the ones
         validation found unreadable are skipped, as in training), read as in
-        training (:class:`~centerx.data.test_mapper.TestDatasetMapper`)."""
+        training (:class:`~centerx.data.eval_mapper.EvalDatasetMapper`)."""
         dicts, _ = readable_dataset_dicts(dataset_name)
-        return build_detection_test_loader(dicts, mapper=TestDatasetMapper(cfg))
+        return build_detection_test_loader(dicts, mapper=EvalDatasetMapper(cfg))
 
     @classmethod
     def build_model(cls, cfg):

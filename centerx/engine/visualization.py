@@ -20,7 +20,7 @@ from detectron2.utils.visualizer import Visualizer
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..console import on_screen
-from ..data.test_mapper import TestDatasetMapper
+from ..data.eval_mapper import EvalDatasetMapper
 
 __all__ = ["draw_detections", "PredictionImages"]
 
@@ -71,7 +71,7 @@ class PredictionImages(HookBase):
 
     Runs at the iterations of detectron2's ``EvalHook``: every ``period``
     iterations when ``period > 0``, and after the last iteration. Each image is
-    resized as at test time (:class:`~centerx.data.test_mapper.TestDatasetMapper`), passed
+    resized as at test time (:class:`~centerx.data.eval_mapper.EvalDatasetMapper`), passed
     through ``trainer.model`` in eval mode, and stored with
     ``storage.put_image("predictions/{i}_{file name}", CHW uint8 RGB)`` with the
     detections scoring above ``cfg.TEST.VIS_SCORE_THRESH`` drawn on it, so its
@@ -105,7 +105,7 @@ class PredictionImages(HookBase):
         self._score_thresh = cfg.TEST.VIS_SCORE_THRESH
         self._dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
         self._input_format = cfg.INPUT.FORMAT
-        self._mapper = TestDatasetMapper(cfg)
+        self._mapper = EvalDatasetMapper(cfg)
         self._dataset_dicts: Optional[List[Dict]] = None
 
     @property

@@ -60,7 +60,7 @@ from centerx.experiments import (
     seed_dir,
     write_table,
 )
-from centerx.modeling.meta_arch.distiller import student_config
+from centerx.modeling.meta_arch.build import student_config
 
 LATENCY_FILE = "latency.json"
 

@@ -1,6 +1,6 @@
 """
-Registration of centerX's built-in datasets and of user COCO-json datasets, and the
-CrowdHuman (.odgt) / WIDER FACE (.txt) -> COCO json converters.
+Registration of centerX's built-in datasets and of user COCO-json datasets (the
+CrowdHuman and WIDER FACE converters: crowdhuman.py, widerface.py).
 
 Registration does no file I/O: every dataset is loaded lazily by its DatasetCatalog
 function. The on-disk layout under ``$DETECTRON2_DATASETS`` is described in
@@ -19,15 +19,15 @@ from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from PIL import Image
 
 from ..validation import check_coco_json
+from .crowdhuman import convert_crowdhuman_odgt
 from .photos import PHOTOS_CLASSES, ensure_photos
-from .shapes import SHAPES_CLASSES, atomic_write_bytes, datasets_root, ensure_shapes
+from .shapes import SHAPES_CLASSES, datasets_root, ensure_shapes
+from .widerface import convert_widerface_txt
 
 __all__ = [
     "register_all_builtin",
     "ensure_datasets",
     "register_coco_json_datasets",
-    "convert_crowdhuman_odgt",
-    "convert_widerface_txt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -265,199 +265,3 @@ def register_coco_json_datasets(entries: Sequence[Sequence[str]]) -> None:
         MetadataCatalog.get(name).set(
             json_file=json_file, image_root=image_root, evaluator_type="coco"
         )
-
-
-def _image_size(path: str) -> Tuple[int, int]:
-    """
-    Returns:
-        (width, height) of the image at ``path`` as detectron2's ``read_image`` sees
-        it (EXIF orientation applied). Reads the header only.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Image '{path}' listed in the annotations does not exist.")
-    with Image.open(path) as image:
-        width, height = image.size
-        orientation = image.getexif().get(0x0112, 1)
-    if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
-        width, height = height, width
-    return width, height
-
-
-def _clip_xywh(box: Sequence[float], width: int, height: int) -> Optional[List[float]]:
-    """
-    Returns:
-        [x, y, w, h] of ``box`` (x, y, w, h) clipped to the image, or None if the
-        clipped box has no area.
-    """
-    x, y, w, h = (float(v) for v in box)
-    x0, y0 = max(x, 0.0), max(y, 0.0)
-    x1, y1 = min(x + w, float(width)), min(y + h, float(height))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return [x0, y0, x1 - x0, y1 - y0]
-
-
-def _write_coco(out_json: str, info: Dict, images, annotations, class_name: str) -> str:
-    coco = {
-        "info": info,
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": 1, "name": class_name, "supercategory": class_name}],
-    }
-    atomic_write_bytes(out_json, json.dumps(coco).encode("utf-8"))
-    return out_json
-
-
-def convert_crowdhuman_odgt(
-    odgt_path: str, image_dir: str, out_json: str, box_type: str = "fbox"
-) -> str:
-    """
-    Convert a CrowdHuman annotation file (one json record per line:
-    ``{"ID": ..., "gtboxes": [{"tag", "fbox", "vbox", "hbox", "extra", "head_attr"}]}``)
-    to a COCO json with the single class "person".
-
-    Boxes (x, y, w, h in pixels) are clipped to the image, whose size is read from
-    ``image_dir/<ID>.jpg``. Ignore regions are kept as ``iscrowd=1`` annotations
-    (COCO evaluation then ignores detections on them, and detectron2-style mappers
-    drop them from the training targets): boxes tagged "mask" (reflections, posters,
-    crowds), boxes with ``extra.ignore == 1``, and for ``box_type="hbox"`` also
-    ``head_attr.ignore == 1``. Boxes with no area inside the image are dropped.
-    The counts are logged and stored in the json's "info".
-
-    Args:
-        odgt_path: e.g. "annotation_train.odgt".
-        image_dir: directory of the images; ``file_name`` in the json is relative to it.
-        out_json: output path (written atomically).
-        box_type: "fbox" (full body), "vbox" (visible body) or "hbox" (head).
-
-    Returns:
-        str: ``out_json``.
-    """
-    if box_type not in ("fbox", "vbox", "hbox"):
-        raise ValueError(f"box_type must be 'fbox', 'vbox' or 'hbox', got {box_type!r}")
-    images, annotations = [], []
-    counts = {"num_ignore": 0, "num_dropped": 0}
-    with open(odgt_path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            file_name = record["ID"] + ".jpg"
-            width, height = _image_size(os.path.join(image_dir, file_name))
-            image_id = len(images) + 1
-            images.append(
-                {"id": image_id, "file_name": file_name, "height": height, "width": width}
-            )
-            for gt in record.get("gtboxes", []):
-                box = _clip_xywh(gt[box_type], width, height)
-                if box is None:
-                    counts["num_dropped"] += 1
-                    continue
-                ignore = gt.get("tag") != "person" or gt.get("extra", {}).get("ignore", 0) == 1
-                if box_type == "hbox":
-                    ignore = ignore or gt.get("head_attr", {}).get("ignore", 0) == 1
-                counts["num_ignore"] += int(ignore)
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": 1,
-                        "bbox": box,
-                        "area": box[2] * box[3],
-                        "iscrowd": int(ignore),
-                    }
-                )
-    info = {
-        "converter": "centerx crowdhuman v1",
-        "source": os.path.basename(odgt_path),
-        "box_type": box_type,
-        "num_images": len(images),
-        "num_boxes": len(annotations) - counts["num_ignore"],
-        **counts,
-    }
-    logger.info(
-        "CrowdHuman %s: %d images, %d boxes, %d ignore regions (iscrowd=1), "
-        "%d boxes dropped (no area inside the image) -> %s",
-        odgt_path, len(images), info["num_boxes"], counts["num_ignore"],
-        counts["num_dropped"], out_json,
-    )
-    return _write_coco(out_json, info, images, annotations, "person")
-
-
-def convert_widerface_txt(txt_path: str, image_root: str, out_json: str) -> str:
-    """
-    Convert a WIDER FACE ground-truth file (``wider_face_{train,val}_bbx_gt.txt``) to
-    a COCO json with the single class "face".
-
-    The format is, per image: its path relative to ``image_root``; the number of
-    faces n; n lines "x1 y1 w h blur expression illumination invalid occlusion pose".
-    An image with n = 0 is followed by one dummy line of zeros, which is skipped.
-    Faces with ``invalid == 1`` or with no area (zero width/height, or nothing left
-    after clipping to the image, whose size is read from the file) are dropped. The
-    counts are logged and stored in the json's "info"; images without faces are kept
-    with no annotations.
-
-    Args:
-        txt_path: the ground-truth txt file.
-        image_root: e.g. "WIDER_train/images".
-        out_json: output path (written atomically).
-
-    Returns:
-        str: ``out_json``.
-    """
-    with open(txt_path) as f:
-        lines = [line.strip() for line in f if line.strip()]
-    images, annotations = [], []
-    counts = {"num_invalid": 0, "num_zero_size": 0}
-    pos = 0
-    while pos < len(lines):
-        file_name = lines[pos]
-        try:
-            num_faces = int(lines[pos + 1])
-        except (IndexError, ValueError) as e:
-            raise ValueError(
-                f"{txt_path}: expected a face count after '{file_name}' (line {pos + 2})"
-            ) from e
-        pos += 2
-        width, height = _image_size(os.path.join(image_root, file_name))
-        image_id = len(images) + 1
-        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-        if num_faces == 0:
-            if pos < len(lines) and len(lines[pos].split()) == 10:
-                pos += 1
-            continue
-        for fields in (lines[i].split() for i in range(pos, pos + num_faces)):
-            if len(fields) < 8:
-                raise ValueError(f"{txt_path}: malformed face line {' '.join(fields)!r}")
-            x, y, w, h = (float(v) for v in fields[:4])
-            if int(fields[7]) == 1:
-                counts["num_invalid"] += 1
-                continue
-            box = _clip_xywh((x, y, w, h), width, height) if w > 0 and h > 0 else None
-            if box is None:
-                counts["num_zero_size"] += 1
-                continue
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": 0,
-                }
-            )
-        pos += num_faces
-    info = {
-        "converter": "centerx widerface v1",
-        "source": os.path.basename(txt_path),
-        "num_images": len(images),
-        "num_boxes": len(annotations),
-        **counts,
-    }
-    logger.info(
-        "WIDER FACE %s: %d images, %d faces; dropped %d invalid and %d zero-size -> %s",
-        txt_path, len(images), len(annotations), counts["num_invalid"],
-        counts["num_zero_size"], out_json,
-    )
-    return _write_coco(out_json, info, images, annotations, "face")

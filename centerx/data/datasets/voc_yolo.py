@@ -35,7 +35,7 @@ from detectron2.structures import BoxMode
 
 from ...text_files import read_lines, read_text
 from ..validation import DatasetError
-from .builtin import _image_size
+from .coco_json import image_size
 from .image_folder import IMAGE_EXTENSIONS
 
 __all__ = ["load_voc", "load_yolo", "read_class_names", "register_voc_datasets", "register_yolo_datasets"]
@@ -81,7 +81,7 @@ def load_voc(name: str, dirname: str, split: str, class_names: Optional[Sequence
         try:
             width, height = int(float(size.findtext("width"))), int(float(size.findtext("height")))
         except (AttributeError, TypeError, ValueError):
-            width, height = _image_size(image)
+            width, height = image_size(image)
         annotations = []
         for obj in root.findall("object"):
             cls = obj.findtext("name", "").strip()
@@ -183,7 +183,7 @@ def load_yolo(name: str, images: str, labels: str, class_names: Union[str, Seque
     dicts, unreadable, unlabelled = [], [], []
     for i, image in enumerate(files):
         try:
-            width, height = _image_size(image)
+            width, height = image_size(image)
         except (OSError, ValueError):
             unreadable.append(image)
             continue

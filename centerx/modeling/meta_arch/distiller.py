@@ -20,34 +20,13 @@ from torch import nn
 from ..adversarial import FeatureAdversaries
 from ..loss_balance import LossBalancer, build_loss_balancer
 from ..losses.distillation import HEATMAP_DISTILLATION_LOSSES
+from .build import student_config
 from .point_detector import PointDetector
 from .teachers import TeacherLink, build_teachers, parse_teacher_entry, teacher_config
 
-__all__ = ["Distiller", "detector_class", "student_config"]
+__all__ = ["Distiller"]
 
 logger = logging.getLogger(__name__)
-
-
-def student_config(cfg):
-    """The plain student config a ``Distiller`` config describes: its checkpoints
-    load into it, and it evaluates and exports them. Loss balancing is left to
-    the distiller, which applies it once to the student's and the teachers' terms."""
-    student_cfg = cfg.clone()
-    student_cfg.defrost()
-    student_cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE
-    student_cfg.MODEL.LOSS_BALANCE.ENABLED = False
-    student_cfg.freeze()
-    return student_cfg
-
-
-def detector_class(cfg) -> Optional[type]:
-    """The point detector class a config trains, evaluates and exports (a
-    Distiller's student), or None when MODEL.META_ARCHITECTURE is not a point detector."""
-    name = cfg.MODEL.META_ARCHITECTURE
-    if name in META_ARCH_REGISTRY and META_ARCH_REGISTRY.get(name) is Distiller:
-        name = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE
-    cls = META_ARCH_REGISTRY.get(name) if name in META_ARCH_REGISTRY else None
-    return cls if isinstance(cls, type) and issubclass(cls, PointDetector) else None
 
 
 @META_ARCH_REGISTRY.register()
@@ -75,6 +54,9 @@ class Distiller(nn.Module):
     discriminators (``self.adversarial``) are training state the trainer
     checkpoints on its own.
     """
+
+    # it trains the student named by MODEL.DISTILL.STUDENT_META_ARCHITECTURE (centerx.modeling.meta_arch.build)
+    trains_student = True
 
     @configurable
     def __init__(self, *, student: PointDetector, teachers: Sequence[PointDetector], links: Sequence[TeacherLink],

@@ -1,4 +1,4 @@
-"""Test-time dataset mapper: detectron2's DatasetMapper(is_train=False) reading
+"""Evaluation dataset mapper: detectron2's DatasetMapper(is_train=False) reading
 images as the training mapper does (:func:`~centerx.data.image_io.read_image`)."""
 import copy
 
@@ -11,13 +11,11 @@ from detectron2.data import transforms as T
 from .image_io import read_image
 
 
-class TestDatasetMapper(DatasetMapper):
+class EvalDatasetMapper(DatasetMapper):
     """Dataset dict -> {"image": uint8 [3, H, W] resized for testing, plus the
     dict's keys without annotations}, with detectron2's test augmentations
     (ResizeShortestEdge of INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST). Images are read
     with centerX's ``read_image``: 16-bit images keep their range, as in training."""
-
-    __test__ = False  # a mapper, not a test class: pytest run from the repository root would collect it
 
     def __init__(self, cfg):
         super().__init__(cfg, is_train=False)
