@@ -247,8 +247,13 @@ def add_distill_config(cfg):
     # "quality_focal" = binary cross-entropy against the teacher's probabilities
     # scaled by |teacher - student|^2 and divided by the teacher's peak mass,
     # i.e. per object the teacher sees (quality focal loss, GFL): not dominated by
-    # the background as the MSE is on sparse heatmaps.
+    # the background as the MSE is on sparse heatmaps. Other names: those registered in
+    # centerx.modeling.distillation_terms.HEATMAP_DISTILLATION_LOSS_REGISTRY.
     _C.MODEL.DISTILL.HEATMAP_LOSS = ""
+    # More distillation terms, by name in centerx.modeling.distillation_terms.DISTILLATION_TERM_REGISTRY (a
+    # user's, registered in a module given to --import): each adds its own losses; one with parameters or
+    # buffers has them saved in the checkpoint ("distillation_terms") and restored by --resume.
+    _C.MODEL.DISTILL.TERMS = ()
     # The output-map (logit) distillation terms above, loss_kd_<teacher>_<head>.
     # False: adversarial feature distillation only (needs ADVERSARIAL.ENABLED).
     _C.MODEL.DISTILL.LOGIT_KD = True

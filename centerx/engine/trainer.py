@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import weakref
-from typing import List
+from typing import List, Optional
 
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -124,6 +124,18 @@ def _insert_after(hook_list: List[HookBase], hook_type: type, new: List[HookBase
     hook_list[at:at] = new
 
 
+# checkpoint key of the state of a Distiller's extra terms
+DISTILLATION_TERMS_KEY = "distillation_terms"
+
+
+def distillation_term_state(model: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """The extra distillation terms of a Distiller (``model.extra_terms``, the
+    ``nn.Module`` ones) when they hold any state (parameters or buffers), else None."""
+    model = model.module if hasattr(model, "module") else model
+    terms = getattr(model, "extra_terms", None)
+    return terms if isinstance(terms, torch.nn.Module) and len(terms.state_dict()) else None
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` whose train mapper (DATALOADER.TRAIN_MAPPER), evaluator
     (TEST.EVALUATOR) and optimizer (SOLVER.OPTIMIZER) come from the config, and
@@ -135,6 +147,8 @@ class Trainer(DefaultTrainer):
     - with MODEL.DISTILL.ADVERSARIAL, the discriminators' own optimizer and step
       (:class:`DiscriminatorStep`; keys "adversarial", "adversarial_optimizer"),
       while "model" stays the plain student;
+    - a Distiller's extra terms with state (MODEL.DISTILL.TERMS: parameters,
+      buffers; key "distillation_terms"), which ``--resume`` restores;
     - with DATALOADER.SAMPLER_TRAIN "ResumableTrainingSampler", a data stream
       that ``--resume`` continues exactly (:class:`StreamStart`; its seed is the
       trainer's ``data_seed``, saved with the checkpoint); multi-scale training
@@ -190,6 +204,9 @@ class Trainer(DefaultTrainer):
         for part in self.step_hooks():
             for name, checkpointable in part.checkpointables().items():
                 self.checkpointer.add_checkpointable(name, checkpointable)
+        terms = distillation_term_state(model)
+        if terms is not None:
+            self.checkpointer.add_checkpointable(DISTILLATION_TERMS_KEY, terms)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())

@@ -65,9 +65,6 @@ def quality_focal_distillation_loss(student_logits: torch.Tensor, teacher_logits
     return (modulation * bce).sum() / teacher_peak_weight(teacher_logits).sum().clamp(min=1.0)
 
 
-HEATMAP_DISTILLATION_LOSSES = {"quality_focal": quality_focal_distillation_loss}
-
-
 def teacher_peak_weight(teacher_logits: torch.Tensor) -> torch.Tensor:
     """Where the teacher sees objects, and how sure it is.
 

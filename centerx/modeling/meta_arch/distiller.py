@@ -18,8 +18,8 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ..adversarial import FeatureAdversaries
+from ..distillation_terms import build_distillation_terms, heatmap_distillation_loss
 from ..loss_balance import LossBalancer, build_loss_balancer
-from ..losses.distillation import HEATMAP_DISTILLATION_LOSSES
 from .build import student_config
 from .point_detector import PointDetector
 from .teachers import TeacherLink, build_teachers, parse_teacher_entry, teacher_config
@@ -62,8 +62,8 @@ class Distiller(nn.Module):
     def __init__(self, *, student: PointDetector, teachers: Sequence[PointDetector], links: Sequence[TeacherLink],
                  use_labels: bool = True, weight: float = 10.0, head_weights: Optional[Dict[str, float]] = None,
                  loss_balancer: Optional[LossBalancer] = None, logit_kd: bool = True,
-                 adversarial: Optional[FeatureAdversaries] = None, extra_terms: Sequence[Callable] = (),
-                 heatmap_loss: Optional[Callable] = None):
+                 adversarial: Optional[FeatureAdversaries] = None, config_terms: Sequence[Callable] = (),
+                 extra_terms: Sequence[Callable] = (), heatmap_loss: Optional[Callable] = None):
         """
         Args:
             student: the detector being trained.
@@ -78,12 +78,15 @@ class Distiller(nn.Module):
             logit_kd: add the output-map terms ``loss_kd_*``.
             adversarial: adapters and discriminators of adversarial feature
                 distillation (``loss_adv_*``), built for these teachers, or None.
+            config_terms: the terms MODEL.DISTILL.TERMS names, built from their
+                registry (centerx.modeling.distillation_terms); run before ``extra_terms``.
             extra_terms: more distillation terms, each a callable
                 ``(distiller, outputs, features, teacher_outputs, teacher_features)
                 -> {loss name: loss}`` (e.g. a FitNet-style feature loss; see
-                docs/extending.md). ``nn.Module`` terms are registered, so their
-                parameters train with the student's (they are not saved in its
-                checkpoints).
+                docs/extending.md; by name: MODEL.DISTILL.TERMS). ``nn.Module``
+                terms are registered, so their parameters train with the
+                student's; the trainer saves their state as "distillation_terms"
+                (not in the student's checkpoints).
             heatmap_loss: ``(student logits, teacher logits) -> scalar`` replacing
                 the "heatmap" term of the student's ``distillation_losses``
                 (MODEL.DISTILL.HEATMAP_LOSS), or None to keep it.
@@ -91,6 +94,7 @@ class Distiller(nn.Module):
         super().__init__()
         if len(teachers) != len(links) or not teachers:
             raise ValueError("Distiller needs at least one teacher and one TeacherLink per teacher.")
+        extra_terms = list(config_terms) + list(extra_terms)
         if not logit_kd and adversarial is None and not extra_terms:
             raise ValueError(_NOTHING_TO_LEARN)
         self.student = student
@@ -117,9 +121,9 @@ class Distiller(nn.Module):
     def from_config(cls, cfg):
         d = cfg.MODEL.DISTILL
         _check_can_be_student(META_ARCH_REGISTRY.get(d.STUDENT_META_ARCHITECTURE))
-        if not d.LOGIT_KD and not d.ADVERSARIAL.ENABLED:
+        if not d.LOGIT_KD and not d.ADVERSARIAL.ENABLED and not d.TERMS:
             raise ValueError(_NOTHING_TO_LEARN)
-        heatmap_loss = _heatmap_loss(d.HEATMAP_LOSS)
+        heatmap_loss = heatmap_distillation_loss(d.HEATMAP_LOSS)
         if not d.TEACHERS:
             raise ValueError("MODEL.DISTILL.TEACHERS is empty: give at least one (config file, weights file, "
                              "classes) triple.")
@@ -150,6 +154,7 @@ class Distiller(nn.Module):
             "loss_balancer": build_loss_balancer(cfg),
             "logit_kd": d.LOGIT_KD,
             "adversarial": adversarial,
+            "config_terms": build_distillation_terms(cfg, student, teachers, links),
             "heatmap_loss": heatmap_loss,
         }
 
@@ -277,8 +282,9 @@ def adversarial_distillation(distiller: Distiller, outputs, features, teacher_ou
     return distiller.adversarial(features, teacher_features)
 
 
-_NOTHING_TO_LEARN = ("MODEL.DISTILL.LOGIT_KD and MODEL.DISTILL.ADVERSARIAL.ENABLED are both False: the student would "
-                      "learn nothing from its teachers; set one of them True.")
+_NOTHING_TO_LEARN = ("MODEL.DISTILL.LOGIT_KD and MODEL.DISTILL.ADVERSARIAL.ENABLED are both False and "
+                      "MODEL.DISTILL.TERMS is empty: the student would learn nothing from its teachers; set one of "
+                      "them True or name a term.")
 
 
 def _check_can_be_student(student_class: type) -> None:
@@ -287,15 +293,6 @@ def _check_can_be_student(student_class: type) -> None:
             student_class.distillation_losses is PointDetector.distillation_losses:
         raise ValueError(f"MODEL.DISTILL.STUDENT_META_ARCHITECTURE: {student_class.__name__} is not a point "
                          "detector with distillation_losses (e.g. CenterNet, TTFNet); see docs/extending.md.")
-
-
-def _heatmap_loss(name: str) -> Optional[Callable]:
-    if not name:
-        return None
-    if name not in HEATMAP_DISTILLATION_LOSSES:
-        raise ValueError(f"MODEL.DISTILL.HEATMAP_LOSS='{name}' is not '' (the student's own term) or one of "
-                         f"{sorted(HEATMAP_DISTILLATION_LOSSES)}.")
-    return HEATMAP_DISTILLATION_LOSSES[name]
 
 
 def _check_training_datasets(cfg) -> None:
