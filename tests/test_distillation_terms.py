@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from test_adversarial import assert_close, clone, run_cfg, save_teacher
 from torch import nn
 
 from centerx.engine import Trainer
@@ -15,8 +16,6 @@ from centerx.modeling.distillation_terms import (
     heatmap_distillation_loss,
 )
 from centerx.modeling.losses.distillation import quality_focal_distillation_loss
-
-from test_adversarial import assert_close, clone, run_cfg, save_teacher
 
 
 @DISTILLATION_TERM_REGISTRY.register()
