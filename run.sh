@@ -5,7 +5,8 @@
 #                                        into a folder holding a run: --resume (continue) or --overwrite
 #   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only; writes OUTPUT_DIR/eval)
 #   ./run.sh test  [pytest args]         the whole test suite
-#   ./run.sh lint  [ruff args]           ruff check with ruff.toml (line length, import order, pyflakes)
+#   ./run.sh lint  [ruff args]           ruff check with ruff.toml (pyflakes, bugbear, pyupgrade, import order),
+#                                        then ruff format --check
 #   ./run.sh export --format FORMAT.. [export.py args]   deployment export, one or several formats (formats below)
 #   ./run.sh predict --input IMAGE|FOLDER|VIDEO|CAMERA --output DIR (--model FILE | MODEL.WEIGHTS W)
 #                                        detect, draw, --save-json (projects/demo; `demo` is the same)
@@ -130,7 +131,8 @@ case "$cmd" in
     "$PY" -m pytest tests -o tmp_path_retention_policy=failed -o tmp_path_retention_count=1 "$@" ;;
   lint)
     setup_env
-    "$PY" -m ruff check "$ROOT" "$@" ;;
+    "$PY" -m ruff check "$ROOT" "$@"
+    "$PY" -m ruff format --check "$ROOT" ;;
   export)
     setup_env
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi

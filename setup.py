@@ -3,6 +3,7 @@
 torch, torchvision and detectron2 are installed by ``run.sh setup`` (pinned
 there); detectron2 is not on PyPI under its own name, so it is not listed here.
 """
+
 import os
 import re
 

@@ -23,6 +23,7 @@ OUTPUT_DIR/log.txt (``--verbose`` puts it all on the console too). A run leaves
 results.csv, plots/, model_best.pth and model_final_weights.pth (weights only)
 beside detectron2's checkpoints.
 """
+
 import glob
 import logging
 import math
@@ -55,8 +56,10 @@ def load_run_config(args):
     ``--eval-only``, OUTPUT_DIR becomes OUTPUT_DIR/eval (the run's folder is only read)."""
     flags = [o for o in args.opts if isinstance(o, str) and o.startswith("--")]
     if flags:
-        raise SystemExit(f"{' '.join(flags)} came after the KEY VALUE overrides, where it reads as a config key: put "
-                         f"flags first, e.g. train_net.py --config-file FILE {' '.join(flags)} KEY VALUE ...")
+        raise SystemExit(
+            f"{' '.join(flags)} came after the KEY VALUE overrides, where it reads as a config key: put "
+            f"flags first, e.g. train_net.py --config-file FILE {' '.join(flags)} KEY VALUE ..."
+        )
     try:
         cfg = load_config(args.config_file, args.opts, args.imports)
     except PluginImportError as e:
@@ -83,9 +86,11 @@ def check_output_dir(cfg, args) -> None:
     existing = run_checkpoints(cfg.OUTPUT_DIR)
     if existing:
         shown = ", ".join(os.path.basename(f) for f in existing[:4]) + (" ..." if len(existing) > 4 else "")
-        raise SystemExit(f"OUTPUT_DIR {cfg.OUTPUT_DIR} already holds a training run ({shown}); a new run would "
-                         "overwrite it. Pass --resume to continue that run, --overwrite to start over in it, or "
-                         "choose another folder: OUTPUT_DIR path/to/new_run.")
+        raise SystemExit(
+            f"OUTPUT_DIR {cfg.OUTPUT_DIR} already holds a training run ({shown}); a new run would "
+            "overwrite it. Pass --resume to continue that run, --overwrite to start over in it, or "
+            "choose another folder: OUTPUT_DIR path/to/new_run."
+        )
 
 
 def setup(args):
@@ -114,14 +119,16 @@ def describe_run(cfg, args) -> str:
     if args.eval_only:
         what = f"Evaluating {cfg.MODEL.META_ARCHITECTURE} on {', '.join(cfg.DATASETS.TEST)}"
     else:
-        evaluation = (f"every {cfg.TEST.EVAL_PERIOD} iterations and at the end" if cfg.TEST.EVAL_PERIOD > 0
-                      else "at the end")
-        length = (f"{cfg.SOLVER.EPOCHS:g} epochs" if cfg.SOLVER.EPOCHS > 0
-                  else f"{cfg.SOLVER.MAX_ITER} iterations")
-        what = (f"Training {cfg.MODEL.META_ARCHITECTURE} on {', '.join(cfg.DATASETS.TRAIN)}: "
-                f"{length} of batch {cfg.SOLVER.IMS_PER_BATCH} at {cfg.INPUT.TRAIN_SIZE} px, "
-                f"{cfg.SOLVER.OPTIMIZER} lr {cfg.SOLVER.BASE_LR:g}, {cfg.MODEL.DEVICE}"
-                f"{' mixed precision' if cfg.SOLVER.AMP.ENABLED else ''}")
+        evaluation = (
+            f"every {cfg.TEST.EVAL_PERIOD} iterations and at the end" if cfg.TEST.EVAL_PERIOD > 0 else "at the end"
+        )
+        length = f"{cfg.SOLVER.EPOCHS:g} epochs" if cfg.SOLVER.EPOCHS > 0 else f"{cfg.SOLVER.MAX_ITER} iterations"
+        what = (
+            f"Training {cfg.MODEL.META_ARCHITECTURE} on {', '.join(cfg.DATASETS.TRAIN)}: "
+            f"{length} of batch {cfg.SOLVER.IMS_PER_BATCH} at {cfg.INPUT.TRAIN_SIZE} px, "
+            f"{cfg.SOLVER.OPTIMIZER} lr {cfg.SOLVER.BASE_LR:g}, {cfg.MODEL.DEVICE}"
+            f"{' mixed precision' if cfg.SOLVER.AMP.ENABLED else ''}"
+        )
         if len(cfg.DATASETS.TEST):
             what += f"; evaluated on {', '.join(cfg.DATASETS.TEST)} {evaluation}"
     return f"{what}. Output: {cfg.OUTPUT_DIR} (log.txt has the environment and the full config)."
@@ -141,9 +148,14 @@ def main(args):
         validate_datasets(cfg, names=list(dict.fromkeys(cfg.DATASETS.TEST)))  # only the sets it evaluates
         model = Trainer.build_model(cfg)
         try:
-            load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS, resume=args.resume,
-                                  allow_random=args.allow_random_weights,
-                                  run_dir=os.path.dirname(cfg.OUTPUT_DIR))
+            load_weights_for_eval(
+                cfg,
+                model,
+                cfg.MODEL.WEIGHTS,
+                resume=args.resume,
+                allow_random=args.allow_random_weights,
+                run_dir=os.path.dirname(cfg.OUTPUT_DIR),
+            )
         except WEIGHTS_ERRORS as e:
             raise SystemExit(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {e}") from None
         return Trainer.test(cfg, model)
@@ -163,9 +175,11 @@ def iterations_from_epochs(cfg):
         return cfg
     images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
     iterations = max(1, math.ceil(cfg.SOLVER.EPOCHS * images / cfg.SOLVER.IMS_PER_BATCH))
-    on_screen(logging.getLogger("centerx"),
-              f"SOLVER.EPOCHS {cfg.SOLVER.EPOCHS:g} over {images} training images at batch "
-              f"{cfg.SOLVER.IMS_PER_BATCH}: SOLVER.MAX_ITER {iterations}.")
+    on_screen(
+        logging.getLogger("centerx"),
+        f"SOLVER.EPOCHS {cfg.SOLVER.EPOCHS:g} over {images} training images at batch "
+        f"{cfg.SOLVER.IMS_PER_BATCH}: SOLVER.MAX_ITER {iterations}.",
+    )
     cfg = cfg.clone()
     cfg.defrost()
     cfg.SOLVER.MAX_ITER = iterations
@@ -204,15 +218,23 @@ def argument_parser():
     """detectron2's default parser, plus --allow-random-weights for --eval-only."""
     parser = default_argument_parser()
     add_imports_argument(parser)
-    parser.add_argument("--allow-random-weights", action="store_true",
-                        help="with --eval-only: evaluate a randomly initialised model when MODEL.WEIGHTS is empty "
-                             "(refused otherwise)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="print everything detectron2 logs (environment, full config, metric lines) on the "
-                             "console too, not only in OUTPUT_DIR/log.txt")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="train into an OUTPUT_DIR that holds another run's checkpoints, starting over "
-                             "(refused otherwise; --resume continues that run instead)")
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="with --eval-only: evaluate a randomly initialised model when MODEL.WEIGHTS is empty (refused otherwise)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print everything detectron2 logs (environment, full config, metric lines) on the "
+        "console too, not only in OUTPUT_DIR/log.txt",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into an OUTPUT_DIR that holds another run's checkpoints, starting over "
+        "(refused otherwise; --resume continues that run instead)",
+    )
     return parser
 
 

@@ -3,6 +3,7 @@
 ``import centerx`` registers the backbones, meta-architectures and built-in
 datasets with detectron2's registries; ``add_centerx_config`` adds every key.
 """
+
 from detectron2.utils.file_io import PathManager
 
 from . import modeling  # noqa: F401  (registers backbones and meta-architectures)
@@ -14,6 +15,11 @@ from .version import __version__
 register_all_builtin()
 register_download_handler(PathManager)  # http(s) weights: whole-URL cache key, timeouts, complete files, hashes
 
-__all__ = ["__version__", "add_centerx_config", "check_config", "get_centerx_cfg", "register_coco_json_datasets",
-           "register_config_datasets"]
-
+__all__ = [
+    "__version__",
+    "add_centerx_config",
+    "check_config",
+    "get_centerx_cfg",
+    "register_coco_json_datasets",
+    "register_config_datasets",
+]

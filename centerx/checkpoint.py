@@ -12,6 +12,7 @@ that is not the one asked for).
   (:class:`WeightsMismatchError`): what evaluation, export, inference and
   teachers use. Training loads leniently (fine-tuning), with one summary warning.
 """
+
 import io
 import logging
 import os
@@ -19,7 +20,7 @@ import pickle
 import re
 import urllib.parse
 import zipfile
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -31,16 +32,36 @@ logger = logging.getLogger(__name__)
 
 # (module, name) a weights pickle may refer to: containers, numbers, strings and
 # what numpy needs to rebuild arrays and scalars (numpy >= 2 names its core _core)
-_SAFE_GLOBALS = {
-    ("builtins", name) for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str",
-                                    "bytes", "bytearray", "bool")
-} | {
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-} | {(core, name) for core in ("numpy.core.multiarray", "numpy._core.multiarray")
-     for name in ("_reconstruct", "scalar")}
+_SAFE_GLOBALS = (
+    {
+        ("builtins", name)
+        for name in (
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+            "int",
+            "float",
+            "complex",
+            "str",
+            "bytes",
+            "bytearray",
+            "bool",
+        )
+    }
+    | {
+        ("collections", "OrderedDict"),
+        ("_codecs", "encode"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+    | {
+        (core, name)
+        for core in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    }
+)
 
 
 class WeightsDownloadError(OSError):
@@ -69,26 +90,30 @@ def local_weights_path(path: str, key: str = "MODEL.WEIGHTS") -> str:
             key, the URL and the reason).
     """
     if path.startswith("file://"):
-        path = path[len("file://"):]
+        path = path[len("file://") :]
     if "://" not in path:
         local = os.path.expanduser(path)
         if not os.path.isfile(local):
             raise FileNotFoundError(f"{key}: weights file '{path}' does not exist.")
         return local
     pickled = urllib.parse.urlparse(path).path.endswith(".pkl")
-    kwargs = {"validate": lambda tmp: read_weights(tmp, pickled=pickled)} if path.startswith(("http://", "https://")) \
-        else {}
+    kwargs = (
+        {"validate": lambda tmp: read_weights(tmp, pickled=pickled)} if path.startswith(("http://", "https://")) else {}
+    )
     try:
         local = PathManager.get_local_path(path, **kwargs)
     except DownloadError as e:
-        raise WeightsDownloadError(f"{key}: {e} Without a network, download the file elsewhere and set {key} to its "
-                                   "local path.") from None
+        raise WeightsDownloadError(
+            f"{key}: {e} Without a network, download the file elsewhere and set {key} to its local path."
+        ) from None
     except Exception as e:  # other handlers' errors (detectron2://, ...): the fetch failed
         reason = str(getattr(e, "reason", "") or e).splitlines()[0] if str(e) else type(e).__name__
         if getattr(e, "code", None) is not None:  # an HTTP error status
             reason = f"HTTP {e.code}: {reason}"
-        raise WeightsDownloadError(f"{key}: cannot fetch '{path}' ({reason}). Without a network, download the "
-                                   f"file elsewhere and set {key} to its local path.") from None
+        raise WeightsDownloadError(
+            f"{key}: cannot fetch '{path}' ({reason}). Without a network, download the "
+            f"file elsewhere and set {key} to its local path."
+        ) from None
     if not os.path.isfile(local):
         raise WeightsDownloadError(f"{key}: '{path}' did not give a file.")
     return local
@@ -134,7 +159,7 @@ def _is_numpy_scalar_type(name: str) -> bool:
     return isinstance(getattr(np, name, None), type) and issubclass(getattr(np, name), np.generic)
 
 
-def describe_non_weights(path: str) -> Optional[str]:
+def describe_non_weights(path: str) -> str | None:
     """What ``path`` is when it plainly is not a weights file (``"an empty file"``,
     ``"an HTML page"``, ``"a YAML file"``, ``"a zip archive without tensors"``, ...),
     else None. Looks at the first bytes only (and, for a zip, its file list)."""
@@ -178,8 +203,9 @@ def describe_non_weights(path: str) -> Optional[str]:
 def _refuse_non_weights(path: str) -> None:
     what = describe_non_weights(path)
     if what is not None:
-        raise NotWeightsFileError(f"'{path}' is {what}, not a weights file (.pth / .pt from torch.save, or a "
-                                  "detectron2 / Caffe2 .pkl).")
+        raise NotWeightsFileError(
+            f"'{path}' is {what}, not a weights file (.pth / .pt from torch.save, or a detectron2 / Caffe2 .pkl)."
+        )
 
 
 def load_pickle(path: str) -> Any:
@@ -194,8 +220,10 @@ def load_pickle(path: str) -> Any:
     except UnsafeWeightsError:
         raise
     except Exception as e:  # whatever a damaged pickle makes the unpickler raise (EOF, struct, index errors)
-        raise NotWeightsFileError(f"'{path}' is not a readable pickle of weights: damaged or truncated "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
+        raise NotWeightsFileError(
+            f"'{path}' is not a readable pickle of weights: damaged or truncated "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
+        ) from None
 
 
 _GLOBAL_ASKED = re.compile(r"(?:Unsupported global: GLOBAL|global) ([\w.]+)")
@@ -213,20 +241,24 @@ def load_torch(path: str) -> Any:
     except pickle.UnpicklingError as e:
         asked = _GLOBAL_ASKED.search(str(e))
         if asked is None and "weights only" not in str(e).lower():
-            raise NotWeightsFileError(f"'{path}' is not a readable PyTorch file: damaged or truncated "
-                                      f"({str(e).splitlines()[0]}).") from None
+            raise NotWeightsFileError(
+                f"'{path}' is not a readable PyTorch file: damaged or truncated ({str(e).splitlines()[0]})."
+            ) from None
         raise UnsafeWeightsError(
             f"Refusing to load '{path}': it holds objects other than tensors, numbers, strings and containers"
-            + (f" (it asks for {asked.group(1)})" if asked else "") + ", and loading those could run code. A "
+            + (f" (it asks for {asked.group(1)})" if asked else "")
+            + ", and loading those could run code. A "
             "weights file holds a state dict; if you trust this file and know where it came from, load it in "
             "your own Python and save its state dict with torch.save."
         ) from None
     except Exception as e:  # a damaged file: zip, EOF, struct and runtime errors from torch's reader
-        raise NotWeightsFileError(f"'{path}' is not a readable PyTorch file: damaged, truncated or of another "
-                                  f"kind ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
+        raise NotWeightsFileError(
+            f"'{path}' is not a readable PyTorch file: damaged, truncated or of another "
+            f"kind ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
+        ) from None
 
 
-def read_weights(path: str, pickled: Optional[bool] = None) -> Any:
+def read_weights(path: str, pickled: bool | None = None) -> Any:
     """The one way every centerX path reads a local weights file: ``.pkl`` files
     with :func:`load_pickle`, everything else with :func:`load_torch`
     (``pickled`` overrides the choice by extension)."""
@@ -250,7 +282,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             path = local_weights_path(path, self.weights_key)
         return super().load(path, checkpointables=checkpointables)
 
-    def _load_file(self, filename: str) -> Dict[str, Any]:
+    def _load_file(self, filename: str) -> dict[str, Any]:
         if filename.endswith(".pkl"):
             data = read_weights(filename, pickled=True)
             if not isinstance(data, dict):
@@ -268,8 +300,10 @@ class SafeCheckpointer(DetectionCheckpointer):
     def _log_incompatible_keys(self, incompatible) -> None:
         problems = describe_incompatible(incompatible)
         if problems:
-            logger.warning("Loaded weights do not fit the model exactly (fine-tuning keeps what fits, the rest stays "
-                           "as initialised): " + "; ".join(problems))
+            logger.warning(
+                "Loaded weights do not fit the model exactly (fine-tuning keeps what fits, the rest stays "
+                "as initialised): " + "; ".join(problems)
+            )
 
 
 class StrictCheckpointer(SafeCheckpointer):
@@ -281,32 +315,45 @@ class StrictCheckpointer(SafeCheckpointer):
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
         missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
-        shapes = [f"{key} (file {tuple(shape_file)} vs model {tuple(shape_model)})"
-                  for key, shape_file, shape_model in incompatible.incorrect_shapes]
+        shapes = [
+            f"{key} (file {tuple(shape_file)} vs model {tuple(shape_model)})"
+            for key, shape_file, shape_model in incompatible.incorrect_shapes
+        ]
         if missing or shapes:
             raise WeightsMismatchError(
                 "the weights do not fit this model's config: "
                 + "; ".join(part for part in (_listed("missing", missing), _listed("mis-shaped", shapes)) if part)
                 + ". Check MODEL.META_ARCHITECTURE, the number of classes, the backbone depth and the options "
-                "of the config the weights were trained with.")
+                "of the config the weights were trained with."
+            )
         return incompatible
 
     def _log_incompatible_keys(self, incompatible) -> None:
         if incompatible.unexpected_keys:
-            logger.info("Keys of the checkpoint this model does not use: " + _listed("unused",
-                                                                                   incompatible.unexpected_keys))
+            logger.info(
+                "Keys of the checkpoint this model does not use: " + _listed("unused", incompatible.unexpected_keys)
+            )
 
 
-def describe_incompatible(incompatible) -> List[str]:
+def describe_incompatible(incompatible) -> list[str]:
     """One phrase per kind of mismatch: missing, unexpected, mis-shaped keys."""
     missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
-    shapes = [f"{key} (file {tuple(shape_file)} vs model {tuple(shape_model)})"
-              for key, shape_file, shape_model in incompatible.incorrect_shapes]
-    return [part for part in (_listed("missing", missing), _listed("mis-shaped", shapes),
-                              _listed("unused", incompatible.unexpected_keys)) if part]
+    shapes = [
+        f"{key} (file {tuple(shape_file)} vs model {tuple(shape_model)})"
+        for key, shape_file, shape_model in incompatible.incorrect_shapes
+    ]
+    return [
+        part
+        for part in (
+            _listed("missing", missing),
+            _listed("mis-shaped", shapes),
+            _listed("unused", incompatible.unexpected_keys),
+        )
+        if part
+    ]
 
 
-def _listed(kind: str, keys: List[str], limit: int = 8) -> str:
+def _listed(kind: str, keys: list[str], limit: int = 8) -> str:
     if not keys:
         return ""
     shown = ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
@@ -314,5 +361,11 @@ def _listed(kind: str, keys: List[str], limit: int = 8) -> str:
 
 
 # what a command that loads a weights file reports as one line (the user's file is at fault, not the code)
-WEIGHTS_ERRORS = (MissingWeightsError, WeightsMismatchError, UnsafeWeightsError, NotWeightsFileError,
-                  WeightsDownloadError, FileNotFoundError)
+WEIGHTS_ERRORS = (
+    MissingWeightsError,
+    WeightsMismatchError,
+    UnsafeWeightsError,
+    NotWeightsFileError,
+    WeightsDownloadError,
+    FileNotFoundError,
+)

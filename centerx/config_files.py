@@ -1,6 +1,7 @@
 """Config files read before detectron2 merges them: encoding, YAML and the
 ``_BASE_`` chain checked, so that a broken file is named instead of failing deep
 in detectron2 (a ``RecursionError`` for a cycle, a bare ``UnicodeDecodeError``)."""
+
 import os
 
 import yaml
@@ -39,11 +40,12 @@ def check_config_file(path: str) -> None:
     def visit(file: str) -> None:
         real = os.path.realpath(file)
         if real in [os.path.realpath(f) for f in chain]:
-            loop = " -> ".join(chain[[os.path.realpath(f) for f in chain].index(real):] + [file])
+            loop = " -> ".join(chain[[os.path.realpath(f) for f in chain].index(real) :] + [file])
             raise ConfigFileError(f"config _BASE_ cycle: {loop}. Remove the _BASE_ that points back.")
         if not os.path.isfile(file):
-            raise FileNotFoundError(f"config file '{file}' does not exist"
-                                    + (f" (the _BASE_ of '{chain[-1]}')" if chain else "") + ".")
+            raise FileNotFoundError(
+                f"config file '{file}' does not exist" + (f" (the _BASE_ of '{chain[-1]}')" if chain else "") + "."
+            )
         text = read_text(file, "config file")
         try:
             data = yaml.safe_load(text)
@@ -52,8 +54,10 @@ def check_config_file(path: str) -> None:
         if data is None:
             return
         if not isinstance(data, dict):
-            raise ConfigFileError(f"config file '{file}' holds a YAML {type(data).__name__}, not a mapping of config "
-                                  "keys (e.g. MODEL: {META_ARCHITECTURE: TTFNet}).")
+            raise ConfigFileError(
+                f"config file '{file}' holds a YAML {type(data).__name__}, not a mapping of config "
+                "keys (e.g. MODEL: {META_ARCHITECTURE: TTFNet})."
+            )
         base = data.get("_BASE_")
         if base:
             if not isinstance(base, str):
@@ -63,4 +67,3 @@ def check_config_file(path: str) -> None:
             chain.pop()
 
     visit(path)
-

@@ -9,13 +9,13 @@ written above it in the ``add_*_config`` function of its feature (listed in
 
 ``tests/test_config_reference.py`` fails when the file and the code disagree.
 """
+
 import argparse
 import glob
 import inspect
 import os
 import re
 import sys
-from typing import Dict, List, Optional, Tuple
 
 from .config import FEATURE_CONFIGS, get_centerx_cfg
 
@@ -49,7 +49,7 @@ def config_source() -> str:
     return "\n".join(inspect.getsource(add) for add in FEATURE_CONFIGS)
 
 
-def documented_keys(source: Optional[str] = None) -> List[Tuple[str, bool, str]]:
+def documented_keys(source: str | None = None) -> list[tuple[str, bool, str]]:
     """(key, is_node, comment) for every ``_C.KEY = ...`` of ``source`` (default:
     :func:`config_source`), in order.
 
@@ -82,7 +82,7 @@ def documented_keys(source: Optional[str] = None) -> List[Tuple[str, bool, str]]
     return out
 
 
-def _flatten(tree: dict, prefix: str = "") -> Dict[str, object]:
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     out = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
@@ -93,13 +93,13 @@ def _flatten(tree: dict, prefix: str = "") -> Dict[str, object]:
     return out
 
 
-def shipped_settings(configs_dir: str = CONFIGS) -> Dict[str, List[Tuple[str, object]]]:
+def shipped_settings(configs_dir: str = CONFIGS) -> dict[str, list[tuple[str, object]]]:
     """{key: [(config file relative to ``configs_dir``, value), ...]} of the keys each
     shipped YAML sets in its own text (not through ``_BASE_``), files in sorted order."""
     import yaml
     from detectron2.config import CfgNode
 
-    found: Dict[str, List[Tuple[str, object]]] = {}
+    found: dict[str, list[tuple[str, object]]] = {}
     for path in sorted(glob.glob(os.path.join(configs_dir, "**", "*.yaml"), recursive=True)):
         with open(path, encoding="utf-8") as f:
             tree = yaml.safe_load(f) or {}
@@ -134,8 +134,11 @@ def render() -> str:
             for part in key.split("."):
                 default = default[part]
             shown = f"`{_cell(repr(default))}`"
-        changes = "; ".join(f"`{name}`: `{_cell(repr(value))}`" for name, value in shipped.get(key, ())
-                            if key in MACHINE_DEFAULTS or not _same(value, default))
+        changes = "; ".join(
+            f"`{name}`: `{_cell(repr(value))}`"
+            for name, value in shipped.get(key, ())
+            if key in MACHINE_DEFAULTS or not _same(value, default)
+        )
         rows.append(f"| `{key}` | {shown} | {_cell(comment)} | {changes} |")
     return HEADER + "\n".join(rows) + "\n"
 

@@ -2,10 +2,11 @@
 logging period, evaluation results, warnings and errors. Everything else
 (environment, full config, dataset tables, detectron2's metric lines) still
 goes to ``OUTPUT_DIR/log.txt``."""
+
 import datetime
 import logging
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 from detectron2.utils.events import EventWriter, get_event_storage
 
@@ -14,8 +15,13 @@ CONSOLE_LOGGERS = ("detectron2", "fvcore", "centerx")
 # INFO records of these loggers stay on screen: inference progress and the AP tables
 SHOWN_LOGGERS = ("detectron2.evaluation.evaluator", "detectron2.evaluation.coco_evaluation")
 # of those, records starting with these are not results and go to the log file only
-HIDDEN_PREFIXES = ("Preparing results", "Saving results", "Evaluating predictions", "Total inference pure",
-                   "Fast COCO eval is not built")
+HIDDEN_PREFIXES = (
+    "Preparing results",
+    "Saving results",
+    "Evaluating predictions",
+    "Total inference pure",
+    "Fast COCO eval is not built",
+)
 SHOW = "console"  # ``logger.info(..., extra={SHOW: True})`` puts a record on screen
 
 
@@ -33,8 +39,7 @@ class ConsoleFilter(logging.Filter):
 
 def _console_handlers(logger: logging.Logger) -> Iterable[logging.Handler]:
     for handler in logger.handlers:
-        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stdout,
-                                                                                               sys.stderr):
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
             yield handler
 
 
@@ -81,7 +86,7 @@ class ProgressPrinter(EventWriter):
             parts.append(f"eta {eta}")
         terms = [(k, h.median(self.window)) for k, h in histories.items() if k.startswith("loss_")]
         if "total_loss" in histories:
-            detail = ", ".join(f"{k[len('loss_'):]} {v:.3g}" for k, v in terms)
+            detail = ", ".join(f"{k[len('loss_') :]} {v:.3g}" for k, v in terms)
             parts.append(f"loss {histories['total_loss'].median(self.window):.3g}" + (f" ({detail})" if detail else ""))
         if "lr" in histories:
             parts.append(f"lr {histories['lr'].latest():.2g}")

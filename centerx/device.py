@@ -1,4 +1,5 @@
 """The device a config runs on: the machine's by default, refused clearly when absent."""
+
 import torch
 
 
@@ -17,15 +18,20 @@ def check_device(device: str) -> None:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"MODEL.DEVICE {device!r} is not a device name ({e}); use 'cpu', 'cuda' or "
-                         f"'cuda:N', or leave the key out to use this machine's ({machine_device()!r}).") from None
+        raise ValueError(
+            f"MODEL.DEVICE {device!r} is not a device name ({e}); use 'cpu', 'cuda' or "
+            f"'cuda:N', or leave the key out to use this machine's ({machine_device()!r})."
+        ) from None
     if parsed.type != "cuda":
         return
     if not torch.cuda.is_available():
-        raise ValueError(f"MODEL.DEVICE is {device!r} but torch sees no CUDA GPU on this machine (no NVIDIA "
-                         "driver, or a CPU-only torch). Add MODEL.DEVICE cpu to the command, or remove "
-                         "MODEL.DEVICE from the config: its default is the machine's device.")
+        raise ValueError(
+            f"MODEL.DEVICE is {device!r} but torch sees no CUDA GPU on this machine (no NVIDIA "
+            "driver, or a CPU-only torch). Add MODEL.DEVICE cpu to the command, or remove "
+            "MODEL.DEVICE from the config: its default is the machine's device."
+        )
     count = torch.cuda.device_count()
     if parsed.index is not None and parsed.index >= count:
-        raise ValueError(f"MODEL.DEVICE is {device!r} but this machine has {count} CUDA GPU(s) "
-                         f"(cuda:0 .. cuda:{count - 1}).")
+        raise ValueError(
+            f"MODEL.DEVICE is {device!r} but this machine has {count} CUDA GPU(s) (cuda:0 .. cuda:{count - 1})."
+        )

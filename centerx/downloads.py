@@ -31,6 +31,7 @@ detectron2's own ``detectron2://`` model-zoo names) gets the same guarantees.
 Both settings are environment variables, as detectron2's ``FVCORE_CACHE`` is,
 because downloads happen below every config (a teacher's weights, a backbone).
 """
+
 import hashlib
 import json
 import logging
@@ -41,7 +42,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 from iopath.common.file_io import HTTPURLHandler, get_cache_dir
 from tqdm import tqdm
@@ -76,7 +77,7 @@ def download_timeout() -> float:
     return timeout
 
 
-def expected_sha256(url: str) -> Optional[str]:
+def expected_sha256(url: str) -> str | None:
     """The hex digest (or prefix) a URL's ``#sha256=<hex>`` fragment asks for, or None."""
     fragment = urllib.parse.urldefrag(url)[1]
     if not fragment:
@@ -87,7 +88,7 @@ def expected_sha256(url: str) -> Optional[str]:
     return match.group(1).lower()
 
 
-def _cache_entry(url: str, cache_dir: Optional[str]) -> str:
+def _cache_entry(url: str, cache_dir: str | None) -> str:
     """Folder of a URL's cached file: one per whole URL (the fragment aside)."""
     key = hashlib.sha256(urllib.parse.urldefrag(url)[0].encode()).hexdigest()[:32]
     return os.path.join(get_cache_dir(cache_dir), "centerx_downloads", key)
@@ -106,13 +107,15 @@ def _sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def _check_hash(url: str, path: str, want: Optional[str]) -> None:
+def _check_hash(url: str, path: str, want: str | None) -> None:
     if want is None:
         return
     got = _sha256_of(path)
     if not got.startswith(want):
-        raise DownloadError(f"'{url}': the file's sha256 is {got}, not the {want} the URL asks for (#sha256=...). "
-                            "The file on the server is not the one expected; check the URL or the hash.")
+        raise DownloadError(
+            f"'{url}': the file's sha256 is {got}, not the {want} the URL asks for (#sha256=...). "
+            "The file on the server is not the one expected; check the URL or the hash."
+        )
 
 
 def _reason(e: BaseException) -> str:
@@ -124,7 +127,7 @@ def _reason(e: BaseException) -> str:
     return str(reason).splitlines()[0] if str(reason) else type(e).__name__
 
 
-def _read_meta(entry: str) -> Dict:
+def _read_meta(entry: str) -> dict:
     try:
         with open(os.path.join(entry, "meta.json")) as f:
             return json.load(f)
@@ -132,8 +135,9 @@ def _read_meta(entry: str) -> Dict:
         return {}
 
 
-def download(url: str, cache_dir: Optional[str] = None, validate: Optional[Callable[[str], None]] = None,
-             refresh: Optional[bool] = None) -> str:
+def download(
+    url: str, cache_dir: str | None = None, validate: Callable[[str], None] | None = None, refresh: bool | None = None
+) -> str:
     """The local path of ``url``'s file, fetched into the cache as the module
     docstring describes.
 
@@ -175,8 +179,9 @@ def download(url: str, cache_dir: Optional[str] = None, validate: Optional[Calla
         raise DownloadError(f"cannot fetch '{url}' ({_reason(e)}).") from None
     except (urllib.error.URLError, OSError) as e:
         if have and not refresh:
-            logger.warning(f"'{url}' cannot be reached to check for a newer file ({_reason(e)}); using the cached "
-                           f"copy {cached}.")
+            logger.warning(
+                f"'{url}' cannot be reached to check for a newer file ({_reason(e)}); using the cached copy {cached}."
+            )
             _check_hash(url, cached, want)
             return cached
         raise DownloadError(f"cannot fetch '{url}' ({_reason(e)}).") from None
@@ -188,14 +193,21 @@ def download(url: str, cache_dir: Optional[str] = None, validate: Optional[Calla
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=entry)
         try:
             received = 0
-            with os.fdopen(fd, "wb") as f, tqdm(total=expected, unit="B", unit_scale=True, desc=name,
-                                                disable=(expected or 0) < PROGRESS_MIN_BYTES) as bar:
+            with (
+                os.fdopen(fd, "wb") as f,
+                tqdm(
+                    total=expected, unit="B", unit_scale=True, desc=name, disable=(expected or 0) < PROGRESS_MIN_BYTES
+                ) as bar,
+            ):
                 while True:
                     try:
                         block = response.read1(_CHUNK)  # what has arrived, so a stall keeps the bytes before it
                     except (OSError, ValueError) as e:  # timeouts, resets, http.client.IncompleteRead
-                        raise DownloadError(f"'{url}' broke off after {received} bytes"
-                                            + (f" of {expected}" if expected else "") + f" ({_reason(e)}).") from None
+                        raise DownloadError(
+                            f"'{url}' broke off after {received} bytes"
+                            + (f" of {expected}" if expected else "")
+                            + f" ({_reason(e)})."
+                        ) from None
                     if not block:
                         break
                     f.write(block)
@@ -204,22 +216,30 @@ def download(url: str, cache_dir: Optional[str] = None, validate: Optional[Calla
                 f.flush()
                 os.fsync(f.fileno())
             if expected is not None and received != expected:
-                raise DownloadError(f"'{url}' ended after {received} of its {expected} bytes; nothing was cached. "
-                                    "Try again.")
+                raise DownloadError(
+                    f"'{url}' ended after {received} of its {expected} bytes; nothing was cached. Try again."
+                )
             _check_hash(url, tmp, want)
             if validate is not None:
                 try:
                     validate(tmp)
                 except Exception as e:
-                    raise DownloadError(f"'{url}' gave {received} bytes that are not a usable file ({e}); nothing "
-                                        "was cached. If the download broke off, try again.") from None
+                    raise DownloadError(
+                        f"'{url}' gave {received} bytes that are not a usable file ({e}); nothing "
+                        "was cached. If the download broke off, try again."
+                    ) from None
             final = os.path.join(entry, name)
             os.replace(tmp, final)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-        new_meta = {"url": fetch_url, "file": name, "size": received, "etag": response.headers.get("ETag"),
-                    "last_modified": response.headers.get("Last-Modified")}
+        new_meta = {
+            "url": fetch_url,
+            "file": name,
+            "size": received,
+            "etag": response.headers.get("ETag"),
+            "last_modified": response.headers.get("Last-Modified"),
+        }
         fd, tmp_meta = tempfile.mkstemp(prefix=".meta.", dir=entry)
         with os.fdopen(fd, "w") as f:
             json.dump(new_meta, f)
@@ -239,7 +259,7 @@ class VerifiedHTTPHandler(HTTPURLHandler):
     def _get_supported_prefixes(self):
         return ["http://", "https://"]
 
-    def _get_local_path(self, path: str, force: bool = False, cache_dir: Optional[str] = None, **kwargs) -> str:
+    def _get_local_path(self, path: str, force: bool = False, cache_dir: str | None = None, **kwargs) -> str:
         self._check_kwargs({k: v for k, v in kwargs.items() if k != "validate"})
         return download(path, cache_dir=cache_dir, validate=kwargs.get("validate"), refresh=True if force else None)
 

@@ -3,13 +3,14 @@ rescaled schedule, dataset subsets and class splits of shapes, training and COCO
 evaluation with results kept per run (and reused when the config is the same),
 several seeds per setting, and markdown tables with mean +- standard deviation.
 """
+
 import argparse
 import json
 import logging
 import os
 import statistics
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import yaml
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -38,14 +39,19 @@ def add_common_args(parser: argparse.ArgumentParser, default_arch: str = "ttfnet
     parser.add_argument("--iters", type=int, default=default_iters, help="training iterations of each model")
     parser.add_argument("--train-images", type=int, default=0, help="use only the first N training images (0: all)")
     parser.add_argument("--test-images", type=int, default=0, help="evaluate on the first N test images (0: all)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1],
-                        help="train every compared model once per seed (SEED: data order, augmentation and "
-                             "initial weights); tables give mean +- std over them")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="train every compared model once per seed (SEED: data order, augmentation and "
+        "initial weights); tables give mean +- std over them",
+    )
     parser.add_argument("--rerun", action="store_true", help="retrain runs that have saved results")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every model")
 
 
-def prepare_shapes(args) -> Tuple[str, str]:
+def prepare_shapes(args) -> tuple[str, str]:
     """Set up logging, generate shapes if needed and register the ``--train-images`` /
     ``--test-images`` subsets. Returns (train dataset name, test dataset name)."""
     setup_logger(name="centerx")
@@ -61,12 +67,11 @@ def subset_dataset(name: str, num_images: int) -> str:
     new = f"{name}_first{num_images}"
     if new not in DatasetCatalog.list():
         DatasetCatalog.register(new, lambda: DatasetCatalog.get(name)[:num_images])
-        MetadataCatalog.get(new).set(thing_classes=list(MetadataCatalog.get(name).thing_classes),
-                                     evaluator_type="coco")
+        MetadataCatalog.get(new).set(thing_classes=list(MetadataCatalog.get(name).thing_classes), evaluator_type="coco")
     return new
 
 
-def class_split_dataset(name: str, classes: Sequence[str], part: Tuple[int, int] = (0, 1)) -> str:
+def class_split_dataset(name: str, classes: Sequence[str], part: tuple[int, int] = (0, 1)) -> str:
     """A singly-labelled dataset cut from ``name``: part ``k`` of ``n`` equal
     slices of its images, keeping only the annotations of ``classes``
     (renumbered 0..len-1 in that order). Objects of other classes stay in the
@@ -86,9 +91,10 @@ def class_split_dataset(name: str, classes: Sequence[str], part: Tuple[int, int]
         dicts = DatasetCatalog.get(name)
         size = len(dicts) // n
         out = []
-        for d in dicts[k * size:(k + 1) * size if k < n - 1 else len(dicts)]:
-            annos = [dict(a, category_id=remap[a["category_id"]]) for a in d["annotations"]
-                     if a["category_id"] in remap]
+        for d in dicts[k * size : (k + 1) * size if k < n - 1 else len(dicts)]:
+            annos = [
+                dict(a, category_id=remap[a["category_id"]]) for a in d["annotations"] if a["category_id"] in remap
+            ]
             out.append(dict(d, annotations=annos))
         return out
 
@@ -107,24 +113,40 @@ def num_classes_key(args) -> str:
     return META_ARCH_REGISTRY.get(ARCHS[args.arch][1]).config_prefix + ".NUM_CLASSES"
 
 
-def distill_overrides(args, teachers: Sequence, use_labels: bool) -> List:
+def distill_overrides(args, teachers: Sequence, use_labels: bool) -> list:
     """Config overrides that turn the ``--arch`` demo config into a Distiller of it."""
-    return ["MODEL.META_ARCHITECTURE", "Distiller", "MODEL.DISTILL.STUDENT_META_ARCHITECTURE", ARCHS[args.arch][1],
-            "MODEL.DISTILL.TEACHERS", list(teachers), "MODEL.DISTILL.USE_LABELS", use_labels]
+    return [
+        "MODEL.META_ARCHITECTURE",
+        "Distiller",
+        "MODEL.DISTILL.STUDENT_META_ARCHITECTURE",
+        ARCHS[args.arch][1],
+        "MODEL.DISTILL.TEACHERS",
+        list(teachers),
+        "MODEL.DISTILL.USE_LABELS",
+        use_labels,
+    ]
 
 
-def balanced_distill_overrides(num_teachers: int) -> List:
+def balanced_distill_overrides(num_teachers: int) -> list:
     """Config overrides that switch MODEL.LOSS_BALANCE on for a Distiller: every
     label term at its default magnitude and every teacher's term
     (``loss_kd_t<i>_<head>``) at the magnitude of the label term it mirrors, so
     no distillation weight is tuned by hand."""
     labels = [tuple(pair) for pair in get_centerx_cfg().MODEL.LOSS_BALANCE.MAGNITUDES]
-    teachers = [(f"loss_kd_t{i}_{name[len('loss_'):]}", c) for i in range(num_teachers) for name, c in labels]
+    teachers = [(f"loss_kd_t{i}_{name[len('loss_') :]}", c) for i in range(num_teachers) for name, c in labels]
     return ["MODEL.LOSS_BALANCE.ENABLED", True, "MODEL.LOSS_BALANCE.MAGNITUDES", labels + teachers]
 
 
-def experiment_cfg(config_file: str, args, output_dir: str, train: Sequence[str], test: Sequence[str],
-                   extra: Optional[List] = None, iters: Optional[int] = None, seed: Optional[int] = None):
+def experiment_cfg(
+    config_file: str,
+    args,
+    output_dir: str,
+    train: Sequence[str],
+    test: Sequence[str],
+    extra: list | None = None,
+    iters: int | None = None,
+    seed: int | None = None,
+):
     """``config_file`` with the demo's schedule rescaled to ``iters`` (default
     ``args.iters``; lr steps at the same fractions, warm-up likewise), the given
     datasets, SEED ``seed`` (default the first of ``args.seeds``), the user's
@@ -133,17 +155,28 @@ def experiment_cfg(config_file: str, args, output_dir: str, train: Sequence[str]
     cfg = get_centerx_cfg()
     cfg.merge_from_file(config_file)
     scale = iters / cfg.SOLVER.MAX_ITER
-    cfg.merge_from_list([
-        "SOLVER.MAX_ITER", iters,
-        "SOLVER.STEPS", tuple(sorted({min(iters - 1, max(1, round(s * scale))) for s in cfg.SOLVER.STEPS})),
-        "SOLVER.WARMUP_ITERS", round(cfg.SOLVER.WARMUP_ITERS * scale),
-        "SOLVER.CHECKPOINT_PERIOD", iters,
-        "TEST.EVAL_PERIOD", 0,
-        "DATASETS.TRAIN", tuple(train),
-        "DATASETS.TEST", tuple(test),
-        "OUTPUT_DIR", output_dir,
-        "SEED", args.seeds[0] if seed is None else seed,
-    ])
+    cfg.merge_from_list(
+        [
+            "SOLVER.MAX_ITER",
+            iters,
+            "SOLVER.STEPS",
+            tuple(sorted({min(iters - 1, max(1, round(s * scale))) for s in cfg.SOLVER.STEPS})),
+            "SOLVER.WARMUP_ITERS",
+            round(cfg.SOLVER.WARMUP_ITERS * scale),
+            "SOLVER.CHECKPOINT_PERIOD",
+            iters,
+            "TEST.EVAL_PERIOD",
+            0,
+            "DATASETS.TRAIN",
+            tuple(train),
+            "DATASETS.TEST",
+            tuple(test),
+            "OUTPUT_DIR",
+            output_dir,
+            "SEED",
+            args.seeds[0] if seed is None else seed,
+        ]
+    )
     cfg.merge_from_list(args.opts)
     cfg.merge_from_list(extra or [])
     cfg.freeze()
@@ -155,7 +188,7 @@ def seed_dir(directory: str, seed: int) -> str:
     return os.path.join(directory, f"seed{seed}")
 
 
-def train_and_evaluate(cfg) -> Tuple[Dict[str, float], float]:
+def train_and_evaluate(cfg) -> tuple[dict[str, float], float]:
     """Train from scratch, evaluate on DATASETS.TEST once at the end.
 
     Writes ``config.yaml`` (the full config, usable as a teacher config) next to
@@ -191,11 +224,11 @@ def train_and_evaluate(cfg) -> Tuple[Dict[str, float], float]:
     last = sorted(v for v, _ in real[-20:])
     metrics = {"final_loss": last[len(last) // 2] if last else float("nan"), "iterations": trainer.iter}
     if not diverged:
-        metrics.update({k[len("bbox/"):]: v.latest() for k, v in histories.items() if k.startswith("bbox/")})
+        metrics.update({k[len("bbox/") :]: v.latest() for k, v in histories.items() if k.startswith("bbox/")})
     return no_detections_as_zero(metrics), elapsed
 
 
-def no_detections_as_zero(metrics: Dict[str, float]) -> Dict[str, float]:
+def no_detections_as_zero(metrics: dict[str, float]) -> dict[str, float]:
     """A model that finished training but detects nothing (a collapsed heatmap)
     gets NaN for every AP from detectron2's COCOEvaluator, which would turn every
     mean it enters into NaN. Its COCO AP is 0 (no detection, no recall): record
@@ -207,7 +240,7 @@ def no_detections_as_zero(metrics: Dict[str, float]) -> Dict[str, float]:
     return dict(zeroed, no_detections=True)
 
 
-def run_cached(cfg, rerun: bool = False) -> Dict[str, float]:
+def run_cached(cfg, rerun: bool = False) -> dict[str, float]:
     """:func:`train_and_evaluate` unless ``cfg.OUTPUT_DIR`` already holds the
     result of the same config (then read back; another config there is refused
     with the keys that differ). Returns the metrics plus ``train_s``."""
@@ -234,13 +267,20 @@ def check_same_config(cfg) -> None:
         saved = flatten(yaml.safe_load(f))
     now = flatten(yaml.safe_load(cfg.dump()))
     defaults = flatten(yaml.safe_load(get_centerx_cfg().dump()))
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and _compared(k)
-                    and not (k not in saved and k in defaults and now.get(k) == defaults[k]))
+    differ = sorted(
+        k
+        for k in saved.keys() | now.keys()
+        if saved.get(k) != now.get(k)
+        and _compared(k)
+        and not (k not in saved and k in defaults and now.get(k) == defaults[k])
+    )
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} saved vs {now.get(k)!r} now" for k in differ[:5])
-        raise SystemExit(f"{cfg.OUTPUT_DIR} holds results of another config ({len(differ)} keys differ: {shown}). "
-                         "Pass the same options as when it was trained, --rerun to retrain, or another "
-                         "--output-dir.")
+        raise SystemExit(
+            f"{cfg.OUTPUT_DIR} holds results of another config ({len(differ)} keys differ: {shown}). "
+            "Pass the same options as when it was trained, --rerun to retrain, or another "
+            "--output-dir."
+        )
 
 
 def _compared(key: str) -> bool:
@@ -259,8 +299,8 @@ def flatten(tree, prefix=""):
     return out
 
 
-def mean_std(values: Sequence[Optional[float]]) -> Optional[str]:
-    """"m +- s (n)" of the values that are not None (sample standard deviation;
+def mean_std(values: Sequence[float | None]) -> str | None:
+    """ "m +- s (n)" of the values that are not None (sample standard deviation;
     a single value is shown alone); None when there is none."""
     vals = [v for v in values if v is not None]
     if not vals:
@@ -273,6 +313,7 @@ def mean_std(values: Sequence[Optional[float]]) -> Optional[str]:
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     """Markdown table; floats with one decimal, None as "-"."""
+
     def cell(v):
         if v is None:
             return "-"

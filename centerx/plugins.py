@@ -13,13 +13,14 @@ alone is enough for evaluation, export, prediction and benchmarks later.
 
 Each module is imported once per process, whichever way it is named.
 """
+
 import argparse
 import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
-from typing import Callable, Iterable, List, Optional, Sequence
 
 import yaml
 from detectron2.config import CfgNode
@@ -27,9 +28,19 @@ from detectron2.config import CfgNode
 from .config_files import base_path, check_config_file
 from .text_files import read_text
 
-__all__ = ["IMPORTS_KEY", "PluginImportError", "absolute_entry", "add_imports_argument",
-           "import_modules", "imports_in_config_file", "imports_in_config_text", "imports_in_opts", "is_file_entry",
-           "merge_imports", "preimport"]
+__all__ = [
+    "IMPORTS_KEY",
+    "PluginImportError",
+    "absolute_entry",
+    "add_imports_argument",
+    "import_modules",
+    "imports_in_config_file",
+    "imports_in_config_text",
+    "imports_in_opts",
+    "is_file_entry",
+    "merge_imports",
+    "preimport",
+]
 
 IMPORTS_KEY = "IMPORTS"
 
@@ -41,10 +52,16 @@ class PluginImportError(ValueError):
 
 def add_imports_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--import MODULE`` (repeatable) on a command's parser, stored in ``args.imports``."""
-    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import this Python module (a name, or the path of a .py file) before the config is "
-                             "read, e.g. one that registers your own detector, dataset or exporter; repeatable. "
-                             "Recorded in the config's IMPORTS, so a saved config.yaml brings it along.")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this Python module (a name, or the path of a .py file) before the config is "
+        "read, e.g. one that registers your own detector, dataset or exporter; repeatable. "
+        "Recorded in the config's IMPORTS, so a saved config.yaml brings it along.",
+    )
     return parser
 
 
@@ -61,17 +78,19 @@ def absolute_entry(entry: str, relative_to: str) -> str:
     return entry if os.path.isabs(entry) else os.path.abspath(os.path.join(relative_to, entry))
 
 
-def _check_entries(value, where: str) -> List[str]:
+def _check_entries(value, where: str) -> list[str]:
     """``value`` as a list of non-empty strings, or a ValueError naming ``where``."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ValueError(f"{where}: IMPORTS must be a list of module names or .py paths, got {value!r}; "
-                         "e.g. IMPORTS: ['my_project.detector', 'tools/my_dataset.py'].")
+        raise ValueError(
+            f"{where}: IMPORTS must be a list of module names or .py paths, got {value!r}; "
+            "e.g. IMPORTS: ['my_project.detector', 'tools/my_dataset.py']."
+        )
     return [v.strip() for v in value]
 
 
-def imports_in_config_file(path: str) -> List[str]:
+def imports_in_config_file(path: str) -> list[str]:
     """The ``IMPORTS`` of ``path`` and of its ``_BASE_`` chain, bases first, file
     entries made absolute (relative to the file that names them). The chain is
     checked as :func:`centerx.config_files.check_config_file` does."""
@@ -83,7 +102,7 @@ def imports_in_config_file(path: str) -> List[str]:
         chain.append((file, data))
         base = data.get("_BASE_")
         file = base_path(base, file) if base else None
-    entries: List[str] = []
+    entries: list[str] = []
     for file, data in reversed(chain):
         if IMPORTS_KEY in data:
             folder = os.path.dirname(os.path.abspath(file))
@@ -91,18 +110,18 @@ def imports_in_config_file(path: str) -> List[str]:
     return _unique(entries)
 
 
-def imports_in_config_text(text: str) -> List[str]:
+def imports_in_config_text(text: str) -> list[str]:
     """The ``IMPORTS`` of a whole config dumped as YAML (a run's ``config.yaml``,
     the config an exported model carries); its entries are absolute already."""
     data = yaml.safe_load(text) or {}
     return _check_entries(data.get(IMPORTS_KEY, []), "the saved config") if isinstance(data, dict) else []
 
 
-def imports_in_opts(opts: Sequence) -> List[str]:
+def imports_in_opts(opts: Sequence) -> list[str]:
     """The entries of an ``IMPORTS`` override among ``KEY VALUE`` pairs (file
     entries relative to the current directory)."""
     opts = list(opts)
-    entries: List[str] = []
+    entries: list[str] = []
     for key, value in zip(opts[0::2], opts[1::2]):
         if key == IMPORTS_KEY:
             decoded = CfgNode._decode_cfg_value(value) if isinstance(value, str) else value
@@ -115,15 +134,15 @@ def merge_imports(*lists: Iterable[str]) -> tuple:
     return tuple(_unique([e for entries in lists for e in entries]))
 
 
-def _unique(entries: Iterable[str]) -> List[str]:
-    seen: List[str] = []
+def _unique(entries: Iterable[str]) -> list[str]:
+    seen: list[str] = []
     for e in entries:
         if e not in seen:
             seen.append(e)
     return seen
 
 
-def import_modules(entries: Iterable[str], relative_to: str = "") -> List[ModuleType]:
+def import_modules(entries: Iterable[str], relative_to: str = "") -> list[ModuleType]:
     """Import each entry (see the module docstring); file entries that are not
     absolute are taken relative to ``relative_to`` (default: the current directory).
 
@@ -146,15 +165,19 @@ def _import_one(entry: str) -> ModuleType:
     except ModuleNotFoundError as e:
         if e.name is None or not (entry == e.name or entry.startswith(e.name + ".")):
             raise  # the module was found; something it imports is missing
-        raise PluginImportError(f"import '{entry}': no module named '{e.name}' on PYTHONPATH or in "
-                                f"{os.getcwd()}. Pass a module name that `python -c 'import NAME'` accepts there, "
-                                "or the path of its .py file.") from None
+        raise PluginImportError(
+            f"import '{entry}': no module named '{e.name}' on PYTHONPATH or in "
+            f"{os.getcwd()}. Pass a module name that `python -c 'import NAME'` accepts there, "
+            "or the path of its .py file."
+        ) from None
 
 
 def _import_file(path: str) -> ModuleType:
     if os.path.isdir(path):
-        raise PluginImportError(f"import '{path}': a folder; pass the .py file, or add its parent folder to PYTHONPATH "
-                         "and pass the package's name.")
+        raise PluginImportError(
+            f"import '{path}': a folder; pass the .py file, or add its parent folder to PYTHONPATH "
+            "and pass the package's name."
+        )
     if not os.path.isfile(path):
         raise PluginImportError(f"import '{path}': no such file (--import or the config's IMPORTS).")
     real = os.path.realpath(path)
@@ -163,8 +186,10 @@ def _import_file(path: str) -> ModuleType:
     if loaded is not None:
         if os.path.realpath(getattr(loaded, "__file__", "") or "") == real:
             return loaded
-        raise PluginImportError(f"import '{path}': a module named '{name}' is imported already (from "
-                         f"{getattr(loaded, '__file__', 'a built-in')}); rename the file.")
+        raise PluginImportError(
+            f"import '{path}': a module named '{name}' is imported already (from "
+            f"{getattr(loaded, '__file__', 'a built-in')}); rename the file."
+        )
     folder = os.path.dirname(real)
     if folder not in sys.path:
         sys.path.append(folder)
@@ -179,8 +204,7 @@ def _import_file(path: str) -> ModuleType:
     return module
 
 
-def preimport(argv: Optional[Sequence[str]] = None,
-              model_config: Optional[Callable[[str], Optional[str]]] = None) -> None:
+def preimport(argv: Sequence[str] | None = None, model_config: Callable[[str], str | None] | None = None) -> None:
     """Import the modules a command line names before its parser is built, so that
     the formats, runtimes and detectors they register are offered as choices:
     those of ``--import``, of ``--config-file``'s ``IMPORTS``, and, given

@@ -28,8 +28,10 @@ def read_text(path: str, what: str = "text file") -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise TextFileError(f"{what} '{path}' is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column "
-                            f"{column} ({e.reason}). Save it as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+        raise TextFileError(
+            f"{what} '{path}' is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column "
+            f"{column} ({e.reason}). Save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+        ) from None
 
 
 def read_lines(path: str, what: str = "text file") -> list:

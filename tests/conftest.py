@@ -8,8 +8,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: trains, exports or starts processes (5 s or more here); "
-                   "`./run.sh test -m 'not slow'` for a fast loop")
+        "markers",
+        "slow: trains, exports or starts processes (5 s or more here); `./run.sh test -m 'not slow'` for a fast loop",
+    )
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 
     python tests/distributed_worker.py CONFIG OUTPUT_DIR [KEY VALUE ...]
 """
+
 import os
 import sys
 

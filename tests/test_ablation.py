@@ -1,6 +1,7 @@
 """projects/ablation/ablation.py: every variant is a valid config that switches on
 exactly its trick, and one tiny variant runs end to end over two seeds, is cached
 and tabulated."""
+
 import json
 import os
 
@@ -45,19 +46,25 @@ def test_variants_are_valid_configs(ablation, arch, tmp_path):
     kept = "mixup + spp" + (" + iou-aware" if arch == "ttfnet" else "")
     assert names == expected + ["all tricks", kept, "logit KD", "adversarial KD", "logit + adversarial KD"]
     trick_keys = {k: v for k, v in TRICK_KEYS.items() if k in names}
-    cfgs = {n: ablation.experiment_cfg(ablation.demo_config(args), args, str(tmp_path), ["shapes_train"],
-                                       ["shapes_val"], o) for n, o in variants}
+    cfgs = {
+        n: ablation.experiment_cfg(ablation.demo_config(args), args, str(tmp_path), ["shapes_train"], ["shapes_val"], o)
+        for n, o in variants
+    }
     for key, value in trick_keys.values():
         assert _get(cfgs["baseline"], key) != value
         assert _get(cfgs["all tricks"], key) == value
     assert {n for n, (k, v) in trick_keys.items() if _get(cfgs[kept], k) == v} == {"mixup", "spp", "iou-aware"} & set(
-        trick_keys)
-    for name, (key, value) in trick_keys.items():
+        trick_keys
+    )
+    for name in trick_keys:
         on = {n for n in trick_keys if _get(cfgs[name], trick_keys[n][0]) == trick_keys[n][1]}
         assert on == {name}
     assert cfgs["mixup"].INPUT.MIXUP.OFF_LAST_ITERS == 5
-    for name, logit, adversarial in [("logit KD", True, False), ("adversarial KD", False, True),
-                                     ("logit + adversarial KD", True, True)]:
+    for name, logit, adversarial in [
+        ("logit KD", True, False),
+        ("adversarial KD", False, True),
+        ("logit + adversarial KD", True, True),
+    ]:
         cfg = cfgs[name]
         assert cfg.MODEL.META_ARCHITECTURE == "Distiller"
         assert (cfg.MODEL.DISTILL.LOGIT_KD, cfg.MODEL.DISTILL.ADVERSARIAL.ENABLED) == (logit, adversarial)
@@ -69,10 +76,15 @@ def test_radius_variants_set_the_radius_keys(ablation, tmp_path):
     settings; refused for TTFNet, whose Gaussians have no CornerNet radius."""
     args = ablation.parse_args(["--arch", "centernet", "--groups", "radius"])
     variants = ablation.radius_variants(args)
-    cfgs = [ablation.experiment_cfg(ablation.demo_config(args), args, str(tmp_path), ["shapes_train"], ["shapes_val"],
-                                    o) for _, o in variants]
+    cfgs = [
+        ablation.experiment_cfg(ablation.demo_config(args), args, str(tmp_path), ["shapes_train"], ["shapes_val"], o)
+        for _, o in variants
+    ]
     assert [(c.MODEL.CENTERNET.RADIUS_MODE, c.MODEL.CENTERNET.MIN_OVERLAP) for c in cfgs] == [
-        ("original", 0.7), ("corrected", 0.3), ("corrected", 0.7)]
+        ("original", 0.7),
+        ("corrected", 0.3),
+        ("corrected", 0.7),
+    ]
     default = ablation.experiment_cfg(ablation.demo_config(args), args, str(tmp_path), ["shapes_train"], ["shapes_val"])
     assert (default.MODEL.CENTERNET.RADIUS_MODE, default.MODEL.CENTERNET.MIN_OVERLAP) == ("original", 0.7)
     with pytest.raises(SystemExit, match="--arch centernet"):
@@ -84,10 +96,39 @@ def test_tiny_run_is_cached_and_tabulated(ablation, tmp_path, capsys):
     (mean +- std and each seed's AP); a second call reads the figures back
     instead of training again."""
     out = tmp_path / "ablation"
-    argv = ["--arch", "ttfnet", "--groups", "tricks", "--only", "spp", "--iters", "2", "--train-images", "4",
-            "--test-images", "2", "--latency-reps", "1", "--seeds", "1", "2", "--output-dir", str(out),
-            "SOLVER.IMS_PER_BATCH", "2", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
-            "INPUT.MAX_SIZE_TEST", "64", "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0"]
+    argv = [
+        "--arch",
+        "ttfnet",
+        "--groups",
+        "tricks",
+        "--only",
+        "spp",
+        "--iters",
+        "2",
+        "--train-images",
+        "4",
+        "--test-images",
+        "2",
+        "--latency-reps",
+        "1",
+        "--seeds",
+        "1",
+        "2",
+        "--output-dir",
+        str(out),
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "INPUT.TRAIN_SIZE",
+        "64",
+        "INPUT.MIN_SIZE_TEST",
+        "64",
+        "INPUT.MAX_SIZE_TEST",
+        "64",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "TEST.VIS_IMAGES",
+        "0",
+    ]
     ablation.main(argv)
     figures = [json.loads((out / "spp" / f"seed{k}" / "result.json").read_text()) for k in (1, 2)]
     assert [f["iterations"] for f in figures] == [2, 2]
@@ -154,11 +195,15 @@ def test_saved_run_without_detections_counts_as_ap_zero(tmp_path):
     cfg.OUTPUT_DIR = str(tmp_path)
     (tmp_path / "config.yaml").write_text(cfg.dump())
     for stored, expected in (
-        ({"final_loss": 8.0, "iterations": 10, "AP": float("nan"), "AP50": float("nan"), "train_s": 5.0},
-         {"final_loss": 8.0, "iterations": 10, "AP": 0.0, "AP50": 0.0, "train_s": 5.0, "no_detections": True}),
+        (
+            {"final_loss": 8.0, "iterations": 10, "AP": float("nan"), "AP50": float("nan"), "train_s": 5.0},
+            {"final_loss": 8.0, "iterations": 10, "AP": 0.0, "AP50": 0.0, "train_s": 5.0, "no_detections": True},
+        ),
         ({"final_loss": 9.0, "iterations": 4, "train_s": 1.0}, {"final_loss": 9.0, "iterations": 4, "train_s": 1.0}),
-        ({"final_loss": 1.0, "iterations": 10, "AP": 12.5, "train_s": 5.0},
-         {"final_loss": 1.0, "iterations": 10, "AP": 12.5, "train_s": 5.0}),
+        (
+            {"final_loss": 1.0, "iterations": 10, "AP": 12.5, "train_s": 5.0},
+            {"final_loss": 1.0, "iterations": 10, "AP": 12.5, "train_s": 5.0},
+        ),
     ):
         (tmp_path / "result.json").write_text(json.dumps(stored))
         assert run_cached(cfg) == expected

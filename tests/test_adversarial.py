@@ -2,6 +2,7 @@
 against closed forms, the two players on a toy problem, gradient routing and
 checkpoints through centerX's Trainer, exact resume, config errors and the
 plain student loading an adversarial run's checkpoint."""
+
 import os
 import shutil
 
@@ -42,8 +43,13 @@ def softplus(x):
 
 def toy_adversaries(**kwargs):
     """One discriminator on 4-channel teacher maps, a 3 -> 4 channel adapter."""
-    return FeatureAdversaries(("upsampler",), ("t0",), {"upsampler": ShapeSpec(channels=3, stride=4)},
-                              [{"upsampler": ShapeSpec(channels=4, stride=4)}], **kwargs)
+    return FeatureAdversaries(
+        ("upsampler",),
+        ("t0",),
+        {"upsampler": ShapeSpec(channels=3, stride=4)},
+        [{"upsampler": ShapeSpec(channels=4, stride=4)}],
+        **kwargs,
+    )
 
 
 def adversarial_cfg(base_lr=1e-2, betas=(0.5, 0.999)):
@@ -134,22 +140,30 @@ def test_each_teacher_is_real_for_its_own_discriminators():
     assert isinstance(adv.adapters["t1_res5"], nn.Identity) and adv.adapters["t1_upsampler"].out_channels == 6
     g = torch.Generator().manual_seed(2)
     student = {"res5": torch.randn(2, 8, 2, 2, generator=g), "upsampler": torch.randn(2, 3, 16, 16, generator=g)}
-    t_maps = [{"res5": torch.randn(2, 8, 2, 2, generator=g), "upsampler": torch.randn(2, c, 16, 16, generator=g)}
-              for c in (4, 6)]
+    t_maps = [
+        {"res5": torch.randn(2, 8, 2, 2, generator=g), "upsampler": torch.randn(2, c, 16, 16, generator=g)}
+        for c in (4, 6)
+    ]
     with torch.no_grad():
         g_losses = adv(student, t_maps)
         d_losses = adv.discriminator_losses()
-        assert sorted(g_losses) == ["loss_adv_t0_res5", "loss_adv_t0_upsampler", "loss_adv_t1_res5",
-                                    "loss_adv_t1_upsampler"]
+        assert sorted(g_losses) == [
+            "loss_adv_t0_res5",
+            "loss_adv_t0_upsampler",
+            "loss_adv_t1_res5",
+            "loss_adv_t1_upsampler",
+        ]
         for i, name in enumerate(("t0", "t1")):
             for level in ("res5", "upsampler"):
                 d, a = adv.discriminators[f"{name}_{level}"], adv.adapters[f"{name}_{level}"]
                 real = d(t_maps[i][level]).numpy().astype(np.float64)
                 fake = d(a(student[level])).numpy().astype(np.float64)
                 assert g_losses[f"loss_adv_{name}_{level}"].item() == pytest.approx(
-                    2.0 * softplus(-fake).mean(), rel=1e-5)
+                    2.0 * softplus(-fake).mean(), rel=1e-5
+                )
                 assert d_losses[f"{name}_{level}"][0].item() == pytest.approx(
-                    softplus(-real).mean() + softplus(fake).mean(), rel=1e-5)
+                    softplus(-real).mean() + softplus(fake).mean(), rel=1e-5
+                )
 
 
 def test_discriminator_step_runs_in_fp32_after_an_autocast_forward():
@@ -200,6 +214,7 @@ def test_discriminator_gradients_and_logs_are_averaged_over_processes(monkeypatc
     other process's contribution (the gradients, loss and accuracy of its own
     batch, computed here with autograd). The step must equal one Adam step on the
     mean of the two batches' gradients, and log the mean loss and accuracy."""
+
     def reference(rank):
         torch.manual_seed(0)
         adv = toy_adversaries(channels=8)
@@ -242,8 +257,20 @@ def plain_cfg(arch, *opts):
     """The tiny 64 px student / teacher config of ``arch`` (16-channel stride-4 map)."""
     cfg = centerx.add_centerx_config(get_cfg())
     cfg.merge_from_file(DEMOS[arch])
-    cfg.merge_from_list([f"{KEY[arch]}.UPSAMPLE_CHANNELS", "[32, 16, 16]", *HEADS[arch], "INPUT.TRAIN_SIZE", "64",
-                         "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64", *opts])
+    cfg.merge_from_list(
+        [
+            f"{KEY[arch]}.UPSAMPLE_CHANNELS",
+            "[32, 16, 16]",
+            *HEADS[arch],
+            "INPUT.TRAIN_SIZE",
+            "64",
+            "INPUT.MIN_SIZE_TEST",
+            "64",
+            "INPUT.MAX_SIZE_TEST",
+            "64",
+            *opts,
+        ]
+    )
     return cfg
 
 
@@ -259,11 +286,37 @@ def save_teacher(tmp_path, arch):
 
 def run_cfg(arch, dataset, output_dir, teacher, *opts):
     cfg = plain_cfg(
-        arch, "MODEL.META_ARCHITECTURE", "Distiller", "MODEL.DISTILL.STUDENT_META_ARCHITECTURE", arch,
-        "MODEL.DISTILL.ADVERSARIAL.ENABLED", "True", "MODEL.DISTILL.ADVERSARIAL.BASE_LR", "0.001",
-        "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.MAX_ITER", "1", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000",
-        "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0", "OUTPUT_DIR", str(output_dir), "SEED", "3", *opts)
+        arch,
+        "MODEL.META_ARCHITECTURE",
+        "Distiller",
+        "MODEL.DISTILL.STUDENT_META_ARCHITECTURE",
+        arch,
+        "MODEL.DISTILL.ADVERSARIAL.ENABLED",
+        "True",
+        "MODEL.DISTILL.ADVERSARIAL.BASE_LR",
+        "0.001",
+        "DATASETS.TRAIN",
+        f"('{dataset}',)",
+        "DATASETS.TEST",
+        "()",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "1",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "TEST.VIS_IMAGES",
+        "0",
+        "OUTPUT_DIR",
+        str(output_dir),
+        "SEED",
+        "3",
+        *opts,
+    )
     cfg.MODEL.DISTILL.TEACHERS = [teacher]
     return cfg
 
@@ -294,8 +347,9 @@ def test_only_the_intended_parameters_receive_gradients(tiny_shapes, tmp_path, m
     the plain student config; "adversarial" holds adapters and discriminators."""
     name, _ = tiny_shapes
     teacher = save_teacher(tmp_path, "CenterNet")
-    cfg = run_cfg("CenterNet", name, tmp_path / "out", teacher, "MODEL.DISTILL.ADVERSARIAL.FEATURES",
-                  "('res4', 'upsampler')")
+    cfg = run_cfg(
+        "CenterNet", name, tmp_path / "out", teacher, "MODEL.DISTILL.ADVERSARIAL.FEATURES", "('res4', 'upsampler')"
+    )
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     model = trainer.unwrapped_model
@@ -306,8 +360,9 @@ def test_only_the_intended_parameters_receive_gradients(tiny_shapes, tmp_path, m
     ids = lambda params: {id(p) for p in params}  # noqa: E731
     main = ids(p for group in trainer.optimizer.param_groups for p in group["params"])
     assert main == ids(model.student.parameters()) | ids(adv.adapters.parameters())
-    assert ids(p for group in trainer.discriminator_step.optimizer.param_groups for p in group["params"]) == \
-        ids(adv.discriminators.parameters())
+    assert ids(p for group in trainer.discriminator_step.optimizer.param_groups for p in group["params"]) == ids(
+        adv.discriminators.parameters()
+    )
 
     seen = {}
     main_step = trainer.optimizer.step
@@ -318,8 +373,9 @@ def test_only_the_intended_parameters_receive_gradients(tiny_shapes, tmp_path, m
         seen["teacher"] = [p.grad for p in model.teachers.parameters()]
         seen["discriminator"] = [p.grad for p in adv.discriminators.parameters()]
         seen["adapter"] = [p.grad.clone() for p in adv.adapters.parameters()]
-        seen["student"] = {k: p.grad is not None and bool(p.grad.abs().sum() > 0)
-                           for k, p in model.student.named_parameters()}
+        seen["student"] = {
+            k: p.grad is not None and bool(p.grad.abs().sum() > 0) for k, p in model.student.named_parameters()
+        }
         out = main_step(*args, **kwargs)
         seen["after_main_step"] = clone(adv.discriminators)
         return out
@@ -339,8 +395,13 @@ def test_only_the_intended_parameters_receive_gradients(tiny_shapes, tmp_path, m
     assert any(not torch.equal(v, model.student.state_dict()[k]) for k, v in s_before.items())
 
     history = trainer.storage.histories()
-    assert {"loss_adv_t0_res4", "loss_adv_t0_upsampler", "loss_kd_t0_heatmap", "loss_discriminator",
-            "discriminator_accuracy"} <= set(history)
+    assert {
+        "loss_adv_t0_res4",
+        "loss_adv_t0_upsampler",
+        "loss_kd_t0_heatmap",
+        "loss_discriminator",
+        "discriminator_accuracy",
+    } <= set(history)
     checkpoint = assert_loads_into_plain_student("CenterNet", tmp_path / "out" / "model_final.pth", model.student)
     assert_close(checkpoint["adversarial"], clone(adv))
     assert {k.split(".")[0] for k in checkpoint["adversarial"]} == {"adapters", "discriminators"}
@@ -378,8 +439,9 @@ def test_resume_restores_discriminators_adapters_and_their_optimizer(tiny_shapes
         assert_close(s, saved_state["state"][i])
     resumed.train()
     assert_close(clone(resumed.unwrapped_model), clone(straight.unwrapped_model), tol=1e-6)
-    assert_close(clone(resumed.discriminator_step.adversaries), clone(straight.discriminator_step.adversaries),
-                 tol=1e-6)
+    assert_close(
+        clone(resumed.discriminator_step.adversaries), clone(straight.discriminator_step.adversaries), tol=1e-6
+    )
 
 
 def test_ttfnet_adversarial_only_run_and_its_checkpoint(tiny_shapes, tmp_path):
@@ -405,9 +467,19 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="LOGIT_KD and MODEL.DISTILL.ADVERSARIAL.ENABLED are both False"):
         build_model(cfg)
     teacher = save_teacher(tmp_path, "CenterNet")
-    cfg = plain_cfg("CenterNet", "MODEL.META_ARCHITECTURE", "Distiller", "MODEL.DISTILL.ADVERSARIAL.ENABLED", "True",
-                    "MODEL.DISTILL.ADVERSARIAL.FEATURES", "('upsampler', 'res9')")
+    cfg = plain_cfg(
+        "CenterNet",
+        "MODEL.META_ARCHITECTURE",
+        "Distiller",
+        "MODEL.DISTILL.ADVERSARIAL.ENABLED",
+        "True",
+        "MODEL.DISTILL.ADVERSARIAL.FEATURES",
+        "('upsampler', 'res9')",
+    )
     cfg.MODEL.DISTILL.TEACHERS = [teacher]
-    with pytest.raises(ValueError, match=r"FEATURES: unknown levels \['res9'\]; the student's maps are "
-                                         r"\['res2', 'res3', 'res4', 'res5', 'upsampler'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"FEATURES: unknown levels \['res9'\]; the student's maps are "
+        r"\['res2', 'res3', 'res4', 'res5', 'upsampler'\]",
+    ):
         build_model(cfg)

@@ -3,6 +3,7 @@
 Weight files are built in the test from torchvision's own ResNet-18 (random
 weights) and renamed to detectron2's naming with an independent mapping.
 """
+
 import logging
 import pickle
 import re
@@ -49,9 +50,9 @@ def r18_state():
 def torchvision_to_d2(name):
     """torchvision ResNet name -> detectron2 name, written independently of the code under test."""
     if name.startswith("conv1."):
-        return "stem.conv1." + name[len("conv1."):]
+        return "stem.conv1." + name[len("conv1.") :]
     if name.startswith("bn1."):
-        return "stem.conv1.norm." + name[len("bn1."):]
+        return "stem.conv1.norm." + name[len("bn1.") :]
     m = re.match(r"layer(\d)\.(\d+)\.(.*)", name)
     if not m:
         return name
@@ -61,11 +62,11 @@ def torchvision_to_d2(name):
         if rest.startswith(f"conv{k}."):
             return prefix + rest
         if rest.startswith(f"bn{k}."):
-            return prefix + f"conv{k}.norm." + rest[len(f"bn{k}."):]
+            return prefix + f"conv{k}.norm." + rest[len(f"bn{k}.") :]
     if rest.startswith("downsample.0."):
-        return prefix + "shortcut." + rest[len("downsample.0."):]
+        return prefix + "shortcut." + rest[len("downsample.0.") :]
     if rest.startswith("downsample.1."):
-        return prefix + "shortcut.norm." + rest[len("downsample.1."):]
+        return prefix + "shortcut.norm." + rest[len("downsample.1.") :]
     return name
 
 
@@ -140,8 +141,11 @@ def test_load_detectron2_pkl(tmp_path, r18_state):
     """A detectron2-named .pkl ({"model": {name: ndarray}}) lands every tensor in
     the right torchvision parameter."""
     state = r18_state
-    d2 = {torchvision_to_d2(k): v.numpy() for k, v in state.items()
-          if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    d2 = {
+        torchvision_to_d2(k): v.numpy()
+        for k, v in state.items()
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    }
     assert "res2.0.conv1.norm.weight" in d2 and "res3.0.shortcut.norm.running_mean" in d2
     assert "stem.conv1.weight" in d2 and "stem.conv1.norm.bias" in d2
     path = tmp_path / "r18.pkl"
@@ -179,8 +183,16 @@ def test_optional_weights_that_cannot_be_read_leave_random_init_with_a_warning(t
             self.text += record.getMessage()
 
     cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_list(["MODEL.BACKBONE.NAME", "build_torchvision_resnet_backbone", "MODEL.RESNETS.DEPTH", "18",
-                         "MODEL.CENTERX.BACKBONE_WEIGHTS", str(tmp_path / "nope.pth")])
+    cfg.merge_from_list(
+        [
+            "MODEL.BACKBONE.NAME",
+            "build_torchvision_resnet_backbone",
+            "MODEL.RESNETS.DEPTH",
+            "18",
+            "MODEL.CENTERX.BACKBONE_WEIGHTS",
+            str(tmp_path / "nope.pth"),
+        ]
+    )
     with pytest.raises(FileNotFoundError, match="MODEL.CENTERX.BACKBONE_WEIGHTS"):
         build_backbone(cfg, ShapeSpec(channels=3))
     cfg.MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL = True

@@ -1,6 +1,7 @@
 """Bad input stops early with a message that names the problem, or is skipped and
 counted; it never crashes deep in a stack or silently trains / runs a wrong
 model. One test (or parameter) per row of the table in docs/robustness.md."""
+
 import io
 import json
 import logging
@@ -47,8 +48,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # helpers
 # --------------------------------------------------------------------------- #
 def coco(images_, annotations, categories=None):
-    return {"images": images_, "annotations": annotations,
-            "categories": [{"id": 1, "name": "thing"}] if categories is None else categories}
+    return {
+        "images": images_,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "thing"}] if categories is None else categories,
+    }
 
 
 GOOD_IMAGE = {"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}
@@ -105,7 +109,7 @@ MALFORMED = {
     "not COCO": ({"items": []}, None, "not a COCO instances json", "'images'"),
     "no width / height": (coco([{"id": 1, "file_name": "a.jpg"}], []), None, "images[0] (id 1)", "'width'"),
     "empty file": (None, "", "the file is empty", ""),
-    "invalid json": (None, "{\"images\": [", "not valid json", "line 1"),
+    "invalid json": (None, '{"images": [', "not valid json", "line 1"),
     "unknown category": (coco([GOOD_IMAGE], [dict(GOOD_ANN, category_id=3)]), None, "(id 7)", "category_id 3"),
     "unknown image": (coco([GOOD_IMAGE], [dict(GOOD_ANN, image_id=2)]), None, "(id 7)", "image_id 2"),
 }
@@ -128,19 +132,23 @@ def test_malformed_coco_json_is_named(case, tmp_path):
 @pytest.mark.parametrize("num_classes", [3, 40])
 def test_num_classes_that_do_not_fit_are_refused_before_training(num_classes, small_shapes, tmp_path):
     name, _ = copy_dataset(tmp_path, small_shapes, f"classes_{num_classes}")
-    cfg = demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "MODEL.TTFNET.NUM_CLASSES",
-                   str(num_classes))
-    with pytest.raises(DatasetError, match=rf"has 4 classes .* but MODEL.TTFNET.NUM_CLASSES is {num_classes}: "
-                                           r"set MODEL.TTFNET.NUM_CLASSES 4"):
+    cfg = demo_cfg(
+        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "MODEL.TTFNET.NUM_CLASSES", str(num_classes)
+    )
+    with pytest.raises(
+        DatasetError,
+        match=rf"has 4 classes .* but MODEL.TTFNET.NUM_CLASSES is {num_classes}: "
+        r"set MODEL.TTFNET.NUM_CLASSES 4",
+    ):
         validate_datasets(cfg)
 
 
 def _break_files(folder, data):
     files = sorted(data["images"], key=lambda im: im["id"])
-    os.remove(folder / files[0]["file_name"])                          # missing
-    (folder / files[1]["file_name"]).write_bytes(b"")                  # zero bytes
+    os.remove(folder / files[0]["file_name"])  # missing
+    (folder / files[1]["file_name"]).write_bytes(b"")  # zero bytes
     head = (folder / files[2]["file_name"]).read_bytes()[:200]
-    (folder / files[2]["file_name"]).write_bytes(head)                 # truncated
+    (folder / files[2]["file_name"]).write_bytes(head)  # truncated
 
 
 def test_missing_empty_and_truncated_images_are_skipped_and_counted(small_shapes, tmp_path, caplog):
@@ -152,8 +160,9 @@ def test_missing_empty_and_truncated_images_are_skipped_and_counted(small_shapes
     assert "3 missing or unreadable, skipped in training and evaluation" in caplog.text
     dicts, skipped = readable_dataset_dicts(name)
     assert len(dicts) == 3 and len(skipped) == 3
-    assert {os.path.basename(f) for f in skipped} == {im["file_name"] for im in sorted(
-        data["images"], key=lambda im: im["id"])[:3]}
+    assert {os.path.basename(f) for f in skipped} == {
+        im["file_name"] for im in sorted(data["images"], key=lambda im: im["id"])[:3]
+    }
 
 
 def test_only_unreadable_images_is_an_error(small_shapes, tmp_path):
@@ -179,14 +188,17 @@ def test_check_images_samples_training_sets(small_shapes, tmp_path):
     """DATASETS.CHECK_IMAGES N decodes N training images (evenly spread), 0 none;
     test datasets are always checked in full."""
     name, _ = copy_dataset(tmp_path, small_shapes, "sampled")
-    (train,) = validate_datasets(demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
-                                          "DATASETS.CHECK_IMAGES", "2"))
+    (train,) = validate_datasets(
+        demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "DATASETS.CHECK_IMAGES", "2")
+    )
     assert train.images_checked == 2
-    (train,) = validate_datasets(demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
-                                          "DATASETS.CHECK_IMAGES", "0"))
+    (train,) = validate_datasets(
+        demo_cfg("DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "DATASETS.CHECK_IMAGES", "0")
+    )
     assert train.images_checked == 0
-    (test,) = validate_datasets(demo_cfg("DATASETS.TRAIN", "()", "DATASETS.TEST", f"('{name}',)",
-                                         "DATASETS.CHECK_IMAGES", "0"))
+    (test,) = validate_datasets(
+        demo_cfg("DATASETS.TRAIN", "()", "DATASETS.TEST", f"('{name}',)", "DATASETS.CHECK_IMAGES", "0")
+    )
     assert test.images_checked == 6
 
 
@@ -196,11 +208,34 @@ def test_training_then_evaluation_skip_the_same_unreadable_images(small_shapes, 
     import train_net
 
     name, _ = copy_dataset(tmp_path, small_shapes, "broken_run", _break_files)
-    args = train_net.argument_parser().parse_args([
-        "--config-file", DEMO, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
-        "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0",
-        "SOLVER.CHECKPOINT_PERIOD", "100", "OUTPUT_DIR", str(tmp_path / "out"), "TEST.VIS_IMAGES", "0"])
+    args = train_net.argument_parser().parse_args(
+        [
+            "--config-file",
+            DEMO,
+            "DATASETS.TRAIN",
+            f"('{name}',)",
+            "DATASETS.TEST",
+            f"('{name}',)",
+            "INPUT.TRAIN_SIZE",
+            "64",
+            "INPUT.MIN_SIZE_TEST",
+            "64",
+            "INPUT.MAX_SIZE_TEST",
+            "64",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.WARMUP_ITERS",
+            "0",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            "TEST.VIS_IMAGES",
+            "0",
+        ]
+    )
     train_net.main(args)
     with open(tmp_path / "out" / "metrics.json") as f:
         final = [json.loads(line) for line in f if "bbox/AP" in line][-1]
@@ -217,20 +252,34 @@ def test_invalid_boxes_are_skipped_under_their_own_reason(small_shapes, tmp_path
     root, json_file = small_shapes
     record = DatasetCatalog.get(copy_dataset(tmp_path, small_shapes, "boxes")[0])[0]
     h, w = record["height"], record["width"]
-    record = dict(record, annotations=[
-        {"bbox": [50, 30, -30, 20], "bbox_mode": 1, "category_id": 0},
-        {"bbox": [5, 5, float("inf"), 10], "bbox_mode": 1, "category_id": 0},
-        {"bbox": [5, 5, float("nan"), 10], "bbox_mode": 1, "category_id": 0},
-        {"bbox": [10, 12, 20, 16], "bbox_mode": 1, "category_id": 2},
-    ])
-    mapper = CenterNetDatasetMapper(demo_cfg("INPUT.TRAIN_SIZE", "64", "INPUT.SCALE_RANGE", "(1.0, 1.0)",
-                                             "INPUT.HFLIP_PROB", "0.0", "INPUT.COLOR_JITTER", "0.0"))
+    record = dict(
+        record,
+        annotations=[
+            {"bbox": [50, 30, -30, 20], "bbox_mode": 1, "category_id": 0},
+            {"bbox": [5, 5, float("inf"), 10], "bbox_mode": 1, "category_id": 0},
+            {"bbox": [5, 5, float("nan"), 10], "bbox_mode": 1, "category_id": 0},
+            {"bbox": [10, 12, 20, 16], "bbox_mode": 1, "category_id": 2},
+        ],
+    )
+    mapper = CenterNetDatasetMapper(
+        demo_cfg(
+            "INPUT.TRAIN_SIZE",
+            "64",
+            "INPUT.SCALE_RANGE",
+            "(1.0, 1.0)",
+            "INPUT.HFLIP_PROB",
+            "0.0",
+            "INPUT.COLOR_JITTER",
+            "0.0",
+        )
+    )
     out = mapper(record)
     assert mapper.num_invalid_boxes == {"non-positive size": 1, "not finite": 2}
     assert out["instances"].gt_classes.tolist() == [2]
     scale = 64 / max(h, w)
-    np.testing.assert_allclose(out["instances"].gt_boxes.tensor[0].numpy(),
-                               np.array([10, 12, 30, 28]) * scale, rtol=1e-5)
+    np.testing.assert_allclose(
+        out["instances"].gt_boxes.tensor[0].numpy(), np.array([10, 12, 30, 28]) * scale, rtol=1e-5
+    )
 
 
 def test_16_bit_png_keeps_its_range(tmp_path):
@@ -250,9 +299,13 @@ def test_image_arrays_are_converted_or_refused():
     rgba = np.zeros((3, 4, 4), dtype=np.uint8)
     rgba[..., 3] = 255
     assert as_three_channels(rgba).shape == (3, 4, 3) and as_three_channels(rgba).max() == 0
-    for bad, message in [(np.zeros((0, 0, 3), np.uint8), "too small"), (np.zeros((1, 1, 3), np.uint8), "too small"),
-                         (np.zeros((4, 4, 2), np.uint8), "expected an H x W"),
-                         (np.full((4, 4, 3), 300, np.int32), "8-bit"), (np.zeros((4, 4, 3), np.float32), "8-bit")]:
+    for bad, message in [
+        (np.zeros((0, 0, 3), np.uint8), "too small"),
+        (np.zeros((1, 1, 3), np.uint8), "too small"),
+        (np.zeros((4, 4, 2), np.uint8), "expected an H x W"),
+        (np.full((4, 4, 3), 300, np.int32), "8-bit"),
+        (np.zeros((4, 4, 3), np.float32), "8-bit"),
+    ]:
         with pytest.raises(ValueError, match=message):
             as_three_channels(bad, "x.png")
 
@@ -263,8 +316,19 @@ def predictor_weights(tmp_path_factory):
     model = build("TTFNet")
     path = str(tmp_path_factory.mktemp("predictor") / "model.pth")
     torch.save({"model": model.state_dict()}, path)
-    cfg = tiny_cfg("TTFNet", "MODEL.WEIGHTS", path, "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-                   "INPUT.FORMAT", "BGR", "MODEL.TTFNET.SCORE_THRESH_TEST", "0.0")
+    cfg = tiny_cfg(
+        "TTFNet",
+        "MODEL.WEIGHTS",
+        path,
+        "INPUT.MIN_SIZE_TEST",
+        "64",
+        "INPUT.MAX_SIZE_TEST",
+        "64",
+        "INPUT.FORMAT",
+        "BGR",
+        "MODEL.TTFNET.SCORE_THRESH_TEST",
+        "0.0",
+    )
     return cfg
 
 
@@ -368,8 +432,11 @@ def test_numpy_pickles_still_load(tmp_path):
     """A detectron2-style .pkl of numpy arrays (protocol 2, as the model zoo's)
     loads through the restricted unpickler."""
     path = str(tmp_path / "zoo.pkl")
-    data = {"model": {"stem.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 2, 3)}, "__author__": "me",
-            "n": np.float64(2.5)}
+    data = {
+        "model": {"stem.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 2, 3)},
+        "__author__": "me",
+        "n": np.float64(2.5),
+    }
     with open(path, "wb") as f:
         pickle.dump(data, f, protocol=2)
     loaded = load_pickle(path)
@@ -425,10 +492,26 @@ def test_export_exits_3_when_the_runtime_disagrees(tmp_path, monkeypatch):
     model = build("CenterNet")
     weights = str(tmp_path / "m.pth")
     torch.save({"model": model.state_dict()}, weights)
-    argv = ["--config-file", os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"), "--format", "onnx",
-            "--output", str(tmp_path), "EXPORT.INPUT_SIZE", "(64, 64)", "MODEL.CENTERNET.NUM_CLASSES", "3",
-            "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[64, 32, 32]", "MODEL.CENTERNET.HEAD_CHANNELS", "16",
-            "TEST.DETECTIONS_PER_IMAGE", "10", "MODEL.WEIGHTS", weights]
+    argv = [
+        "--config-file",
+        os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"),
+        "--format",
+        "onnx",
+        "--output",
+        str(tmp_path),
+        "EXPORT.INPUT_SIZE",
+        "(64, 64)",
+        "MODEL.CENTERNET.NUM_CLASSES",
+        "3",
+        "MODEL.CENTERNET.UPSAMPLE_CHANNELS",
+        "[64, 32, 32]",
+        "MODEL.CENTERNET.HEAD_CHANNELS",
+        "16",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "10",
+        "MODEL.WEIGHTS",
+        weights,
+    ]
     assert cli.main(argv) == 0
     real = verify.compare_detections
 
@@ -464,10 +547,13 @@ def test_onnx_graph_runs_on_inputs_with_fewer_cells_than_k(arch, tmp_path):
 # --------------------------------------------------------------------------- #
 # config and command line
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("opts, message", [
-    (["INPUT.TRAIN_SIZE", "0"], "INPUT.TRAIN_SIZE must be a positive multiple of 32"),
-    (["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER must be at least 1 to train"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["INPUT.TRAIN_SIZE", "0"], "INPUT.TRAIN_SIZE must be a positive multiple of 32"),
+        (["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER must be at least 1 to train"),
+    ],
+)
 def test_config_values_that_cannot_train_are_named(opts, message):
     with pytest.raises(ValueError, match=message):
         centerx.check_config(demo_cfg(*opts))
@@ -477,8 +563,11 @@ def test_batch_that_cannot_be_rescaled_says_what_to_set():
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "Base-TTFNet.yaml"))
     cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", "2"])
-    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH 2 cannot be rescaled from "
-                                         r"SOLVER.REFERENCE_WORLD_SIZE 8 .* SOLVER.REFERENCE_WORLD_SIZE 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"SOLVER.IMS_PER_BATCH 2 cannot be rescaled from "
+        r"SOLVER.REFERENCE_WORLD_SIZE 8 .* SOLVER.REFERENCE_WORLD_SIZE 0",
+    ):
         centerx.check_config(cfg, world_size=1)
     cfg.merge_from_list(["SOLVER.REFERENCE_WORLD_SIZE", "0"])
     centerx.check_config(cfg, world_size=1)

@@ -1,6 +1,7 @@
 """projects/benchmarks: the learning-efficiency, step-profile, training-throughput, data-pipeline and
 target-generation scripts run end to end on a tiny setting and report one row per measurement with
 positive figures."""
+
 import glob
 import os
 import tempfile
@@ -19,13 +20,35 @@ def test_train_throughput(tiny_shapes, one_thread, tmp_path, capsys):
     CPU with a message; RetinaNet's row is the 1.00 reference of the ratios."""
     script = _load("train_throughput")
     output = tmp_path / "train.md"
-    rows = script.main(["--size", "64", "--batch", "2", "--iters", "1", "--warmup", "0", "--amp", "both",
-                        "--distinct-batches", "1", "--output", str(output),
-                        "MODEL.DEVICE", "cpu", "DATASETS.TRAIN", f"('{tiny_shapes[0]}',)"])
+    rows = script.main(
+        [
+            "--size",
+            "64",
+            "--batch",
+            "2",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--amp",
+            "both",
+            "--distinct-batches",
+            "1",
+            "--output",
+            str(output),
+            "MODEL.DEVICE",
+            "cpu",
+            "DATASETS.TRAIN",
+            f"('{tiny_shapes[0]}',)",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "AMP rows need CUDA" in printed
     assert [(r["model"], r["amp"]) for r in rows] == [
-        ("CenterNet-R18", "off"), ("TTFNet-R18", "off"), ("RetinaNet-R18-FPN", "off")]
+        ("CenterNet-R18", "off"),
+        ("TTFNet-R18", "off"),
+        ("RetinaNet-R18-FPN", "off"),
+    ]
     assert [r["optimizer"] for r in rows] == ["ADAM", "ADAM", "SGD"]
     for r in rows:
         assert r["images_per_s"] > 0 and r["s_per_iter"] > 0 and r["peak_mib"] >= 0
@@ -39,9 +62,24 @@ def test_train_throughput(tiny_shapes, one_thread, tmp_path, capsys):
 def test_data_pipeline(tiny_shapes, tmp_path, capsys):
     """The loader of the demo config on the tiny dataset: one row per worker count."""
     script = _load("data_pipeline")
-    rows = script.main(["--workers", "0", "--warmup", "1", "--batches", "2", "--batch", "2",
-                        "--output", str(tmp_path / "data.md"),
-                        "DATASETS.TRAIN", f"('{tiny_shapes[0]}',)", "INPUT.TRAIN_SIZE", "64"])
+    rows = script.main(
+        [
+            "--workers",
+            "0",
+            "--warmup",
+            "1",
+            "--batches",
+            "2",
+            "--batch",
+            "2",
+            "--output",
+            str(tmp_path / "data.md"),
+            "DATASETS.TRAIN",
+            f"('{tiny_shapes[0]}',)",
+            "INPUT.TRAIN_SIZE",
+            "64",
+        ]
+    )
     printed = capsys.readouterr().out
     assert [(r["workers"], r["batch"], r["batches"]) for r in rows] == [(0, 2, 2)]
     row = rows[0]
@@ -54,10 +92,31 @@ def test_data_pipeline(tiny_shapes, tmp_path, capsys):
 def test_target_generation(one_thread, tmp_path):
     """One row per model and object count, with a positive time per image."""
     script = _load("target_generation")
-    rows = script.main(["--size", "128", "--batch", "2", "--objects", "1", "5", "--iters", "1", "--warmup", "0",
-                        "--device", "cpu", "--output", str(tmp_path / "targets.md")])
+    rows = script.main(
+        [
+            "--size",
+            "128",
+            "--batch",
+            "2",
+            "--objects",
+            "1",
+            "5",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--device",
+            "cpu",
+            "--output",
+            str(tmp_path / "targets.md"),
+        ]
+    )
     assert [(r["model"], r["objects"]) for r in rows] == [
-        ("CenterNet", 1), ("TTFNet", 1), ("CenterNet", 5), ("TTFNet", 5)]
+        ("CenterNet", 1),
+        ("TTFNet", 1),
+        ("CenterNet", 5),
+        ("TTFNet", 5),
+    ]
     assert all(r["ms_per_image"] > 0 for r in rows)
     assert (tmp_path / "targets.md").read_text().count("| CenterNet |") == 2
 
@@ -68,9 +127,24 @@ def test_step_profile(tiny_shapes, one_thread, tmp_path, capsys):
     trainer's scratch folder is removed."""
     script = _load("step_profile")
     scratch = set(glob.glob(os.path.join(tempfile.gettempdir(), "step_profile_*")))
-    phases, measured = script.main(script.parse_args([
-        "--warmup", "1", "--iters", "2", "--output", str(tmp_path / "step.md"),
-        "DATASETS.TRAIN", f"('{tiny_shapes[0]}',)", "INPUT.TRAIN_SIZE", "64", "SOLVER.IMS_PER_BATCH", "2"]))
+    phases, measured = script.main(
+        script.parse_args(
+            [
+                "--warmup",
+                "1",
+                "--iters",
+                "2",
+                "--output",
+                str(tmp_path / "step.md"),
+                "DATASETS.TRAIN",
+                f"('{tiny_shapes[0]}',)",
+                "INPUT.TRAIN_SIZE",
+                "64",
+                "SOLVER.IMS_PER_BATCH",
+                "2",
+            ]
+        )
+    )
     assert list(phases) == list(script.PHASES)
     assert all(v > 0 for k, v in phases.items() if k != "hooks") and phases["hooks"] >= 0
     assert 0.8 * measured <= sum(phases.values()) <= 1.05 * measured
@@ -88,11 +162,34 @@ def test_learning_efficiency(tiny_shapes, one_thread, tmp_path):
     batch-2 setting."""
     script = _load("learning_efficiency")
     name = tiny_shapes[0]
-    equal_iters, equal_time = script.main([
-        "--iters", "2", "--eval-period", "1", "--models", "centernet", "ttfnet", "retinanet",
-        "--output-dir", str(tmp_path), "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
-        "SOLVER.IMS_PER_BATCH", "2", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
-        "INPUT.MAX_SIZE_TEST", "64", "SOLVER.AMP.ENABLED", "False"])
+    equal_iters, equal_time = script.main(
+        [
+            "--iters",
+            "2",
+            "--eval-period",
+            "1",
+            "--models",
+            "centernet",
+            "ttfnet",
+            "retinanet",
+            "--output-dir",
+            str(tmp_path),
+            "DATASETS.TRAIN",
+            f"('{name}',)",
+            "DATASETS.TEST",
+            f"('{name}',)",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "INPUT.TRAIN_SIZE",
+            "64",
+            "INPUT.MIN_SIZE_TEST",
+            "64",
+            "INPUT.MAX_SIZE_TEST",
+            "64",
+            "SOLVER.AMP.ENABLED",
+            "False",
+        ]
+    )
     for run in equal_iters.values():
         assert [c[0] for c in run["curve"]] == [1, 2] and run["train_s"] > 0 and run["iterations"] == 2
     fastest = min(equal_iters, key=lambda m: equal_iters[m]["train_s"] / 2)

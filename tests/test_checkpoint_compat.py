@@ -8,6 +8,7 @@ exactly those entries, in detectron2's format, must load strictly into the
 model today's code builds from the same config, every value landing in the
 parameter of the same name.
 """
+
 import json
 import os
 
@@ -27,8 +28,11 @@ def write_manifest(path, cases):
     out = {}
     for name, (arch, opts) in cases.items():
         model = build_model(tiny_cfg(arch, *opts))
-        out[name] = {"meta_architecture": arch, "opts": list(opts),
-                     "state_dict": {k: list(v.shape) for k, v in model.state_dict().items()}}
+        out[name] = {
+            "meta_architecture": arch,
+            "opts": list(opts),
+            "state_dict": {k: list(v.shape) for k, v in model.state_dict().items()},
+        }
     with open(path, "w") as f:
         json.dump({"models": out}, f, indent=1, sort_keys=True)
 

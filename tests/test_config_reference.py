@@ -1,5 +1,6 @@
 """docs/config.md is generated from centerx/config/: it must list every key
 centerX adds, with its current default, and be regenerated when they change."""
+
 from detectron2.config import get_cfg
 
 from centerx import config_reference
@@ -50,14 +51,21 @@ def test_check_flag_reports_a_stale_file(tmp_path, monkeypatch):
 def test_shipped_configs_that_change_a_default_are_listed(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "Base.yaml").write_text("MODEL:\n  TTFNET:\n    DEFORMABLE: True\n    NUM_CLASSES: 80\n")
-    (tmp_path / "sub" / "demo.yaml").write_text('_BASE_: "../Base.yaml"\nSOLVER:\n  AMP:\n'
-                                                '    FP32_MODULES: ("heads.ltrb",)\n')
+    (tmp_path / "sub" / "demo.yaml").write_text(
+        '_BASE_: "../Base.yaml"\nSOLVER:\n  AMP:\n    FP32_MODULES: ("heads.ltrb",)\n'
+    )
     assert config_reference.shipped_settings(str(tmp_path)) == {
-        "MODEL.TTFNET.DEFORMABLE": [("Base.yaml", True)], "MODEL.TTFNET.NUM_CLASSES": [("Base.yaml", 80)],
-        "SOLVER.AMP.FP32_MODULES": [("sub/demo.yaml", ("heads.ltrb",))]}
-    rows = {line.split(" | ")[0].strip("| `"): line for line in config_reference.render().splitlines()
-            if line.startswith("| `")}
+        "MODEL.TTFNET.DEFORMABLE": [("Base.yaml", True)],
+        "MODEL.TTFNET.NUM_CLASSES": [("Base.yaml", 80)],
+        "SOLVER.AMP.FP32_MODULES": [("sub/demo.yaml", ("heads.ltrb",))],
+    }
+    rows = {
+        line.split(" | ")[0].strip("| `"): line
+        for line in config_reference.render().splitlines()
+        if line.startswith("| `")
+    }
     # the real configs: Base-TTFNet turns deformable convs on; a key set to its default is not listed
     assert rows["MODEL.TTFNET.DEFORMABLE"].endswith("| `Base-TTFNet.yaml`: `True` |")
     assert rows["MODEL.TTFNET.NUM_CLASSES"].endswith(
-        "| `photos/ttfnet_r18_demo.yaml`: `10`; `shapes/ttfnet_r18_demo.yaml`: `4` |")
+        "| `photos/ttfnet_r18_demo.yaml`: `10`; `shapes/ttfnet_r18_demo.yaml`: `4` |"
+    )

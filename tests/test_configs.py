@@ -1,4 +1,5 @@
 """Every shipped config merges into centerX's defaults and builds a model that detects."""
+
 import glob
 import os
 

@@ -20,8 +20,12 @@ from centerx.data.datasets import builtin as builtin_module
 from centerx.data.datasets import shapes as shapes_module
 
 BUILTIN = [
-    "shapes_train", "shapes_val", "crowdhuman_train", "crowdhuman_val",
-    "widerface_train", "widerface_val",
+    "shapes_train",
+    "shapes_val",
+    "crowdhuman_train",
+    "crowdhuman_val",
+    "widerface_train",
+    "widerface_val",
 ]
 USER = ["my_ds", "my_missing", "my_ok"]
 
@@ -30,8 +34,7 @@ USER = ["my_ds", "my_missing", "my_ok"]
 def clean_catalog():
     """Unregister the names used here for the test and restore them afterwards."""
     names = BUILTIN + USER
-    saved = {n: (DatasetCatalog.pop(n), MetadataCatalog.pop(n, None))
-             for n in names if n in DatasetCatalog}
+    saved = {n: (DatasetCatalog.pop(n), MetadataCatalog.pop(n, None)) for n in names if n in DatasetCatalog}
     saved_prepare = dict(builtin_module._PREPARE)
     yield
     builtin_module._PREPARE.clear()
@@ -56,8 +59,7 @@ def _load(path):
 
 
 def _files(root):
-    return sorted(os.path.relpath(os.path.join(d, f), root)
-                  for d, _, fs in os.walk(root) for f in fs)
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
 
 
 def _write_image(path, width, height):
@@ -118,8 +120,7 @@ def test_annotations_are_valid_coco(tmp_path):
 def test_boxes_are_tight_around_drawn_pixels(monkeypatch):
     """With a flat background and no noise, an isolated object's box is the box of the
     pixels that differ from the background."""
-    monkeypatch.setattr(shapes_module, "_background",
-                        lambda rng, h, w: np.full((h, w, 3), 128.0, np.float32))
+    monkeypatch.setattr(shapes_module, "_background", lambda rng, h, w: np.full((h, w, 3), 128.0, np.float32))
     monkeypatch.setattr(shapes_module, "_add_noise", lambda rng, image: image)
     checked = 0
     for seed in range(12):
@@ -129,17 +130,15 @@ def test_boxes_are_tight_around_drawn_pixels(monkeypatch):
             x, y, w, h = obj["bbox"]
             x0, y0, x1, y1 = max(x - 3, 0), max(y - 3, 0), x + w + 3, y + h + 3
             others = [o["bbox"] for j, o in enumerate(objects) if j != i]
-            if any(ox < x1 and x0 < ox + ow and oy < y1 and y0 < oy + oh
-                   for ox, oy, ow, oh in others):
+            if any(ox < x1 and x0 < ox + ow and oy < y1 and y0 < oy + oh for ox, oy, ow, oh in others):
                 continue
             ys, xs = np.nonzero(changed[y0:y1, x0:x1])
-            assert [xs.min() + x0, ys.min() + y0, xs.max() - xs.min() + 1,
-                    ys.max() - ys.min() + 1] == [x, y, w, h]
+            assert [xs.min() + x0, ys.min() + y0, xs.max() - xs.min() + 1, ys.max() - ys.min() + 1] == [x, y, w, h]
             checked += 1
         # nothing outside the union of boxes was drawn
         inside = np.zeros_like(changed)
         for x, y, w, h in (o["bbox"] for o in objects):
-            inside[y:y + h, x:x + w] = True
+            inside[y : y + h, x : x + w] = True
         assert not np.any(changed & ~inside)
     assert checked >= 10
 
@@ -200,8 +199,7 @@ def test_shapes_loader_and_coco_evaluator(tmp_path, clean_catalog, tiny_splits):
     dicts = DatasetCatalog.get("shapes_val")  # generates on first use
     assert len(dicts) == 3 and os.path.isfile(MetadataCatalog.get("shapes_val").json_file)
 
-    evaluator = COCOEvaluator("shapes_val", tasks=("bbox",), distributed=False,
-                              output_dir=str(tmp_path / "eval"))
+    evaluator = COCOEvaluator("shapes_val", tasks=("bbox",), distributed=False, output_dir=str(tmp_path / "eval"))
     evaluator.reset()
     for d in dicts:
         boxes = torch.tensor([a["bbox"] for a in d["annotations"]], dtype=torch.float32)
@@ -240,8 +238,7 @@ def test_converted_datasets_load_lazily(tmp_path, clean_catalog):
 def test_register_coco_json_datasets(tmp_path, clean_catalog):
     coco = {
         "images": [{"id": 1, "file_name": "x.jpg", "height": 10, "width": 20}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4],
-                         "area": 12, "iscrowd": 0}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4], "area": 12, "iscrowd": 0}],
         "categories": [{"id": 3, "name": "thing"}],
     }
     good = tmp_path / "good.json"
@@ -254,8 +251,7 @@ def test_register_coco_json_datasets(tmp_path, clean_catalog):
     assert MetadataCatalog.get("my_ok").thing_classes == ["thing"]
     assert MetadataCatalog.get("my_ok").json_file == str(good)
 
-    for bad in ([("my_ds", "a.json")], [("my_ds", "", "img")], ["my_ds"], "my_ds",
-                [("my_ds", "a.json", 3)]):
+    for bad in ([("my_ds", "a.json")], [("my_ds", "", "img")], ["my_ds"], "my_ds", [("my_ds", "a.json", 3)]):
         with pytest.raises(ValueError, match="DATASETS.COCO_JSON"):
             register_coco_json_datasets(bad)
     with pytest.raises(ValueError, match="already registered"):
@@ -276,25 +272,63 @@ def test_convert_crowdhuman_odgt(tmp_path):
     _write_image(images / "273271,c9db000d5146c15.jpg", 100, 80)
     _write_image(images / "283554,35288000868e92d4.jpg", 60, 50)
     records = [
-        {"ID": "273271,c9db000d5146c15", "gtboxes": [
-            {"tag": "person", "fbox": [10, 20, 30, 40], "vbox": [12, 22, 20, 30],
-             "hbox": [20, 20, 8, 8], "extra": {"box_id": 0, "occ": 0},
-             "head_attr": {"ignore": 0}},
-            {"tag": "person", "fbox": [-5, 50, 20, 40], "vbox": [0, 50, 15, 30],
-             "hbox": [0, 50, 5, 5], "extra": {"box_id": 1, "occ": 1},
-             "head_attr": {"ignore": 0}},
-            {"tag": "mask", "fbox": [50, 5, 20, 20], "vbox": [50, 5, 20, 20],
-             "hbox": [50, 5, 20, 20], "extra": {"box_id": 2, "ignore": 1}},
-            {"tag": "person", "fbox": [70, 10, 10, 10], "vbox": [70, 10, 10, 10],
-             "hbox": [72, 10, 4, 4], "extra": {"box_id": 3, "ignore": 1},
-             "head_attr": {"ignore": 0}},
-        ]},
-        {"ID": "283554,35288000868e92d4", "gtboxes": [
-            {"tag": "person", "fbox": [100, 10, 20, 20], "vbox": [100, 10, 20, 20],
-             "hbox": [100, 10, 5, 5], "extra": {"box_id": 0}, "head_attr": {}},
-            {"tag": "person", "fbox": [5, 5, 10, 10], "vbox": [6, 6, 8, 8],
-             "hbox": [7, 5, 4, 4], "extra": {"box_id": 1}, "head_attr": {"ignore": 1}},
-        ]},
+        {
+            "ID": "273271,c9db000d5146c15",
+            "gtboxes": [
+                {
+                    "tag": "person",
+                    "fbox": [10, 20, 30, 40],
+                    "vbox": [12, 22, 20, 30],
+                    "hbox": [20, 20, 8, 8],
+                    "extra": {"box_id": 0, "occ": 0},
+                    "head_attr": {"ignore": 0},
+                },
+                {
+                    "tag": "person",
+                    "fbox": [-5, 50, 20, 40],
+                    "vbox": [0, 50, 15, 30],
+                    "hbox": [0, 50, 5, 5],
+                    "extra": {"box_id": 1, "occ": 1},
+                    "head_attr": {"ignore": 0},
+                },
+                {
+                    "tag": "mask",
+                    "fbox": [50, 5, 20, 20],
+                    "vbox": [50, 5, 20, 20],
+                    "hbox": [50, 5, 20, 20],
+                    "extra": {"box_id": 2, "ignore": 1},
+                },
+                {
+                    "tag": "person",
+                    "fbox": [70, 10, 10, 10],
+                    "vbox": [70, 10, 10, 10],
+                    "hbox": [72, 10, 4, 4],
+                    "extra": {"box_id": 3, "ignore": 1},
+                    "head_attr": {"ignore": 0},
+                },
+            ],
+        },
+        {
+            "ID": "283554,35288000868e92d4",
+            "gtboxes": [
+                {
+                    "tag": "person",
+                    "fbox": [100, 10, 20, 20],
+                    "vbox": [100, 10, 20, 20],
+                    "hbox": [100, 10, 5, 5],
+                    "extra": {"box_id": 0},
+                    "head_attr": {},
+                },
+                {
+                    "tag": "person",
+                    "fbox": [5, 5, 10, 10],
+                    "vbox": [6, 6, 8, 8],
+                    "hbox": [7, 5, 4, 4],
+                    "extra": {"box_id": 1},
+                    "head_attr": {"ignore": 1},
+                },
+            ],
+        },
     ]
     odgt = tmp_path / "annotation_val.odgt"
     odgt.write_text("\n".join(json.dumps(r) for r in records) + "\n")
@@ -303,7 +337,9 @@ def test_convert_crowdhuman_odgt(tmp_path):
     coco = _load(out)
     assert coco["categories"] == [{"id": 1, "name": "person", "supercategory": "person"}]
     assert [(im["id"], im["file_name"], im["width"], im["height"]) for im in coco["images"]] == [
-        (1, "273271,c9db000d5146c15.jpg", 100, 80), (2, "283554,35288000868e92d4.jpg", 60, 50)]
+        (1, "273271,c9db000d5146c15.jpg", 100, 80),
+        (2, "283554,35288000868e92d4.jpg", 60, 50),
+    ]
     got = [(a["image_id"], a["bbox"], a["iscrowd"]) for a in coco["annotations"]]
     assert got == [
         (1, [10, 20, 30, 40], 0),
@@ -315,11 +351,9 @@ def test_convert_crowdhuman_odgt(tmp_path):
     assert [a["area"] for a in coco["annotations"]] == [1200, 450, 400, 100, 100]
     assert [a["id"] for a in coco["annotations"]] == [1, 2, 3, 4, 5]
     info = coco["info"]
-    assert (info["num_images"], info["num_boxes"], info["num_ignore"], info["num_dropped"]) == (
-        2, 3, 2, 1)
+    assert (info["num_images"], info["num_boxes"], info["num_ignore"], info["num_dropped"]) == (2, 3, 2, 1)
 
-    heads = _load(convert_crowdhuman_odgt(str(odgt), str(images), str(tmp_path / "h.json"),
-                                          box_type="hbox"))
+    heads = _load(convert_crowdhuman_odgt(str(odgt), str(images), str(tmp_path / "h.json"), box_type="hbox"))
     assert [(a["bbox"], a["iscrowd"]) for a in heads["annotations"]][-1] == ([7, 5, 4, 4], 1)
     with pytest.raises(ValueError):
         convert_crowdhuman_odgt(str(odgt), str(images), str(tmp_path / "x.json"), box_type="box")
@@ -345,11 +379,15 @@ def test_convert_widerface_txt(tmp_path):
     coco = _load(convert_widerface_txt(str(txt), str(root), str(tmp_path / "out.json")))
     assert coco["categories"] == [{"id": 1, "name": "face", "supercategory": "face"}]
     assert [(im["id"], im["file_name"], im["width"], im["height"]) for im in coco["images"]] == [
-        (1, "0--Parade/a.jpg", 120, 90), (2, "0--Parade/b.jpg", 64, 48),
-        (3, "1--Handshaking/c.jpg", 100, 80)]
+        (1, "0--Parade/a.jpg", 120, 90),
+        (2, "0--Parade/b.jpg", 64, 48),
+        (3, "1--Handshaking/c.jpg", 100, 80),
+    ]
     assert [(a["image_id"], a["bbox"]) for a in coco["annotations"]] == [
-        (1, [10, 20, 30, 40]), (3, [1, 2, 3, 4]), (3, [90, 70, 10, 10])]
+        (1, [10, 20, 30, 40]),
+        (3, [1, 2, 3, 4]),
+        (3, [90, 70, 10, 10]),
+    ]
     assert all(a["iscrowd"] == 0 and a["category_id"] == 1 for a in coco["annotations"])
     info = coco["info"]
-    assert (info["num_images"], info["num_boxes"], info["num_invalid"],
-            info["num_zero_size"]) == (3, 3, 1, 1)
+    assert (info["num_images"], info["num_boxes"], info["num_invalid"], info["num_zero_size"]) == (3, 3, 1, 1)

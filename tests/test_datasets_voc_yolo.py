@@ -1,6 +1,7 @@
 """Pascal VOC and YOLO txt datasets registered from the config: the same boxes
 written by hand in COCO json, VOC xml and YOLO txt give the same dataset dicts;
 bad files are skipped and counted, or stop loading naming the file and line."""
+
 import json
 import logging
 import os
@@ -32,9 +33,17 @@ def write_images(folder):
 def write_coco(root):
     write_images(root / "coco")
     images = [{"id": i + 1, "file_name": f"{f}.jpg", "width": w, "height": h} for i, (f, w, h, _) in enumerate(IMAGES)]
-    anns = [{"image_id": i + 1, "category_id": c + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
-             "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
-            for i, (_, _, _, objs) in enumerate(IMAGES) for c, x1, y1, x2, y2 in objs]
+    anns = [
+        {
+            "image_id": i + 1,
+            "category_id": c + 1,
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "area": (x2 - x1) * (y2 - y1),
+            "iscrowd": 0,
+        }
+        for i, (_, _, _, objs) in enumerate(IMAGES)
+        for c, x1, y1, x2, y2 in objs
+    ]
     for k, ann in enumerate(anns):
         ann["id"] = k + 1
     cats = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
@@ -51,10 +60,12 @@ def write_voc(root):
         objects = "".join(
             f"<object><name>{CLASSES[c]}</name><difficult>0</difficult><bndbox><xmin>{x1 + 1:g}</xmin>"
             f"<ymin>{y1 + 1:g}</ymin><xmax>{x2:g}</xmax><ymax>{y2:g}</ymax></bndbox></object>"
-            for c, x1, y1, x2, y2 in objs)
+            for c, x1, y1, x2, y2 in objs
+        )
         (root / "voc" / "Annotations" / f"{file_id}.xml").write_text(
             f"<annotation><filename>{file_id}.jpg</filename><size><width>{w}</width><height>{h}</height>"
-            f"<depth>3</depth></size>{objects}</annotation>")
+            f"<depth>3</depth></size>{objects}</annotation>"
+        )
     (root / "voc" / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{f}\n" for f, *_ in IMAGES))
     return str(root / "voc")
 
@@ -65,8 +76,10 @@ def write_yolo(root, label_lines=None):
     for file_id, w, h, objs in IMAGES:
         if not objs:
             continue  # YOLO: an image without a label file has no objects
-        lines = [f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-                 for c, x1, y1, x2, y2 in objs]
+        lines = [
+            f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+            for c, x1, y1, x2, y2 in objs
+        ]
         (root / "yolo" / "labels" / f"{file_id}.txt").write_text("\n".join(lines) + "\n")
     (root / "yolo" / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     return str(root / "yolo" / "images"), str(root / "yolo" / "labels"), str(root / "yolo" / "classes.txt")
@@ -94,9 +107,16 @@ def test_same_boxes_give_the_same_dicts_in_coco_voc_and_yolo(tmp_path):
     coco_json, coco_images = write_coco(tmp_path)
     voc = write_voc(tmp_path)
     images, labels, names = write_yolo(tmp_path)
-    register(["DATASETS.COCO_JSON", [("t_coco", coco_json, coco_images)],
-              "DATASETS.PASCAL_VOC", [("t_voc_named", voc, "train", tuple(CLASSES)), ("t_voc_read", voc, "train")],
-              "DATASETS.YOLO", [("t_yolo", images, labels, names), ("t_yolo_list", images, labels, tuple(CLASSES))]])
+    register(
+        [
+            "DATASETS.COCO_JSON",
+            [("t_coco", coco_json, coco_images)],
+            "DATASETS.PASCAL_VOC",
+            [("t_voc_named", voc, "train", tuple(CLASSES)), ("t_voc_read", voc, "train")],
+            "DATASETS.YOLO",
+            [("t_yolo", images, labels, names), ("t_yolo_list", images, labels, tuple(CLASSES))],
+        ]
+    )
     expected = (sorted((f, w, h, sorted(objs)) for f, w, h, objs in IMAGES), CLASSES)
     for name in ("t_coco", "t_voc_named", "t_voc_read", "t_yolo", "t_yolo_list"):
         assert canonical(name) == expected, name
@@ -116,12 +136,15 @@ def test_yaml_names_file_and_nested_folders(tmp_path):
     assert ("d", 20, 10, [(2, 5.0, 0.0, 15.0, 10.0)]) in dicts
 
 
-@pytest.mark.parametrize("line,match", [
-    ("1 0.5 0.5 0.2", "line 3: '1 0.5 0.5 0.2' is not 'class cx cy w h'"),
-    ("x 0.5 0.5 0.2 0.2", "line 3: 'x 0.5 0.5 0.2 0.2' is not 'class cx cy w h'"),
-    ("3 0.5 0.5 0.2 0.2", "line 3: class 3 is not in 0..2"),
-    ("0 12 20 4 4", "line 3: '0 12 20 4 4' is not normalised to \\[0, 1\\]"),
-])
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        ("1 0.5 0.5 0.2", "line 3: '1 0.5 0.5 0.2' is not 'class cx cy w h'"),
+        ("x 0.5 0.5 0.2 0.2", "line 3: 'x 0.5 0.5 0.2 0.2' is not 'class cx cy w h'"),
+        ("3 0.5 0.5 0.2 0.2", "line 3: class 3 is not in 0..2"),
+        ("0 12 20 4 4", "line 3: '0 12 20 4 4' is not normalised to \\[0, 1\\]"),
+    ],
+)
 def test_bad_yolo_line_names_the_file_and_line(tmp_path, line, match):
     images, labels, names = write_yolo(tmp_path)
     with open(os.path.join(labels, "a.txt"), "a") as f:
@@ -166,10 +189,23 @@ def test_bad_entries_and_name_clashes_are_refused(tmp_path):
 # --------------------------------------------------------------------------- #
 def _cfg_for(train, test, num_classes=3):
     cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                                     "shapes", "centernet_r18_demo.yaml"))
-    cfg.merge_from_list(["DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{test}',)" if test else "()",
-                         "MODEL.CENTERNET.NUM_CLASSES", str(num_classes), "DATASETS.CHECK_IMAGES", "0"])
+    cfg.merge_from_file(
+        os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "shapes", "centernet_r18_demo.yaml"
+        )
+    )
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN",
+            f"('{train}',)",
+            "DATASETS.TEST",
+            f"('{test}',)" if test else "()",
+            "MODEL.CENTERNET.NUM_CLASSES",
+            str(num_classes),
+            "DATASETS.CHECK_IMAGES",
+            "0",
+        ]
+    )
     return cfg
 
 
@@ -178,8 +214,10 @@ def _voc_box(tmp_path, file_id, xmin, ymin, xmax, ymax):
     path = tmp_path / "voc" / "Annotations" / f"{file_id}.xml"
     text = path.read_text()
     start, end = text.index("<bndbox>"), text.index("</bndbox>") + len("</bndbox>")
-    path.write_text(text[:start] + f"<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax>"
-                    f"<ymax>{ymax}</ymax></bndbox>" + text[end:])
+    path.write_text(
+        text[:start] + f"<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax>"
+        f"<ymax>{ymax}</ymax></bndbox>" + text[end:]
+    )
 
 
 def test_voc_and_yolo_boxes_are_counted_and_skipped_as_coco_boxes_are(tmp_path):
@@ -293,22 +331,53 @@ def test_the_own_data_recipe_trains_and_reports_ap_on_voc_and_yolo(fmt, tmp_path
     if fmt == "voc":
         root = write_voc(tmp_path)
         (tmp_path / "voc" / "ImageSets" / "Main" / "val.txt").write_text("a\nb\n")
-        data = ["DATASETS.PASCAL_VOC", f"[('r_voc_train', '{root}', 'train', {tuple(CLASSES)}), "
-                                       f"('r_voc_val', '{root}', 'val', {tuple(CLASSES)})]"]
+        data = [
+            "DATASETS.PASCAL_VOC",
+            f"[('r_voc_train', '{root}', 'train', {tuple(CLASSES)}), ('r_voc_val', '{root}', 'val', {tuple(CLASSES)})]",
+        ]
         names = ("r_voc_train", "r_voc_val")
     else:
         images, labels, names_file = write_yolo(tmp_path)
-        data = ["DATASETS.YOLO", f"[('r_yolo_train', '{images}', '{labels}', '{names_file}'), "
-                                 f"('r_yolo_val', '{images}', '{labels}', '{names_file}')]"]
+        data = [
+            "DATASETS.YOLO",
+            f"[('r_yolo_train', '{images}', '{labels}', '{names_file}'), "
+            f"('r_yolo_val', '{images}', '{labels}', '{names_file}')]",
+        ]
         names = ("r_yolo_train", "r_yolo_val")
     out = tmp_path / "out"
-    args = train_net.argument_parser().parse_args([
-        "--config-file", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                                      "own_data", "ttfnet_r18.yaml"),
-        *data, "DATASETS.TRAIN", f"('{names[0]}',)", "DATASETS.TEST", f"('{names[1]}',)",
-        "MODEL.TTFNET.NUM_CLASSES", "3", "OUTPUT_DIR", str(out), "MODEL.DEVICE", "cpu",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.EPOCHS", "1", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
-        "INPUT.MAX_SIZE_TEST", "64", "SOLVER.WARMUP_ITERS", "0", "TEST.VIS_IMAGES", "0"])
+    args = train_net.argument_parser().parse_args(
+        [
+            "--config-file",
+            os.path.join(
+                os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "own_data", "ttfnet_r18.yaml"
+            ),
+            *data,
+            "DATASETS.TRAIN",
+            f"('{names[0]}',)",
+            "DATASETS.TEST",
+            f"('{names[1]}',)",
+            "MODEL.TTFNET.NUM_CLASSES",
+            "3",
+            "OUTPUT_DIR",
+            str(out),
+            "MODEL.DEVICE",
+            "cpu",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.EPOCHS",
+            "1",
+            "INPUT.TRAIN_SIZE",
+            "64",
+            "INPUT.MIN_SIZE_TEST",
+            "64",
+            "INPUT.MAX_SIZE_TEST",
+            "64",
+            "SOLVER.WARMUP_ITERS",
+            "0",
+            "TEST.VIS_IMAGES",
+            "0",
+        ]
+    )
     train_net.main(args)
     with open(out / "metrics.json") as f:
         records = [json.loads(line) for line in f]

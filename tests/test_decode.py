@@ -3,6 +3,7 @@
 Expected values come from the `==` definition of a peak, hand-built maps whose
 boxes are computed here by CenterNet's decoding formula, and target/decode round trips.
 """
+
 import math
 import os
 
@@ -89,9 +90,11 @@ def test_design_1e9_trick_is_nan_in_fp16():
 # --------------------------------------------------------------------------- #
 C, H, W, STRIDE = 3, 8, 10, 4
 # (class, y, x, logit, w, h, ox, oy): dyadic numbers, so every box is exact in float32
-PEAKS = [(1, 2, 3, 10.0, 3.5, 2.25, 0.25, 0.75),
-         (2, 6, 1, 8.0, 1.0, 4.0, 0.5, 0.0),
-         (0, 5, 7, 5.0, 6.0, 3.0, 0.125, 0.5)]
+PEAKS = [
+    (1, 2, 3, 10.0, 3.5, 2.25, 0.25, 0.75),
+    (2, 6, 1, 8.0, 1.0, 4.0, 0.5, 0.0),
+    (0, 5, 7, 5.0, 6.0, 3.0, 0.125, 0.5),
+]
 
 
 def hand_maps(peaks=PEAKS, shape=(C, H, W), background=-10.0):
@@ -154,7 +157,7 @@ def test_decode_k_larger_than_map():
     assert (scores[:-1] >= scores[1:]).all()
     n_zero = 3 * 8  # all three peaks are interior cells
     assert (scores == 0).sum().item() == n_zero + (k - n)
-    bg = scores[3:n - n_zero]
+    bg = scores[3 : n - n_zero]
     assert torch.allclose(bg, torch.full_like(bg, sigmoid(-10)), rtol=1e-5)
     beyond = slice(n, None)
     assert (det["classes"][0, beyond] < C).all()
@@ -178,8 +181,10 @@ def test_targets_decode_round_trip():
     wh / offset written at the index cells) decode back to the same boxes, as the
     targets see them: clipped to the last cell's point ((W - 1) * 4, (H - 1) * 4)
     px, the original CenterNet's convention (the last box spans the image)."""
-    boxes = [torch.tensor([[10.3, 12.7, 50.1, 40.9], [70.2, 5.5, 90.0, 60.25], [3.0, 70.0, 33.3, 95.1]]),
-             torch.tensor([[40.0, 40.0, 41.5, 47.0], [0.0, 0.0, 127.0, 95.0]])]
+    boxes = [
+        torch.tensor([[10.3, 12.7, 50.1, 40.9], [70.2, 5.5, 90.0, 60.25], [3.0, 70.0, 33.3, 95.1]]),
+        torch.tensor([[40.0, 40.0, 41.5, 47.0], [0.0, 0.0, 127.0, 95.0]]),
+    ]
     classes = [torch.tensor([0, 1, 0]), torch.tensor([1, 1])]
     Hm, Wm, s = 24, 32, 4
     t = centernet_targets(*pad_objects(boxes, classes), num_classes=2, output_size=(Hm, Wm), stride=s, max_objects=8)
@@ -219,9 +224,20 @@ def tiny_cfg():
 
     cfg = add_centerx_config(get_cfg())
     cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "Base-CenterNet.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.CENTERNET.NUM_CLASSES", 3,
-                         "MODEL.CENTERNET.UPSAMPLE_CHANNELS", [8, 8, 8], "MODEL.CENTERNET.HEAD_CHANNELS", 8,
-                         "MODEL.CENTERX.BACKBONE_WEIGHTS", ""])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.CENTERNET.NUM_CLASSES",
+            3,
+            "MODEL.CENTERNET.UPSAMPLE_CHANNELS",
+            [8, 8, 8],
+            "MODEL.CENTERNET.HEAD_CHANNELS",
+            8,
+            "MODEL.CENTERX.BACKBONE_WEIGHTS",
+            "",
+        ]
+    )
     return cfg
 
 
@@ -242,6 +258,7 @@ def _fake_predict(maps, seen):
     def predict(images):
         seen.append(tuple(images.shape))
         return maps
+
     return predict
 
 
@@ -308,8 +325,10 @@ def test_inference_batch_of_two_sizes_padded_to_32(default_model, monkeypatch):
     maps = {"heatmap": torch.cat([la, lb]), "wh": torch.cat([wa, wb]), "offset": torch.cat([oa, ob])}
     seen = []
     monkeypatch.setattr(model, "predict", _fake_predict(maps, seen))
-    inputs = [{"image": torch.zeros(3, 40, 48), "height": 80, "width": 96},   # padded batch:
-              {"image": torch.zeros(3, 70, 33), "height": 35, "width": 33}]   # 96 x 64
+    inputs = [
+        {"image": torch.zeros(3, 40, 48), "height": 80, "width": 96},  # padded batch:
+        {"image": torch.zeros(3, 70, 33), "height": 35, "width": 33},
+    ]  # 96 x 64
     with torch.no_grad():
         out = model(inputs)
     assert seen == [(2, 3, 96, 64)]
@@ -318,6 +337,5 @@ def test_inference_batch_of_two_sizes_padded_to_32(default_model, monkeypatch):
     box_a = expected_box(3, 4, 4.0, 2.0, 0.5, 0.5)
     box_b = expected_box(12, 3, 2.0, 6.0, 0.25, 0.0)
     torch.testing.assert_close(a.pred_boxes.tensor, torch.tensor([[2 * v for v in box_a]]))
-    torch.testing.assert_close(b.pred_boxes.tensor,
-                               torch.tensor([[box_b[0], box_b[1] / 2, box_b[2], box_b[3] / 2]]))
+    torch.testing.assert_close(b.pred_boxes.tensor, torch.tensor([[box_b[0], box_b[1] / 2, box_b[2], box_b[3] / 2]]))
     assert a.pred_classes.tolist() == [0] and b.pred_classes.tolist() == [2]

@@ -1,5 +1,6 @@
 """projects/demo/predict.py (image, folder, video) and the PredictionImages training hook
 (predictions drawn into TensorBoard), with a tiny random-weight CenterNet-R18 on CPU."""
+
 import json
 import logging
 import os
@@ -38,8 +39,16 @@ demo = _load_demo()
 
 def _overrides(dataset):
     return [
-        "DATASETS.TEST", f"('{dataset}',)", "INPUT.MIN_SIZE_TEST", str(MIN_SIZE),
-        "INPUT.MAX_SIZE_TEST", str(MAX_SIZE), "TEST.DETECTIONS_PER_IMAGE", "5", "MODEL.DEVICE", "cpu",
+        "DATASETS.TEST",
+        f"('{dataset}',)",
+        "INPUT.MIN_SIZE_TEST",
+        str(MIN_SIZE),
+        "INPUT.MAX_SIZE_TEST",
+        str(MAX_SIZE),
+        "TEST.DETECTIONS_PER_IMAGE",
+        "5",
+        "MODEL.DEVICE",
+        "cpu",
     ]
 
 
@@ -69,8 +78,16 @@ def weights(tiny_shapes, tmp_path_factory):
 
 def _argv(weights, dataset, input_path, output_dir, threshold):
     return [
-        "--config-file", DEMO_CONFIG, "--input", str(input_path), "--output", str(output_dir),
-        "--confidence-threshold", str(threshold), "MODEL.WEIGHTS", weights,
+        "--config-file",
+        DEMO_CONFIG,
+        "--input",
+        str(input_path),
+        "--output",
+        str(output_dir),
+        "--confidence-threshold",
+        str(threshold),
+        "MODEL.WEIGHTS",
+        weights,
     ] + _overrides(dataset)
 
 
@@ -193,8 +210,9 @@ def _folder(tmp_path, count=5):
     return folder
 
 
-def test_batches_give_the_same_detections_as_one_by_one_and_json_is_coco_results(one_thread, tiny_shapes, weights,
-                                                                                  tmp_path):
+def test_batches_give_the_same_detections_as_one_by_one_and_json_is_coco_results(
+    one_thread, tiny_shapes, weights, tmp_path
+):
     """--batch 3 over 5 images finds what --batch 1 finds; --save-json
     holds them as COCO results: image_id the image's index, bbox x, y, w, h."""
     name, _ = tiny_shapes
@@ -202,8 +220,15 @@ def test_batches_give_the_same_detections_as_one_by_one_and_json_is_coco_results
     results = {}
     for batch in (1, 3):
         path = tmp_path / f"b{batch}.json"
-        demo.run(_flags(_argv(weights, name, folder, tmp_path / f"out{batch}", 0.0), "--batch", str(batch),
-                        "--save-json", str(path)))
+        demo.run(
+            _flags(
+                _argv(weights, name, folder, tmp_path / f"out{batch}", 0.0),
+                "--batch",
+                str(batch),
+                "--save-json",
+                str(path),
+            )
+        )
         results[batch] = json.loads(path.read_text())
     assert 10 < len(results[1]) <= 5 * 5 and len(results[3]) == len(results[1])  # at most 5 per image
 
@@ -229,8 +254,9 @@ def test_exported_runtime_and_heatmap_overlay(one_thread, tiny_shapes, weights, 
     cfg = _tiny_cfg(name, "MODEL.WEIGHTS", weights, "EXPORT.INPUT_SIZE", "(96, 96)")
     onnx_file = export(cfg, "onnx", str(tmp_path / "deploy"))
     argv = _argv(weights, name, folder, tmp_path / "onnx", 0.0) + ["EXPORT.INPUT_SIZE", "(96, 96)"]
-    summary = demo.run(_flags(argv, "--runtime", "onnxruntime", "--model", onnx_file, "--save-json",
-                              str(tmp_path / "o.json")))
+    summary = demo.run(
+        _flags(argv, "--runtime", "onnxruntime", "--model", onnx_file, "--save-json", str(tmp_path / "o.json"))
+    )
     assert summary.images_written == 2 and summary.detections == 10
     plain = demo.run(_argv(weights, name, folder, tmp_path / "plain", 1.01))
     demo.run(_flags(_argv(weights, name, folder, tmp_path / "heat", 1.01), "--heatmap"))
@@ -274,8 +300,11 @@ def test_demo_bad_command_lines_exit_2(tiny_shapes, weights, tmp_path, case, cap
         demo.main(argv)
     assert exc.value.code == 2
     expected = {
-        "missing": "no such file or folder", "empty_folder": "holds no", "not_media": "not an image",
-        "no_weights": "MODEL.WEIGHTS", "output_is_input": "overwrite",
+        "missing": "no such file or folder",
+        "empty_folder": "holds no",
+        "not_media": "not an image",
+        "no_weights": "MODEL.WEIGHTS",
+        "output_is_input": "overwrite",
     }[case]
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -329,8 +358,9 @@ def test_prediction_images_reach_tensorboard(one_thread, tiny_shapes, tmp_path):
     name, _ = tiny_shapes
     dicts = DatasetCatalog.get(name)[:3]
     expected = {
-        f"predictions/{i}_{os.path.basename(d['file_name'])}":
-            ResizeShortestEdge.get_output_shape(d["height"], d["width"], MIN_SIZE, MAX_SIZE)
+        f"predictions/{i}_{os.path.basename(d['file_name'])}": ResizeShortestEdge.get_output_shape(
+            d["height"], d["width"], MIN_SIZE, MAX_SIZE
+        )
         for i, d in enumerate(dicts)
     }
     images = {}

@@ -7,6 +7,7 @@ drawn rectangle. The random-init model gets random BatchNorm statistics,
 He-initialised upsampler convs and N(0, 0.1) heads so that its heatmap has many
 distinct peaks (an untouched init is nearly flat and full of ties).
 """
+
 import copy
 import logging
 import os
@@ -195,8 +196,12 @@ def test_export_cli(tmp_path):
     handler = logging.Handler(logging.ERROR)
     handler.emit = lambda record: errors.append(record.getMessage())
     cli.logger.addHandler(handler)
-    base = ["--config-file", os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"),
-            "--output", str(tmp_path)]
+    base = [
+        "--config-file",
+        os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"),
+        "--output",
+        str(tmp_path),
+    ]
     small = ["EXPORT.INPUT_SIZE", "(64, 64)", "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 32, 32]"]
     try:
         assert cli.main(base + ["--format", "onnx", "--raw"] + small) == 2
@@ -205,8 +210,12 @@ def test_export_cli(tmp_path):
         errors.clear()
         assert cli.main(base + ["--format", "onnx", "--raw", "--allow-random-weights"] + small) == 0
         assert (tmp_path / "model_raw.onnx").exists() and not errors
-        assert cli.main(base + ["--format", "onnx", "--allow-random-weights"] + small
-                        + ["MODEL.CENTERNET.DEFORMABLE", "True"]) == 2
+        assert (
+            cli.main(
+                base + ["--format", "onnx", "--allow-random-weights"] + small + ["MODEL.CENTERNET.DEFORMABLE", "True"]
+            )
+            == 2
+        )
     finally:
         cli.logger.removeHandler(handler)
     assert not (tmp_path / "model.onnx").exists()
@@ -236,7 +245,7 @@ def test_fp16_wrapper_finds_the_same_peaks(centernet):
     h, w = heat32.shape[-2:]
     padded = F.pad(heat32, (1, 1, 1, 1), value=-1.0)
     shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-    best_neighbour = torch.stack([padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in shifts]).amax(0)
+    best_neighbour = torch.stack([padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in shifts]).amax(0)
     clear = (heat32 - best_neighbour).abs() > 2 * err
     assert clear.float().mean() > 0.9
     peaks32, peaks16 = raw32["heatmap"] > 0, raw16["heatmap"] > 0
@@ -286,8 +295,18 @@ def test_caffe_prototxt_is_standard_caffe(caffe_files):
     stride-2 pooling that would give one row too many."""
     text = open(caffe_files[0]).read()
     types = {line.split('"')[1] for line in text.splitlines() if line.strip().startswith("type:")}
-    assert types <= {"Input", "Scale", "Convolution", "Deconvolution", "BatchNorm", "ReLU", "Pooling", "Eltwise",
-                     "Power", "Sigmoid"}
+    assert types <= {
+        "Input",
+        "Scale",
+        "Convolution",
+        "Deconvolution",
+        "BatchNorm",
+        "ReLU",
+        "Pooling",
+        "Eltwise",
+        "Power",
+        "Sigmoid",
+    }
     assert "stride: 2" not in text.split('name: "backbone.maxpool"')[1].split("layer {")[0]
 
 
@@ -295,8 +314,9 @@ def test_caffe_refuses_ttfnet_and_deformable(tmp_path):
     with pytest.raises(ExportError, match="bilinear"):
         export_caffe(DeployModel(build("TTFNet")).eval(), str(tmp_path / "t"), SIZE)
     with pytest.raises(ExportError, match=r"MODEL\.CENTERNET\.DEFORMABLE False"):
-        export_caffe(DeployModel(build("CenterNet", "MODEL.CENTERNET.DEFORMABLE", "True")).eval(),
-                     str(tmp_path / "d"), SIZE)
+        export_caffe(
+            DeployModel(build("CenterNet", "MODEL.CENTERNET.DEFORMABLE", "True")).eval(), str(tmp_path / "d"), SIZE
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -332,8 +352,12 @@ def test_runtimes_give_the_same_detections(centernet, onnx_files, caffe_files, t
     cfg.MODEL.WEIGHTS = weights
     rng = np.random.RandomState(0)
     imgs = [rng.randint(0, 256, (100, 150, 3), dtype=np.uint8), rng.randint(0, 256, (140, 90, 3), dtype=np.uint8)]
-    runtimes = [TorchRuntime(cfg), OnnxRuntime(cfg, onnx_files[0]), OnnxRuntime(cfg, onnx_files[1]),
-                CaffeRuntime(cfg, *caffe_files)]
+    runtimes = [
+        TorchRuntime(cfg),
+        OnnxRuntime(cfg, onnx_files[0]),
+        OnnxRuntime(cfg, onnx_files[1]),
+        CaffeRuntime(cfg, *caffe_files),
+    ]
     results = [rt(imgs) for rt in runtimes]
 
     batch, scales = runtimes[0].letterbox(imgs)

@@ -5,6 +5,7 @@ Expected loss values are recomputed here in numpy from the same output maps
 (sigmoid, 3x3 local maxima by explicit neighbourhood comparison, weighted sums)
 or worked out by hand for constructed maps.
 """
+
 import os
 
 import numpy as np
@@ -31,8 +32,14 @@ CENTERNET_DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yam
 TTFNET_DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 SMALL = {
     "CenterNet": ["MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 16, 16]", "MODEL.CENTERNET.HEAD_CHANNELS", "16"],
-    "TTFNet": ["MODEL.TTFNET.UPSAMPLE_CHANNELS", "[32, 16, 16]", "MODEL.TTFNET.HEATMAP_HEAD_CHANNELS", "16",
-               "MODEL.TTFNET.BOX_HEAD_CHANNELS", "16"],
+    "TTFNet": [
+        "MODEL.TTFNET.UPSAMPLE_CHANNELS",
+        "[32, 16, 16]",
+        "MODEL.TTFNET.HEATMAP_HEAD_CHANNELS",
+        "16",
+        "MODEL.TTFNET.BOX_HEAD_CHANNELS",
+        "16",
+    ],
 }
 
 
@@ -42,8 +49,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module", autouse=True)
 def class_split_datasets():
     """Metadata-only datasets naming the classes of two class-split teachers."""
-    for name, classes in (("kd_test_pair_a", ["rectangle", "circle"]),
-                          ("kd_test_pair_b", ["cross", "ellipse", "triangle"])):
+    for name, classes in (
+        ("kd_test_pair_a", ["rectangle", "circle"]),
+        ("kd_test_pair_b", ["cross", "ellipse", "triangle"]),
+    ):
         if name not in DatasetCatalog.list():
             DatasetCatalog.register(name, list)
             MetadataCatalog.get(name).set(thing_classes=classes)
@@ -62,7 +71,7 @@ def np_peak_weight(heat_logits):
         for c in range(C):
             for y in range(H):
                 for x in range(W):
-                    window = p[b, c, max(0, y - 1):y + 2, max(0, x - 1):x + 2]
+                    window = p[b, c, max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]
                     if p[b, c, y, x] >= window.max():
                         w[b, y, x] = max(w[b, y, x], p[b, c, y, x])
     return w
@@ -71,8 +80,11 @@ def np_peak_weight(heat_logits):
 def plain_cfg(arch="CenterNet", *opts):
     cfg = centerx.add_centerx_config(get_cfg())
     cfg.merge_from_file(CENTERNET_DEMO if arch == "CenterNet" else TTFNET_DEMO)
-    cfg.merge_from_list(SMALL[arch] + ["INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
-                                       "INPUT.MAX_SIZE_TEST", "64", "SEED", "1"] + list(opts))
+    cfg.merge_from_list(
+        SMALL[arch]
+        + ["INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64", "SEED", "1"]
+        + list(opts)
+    )
     return cfg
 
 
@@ -96,8 +108,9 @@ def save_teacher(tmp_path, tag, cfg, seed=0):
 
 
 def distill_cfg(teachers, arch="CenterNet", *opts):
-    cfg = plain_cfg(arch, "MODEL.META_ARCHITECTURE", "Distiller", "MODEL.DISTILL.STUDENT_META_ARCHITECTURE", arch,
-                    *opts)
+    cfg = plain_cfg(
+        arch, "MODEL.META_ARCHITECTURE", "Distiller", "MODEL.DISTILL.STUDENT_META_ARCHITECTURE", arch, *opts
+    )
     cfg.MODEL.DISTILL.TEACHERS = [tuple(t) for t in teachers]
     return cfg
 
@@ -106,8 +119,11 @@ def batch(n=2, size=64, seed=0, labeled=True):
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
-        inst = Instances((size, size), gt_boxes=Boxes(torch.tensor([[4.0 + i, 6.0, 40.0, 30.0 + i]])),
-                         gt_classes=torch.tensor([i % 4]))
+        inst = Instances(
+            (size, size),
+            gt_boxes=Boxes(torch.tensor([[4.0 + i, 6.0, 40.0, 30.0 + i]])),
+            gt_classes=torch.tensor([i % 4]),
+        )
         out.append({"image": torch.randint(0, 256, (3, size, size), generator=g).float(), "instances": inst})
     return out
 
@@ -155,12 +171,15 @@ def test_centernet_size_offset_losses_are_weighted_by_teacher_peaks():
     equal maps and linear in the student's deviation."""
     g = torch.Generator().manual_seed(1)
     heat = torch.full((2, 2, 8, 8), -6.0)
-    heat[0, 0, 2, 3], heat[0, 0, 2, 4] = 2.0, 1.0   # a peak and a lower neighbour (no peak)
-    heat[0, 1, 2, 3] = 3.0                          # the same cell peaks higher in class 1
+    heat[0, 0, 2, 3], heat[0, 0, 2, 4] = 2.0, 1.0  # a peak and a lower neighbour (no peak)
+    heat[0, 1, 2, 3] = 3.0  # the same cell peaks higher in class 1
     heat[1, 1, 6, 1] = 0.0
     heat += torch.rand(heat.shape, generator=g) * 0.5
-    teacher = {"heatmap": heat, "wh": torch.rand(2, 2, 8, 8, generator=g) * 5,
-               "offset": torch.rand(2, 2, 8, 8, generator=g)}
+    teacher = {
+        "heatmap": heat,
+        "wh": torch.rand(2, 2, 8, 8, generator=g) * 5,
+        "offset": torch.rand(2, 2, 8, 8, generator=g),
+    }
     delta = torch.randn(2, 2, 8, 8, generator=g)
     w = np_peak_weight(heat.numpy())
     for k in (0.0, 1.0, 2.0):
@@ -240,8 +259,16 @@ def test_heatmap_loss_key_replaces_the_students_heatmap_term(tmp_path):
     terms stay the student's; an unknown name is refused before teachers load."""
     teacher = save_teacher(tmp_path, "t", plain_cfg("TTFNet"))
     plain = build_model(distill_cfg([teacher[:2] + ((),)], "TTFNet")).train()
-    focal = build_model(distill_cfg([teacher[:2] + ((),)], "TTFNet", "MODEL.DISTILL.HEATMAP_LOSS", "quality_focal",
-                                    "MODEL.DISTILL.HEATMAP_WEIGHT", "0.5")).train()
+    focal = build_model(
+        distill_cfg(
+            [teacher[:2] + ((),)],
+            "TTFNet",
+            "MODEL.DISTILL.HEATMAP_LOSS",
+            "quality_focal",
+            "MODEL.DISTILL.HEATMAP_WEIGHT",
+            "0.5",
+        )
+    ).train()
     focal.student.load_state_dict(plain.student.state_dict())
     perturb_heads(plain.student, seed=3)
     perturb_heads(focal.student, seed=3)
@@ -285,6 +312,7 @@ def test_class_names_come_from_the_config_and_no_dataset_is_loaded(tmp_path):
     """MODEL.CENTERX.CLASS_NAMES name a model's classes where its datasets' metadata
     has none (a COCO json not read yet); building the Distiller reads metadata only
     and loads no dataset (this one's loader raises)."""
+
     def refuse():
         raise AssertionError("a dataset was loaded while building the model")
 
@@ -292,19 +320,35 @@ def test_class_names_come_from_the_config_and_no_dataset_is_loaded(tmp_path):
         DatasetCatalog.register("kd_test_unloadable", refuse)
     unloadable = ["DATASETS.TEST", "('kd_test_unloadable',)", "DATASETS.TRAIN", "('kd_test_unloadable',)"]
     student_names = ["MODEL.CENTERX.CLASS_NAMES", "('circle', 'rectangle', 'triangle', 'cross')"]
-    named = save_teacher(tmp_path, "named", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2",
-                                                      "MODEL.CENTERX.CLASS_NAMES", "('cross', 'circle')", *unloadable))
-    model = build_model(distill_cfg([(named[0], named[1], ("circle", "cross"))], "CenterNet",
-                                    *unloadable, *student_names))
+    named = save_teacher(
+        tmp_path,
+        "named",
+        plain_cfg(
+            "CenterNet",
+            "MODEL.CENTERNET.NUM_CLASSES",
+            "2",
+            "MODEL.CENTERX.CLASS_NAMES",
+            "('cross', 'circle')",
+            *unloadable,
+        ),
+    )
+    model = build_model(
+        distill_cfg([(named[0], named[1], ("circle", "cross"))], "CenterNet", *unloadable, *student_names)
+    )
     assert [(link.student_classes, link.teacher_channels) for link in model.links] == [((0, 3), (1, 0))]
 
-    nameless = save_teacher(tmp_path, "nameless", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2",
-                                                            *unloadable))
+    nameless = save_teacher(
+        tmp_path, "nameless", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2", *unloadable)
+    )
     with pytest.raises(ValueError, match=r"teacher's config sets no MODEL.CENTERX.CLASS_NAMES"):
-        build_model(distill_cfg([(nameless[0], nameless[1], ("circle", "cross"))], "CenterNet",
-                                *unloadable, *student_names))
-    miscounted = save_teacher(tmp_path, "miscounted", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2",
-                                                                "MODEL.CENTERX.CLASS_NAMES", "('a', 'b', 'c')"))
+        build_model(
+            distill_cfg([(nameless[0], nameless[1], ("circle", "cross"))], "CenterNet", *unloadable, *student_names)
+        )
+    miscounted = save_teacher(
+        tmp_path,
+        "miscounted",
+        plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2", "MODEL.CENTERX.CLASS_NAMES", "('a', 'b', 'c')"),
+    )
     with pytest.raises(ValueError, match=r"teacher's class names \['a', 'b', 'c'\] number 3 while its model has 2"):
         build_model(distill_cfg([(miscounted[0], miscounted[1], ("a",))], "CenterNet", *student_names))
     model = build_model(distill_cfg([(nameless[0], nameless[1], (0, 3))], "CenterNet", *unloadable))
@@ -345,8 +389,15 @@ def test_teacher_with_other_channel_order_and_normalisation_is_fed_its_own_input
     function: with its own input the distillation losses vanish."""
     s_cfg = plain_cfg()
     mean, std = list(s_cfg.MODEL.PIXEL_MEAN), list(s_cfg.MODEL.PIXEL_STD)
-    t_cfg = plain_cfg("CenterNet", "INPUT.FORMAT", "BGR", "MODEL.PIXEL_MEAN", str(mean[::-1]),
-                      "MODEL.PIXEL_STD", str([2 * v for v in std[::-1]]))
+    t_cfg = plain_cfg(
+        "CenterNet",
+        "INPUT.FORMAT",
+        "BGR",
+        "MODEL.PIXEL_MEAN",
+        str(mean[::-1]),
+        "MODEL.PIXEL_STD",
+        str([2 * v for v in std[::-1]]),
+    )
     torch.manual_seed(0)
     student = build_model(s_cfg)
     perturb_heads(student, 0)
@@ -378,12 +429,19 @@ def teacher_files(tmp_path_factory):
     """(config, weights) of teachers that cannot teach the 4-class CenterNet student, by name."""
     tmp_path = tmp_path_factory.mktemp("teachers")
     files = {
-        "a": save_teacher(tmp_path, "a", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2",
-                                                   "DATASETS.TEST", "('kd_test_pair_a',)")),
-        "b": save_teacher(tmp_path, "b", plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "3",
-                                                   "DATASETS.TEST", "('kd_test_pair_b',)")),
-        "stride8": save_teacher(tmp_path, "s8",
-                                plain_cfg("CenterNet", "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 16]")),
+        "a": save_teacher(
+            tmp_path,
+            "a",
+            plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "2", "DATASETS.TEST", "('kd_test_pair_a',)"),
+        ),
+        "b": save_teacher(
+            tmp_path,
+            "b",
+            plain_cfg("CenterNet", "MODEL.CENTERNET.NUM_CLASSES", "3", "DATASETS.TEST", "('kd_test_pair_b',)"),
+        ),
+        "stride8": save_teacher(
+            tmp_path, "s8", plain_cfg("CenterNet", "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 16]")
+        ),
         "yuv": save_teacher(tmp_path, "yuv", plain_cfg("CenterNet", "INPUT.FORMAT", "YUV-BT.601")),
         "ttf": save_teacher(tmp_path, "ttf", plain_cfg("TTFNet")),
     }
@@ -395,23 +453,40 @@ def teacher_files(tmp_path_factory):
     return files
 
 
-@pytest.mark.parametrize("teachers,match", [
-    ([("b", ("ellipse",))], "teaches class 'ellipse', which the student does not have"),
-    ([("a", ("circle",)), ("a", ("circle", "rectangle"))],
-     r"TEACHERS\[0\] and \[1\] both teach student class 'circle'"),
-    ([("a", (0, 9))], r"indices \[9\]"),
-    ([("a", ("circle", 1))], "all names or all"),
-    ([("a", ("circle", "circle"))], "twice"),
-    ([("b", ())], "teaches class 'ellipse'"),
-    ([("yuv", ())], "INPUT.FORMAT 'YUV-BT.601'"),
-    ([("stride8", ())], "output stride 8 differs from the student's 4"),
-    ([("ttf", ())], "the teacher is a TTFNet, the student a CenterNet"),
-    ([("missing_weights", ())], "weights file .*missing.pth' does not exist"),
-    ([("missing_config", ())], "config file .*missing.yaml' does not exist"),
-    ([("wrong_weights", ())], "do not fit this model's config"),
-], ids=["unknown-class", "class-taught-twice", "index-out-of-range", "names-and-indices", "class-listed-twice",
-        "all-teacher-classes-unknown", "input-format", "output-stride", "meta-architecture", "missing-weights",
-        "missing-config", "weights-of-another-model"])
+@pytest.mark.parametrize(
+    "teachers,match",
+    [
+        ([("b", ("ellipse",))], "teaches class 'ellipse', which the student does not have"),
+        (
+            [("a", ("circle",)), ("a", ("circle", "rectangle"))],
+            r"TEACHERS\[0\] and \[1\] both teach student class 'circle'",
+        ),
+        ([("a", (0, 9))], r"indices \[9\]"),
+        ([("a", ("circle", 1))], "all names or all"),
+        ([("a", ("circle", "circle"))], "twice"),
+        ([("b", ())], "teaches class 'ellipse'"),
+        ([("yuv", ())], "INPUT.FORMAT 'YUV-BT.601'"),
+        ([("stride8", ())], "output stride 8 differs from the student's 4"),
+        ([("ttf", ())], "the teacher is a TTFNet, the student a CenterNet"),
+        ([("missing_weights", ())], "weights file .*missing.pth' does not exist"),
+        ([("missing_config", ())], "config file .*missing.yaml' does not exist"),
+        ([("wrong_weights", ())], "do not fit this model's config"),
+    ],
+    ids=[
+        "unknown-class",
+        "class-taught-twice",
+        "index-out-of-range",
+        "names-and-indices",
+        "class-listed-twice",
+        "all-teacher-classes-unknown",
+        "input-format",
+        "output-stride",
+        "meta-architecture",
+        "missing-weights",
+        "missing-config",
+        "weights-of-another-model",
+    ],
+)
 def test_invalid_teacher_is_refused_with_the_reason(teacher_files, teachers, match):
     entries = [(*teacher_files[name][:2], classes) for name, classes in teachers]
     with pytest.raises((ValueError, FileNotFoundError), match=match):
@@ -428,14 +503,39 @@ def test_image_folder_datasets_mix_with_labelled_ones_and_are_checked(tmp_path):
     t = save_teacher(tmp_path, "t", plain_cfg())
     folders = f"[('kd_test_unlab', '{tmp_path / 'unlab'}')]"
     with pytest.raises(ValueError, match="FILTER_EMPTY_ANNOTATIONS"):
-        build_model(distill_cfg([t[:2] + ((),)], "CenterNet", "DATASETS.IMAGE_FOLDERS", folders,
-                                "DATASETS.TRAIN", "('kd_test_lab', 'kd_test_unlab')"))
+        build_model(
+            distill_cfg(
+                [t[:2] + ((),)],
+                "CenterNet",
+                "DATASETS.IMAGE_FOLDERS",
+                folders,
+                "DATASETS.TRAIN",
+                "('kd_test_lab', 'kd_test_unlab')",
+            )
+        )
     with pytest.raises(ValueError, match="USE_LABELS False"):
-        build_model(distill_cfg([t[:2] + ((),)], "CenterNet", "DATASETS.IMAGE_FOLDERS", folders,
-                                "DATASETS.TRAIN", "('kd_test_unlab',)", "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False"))
-    cfg = distill_cfg([t[:2] + ((),)], "CenterNet", "DATASETS.IMAGE_FOLDERS", folders,
-                      "DATASETS.TRAIN", "('kd_test_lab', 'kd_test_unlab')",
-                      "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False")
+        build_model(
+            distill_cfg(
+                [t[:2] + ((),)],
+                "CenterNet",
+                "DATASETS.IMAGE_FOLDERS",
+                folders,
+                "DATASETS.TRAIN",
+                "('kd_test_unlab',)",
+                "DATALOADER.FILTER_EMPTY_ANNOTATIONS",
+                "False",
+            )
+        )
+    cfg = distill_cfg(
+        [t[:2] + ((),)],
+        "CenterNet",
+        "DATASETS.IMAGE_FOLDERS",
+        folders,
+        "DATASETS.TRAIN",
+        "('kd_test_lab', 'kd_test_unlab')",
+        "DATALOADER.FILTER_EMPTY_ANNOTATIONS",
+        "False",
+    )
     build_model(cfg)
     assert "kd_test_unlab" not in DatasetCatalog.list()  # building the model registers no dataset
     centerx.register_config_datasets(cfg)  # as train_net does
@@ -477,14 +577,42 @@ def label_free_run(tmp_path_factory):
     generate_shapes(str(root), "images", num_images=4, seed=11, min_size=64, max_size=64)
     teacher = save_teacher(root, "teacher", plain_cfg())
     cfg = distill_cfg(
-        [teacher[:2] + ((0, 1, 2, 3),)], "CenterNet",
-        "MODEL.DISTILL.USE_LABELS", "False", "DATASETS.IMAGE_FOLDERS", f"[('kd_test_images', '{root / 'images'}')]",
-        "DATASETS.TRAIN", "('kd_test_images',)", "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False",
-        "DATALOADER.NUM_WORKERS", "0", "INPUT.SCALE_RANGE", "(1.0, 1.0)", "INPUT.HFLIP_PROB", "0.0",
-        "INPUT.COLOR_JITTER", "0.0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.002",
-        "SOLVER.MAX_ITER", "25", "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()",
-        "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()", "MODEL.CENTERNET.SCORE_THRESH_TEST", "0.0",
-        "OUTPUT_DIR", str(root / "out"),
+        [teacher[:2] + ((0, 1, 2, 3),)],
+        "CenterNet",
+        "MODEL.DISTILL.USE_LABELS",
+        "False",
+        "DATASETS.IMAGE_FOLDERS",
+        f"[('kd_test_images', '{root / 'images'}')]",
+        "DATASETS.TRAIN",
+        "('kd_test_images',)",
+        "DATALOADER.FILTER_EMPTY_ANNOTATIONS",
+        "False",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "INPUT.SCALE_RANGE",
+        "(1.0, 1.0)",
+        "INPUT.HFLIP_PROB",
+        "0.0",
+        "INPUT.COLOR_JITTER",
+        "0.0",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.BASE_LR",
+        "0.002",
+        "SOLVER.MAX_ITER",
+        "25",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.STEPS",
+        "()",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100000",
+        "DATASETS.TEST",
+        "()",
+        "MODEL.CENTERNET.SCORE_THRESH_TEST",
+        "0.0",
+        "OUTPUT_DIR",
+        str(root / "out"),
     )
     centerx.register_config_datasets(cfg)
     torch.manual_seed(0)
@@ -499,7 +627,10 @@ def test_label_free_training_on_an_image_folder_lowers_the_loss(label_free_run):
     _, trainer = label_free_run
     history = trainer.storage.histories()
     assert sorted(k for k in history if k.startswith("loss")) == [
-        "loss_kd_t0_heatmap", "loss_kd_t0_offset", "loss_kd_t0_wh"]
+        "loss_kd_t0_heatmap",
+        "loss_kd_t0_offset",
+        "loss_kd_t0_wh",
+    ]
     total = [v for v, _ in history["total_loss"].values()]
     assert len(total) == 25
     assert np.mean(total[-5:]) < 0.5 * np.mean(total[:5]), total
@@ -515,8 +646,11 @@ def test_distilled_checkpoint_loads_into_the_plain_student_config(label_free_run
     assert set(ckpt["model"]) == set(plain.state_dict())
     DetectionCheckpointer(plain).load(str(root / "out" / "model_final.pth"))
     distiller = trainer.model.eval()
-    image = {"image": torch.randint(0, 256, (3, 64, 80), generator=torch.Generator().manual_seed(0)).float(),
-             "height": 128, "width": 160}
+    image = {
+        "image": torch.randint(0, 256, (3, 64, 80), generator=torch.Generator().manual_seed(0)).float(),
+        "height": 128,
+        "width": 160,
+    }
     with torch.no_grad():
         tensor = plain.preprocess_image([image]).tensor
         maps, expected_maps = plain.predict(tensor), distiller.student.predict(tensor)
@@ -540,8 +674,10 @@ class FeatureMimic(torch.nn.Module):
         self.adapter = torch.nn.Conv2d(channels, channels, 1)
 
     def forward(self, distiller, outputs, features, teacher_outputs, teacher_features):
-        return {f"loss_mimic_{link.name}": ((self.adapter(features["upsampler"]) - t["upsampler"]) ** 2).mean()
-                for link, t in zip(distiller.links, teacher_features)}
+        return {
+            f"loss_mimic_{link.name}": ((self.adapter(features["upsampler"]) - t["upsampler"]) ** 2).mean()
+            for link, t in zip(distiller.links, teacher_features)
+        }
 
 
 def test_an_extra_feature_term_is_added_trained_and_reaches_only_the_student(tmp_path):
@@ -559,8 +695,15 @@ def test_an_extra_feature_term_is_added_trained_and_reaches_only_the_student(tmp
     bn_eval(model)
     inputs = batch()
     losses = model(inputs)
-    assert set(losses) == {"loss_heatmap", "loss_wh", "loss_offset", "loss_kd_t0_heatmap", "loss_kd_t0_wh",
-                           "loss_kd_t0_offset", "loss_mimic_t0"}
+    assert set(losses) == {
+        "loss_heatmap",
+        "loss_wh",
+        "loss_offset",
+        "loss_kd_t0_heatmap",
+        "loss_kd_t0_wh",
+        "loss_kd_t0_offset",
+        "loss_mimic_t0",
+    }
     with torch.no_grad():
         images = model.student.preprocess_image(inputs).tensor
         s = model.student.predict_with_features(images)[1]["upsampler"]

@@ -2,6 +2,7 @@
 a term registered outside centerX is built from the config alone, trains, and its
 state (parameters and buffers) is in the checkpoint and comes back on --resume,
 so a resumed run equals the uninterrupted one."""
+
 import shutil
 
 import pytest
@@ -34,13 +35,24 @@ class CountingMimic(nn.Module):
     def forward(self, distiller, outputs, features, teacher_outputs, teacher_features):
         self.steps += 1
         scale = 1.0 + self.steps.float() / 2
-        return {f"loss_mimic_{name}": scale * ((self.adapter(features["upsampler"]) - t["upsampler"]) ** 2).mean()
-                for name, t in zip(self.names, teacher_features)}
+        return {
+            f"loss_mimic_{name}": scale * ((self.adapter(features["upsampler"]) - t["upsampler"]) ** 2).mean()
+            for name, t in zip(self.names, teacher_features)
+        }
 
 
 def term_cfg(dataset, output_dir, teacher, *opts):
-    return run_cfg("CenterNet", dataset, output_dir, teacher, "MODEL.DISTILL.ADVERSARIAL.ENABLED", "False",
-                   "MODEL.DISTILL.TERMS", "('CountingMimic',)", *opts)
+    return run_cfg(
+        "CenterNet",
+        dataset,
+        output_dir,
+        teacher,
+        "MODEL.DISTILL.ADVERSARIAL.ENABLED",
+        "False",
+        "MODEL.DISTILL.TERMS",
+        "('CountingMimic',)",
+        *opts,
+    )
 
 
 def test_a_term_named_in_the_config_trains_and_is_checkpointed(tiny_shapes, tmp_path):
@@ -98,4 +110,5 @@ def test_the_built_in_heatmap_loss_is_registered_under_its_config_name():
     assert heatmap_distillation_loss("") is None
     assert "quality_focal" in HEATMAP_DISTILLATION_LOSS_REGISTRY
     assert heatmap_distillation_loss("quality_focal")(s, t).item() == pytest.approx(
-        quality_focal_distillation_loss(s, t).item())
+        quality_focal_distillation_loss(s, t).item()
+    )

@@ -1,4 +1,5 @@
 """Two CPU processes (gloo) through train_net.py and detectron2's launch."""
+
 import os
 import re
 import subprocess
@@ -28,15 +29,47 @@ def test_two_processes_train_identical_replicas(tiny_shapes, tmp_path):
     image_root = MetadataCatalog.get(name).image_root
     out = tmp_path / "out"
     cmd = [
-        sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", DEMO, "--verbose",
-        "--num-gpus", "2", "--dist-url", "auto",
-        "DATASETS.COCO_JSON", f"[('{name}', '{json_file}', '{image_root}')]",
-        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
-        "INPUT.TRAIN_SIZE", "64", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.REFERENCE_WORLD_SIZE", "1",
-        "SOLVER.BASE_LR", "0.001", "SOLVER.MAX_ITER", "4", "SOLVER.WARMUP_ITERS", "0",
-        "DATALOADER.NUM_WORKERS", "0", "MODEL.CENTERX.BACKBONE_NORM", "naiveSyncBN",
-        "MODEL.CENTERX.NECK_NORM", "naiveSyncBN",
-        "MODEL.CENTERX.HEAD_NORM", "naiveSyncBN", "TEST.VIS_IMAGES", "0", "OUTPUT_DIR", str(out), "SEED", "4",
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--config-file",
+        DEMO,
+        "--verbose",
+        "--num-gpus",
+        "2",
+        "--dist-url",
+        "auto",
+        "DATASETS.COCO_JSON",
+        f"[('{name}', '{json_file}', '{image_root}')]",
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        "()",
+        "INPUT.TRAIN_SIZE",
+        "64",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.REFERENCE_WORLD_SIZE",
+        "1",
+        "SOLVER.BASE_LR",
+        "0.001",
+        "SOLVER.MAX_ITER",
+        "4",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "MODEL.CENTERX.BACKBONE_NORM",
+        "naiveSyncBN",
+        "MODEL.CENTERX.NECK_NORM",
+        "naiveSyncBN",
+        "MODEL.CENTERX.HEAD_NORM",
+        "naiveSyncBN",
+        "TEST.VIS_IMAGES",
+        "0",
+        "OUTPUT_DIR",
+        str(out),
+        "SEED",
+        "4",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
@@ -46,15 +79,24 @@ def test_two_processes_train_identical_replicas(tiny_shapes, tmp_path):
     assert re.search(r"Auto-scaling the config to batch_size=4, learning_rate=0\.002, max_iter=2", log), log[-3000:]
     digests = {}
     for part in ("parameters", "buffers"):
-        match = re.search(rf"Model {part} after training are identical on all 2 processes \(sha1 ([0-9a-f]{{40}})\)",
-                          log)
+        match = re.search(
+            rf"Model {part} after training are identical on all 2 processes \(sha1 ([0-9a-f]{{40}})\)", log
+        )
         assert match, log[-3000:]
         digests[part] = match.group(1)
 
     cfg = centerx.add_centerx_config(get_cfg())
     cfg.merge_from_file(DEMO)
-    cfg.merge_from_list(["MODEL.CENTERX.BACKBONE_NORM", "naiveSyncBN", "MODEL.CENTERX.NECK_NORM", "naiveSyncBN",
-                         "MODEL.CENTERX.HEAD_NORM", "naiveSyncBN"])
+    cfg.merge_from_list(
+        [
+            "MODEL.CENTERX.BACKBONE_NORM",
+            "naiveSyncBN",
+            "MODEL.CENTERX.NECK_NORM",
+            "naiveSyncBN",
+            "MODEL.CENTERX.HEAD_NORM",
+            "naiveSyncBN",
+        ]
+    )
     model = build_model(cfg)
     model.load_state_dict(torch.load(out / "model_final.pth", weights_only=False)["model"])
     assert replica_digests(model) == (digests["parameters"], digests["buffers"])
@@ -69,13 +111,40 @@ def test_two_processes_end_with_equal_tensors(tiny_shapes, tmp_path):
     image_root = MetadataCatalog.get(name).image_root
     out = tmp_path / "out"
     out.mkdir()
-    cmd = [sys.executable, os.path.join(REPO, "tests", "distributed_worker.py"), DEMO, str(out),
-           "DATASETS.COCO_JSON", f"[('{name}', '{json_file}', '{image_root}')]",
-           "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
-           "SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.001", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0",
-           "DATALOADER.NUM_WORKERS", "0", "MODEL.CENTERX.BACKBONE_NORM", "naiveSyncBN",
-           "MODEL.CENTERX.NECK_NORM", "naiveSyncBN", "MODEL.CENTERX.HEAD_NORM", "naiveSyncBN",
-           "TEST.VIS_IMAGES", "0", "SEED", "5"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tests", "distributed_worker.py"),
+        DEMO,
+        str(out),
+        "DATASETS.COCO_JSON",
+        f"[('{name}', '{json_file}', '{image_root}')]",
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        "()",
+        "INPUT.TRAIN_SIZE",
+        "64",
+        "SOLVER.IMS_PER_BATCH",
+        "4",
+        "SOLVER.BASE_LR",
+        "0.001",
+        "SOLVER.MAX_ITER",
+        "3",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "MODEL.CENTERX.BACKBONE_NORM",
+        "naiveSyncBN",
+        "MODEL.CENTERX.NECK_NORM",
+        "naiveSyncBN",
+        "MODEL.CENTERX.HEAD_NORM",
+        "naiveSyncBN",
+        "TEST.VIS_IMAGES",
+        "0",
+        "SEED",
+        "5",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]

@@ -8,6 +8,7 @@ config file and every ``KEY VALUE`` override merge into the config and pass its
 checks. Lines with placeholders (``...``, ``<file>``, ``CFG``) are checked up to
 the script and subcommand.
 """
+
 import argparse
 import glob
 import os
@@ -15,14 +16,17 @@ import re
 import runpy
 import shlex
 import sys
-from typing import Dict, List, Tuple
 
 import pytest
 from fvcore.common.registry import Registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ["README.md", "datasets/README.md", *sorted(glob.glob(os.path.join(REPO, "docs", "*.md"))),
-        *sorted(glob.glob(os.path.join(REPO, "projects", "*", "README.md")))]
+DOCS = [
+    "README.md",
+    "datasets/README.md",
+    *sorted(glob.glob(os.path.join(REPO, "docs", "*.md"))),
+    *sorted(glob.glob(os.path.join(REPO, "projects", "*", "README.md"))),
+]
 DEMO_CONFIG = "configs/shapes/ttfnet_r18_demo.yaml"
 # run.sh subcommand -> (script, arguments run.sh puts first, when it adds the demo config)
 SUBCOMMANDS = {
@@ -41,7 +45,7 @@ OPTIONAL = re.compile(r"\[[^\]\"']*\]")  # usage notation: [--size 512], [KEY VA
 PLACEHOLDERS = ("...", "<", "CFG", "NAME")
 
 
-def doc_commands() -> List[Tuple[str, str]]:
+def doc_commands() -> list[tuple[str, str]]:
     """(doc file, command line) of every run.sh / venv python line, continuation
     lines joined, shell variables of the same block substituted."""
     found = []
@@ -50,7 +54,7 @@ def doc_commands() -> List[Tuple[str, str]]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
         for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-            variables: Dict[str, str] = {}
+            variables: dict[str, str] = {}
             for line in block.replace("\\\n", " ").splitlines():
                 line = line.strip()
                 assignment = re.fullmatch(r"([A-Z_]+)=(\S+)", line)
@@ -75,7 +79,7 @@ class Parsed(Exception):
         self.namespace = args
 
 
-def parse_with_script(script: str, argv: List[str]) -> argparse.Namespace:
+def parse_with_script(script: str, argv: list[str]) -> argparse.Namespace:
     """The script's own parser on ``argv`` (its error exits as SystemExit 2)."""
     original = argparse.ArgumentParser.parse_args
 

@@ -2,6 +2,7 @@
 127.0.0.1 started here: the cache is keyed by the whole URL (host, port, path,
 query), waits are bounded, a file is kept only when complete and loadable, a
 ``#sha256=`` hash is checked, a changed file is fetched again."""
+
 import hashlib
 import http.server
 import io
@@ -48,7 +49,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if mode == "":
             self.wfile.write(body)
             return
-        self.wfile.write(body[:len(body) // 2])  # half the file, then stall or close
+        self.wfile.write(body[: len(body) // 2])  # half the file, then stall or close
         self.wfile.flush()
         if mode == "stall":
             self.server.release.wait(10)
@@ -141,9 +142,12 @@ def test_a_download_cut_short_without_a_length_is_not_kept(tmp_path, serve):
     buffer = io.BytesIO()
     torch.save({"model": randomize_(build_model(tiny_cfg("CenterNet")), seed=1).state_dict()}, buffer)
     url, httpd = serve({"/cut.pth": buffer.getvalue()}, {"/cut.pth": "no-length"})
-    for attempt in range(2):
-        with pytest.raises(WeightsDownloadError, match=r"MODEL.WEIGHTS: '.*/cut.pth' gave \d+ bytes that are not a "
-                                                       r"usable file .*nothing was cached"):
+    for _attempt in range(2):
+        with pytest.raises(
+            WeightsDownloadError,
+            match=r"MODEL.WEIGHTS: '.*/cut.pth' gave \d+ bytes that are not a "
+            r"usable file .*nothing was cached",
+        ):
             local_weights_path(f"{url}/cut.pth")
         assert _cached_files(tmp_path) == []
     assert httpd.log == ["/cut.pth", "/cut.pth"]

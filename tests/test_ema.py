@@ -1,4 +1,5 @@
 """Model EMA: the update rule, evaluation with the EMA weights, and the EMA in checkpoints."""
+
 import math
 import os
 
@@ -46,7 +47,7 @@ def test_apply_to_swaps_and_restores():
     ema = ModelEMA(model, decay=0.5, warmup_iters=0)
     with torch.no_grad():
         model.w.fill_(4.0)
-    ema.update(model)   # ema = 2
+    ema.update(model)  # ema = 2
     with ema.apply_to(model):
         assert model.w.tolist() == [2.0, 2.0]
     assert model.w.tolist() == [4.0, 4.0]
@@ -64,8 +65,20 @@ def test_bad_settings_and_foreign_checkpoints_fail_clearly():
 
 def tiny_cfg(dataset, output_dir, *opts):
     """The shared tiny training run (tiny_models.tiny_train_cfg) with a fast-moving EMA."""
-    return tiny_train_cfg(output_dir, dataset, "SOLVER.CHECKPOINT_PERIOD", "1000", "MODEL_EMA.ENABLED", "True",
-                          "MODEL_EMA.DECAY", "0.5", "MODEL_EMA.WARMUP_ITERS", "0", *opts, seed=2)
+    return tiny_train_cfg(
+        output_dir,
+        dataset,
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "MODEL_EMA.ENABLED",
+        "True",
+        "MODEL_EMA.DECAY",
+        "0.5",
+        "MODEL_EMA.WARMUP_ITERS",
+        "0",
+        *opts,
+        seed=2,
+    )
 
 
 def test_training_evaluates_and_saves_the_ema(tiny_shapes, tmp_path, monkeypatch, one_thread):

@@ -1,6 +1,7 @@
 """projects/distillation's experiment scripts end to end at a tiny size: every
 setting trains once per seed into its own folder, with the config it names, and
 the table reports it."""
+
 import json
 import os
 
@@ -10,8 +11,20 @@ import yaml
 from project_scripts import load_script
 
 TINY = ["--iters", "2", "--train-images", "4", "--test-images", "2", "--seeds", "1"]
-TINY_OPTS = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
-             "INPUT.MAX_SIZE_TEST", "64", "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0"]
+TINY_OPTS = [
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "INPUT.TRAIN_SIZE",
+    "64",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+    "INPUT.MAX_SIZE_TEST",
+    "64",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "TEST.VIS_IMAGES",
+    "0",
+]
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -23,9 +36,11 @@ def saved_config(directory):
 
 def test_lr_robustness_trains_each_factor_with_and_without_weighting(tmp_path):
     out = tmp_path / "lr"
-    load_script("distillation", "lr_robustness").main(TINY + ["--lr-factors", "1", "4", "--output-dir", str(out),
-                                                              "SOLVER.OPTIMIZER", "SGD", "SOLVER.BASE_LR", "0.001"]
-                                                      + TINY_OPTS)
+    load_script("distillation", "lr_robustness").main(
+        TINY
+        + ["--lr-factors", "1", "4", "--output-dir", str(out), "SOLVER.OPTIMIZER", "SGD", "SOLVER.BASE_LR", "0.001"]
+        + TINY_OPTS
+    )
     for factor, lr in (("1", 0.001), ("4", 0.004)):
         for weighting, on in (("plain", False), ("balanced", True)):
             directory = out / f"lr{factor}x_{weighting}" / "seed1"
@@ -35,11 +50,28 @@ def test_lr_robustness_trains_each_factor_with_and_without_weighting(tmp_path):
             assert cfg["SOLVER"]["OPTIMIZER"] == "SGD" and cfg["SOLVER"]["LR_SCHEDULER_NAME"] == "WarmupCosineLR"
             assert cfg["MODEL"]["LOSS_BALANCE"]["ENABLED"] is on
     rows = (out / "table.md").read_text().splitlines()
-    assert [row.split(" | ")[:2] for row in rows[2:6]] == [["| 0.001 (1x)", "off"], ["| 0.001 (1x)", "on"],
-                                                          ["| 0.004 (4x)", "off"], ["| 0.004 (4x)", "on"]]
-    load_script("distillation", "lr_robustness").main(TINY + ["--lr-factors", "2", "--weightings", "plain",
-                                                              "--output-dir", str(out), "SOLVER.OPTIMIZER", "SGD",
-                                                              "SOLVER.BASE_LR", "0.001"] + TINY_OPTS)
+    assert [row.split(" | ")[:2] for row in rows[2:6]] == [
+        ["| 0.001 (1x)", "off"],
+        ["| 0.001 (1x)", "on"],
+        ["| 0.004 (4x)", "off"],
+        ["| 0.004 (4x)", "on"],
+    ]
+    load_script("distillation", "lr_robustness").main(
+        TINY
+        + [
+            "--lr-factors",
+            "2",
+            "--weightings",
+            "plain",
+            "--output-dir",
+            str(out),
+            "SOLVER.OPTIMIZER",
+            "SGD",
+            "SOLVER.BASE_LR",
+            "0.001",
+        ]
+        + TINY_OPTS
+    )
     assert (out / "lr2x_plain" / "seed1" / "result.json").exists() and not (out / "lr2x_balanced").exists()
     rows = (out / "table.md").read_text().splitlines()
     assert [row.split(" | ")[:2] for row in rows[2:] if row.startswith("| ")] == [["| 0.002 (2x)", "off"]]
@@ -48,9 +80,10 @@ def test_lr_robustness_trains_each_factor_with_and_without_weighting(tmp_path):
 def test_two_teachers_trains_the_chosen_student_variants(tmp_path):
     out = tmp_path / "two"
     # 16 images: each half then holds objects of its teacher's two classes
-    load_script("distillation", "two_teachers").main(TINY + ["--train-images", "16", "--students", "quality_focal",
-                                                             "--output-dir", str(out)] + TINY_OPTS)
-    for tag, classes in (("a", ["circle", "rectangle"]), ("b", ["triangle", "cross"])):
+    load_script("distillation", "two_teachers").main(
+        TINY + ["--train-images", "16", "--students", "quality_focal", "--output-dir", str(out)] + TINY_OPTS
+    )
+    for tag, _classes in (("a", ["circle", "rectangle"]), ("b", ["triangle", "cross"])):
         cfg = saved_config(out / f"teacher_{tag}")
         assert cfg["MODEL"]["TTFNET"]["NUM_CLASSES"] == 2 and cfg["MODEL"]["META_ARCHITECTURE"] == "TTFNet"
     student = saved_config(out / "student_label_free_qfl" / "seed1")
@@ -65,8 +98,9 @@ def test_two_teachers_trains_the_chosen_student_variants(tmp_path):
 
 def test_single_teacher_trains_the_chosen_distilled_variants(tmp_path):
     out = tmp_path / "one"
-    load_script("distillation", "single_teacher").main(TINY + ["--teacher-depth", "18", "--students", "quality_focal",
-                                                               "--output-dir", str(out)] + TINY_OPTS)
+    load_script("distillation", "single_teacher").main(
+        TINY + ["--teacher-depth", "18", "--students", "quality_focal", "--output-dir", str(out)] + TINY_OPTS
+    )
     assert saved_config(out / "teacher_r18")["MODEL"]["RESNETS"]["DEPTH"] == 18
     assert saved_config(out / "student_r18" / "seed1")["MODEL"]["META_ARCHITECTURE"] == "TTFNet"
     student = saved_config(out / "student_r18_kd_qfl" / "seed1")

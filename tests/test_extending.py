@@ -8,6 +8,7 @@ built by name. It is docs/extending.md's example: if centerX needed a table
 edited elsewhere for a new detector, these tests could not pass. (The project
 driven through the shipped commands as subprocesses: tests/test_plugins.py.)
 """
+
 import json
 import os
 
@@ -36,14 +37,46 @@ import_modules([os.path.join(REPO, "tests", "user_project", "toy_plugin.py")])
 def toy_cfg(output_dir, dataset, *opts):
     cfg = centerx.add_centerx_config(get_cfg())
     cfg.merge_from_file(DEMO)
-    cfg.merge_from_list([
-        "MODEL.META_ARCHITECTURE", "ToyNet", "MODEL.TOYNET.NUM_CLASSES", "4", "MODEL.CENTERX.CHANNELS_LAST", "False",
-        "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", f"('{dataset}',)",
-        "INPUT.TRAIN_SIZE", "96", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96",
-        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "20", "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()",
-        "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0",
-        "TEST.DETECTIONS_PER_IMAGE", "20", "OUTPUT_DIR", str(output_dir), "SEED", "1",
-    ])
+    cfg.merge_from_list(
+        [
+            "MODEL.META_ARCHITECTURE",
+            "ToyNet",
+            "MODEL.TOYNET.NUM_CLASSES",
+            "4",
+            "MODEL.CENTERX.CHANNELS_LAST",
+            "False",
+            "DATASETS.TRAIN",
+            f"('{dataset}',)",
+            "DATASETS.TEST",
+            f"('{dataset}',)",
+            "INPUT.TRAIN_SIZE",
+            "96",
+            "INPUT.MIN_SIZE_TEST",
+            "96",
+            "INPUT.MAX_SIZE_TEST",
+            "96",
+            "SOLVER.IMS_PER_BATCH",
+            "4",
+            "SOLVER.MAX_ITER",
+            "20",
+            "SOLVER.WARMUP_ITERS",
+            "0",
+            "SOLVER.STEPS",
+            "()",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100000",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "TEST.VIS_IMAGES",
+            "0",
+            "TEST.DETECTIONS_PER_IMAGE",
+            "20",
+            "OUTPUT_DIR",
+            str(output_dir),
+            "SEED",
+            "1",
+        ]
+    )
     cfg.merge_from_list(list(opts))
     return cfg
 
@@ -83,15 +116,30 @@ def test_toy_detector_teaches_a_toy_student(trained_toy, tiny_shapes, tmp_path):
     difference of the two models' heatmap probabilities, computed here directly."""
     out, _ = trained_toy
     name, _ = tiny_shapes
-    cfg = toy_cfg(tmp_path, name, "MODEL.META_ARCHITECTURE", "Distiller",
-                  "MODEL.DISTILL.STUDENT_META_ARCHITECTURE", "ToyNet",
-                  "MODEL.DISTILL.TEACHERS", f"[('{out / 'config.yaml'}', '{out / 'model_final.pth'}', ())]",
-                  "MODEL.DISTILL.WEIGHT", "3.0", "MODEL.DISTILL.HEATMAP_WEIGHT", "0.5")
+    cfg = toy_cfg(
+        tmp_path,
+        name,
+        "MODEL.META_ARCHITECTURE",
+        "Distiller",
+        "MODEL.DISTILL.STUDENT_META_ARCHITECTURE",
+        "ToyNet",
+        "MODEL.DISTILL.TEACHERS",
+        f"[('{out / 'config.yaml'}', '{out / 'model_final.pth'}', ())]",
+        "MODEL.DISTILL.WEIGHT",
+        "3.0",
+        "MODEL.DISTILL.HEATMAP_WEIGHT",
+        "0.5",
+    )
     distiller = build_model(cfg).train()
     g = torch.Generator().manual_seed(0)
-    batch = [{"image": torch.randint(0, 256, (3, 96, 96), generator=g).float(),
-              "instances": Instances((96, 96), gt_boxes=Boxes(torch.tensor([[10.0, 12.0, 50.0, 40.0]])),
-                                     gt_classes=torch.tensor([1]))}]
+    batch = [
+        {
+            "image": torch.randint(0, 256, (3, 96, 96), generator=g).float(),
+            "instances": Instances(
+                (96, 96), gt_boxes=Boxes(torch.tensor([[10.0, 12.0, 50.0, 40.0]])), gt_classes=torch.tensor([1])
+            ),
+        }
+    ]
     losses = distiller(batch)
     assert set(losses) == {"loss_heatmap", "loss_wh", "loss_kd_t0_heatmap"}
     x = (batch[0]["image"][None] - distiller.student.pixel_mean) / distiller.student.pixel_std
@@ -124,9 +172,12 @@ def test_toy_detector_exports_to_onnx_and_onnxruntime_agrees(trained_toy, tmp_pa
     for i in range(2):
         # detections near the K-th score may swap places with the first one left out
         floor = float(reference["scores"][i, -1]) + 1e-3
-        agreement = compare_detections(dict(zip(("boxes", "scores", "classes"), (o[i] for o in got))),
-                                       {k: v[i].numpy() for k, v in reference.items()}, score_floor=floor,
-                                       box_px=0.05)
+        agreement = compare_detections(
+            dict(zip(("boxes", "scores", "classes"), (o[i] for o in got))),
+            {k: v[i].numpy() for k, v in reference.items()},
+            score_floor=floor,
+            box_px=0.05,
+        )
         assert agreement.total > 5 and agreement.misses == 0, agreement
 
 
@@ -150,14 +201,26 @@ class ConstantRuntime(Runtime):
     def run(self, batch):
         n, _, h, w = batch.shape
         box = np.array([w / 4, h / 4, 3 * w / 4, 3 * h / 4], dtype=np.float32)
-        return {"boxes": np.tile(box, (n, 1, 1)), "scores": np.full((n, 1), 0.9, np.float32),
-                "classes": np.ones((n, 1), np.int64)}
+        return {
+            "boxes": np.tile(box, (n, 1, 1)),
+            "scores": np.full((n, 1), 0.9, np.float32),
+            "classes": np.ones((n, 1), np.int64),
+        }
 
 
 def test_registered_export_format_is_offered_and_written_by_export_py(tmp_path):
     cli = load_script("speedup", "export")
-    argv = ["--config-file", os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"), "--format",
-            "npz-weights", "--output", str(tmp_path), "--allow-random-weights", "EXPORT.INPUT_SIZE", "(64, 64)"]
+    argv = [
+        "--config-file",
+        os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"),
+        "--format",
+        "npz-weights",
+        "--output",
+        str(tmp_path),
+        "--allow-random-weights",
+        "EXPORT.INPUT_SIZE",
+        "(64, 64)",
+    ]
     with pytest.raises(SystemExit, match="--fp16 applies to --format tensorrt, not npz-weights"):
         cli.main(argv[:4] + ["--fp16"] + argv[4:])
     assert cli.main(argv) == 0

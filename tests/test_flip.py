@@ -6,6 +6,7 @@ tests: the mean of the sigmoids, CenterNet's sizes averaged and offsets of the
 unflipped pass, TTFNet's boxes mirrored back geometrically (x -> W - x) before
 their distances to each cell point are averaged.
 """
+
 import numpy as np
 import pytest
 import torch

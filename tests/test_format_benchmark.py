@@ -1,5 +1,6 @@
 """./run.sh benchmark (projects/speedup/formats.py): one row per format with size,
 latency, throughput and AP, the timing scope of each stage, written to table.md."""
+
 import os
 
 import pytest
@@ -19,16 +20,45 @@ def test_formats_table(tiny_shapes, tmp_path):
     torch.save({"model": randomize_(build_model(cfg), seed=2).state_dict()}, weights)
     config = tmp_path / "tiny.yaml"
     config.write_text(cfg.dump())
-    assert cli.main(["--config-file", str(config), "--formats", "pytorch", "onnx", "torchscript", "--reps", "3",
-                     "--warmup", "1", "--images", "2", "--batch", "2", "--threads", "1",
-                     "--output", str(tmp_path / "b"),
-                     "MODEL.WEIGHTS", str(weights), "DATASETS.TEST", f"('{name}',)",
-                     "MODEL.TTFNET.SCORE_THRESH_TEST", "0.05"]) == 0
+    assert (
+        cli.main(
+            [
+                "--config-file",
+                str(config),
+                "--formats",
+                "pytorch",
+                "onnx",
+                "torchscript",
+                "--reps",
+                "3",
+                "--warmup",
+                "1",
+                "--images",
+                "2",
+                "--batch",
+                "2",
+                "--threads",
+                "1",
+                "--output",
+                str(tmp_path / "b"),
+                "MODEL.WEIGHTS",
+                str(weights),
+                "DATASETS.TEST",
+                f"('{name}',)",
+                "MODEL.TTFNET.SCORE_THRESH_TEST",
+                "0.05",
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "b" / "table.md").read_text()
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in text.splitlines() if line.startswith("| ") and "format" not in line}
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in text.splitlines()
+        if line.startswith("| ") and "format" not in line
+    }
     assert sorted(rows) == ["onnx", "pytorch", "torchscript"]
-    for fmt, (size, median, p90, ips, ap, note) in rows.items():
+    for fmt, (size, median, p90, ips, _ap, note) in rows.items():
         assert float(size) > 0 and 0 < float(median) <= float(p90) and float(ips) > 0 and note == "", (fmt, rows)
     # the three FP32 paths compute the same detections, hence the same AP
     assert rows["onnx"][4] == rows["pytorch"][4] == rows["torchscript"][4]

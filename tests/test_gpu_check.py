@@ -15,8 +15,11 @@ def test_cpu_path_skips_every_gpu_check_with_a_reason(capsys, tmp_path, monkeypa
     cli = load_script("benchmarks", "gpu_check")
     assert cli.main(["--skip-benchmarks"]) == 0
     names = [name for name, _ in cli.CHECKS]
-    table = [line for line in capsys.readouterr().out.splitlines()
-             if line.startswith("| ") and line[2:].split(" | ")[0].strip() in names]
+    table = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and line[2:].split(" | ")[0].strip() in names
+    ]
     assert len(table) == len(cli.CHECKS)
     assert all("| SKIP " in line for line in table), table
     smoke = [line for line in table if "CPU" in line and "run" in line]

@@ -7,6 +7,7 @@ shapes but no values, so every host read (``.item()``, ``int()``, ``bool()``)
 and every data-dependent shape (``nonzero``, boolean-mask indexing) raises
 there, exactly the operations that block a CUDA stream.
 """
+
 import os
 import sys
 
@@ -46,8 +47,10 @@ def ground_truth():
     """Two 64x64 images: three objects (one of them a zero-width box that the
     targets must skip) and none."""
     boxes = torch.tensor([[4.0, 6.0, 30.0, 40.0], [20.0, 20.0, 20.0, 50.0], [33.0, 10.0, 60.0, 22.0]])
-    return [Instances((64, 64), gt_boxes=Boxes(boxes), gt_classes=torch.tensor([0, 1, 3])),
-            Instances((64, 64), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long))]
+    return [
+        Instances((64, 64), gt_boxes=Boxes(boxes), gt_classes=torch.tensor([0, 1, 3])),
+        Instances((64, 64), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long)),
+    ]
 
 
 @pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
@@ -70,8 +73,16 @@ def test_model_options_read_nothing_back_from_the_device(arch, one_thread):
     """The same with CoordConv, SPP and DropBlock (training mode) on, and for
     TTFNet IoU-aware scoring: its loss_iou and backward stay on the device too."""
     torch.manual_seed(0)
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.CENTERX.COORD_CONV", "True", "MODEL.CENTERX.SPP.ENABLED", "True",
-            "MODEL.CENTERX.DROPBLOCK.ENABLED", "True"]
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.CENTERX.COORD_CONV",
+        "True",
+        "MODEL.CENTERX.SPP.ENABLED",
+        "True",
+        "MODEL.CENTERX.DROPBLOCK.ENABLED",
+        "True",
+    ]
     if arch == "TTFNet":
         opts += ["MODEL.TTFNET.IOU_AWARE.ENABLED", "True"]
     model = build_model(arch_cfg(arch, *opts)).train().to("meta")
@@ -121,8 +132,13 @@ def test_adversarial_terms_read_nothing_back_from_the_device(one_thread):
     """Adversarial feature distillation on the meta device: the student's fooling
     term, its backward into the adapter and the student map (none into the
     discriminator), and the discriminator's loss and backward."""
-    adv = FeatureAdversaries(("upsampler",), ("t0",), {"upsampler": ShapeSpec(channels=3, stride=4)},
-                             [{"upsampler": ShapeSpec(channels=4, stride=4)}], channels=8).to("meta")
+    adv = FeatureAdversaries(
+        ("upsampler",),
+        ("t0",),
+        {"upsampler": ShapeSpec(channels=3, stride=4)},
+        [{"upsampler": ShapeSpec(channels=4, stride=4)}],
+        channels=8,
+    ).to("meta")
     student = torch.empty(2, 3, 16, 16, device="meta", requires_grad=True)
     losses = adv({"upsampler": student}, [{"upsampler": torch.empty(2, 4, 16, 16, device="meta")}])
     assert losses["loss_adv_t0_upsampler"].device.type == "meta"
@@ -177,8 +193,9 @@ def test_losses_stay_fp32_under_autocast(arch, one_thread):
     torch.manual_seed(0)
     model = build_model(arch_cfg(arch, "MODEL.DEVICE", "cpu")).train()
     g = torch.Generator().manual_seed(0)
-    batch = [{"image": torch.randint(0, 256, (3, 64, 64), generator=g).float(), "instances": inst}
-             for inst in ground_truth()]
+    batch = [
+        {"image": torch.randint(0, 256, (3, 64, 64), generator=g).float(), "instances": inst} for inst in ground_truth()
+    ]
     reference = model(batch)
     dtypes = []
     hook = model.heads.register_forward_hook(lambda m, i, o: dtypes.append(o["heatmap"].dtype))
@@ -196,10 +213,32 @@ def test_losses_stay_fp32_under_autocast(arch, one_thread):
 
 def amp_trainer_cfg(arch, tiny_shapes, tmp_path, *opts):
     name, _ = tiny_shapes
-    return arch_cfg(arch, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
-                    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0",
-                    "SOLVER.CHECKPOINT_PERIOD", "1000", "DATALOADER.NUM_WORKERS", "0", "SOLVER.AMP.ENABLED", "True",
-                    "OUTPUT_DIR", str(tmp_path), "SEED", "3", *opts)
+    return arch_cfg(
+        arch,
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        "()",
+        "INPUT.TRAIN_SIZE",
+        "64",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "3",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.AMP.ENABLED",
+        "True",
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "SEED",
+        "3",
+        *opts,
+    )
 
 
 def train_and_check(trainer, dtype):
@@ -279,9 +318,15 @@ def test_bfloat16_losses_stay_close_to_float32(one_thread):
         assert v.item() == pytest.approx(reference[k].item(), rel=5e-2), k
 
 
-@pytest.mark.parametrize("device, amp, native, expected", [
-    ("cpu", False, True, SimpleTrainer), ("cuda", True, True, AMPTrainer),
-    ("cpu", True, True, CPUAutocastTrainer), ("cpu", True, False, SimpleTrainer)])
+@pytest.mark.parametrize(
+    "device, amp, native, expected",
+    [
+        ("cpu", False, True, SimpleTrainer),
+        ("cuda", True, True, AMPTrainer),
+        ("cpu", True, True, CPUAutocastTrainer),
+        ("cpu", True, False, SimpleTrainer),
+    ],
+)
 def test_step_trainer_choice(device, amp, native, expected, monkeypatch, caplog):
     """SOLVER.AMP.ENABLED and MODEL.DEVICE pick the step runner; on a CPU without
     native bfloat16 AMP falls back to FP32 with a warning naming the key."""

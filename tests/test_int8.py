@@ -7,6 +7,7 @@ at 96 px and calibrated on those eight images. Expected values come from the
 PyTorch model (its convolutions and heads), from ONNX Runtime running the FP32
 graph, and from the training run's own COCO evaluation.
 """
+
 import json
 import logging
 import os
@@ -52,12 +53,40 @@ export_cli = _load("export")
 
 def _opts(dataset, out_dir):
     return [
-        "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", f"('{dataset}',)",
-        "INPUT.TRAIN_SIZE", str(SIZE), "INPUT.MIN_SIZE_TEST", str(SIZE), "INPUT.MAX_SIZE_TEST", str(SIZE),
-        "INPUT.SCALE_RANGE", "(0.9, 1.1)", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", str(ITERS),
-        "SOLVER.WARMUP_ITERS", "10", "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "100000",
-        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", out_dir, "SEED", "3", "EXPORT.INPUT_SIZE", f"({SIZE}, {SIZE})",
-        "SOLVER.AMP.ENABLED", "False", "MODEL.CENTERX.CHANNELS_LAST", "False",
+        "DATASETS.TRAIN",
+        f"('{dataset}',)",
+        "DATASETS.TEST",
+        f"('{dataset}',)",
+        "INPUT.TRAIN_SIZE",
+        str(SIZE),
+        "INPUT.MIN_SIZE_TEST",
+        str(SIZE),
+        "INPUT.MAX_SIZE_TEST",
+        str(SIZE),
+        "INPUT.SCALE_RANGE",
+        "(0.9, 1.1)",
+        "SOLVER.IMS_PER_BATCH",
+        "4",
+        "SOLVER.MAX_ITER",
+        str(ITERS),
+        "SOLVER.WARMUP_ITERS",
+        "10",
+        "SOLVER.STEPS",
+        "()",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100000",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        out_dir,
+        "SEED",
+        "3",
+        "EXPORT.INPUT_SIZE",
+        f"({SIZE}, {SIZE})",
+        "SOLVER.AMP.ENABLED",
+        "False",
+        "MODEL.CENTERX.CHANNELS_LAST",
+        "False",
     ]
 
 
@@ -111,8 +140,23 @@ def int8_export(trained):
     centerx_logger = logging.getLogger("centerx")  # the script's and the exporters' messages
     centerx_logger.addHandler(handler)
     try:
-        assert export_cli.main(["--config-file", TTFNET_DEMO, "--format", "onnx", "onnx-int8",
-                                "--calibration-images", "8", "--output", os.path.join(out, "deploy"), *opts]) == 0
+        assert (
+            export_cli.main(
+                [
+                    "--config-file",
+                    TTFNET_DEMO,
+                    "--format",
+                    "onnx",
+                    "onnx-int8",
+                    "--calibration-images",
+                    "8",
+                    "--output",
+                    os.path.join(out, "deploy"),
+                    *opts,
+                ]
+            )
+            == 0
+        )
     finally:
         centerx_logger.removeHandler(handler)
     return os.path.join(out, "deploy", "model.onnx"), os.path.join(out, "deploy", "model_int8.onnx"), handler.messages
@@ -183,8 +227,9 @@ def _check_int8_graph(model: DeployModel, fp32: str, int8: str):
     assert not tail_ops & {"QuantizeLinear", "DequantizeLinear"}
 
     fp32_session, int8_session = _session(fp32), _session(int8)
-    assert [(o.name, o.type) for o in int8_session.get_outputs()] == \
-        [(o.name, o.type) for o in fp32_session.get_outputs()]
+    assert [(o.name, o.type) for o in int8_session.get_outputs()] == [
+        (o.name, o.type) for o in fp32_session.get_outputs()
+    ]
 
 
 def test_int8_graph_ttfnet(trained, int8_export):
@@ -195,7 +240,7 @@ def test_int8_graph_ttfnet(trained, int8_export):
     sizes = [m for level, m in messages if m.startswith("Sizes:")]
     assert len(sizes) == 1 and not [m for level, m in messages if level >= logging.WARNING]
     logged = [float(v) for v in re.findall(r"([0-9.]+) MiB", sizes[0])]
-    np.testing.assert_allclose(logged, [os.path.getsize(p) / 2 ** 20 for p in (fp32, int8)], atol=0.05)
+    np.testing.assert_allclose(logged, [os.path.getsize(p) / 2**20 for p in (fp32, int8)], atol=0.05)
 
 
 def test_int8_graph_centernet_r18_is_a_quarter_of_fp32(tiny_shapes, tmp_path):
@@ -300,8 +345,10 @@ def test_int8_coco_ap_close_to_fp32(tiny_shapes, trained, int8_export):
     evaluate = _load("evaluate")
     opts, _, train_ap = trained
     fp32, int8, _ = int8_export
-    ap = [evaluate.main(["--config-file", TTFNET_DEMO, "--runtime", "onnxruntime", "--model", path, *opts])["AP"]
-          for path in (fp32, int8)]
+    ap = [
+        evaluate.main(["--config-file", TTFNET_DEMO, "--runtime", "onnxruntime", "--model", path, *opts])["AP"]
+        for path in (fp32, int8)
+    ]
     assert train_ap > 1.0
     assert abs(ap[0] - train_ap) < 0.5, (ap, train_ap)
     assert abs(ap[1] - ap[0]) < 2.0, ap
@@ -316,8 +363,25 @@ def test_four_formats_in_one_export_run_and_score_with_nothing_but_the_file(tiny
     evaluate, predict = _load("evaluate"), load_script("demo", "predict")
     opts, _, train_ap = trained
     out = tmp_path / "deploy"
-    assert export_cli.main(["--config-file", TTFNET_DEMO, "--format", "onnx", "openvino", "onnx-int8", "torchscript",
-                            "--calibration-images", "8", "--output", str(out), *opts]) == 0
+    assert (
+        export_cli.main(
+            [
+                "--config-file",
+                TTFNET_DEMO,
+                "--format",
+                "onnx",
+                "openvino",
+                "onnx-int8",
+                "torchscript",
+                "--calibration-images",
+                "8",
+                "--output",
+                str(out),
+                *opts,
+            ]
+        )
+        == 0
+    )
     files = ["model.onnx", "model.xml", "model_int8.onnx", "model.ts"]
     assert sorted(os.listdir(out)) == sorted(files + ["model.bin"])
     name = tiny_shapes[0]
@@ -329,8 +393,21 @@ def test_four_formats_in_one_export_run_and_score_with_nothing_but_the_file(tiny
     counts = {}
     for f in files:
         saved = tmp_path / f"{f}.json"
-        assert predict.main(["--model", str(out / f), "--input", MetadataCatalog.get(name).image_root,
-                             "--save-json", str(saved), "--confidence-threshold", "0.2"]) == 0
+        assert (
+            predict.main(
+                [
+                    "--model",
+                    str(out / f),
+                    "--input",
+                    MetadataCatalog.get(name).image_root,
+                    "--save-json",
+                    str(saved),
+                    "--confidence-threshold",
+                    "0.2",
+                ]
+            )
+            == 0
+        )
         with open(saved) as fh:
             counts[f] = len(json.load(fh))
     assert counts["model.onnx"] > 0 and counts["model.xml"] == counts["model.ts"] == counts["model.onnx"], counts
@@ -361,8 +438,16 @@ def test_evaluate_writes_predictions_pycocotools_scores_as_they_are(tiny_shapes,
 def test_cli_errors_say_what_to_do(tiny_shapes, tmp_path):
     """--raw with onnx-int8, calibration flags without it, and an unregistered
     calibration dataset stop before anything is written, naming the fix."""
-    base = ["--config-file", CENTERNET_DEMO, "--output", str(tmp_path), "DATASETS.TEST", f"('{tiny_shapes[0]}',)",
-            "EXPORT.INPUT_SIZE", "(64, 64)"]
+    base = [
+        "--config-file",
+        CENTERNET_DEMO,
+        "--output",
+        str(tmp_path),
+        "DATASETS.TEST",
+        f"('{tiny_shapes[0]}',)",
+        "EXPORT.INPUT_SIZE",
+        "(64, 64)",
+    ]
     with pytest.raises(SystemExit, match="--raw applies to --format onnx"):
         export_cli.main(base[:2] + ["--format", "onnx-int8", "--raw"] + base[2:])
     with pytest.raises(SystemExit, match="--calibration-images applies to --format onnx-int8, not onnx"):

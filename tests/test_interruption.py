@@ -2,6 +2,7 @@
 and once while writing one, resumes with --resume and ends with exactly the
 weights of a run that was never interrupted; the partial file of the killed
 write is removed on the next start; each centerx log line is printed once."""
+
 import glob
 import os
 import signal
@@ -21,11 +22,33 @@ DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 def command(tiny_shapes, out, *extra):
     name, json_file = tiny_shapes
     images = os.path.join(os.path.dirname(json_file), "..", "tiny")
-    return [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", DEMO, *extra,
-            "DATASETS.COCO_JSON", f"[('{name}_sub', '{json_file}', '{images}')]",
-            "DATASETS.TRAIN", f"('{name}_sub',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
-            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "6", "SOLVER.WARMUP_ITERS", "0",
-            "SOLVER.CHECKPOINT_PERIOD", "2", "SEED", "5", "OUTPUT_DIR", str(out)]
+    return [
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--config-file",
+        DEMO,
+        *extra,
+        "DATASETS.COCO_JSON",
+        f"[('{name}_sub', '{json_file}', '{images}')]",
+        "DATASETS.TRAIN",
+        f"('{name}_sub',)",
+        "DATASETS.TEST",
+        "()",
+        "INPUT.TRAIN_SIZE",
+        "64",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "6",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "SEED",
+        "5",
+        "OUTPUT_DIR",
+        str(out),
+    ]
 
 
 def environment():
@@ -79,8 +102,7 @@ def test_each_log_line_is_printed_once(uninterrupted):
 
 def test_killed_right_after_a_checkpoint_resumes_exactly(tiny_shapes, uninterrupted, tmp_path):
     tag = tmp_path / "last_checkpoint"
-    kill_when(command(tiny_shapes, tmp_path),
-              lambda: tag.exists() and tag.read_text().strip() == "model_0000001.pth")
+    kill_when(command(tiny_shapes, tmp_path), lambda: tag.exists() and tag.read_text().strip() == "model_0000001.pth")
     assert not (tmp_path / "model_final.pth").exists()
     run(command(tiny_shapes, tmp_path, "--resume"))
     assert_same(final_weights(tmp_path), uninterrupted[0])

@@ -4,6 +4,7 @@ Expected numbers are derived here independently: target magnitudes from the
 config, gradients from autograd on each unscaled term, running means from a
 plain-Python moving average.
 """
+
 import math
 import os
 
@@ -20,8 +21,14 @@ from centerx.modeling.loss_balance import LossBalancer, build_loss_balancer
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 TTFNET_DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
-SMALL = ["MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 16, 16]", "MODEL.CENTERNET.HEAD_CHANNELS", "16",
-         "MODEL.TTFNET.UPSAMPLE_CHANNELS", "[32, 16, 16]"]
+SMALL = [
+    "MODEL.CENTERNET.UPSAMPLE_CHANNELS",
+    "[32, 16, 16]",
+    "MODEL.CENTERNET.HEAD_CHANNELS",
+    "16",
+    "MODEL.TTFNET.UPSAMPLE_CHANNELS",
+    "[32, 16, 16]",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def two_terms(module, x):
     """Two differently scaled losses of a small module's output."""
     y = module(x)
-    return {"loss_a": (y ** 2).mean() * 100.0, "loss_b": (y - 1.0).abs().mean() * 0.01}
+    return {"loss_a": (y**2).mean() * 100.0, "loss_b": (y - 1.0).abs().mean() * 0.01}
 
 
 def grads(module, loss):
@@ -120,16 +127,19 @@ def test_unscaled_values_are_logged_in_the_event_storage():
     with EventStorage(0) as storage:
         LossBalancer({"loss_a": 1.5, "loss_b": 0.3})(losses)
         logged = {k: v.latest() for k, v in storage.histories().items()}
-    assert logged == pytest.approx({"loss_a_unscaled": losses["loss_a"].item(),
-                                    "loss_b_unscaled": losses["loss_b"].item()})
+    assert logged == pytest.approx(
+        {"loss_a_unscaled": losses["loss_a"].item(), "loss_b_unscaled": losses["loss_b"].item()}
+    )
 
 
 def test_config_builds_the_balancer_and_rejects_bad_entries(tmp_path):
     cfg = centerx.get_centerx_cfg()
     assert build_loss_balancer(cfg) is None
     yaml = tmp_path / "lb.yaml"
-    yaml.write_text("MODEL:\n  LOSS_BALANCE:\n    ENABLED: True\n    NORMALIZER: running_mean\n"
-                    "    MAGNITUDES: [[loss_heatmap, 2.0], [loss_kd_t0_heatmap, 0.5]]\n")
+    yaml.write_text(
+        "MODEL:\n  LOSS_BALANCE:\n    ENABLED: True\n    NORMALIZER: running_mean\n"
+        "    MAGNITUDES: [[loss_heatmap, 2.0], [loss_kd_t0_heatmap, 0.5]]\n"
+    )
     cfg.merge_from_file(str(yaml))
     b = build_loss_balancer(cfg)
     assert b.magnitudes == {"loss_heatmap": 2.0, "loss_kd_t0_heatmap": 0.5}
@@ -147,10 +157,13 @@ def test_config_builds_the_balancer_and_rejects_bad_entries(tmp_path):
             build_loss_balancer(bad)
 
 
-@pytest.mark.parametrize("config,expected_magnitudes", [
-    (DEMO, {"loss_heatmap": 1.5, "loss_wh": 0.3, "loss_offset": 0.1}),
-    (TTFNET_DEMO, {"loss_heatmap": 1.5, "loss_box": 1.5}),
-])
+@pytest.mark.parametrize(
+    "config,expected_magnitudes",
+    [
+        (DEMO, {"loss_heatmap": 1.5, "loss_wh": 0.3, "loss_offset": 0.1}),
+        (TTFNET_DEMO, {"loss_heatmap": 1.5, "loss_box": 1.5}),
+    ],
+)
 def test_meta_arch_losses_are_rescaled_to_the_configured_magnitudes(config, expected_magnitudes):
     """With the default magnitudes each term of CenterNet (the original's 1.5 / 0.3 / 0.1)
     and TTFNet takes its configured value, and the logged unscaled values are the plain
@@ -163,9 +176,15 @@ def test_meta_arch_losses_are_rescaled_to_the_configured_magnitudes(config, expe
     balanced = build_model(cfg).train()
     balanced.load_state_dict(plain.state_dict())
     g = torch.Generator().manual_seed(0)
-    batch = [{"image": torch.randint(0, 256, (3, 64, 64), generator=g).float(),
-              "instances": Instances((64, 64), gt_boxes=Boxes(torch.tensor([[4.0, 6.0, 40.0, 30.0]])),
-                                     gt_classes=torch.tensor([2]))} for _ in range(2)]
+    batch = [
+        {
+            "image": torch.randint(0, 256, (3, 64, 64), generator=g).float(),
+            "instances": Instances(
+                (64, 64), gt_boxes=Boxes(torch.tensor([[4.0, 6.0, 40.0, 30.0]])), gt_classes=torch.tensor([2])
+            ),
+        }
+        for _ in range(2)
+    ]
     expected = {k: v.item() for k, v in plain(batch).items()}
     with EventStorage(0) as storage:
         out = balanced(batch)
@@ -185,10 +204,14 @@ def test_balanced_distillation_overrides_give_each_teacher_term_its_label_terms_
     b = build_loss_balancer(cfg)
     expected = {"loss_heatmap": 1.5, "loss_wh": 0.3, "loss_offset": 0.1, "loss_box": 1.5}
     for t in ("t0", "t1"):
-        expected.update({f"loss_kd_{t}_heatmap": 1.5, f"loss_kd_{t}_wh": 0.3, f"loss_kd_{t}_offset": 0.1,
-                         f"loss_kd_{t}_box": 1.5})
+        expected.update(
+            {f"loss_kd_{t}_heatmap": 1.5, f"loss_kd_{t}_wh": 0.3, f"loss_kd_{t}_offset": 0.1, f"loss_kd_{t}_box": 1.5}
+        )
     assert b.magnitudes == expected
-    out = b({"loss_kd_t1_box": torch.tensor(5.7, requires_grad=True),
-             "loss_kd_t0_heatmap": torch.tensor(0.002, requires_grad=True)})
-    assert {k: v.item() for k, v in out.items()} == pytest.approx({"loss_kd_t1_box": 1.5,
-                                                                   "loss_kd_t0_heatmap": 1.5})
+    out = b(
+        {
+            "loss_kd_t1_box": torch.tensor(5.7, requires_grad=True),
+            "loss_kd_t0_heatmap": torch.tensor(0.002, requires_grad=True),
+        }
+    )
+    assert {k: v.item() for k, v in out.items()} == pytest.approx({"loss_kd_t1_box": 1.5, "loss_kd_t0_heatmap": 1.5})

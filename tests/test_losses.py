@@ -3,6 +3,7 @@
 The focal loss is compared with a direct float64 numpy implementation of the
 formula of the CenterNet paper (un-clamped logs); the L1 loss with hand-computed values.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -18,17 +19,16 @@ def focal_np(logits, target, alpha=2.0, beta=4.0, normalise=True):
     p = 1.0 / (1.0 + np.exp(-x))
     pos = y == 1
     pos_loss = ((1 - p) ** alpha * np.log(p))[pos].sum()
-    neg_loss = ((1 - y) ** beta * p ** alpha * np.log(1 - p))[~pos].sum()
+    neg_loss = ((1 - y) ** beta * p**alpha * np.log(1 - p))[~pos].sum()
     return -(pos_loss + neg_loss) / (max(pos.sum(), 1) if normalise else 1)
 
 
-def gaussian_target(shape=(2, 3, 12, 14), centres=((0, 1, 3, 4), (0, 1, 8, 9), (1, 0, 6, 6), (1, 2, 2, 11)),
-                    sigma=1.2):
+def gaussian_target(shape=(2, 3, 12, 14), centres=((0, 1, 3, 4), (0, 1, 8, 9), (1, 0, 6, 6), (1, 2, 2, 11)), sigma=1.2):
     """A target with exactly 1 at the centres and max-combined Gaussians around them."""
     y = np.zeros(shape, dtype=np.float32)
-    yy, xx = np.mgrid[:shape[2], :shape[3]]
+    yy, xx = np.mgrid[: shape[2], : shape[3]]
     for b, c, cy, cx in centres:
-        g = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2)).astype(np.float32)
+        g = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)).astype(np.float32)
         g[cy, cx] = 1.0
         y[b, c] = np.maximum(y[b, c], g)
     return torch.from_numpy(y)
@@ -77,7 +77,7 @@ def test_focal_penalty_reduction_near_centres():
     x = torch.tensor([[[[5.0, 1.0, 1.0]]]])
     p = 1 / (1 + np.exp(-1.0))
     p0 = 1 / (1 + np.exp(-5.0))
-    expected = -((1 - p0) ** 2 * np.log(p0) + 0.5 ** 4 * p ** 2 * np.log(1 - p) + p ** 2 * np.log(1 - p))
+    expected = -((1 - p0) ** 2 * np.log(p0) + 0.5**4 * p**2 * np.log(1 - p) + p**2 * np.log(1 - p))
     assert penalty_reduced_focal_loss(x, y).item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -104,7 +104,8 @@ def test_focal_without_positives_is_finite():
     assert torch.isfinite(got)
     assert got.item() == pytest.approx(focal_np(x.numpy(), y.numpy()), rel=1e-5)
     assert penalty_reduced_focal_loss(x, torch.zeros_like(y)).item() == pytest.approx(
-        focal_np(x.numpy(), np.zeros(y.shape)), rel=1e-5)
+        focal_np(x.numpy(), np.zeros(y.shape)), rel=1e-5
+    )
 
 
 def test_focal_fp16_logits_give_finite_fp32_loss():
@@ -138,8 +139,8 @@ def test_gather_at_hand_case():
 def test_masked_l1_hand_case():
     """Two objects, one padding slot: (|1.5-1| + |-2-0| + |4-6| + |0.25-0.25|) / (2 * 2)."""
     pred = torch.zeros(1, 2, 3, 4)
-    pred[0, :, 1, 2] = torch.tensor([1.5, -2.0])   # index 6
-    pred[0, :, 2, 3] = torch.tensor([4.0, 0.25])   # index 11
+    pred[0, :, 1, 2] = torch.tensor([1.5, -2.0])  # index 6
+    pred[0, :, 2, 3] = torch.tensor([4.0, 0.25])  # index 11
     index = torch.tensor([[6, 11, 0]])
     target = torch.tensor([[[1.0, 0.0], [6.0, 0.25], [100.0, -100.0]]])
     mask = torch.tensor([[1.0, 1.0, 0.0]])

@@ -1,4 +1,5 @@
 """The CenterNet training mapper and the model on bad or unusual input."""
+
 import logging
 import os
 
@@ -26,8 +27,16 @@ def demo_cfg(*opts):
 
 def deterministic_mapper(size=128, flip=0.0):
     """No random scale, no jitter: output = image resized so its longer side is ``size``."""
-    cfg = demo_cfg("INPUT.TRAIN_SIZE", str(size), "INPUT.SCALE_RANGE", "(1.0, 1.0)",
-                   "INPUT.COLOR_JITTER", "0.0", "INPUT.HFLIP_PROB", str(flip))
+    cfg = demo_cfg(
+        "INPUT.TRAIN_SIZE",
+        str(size),
+        "INPUT.SCALE_RANGE",
+        "(1.0, 1.0)",
+        "INPUT.COLOR_JITTER",
+        "0.0",
+        "INPUT.HFLIP_PROB",
+        str(flip),
+    )
     return CenterNetDatasetMapper(cfg)
 
 
@@ -63,8 +72,13 @@ def test_horizontal_flip_mirrors_boxes_on_the_padded_canvas(tmp_path):
 
 def test_degenerate_and_outside_boxes_are_dropped_and_counted(tmp_path):
     d = write_image(tmp_path / "a.png", 100, 200)
-    d["annotations"] = [anno(10, 20, 50, 30), anno(30, 30, 0, 10), anno(300, 10, 20, 20),
-                        anno(5, 5, 1, 1), {**anno(40, 40, 20, 20), "iscrowd": 1}]
+    d["annotations"] = [
+        anno(10, 20, 50, 30),
+        anno(30, 30, 0, 10),
+        anno(300, 10, 20, 20),
+        anno(5, 5, 1, 1),
+        {**anno(40, 40, 20, 20), "iscrowd": 1},
+    ]
     mapper = deterministic_mapper()
     out = mapper(d)
     assert len(out["instances"]) == 1

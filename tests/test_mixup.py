@@ -7,6 +7,7 @@ value))``), blended pixels and boxes are worked out for constant-colour images,
 and loss changes are closed forms of the focal / L1 / GIoU formulas evaluated
 with NumPy on the same output maps.
 """
+
 import os
 
 import cv2
@@ -33,8 +34,14 @@ CONFIGS = {
 }
 SMALL = {
     "CenterNet": ["MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 16, 16]", "MODEL.CENTERNET.HEAD_CHANNELS", "16"],
-    "TTFNet": ["MODEL.TTFNET.UPSAMPLE_CHANNELS", "[32, 16, 16]", "MODEL.TTFNET.HEATMAP_HEAD_CHANNELS", "16",
-               "MODEL.TTFNET.BOX_HEAD_CHANNELS", "16"],
+    "TTFNet": [
+        "MODEL.TTFNET.UPSAMPLE_CHANNELS",
+        "[32, 16, 16]",
+        "MODEL.TTFNET.HEATMAP_HEAD_CHANNELS",
+        "16",
+        "MODEL.TTFNET.BOX_HEAD_CHANNELS",
+        "16",
+    ],
 }
 SIZE_STREAM, MIXUP_STREAM = 1, 2
 
@@ -49,9 +56,22 @@ def arch_cfg(arch="CenterNet", *opts):
 
 
 def loader_cfg(dataset, *opts):
-    return arch_cfg("CenterNet", "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", "()",
-                    "INPUT.TRAIN_SIZE", "64", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
-                    "SEED", "5", *opts)
+    return arch_cfg(
+        "CenterNet",
+        "DATASETS.TRAIN",
+        f"('{dataset}',)",
+        "DATASETS.TEST",
+        "()",
+        "INPUT.TRAIN_SIZE",
+        "64",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SEED",
+        "5",
+        *opts,
+    )
 
 
 def generator(seed, stream, value):
@@ -80,10 +100,10 @@ def test_each_batch_of_the_real_loader_has_one_drawn_size(tiny_shapes, workers):
         loader, dataset, sampler = build_resumable_train_loader(cfg, seed=5)
         sampler.start = start_iter * 2
         got = []
-        for k, batch in zip(range(start_iter, 8), loader):
+        for _, batch in zip(range(start_iter, 8), loader):
             shapes = {tuple(x["image"].shape) for x in batch}
             assert len(batch) == 2 and len(shapes) == 1, shapes
-            (c, h, w), = shapes
+            ((c, h, w),) = shapes
             assert c == 3 and h == w
             got.append(h)
         assert got == expected[start_iter:]
@@ -92,8 +112,9 @@ def test_each_batch_of_the_real_loader_has_one_drawn_size(tiny_shapes, workers):
 def test_all_positions_of_an_iteration_share_its_size():
     """Iteration k is positions [k*B, (k+1)*B) over all ranks: whatever rank
     takes a position, its size is the iteration's."""
-    dataset = PositionedDataset([{"i": i} for i in range(5)], mapper=lambda d, size: size, seed=9, batch_size=4,
-                                train_sizes=(32, 64, 96, 128))
+    dataset = PositionedDataset(
+        [{"i": i} for i in range(5)], mapper=lambda d, size: size, seed=9, batch_size=4, train_sizes=(32, 64, 96, 128)
+    )
     for k in range(10):
         assert {dataset[p] for p in range(4 * k, 4 * k + 4)} == {expected_size(9, k, (32, 64, 96, 128))}
 
@@ -102,17 +123,34 @@ def test_mapper_maps_to_the_requested_size(tmp_path):
     """A 100x200 image fit into 96 px (no random scale) is scaled by 0.48; the
     default size is still INPUT.TRAIN_SIZE."""
     cv2.imwrite(str(tmp_path / "a.png"), np.full((100, 200, 3), 90, np.uint8))
-    d = {"file_name": str(tmp_path / "a.png"), "height": 100, "width": 200, "image_id": 1,
-         "annotations": [{"bbox": [10, 20, 50, 30], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0}]}
-    mapper = CenterNetDatasetMapper(arch_cfg("CenterNet", "INPUT.TRAIN_SIZE", "128", "INPUT.SCALE_RANGE", "(1.0, 1.0)",
-                                             "INPUT.COLOR_JITTER", "0.0", "INPUT.HFLIP_PROB", "0.0"))
+    d = {
+        "file_name": str(tmp_path / "a.png"),
+        "height": 100,
+        "width": 200,
+        "image_id": 1,
+        "annotations": [{"bbox": [10, 20, 50, 30], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0}],
+    }
+    mapper = CenterNetDatasetMapper(
+        arch_cfg(
+            "CenterNet",
+            "INPUT.TRAIN_SIZE",
+            "128",
+            "INPUT.SCALE_RANGE",
+            "(1.0, 1.0)",
+            "INPUT.COLOR_JITTER",
+            "0.0",
+            "INPUT.HFLIP_PROB",
+            "0.0",
+        )
+    )
     assert tuple(mapper(d)["image"].shape) == (3, 128, 128)
     for _ in range(2):  # built on first use, then reused
         out = mapper(d, size=96)
         assert tuple(out["image"].shape) == (3, 96, 96)
         s = 96 / 200
-        assert torch.allclose(out["instances"].gt_boxes.tensor, torch.tensor([[10 * s, 20 * s, 60 * s, 50 * s]]),
-                              atol=1e-3)
+        assert torch.allclose(
+            out["instances"].gt_boxes.tensor, torch.tensor([[10 * s, 20 * s, 60 * s, 50 * s]]), atol=1e-3
+        )
     fixed = CenterNetDatasetMapper(augmentations=[], image_format="BGR")
     with pytest.raises(ValueError, match="augmentations_for_size"):
         fixed(d, size=96)
@@ -148,11 +186,28 @@ def two_colour_images(tmp_path):
     for i, (colour, box, cls) in enumerate(zip(COLOURS, ([4, 6, 20, 30], [30, 8, 24, 40]), (0, 3))):
         path = str(tmp_path / f"{i}.png")
         cv2.imwrite(path, np.full((64, 64, 3), colour, np.uint8))
-        dicts.append({"file_name": path, "height": 64, "width": 64, "image_id": i,
-                      "annotations": [{"bbox": box, "bbox_mode": BoxMode.XYWH_ABS, "category_id": cls,
-                                       "iscrowd": 0}]})
-    mapper = CenterNetDatasetMapper(arch_cfg("CenterNet", "INPUT.TRAIN_SIZE", "64", "INPUT.SCALE_RANGE", "(1.0, 1.0)",
-                                             "INPUT.COLOR_JITTER", "0.0", "INPUT.HFLIP_PROB", "0.0"))
+        dicts.append(
+            {
+                "file_name": path,
+                "height": 64,
+                "width": 64,
+                "image_id": i,
+                "annotations": [{"bbox": box, "bbox_mode": BoxMode.XYWH_ABS, "category_id": cls, "iscrowd": 0}],
+            }
+        )
+    mapper = CenterNetDatasetMapper(
+        arch_cfg(
+            "CenterNet",
+            "INPUT.TRAIN_SIZE",
+            "64",
+            "INPUT.SCALE_RANGE",
+            "(1.0, 1.0)",
+            "INPUT.COLOR_JITTER",
+            "0.0",
+            "INPUT.HFLIP_PROB",
+            "0.0",
+        )
+    )
     return dicts, mapper
 
 
@@ -188,9 +243,13 @@ def test_mixed_image_is_the_closed_form_blend_with_both_box_sets(two_colour_imag
 def fake_sample(d, size=None):
     """A mapper of constant images (value = entry index) with one box of class = index."""
     i = d["i"]
-    return {"i": i, "image": torch.full((3, 4, 4), 10 * i, dtype=torch.uint8),
-            "instances": Instances((4, 4), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 2.0, 2.0]])),
-                                   gt_classes=torch.tensor([i]))}
+    return {
+        "i": i,
+        "image": torch.full((3, 4, 4), 10 * i, dtype=torch.uint8),
+        "instances": Instances(
+            (4, 4), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 2.0, 2.0]])), gt_classes=torch.tensor([i])
+        ),
+    }
 
 
 def mixed(sample):
@@ -201,8 +260,17 @@ def test_prob_and_the_last_iterations_without_mixup():
     """PROB 1: every sample of iterations < MAX_ITER - OFF_LAST_ITERS is mixed,
     none after; PROB 0: none; PROB 0.5: the samples whose redrawn u < 0.5."""
     dicts = [{"i": i} for i in range(5)]
-    cfg = arch_cfg("CenterNet", "INPUT.MIXUP.ENABLED", "True", "INPUT.MIXUP.PROB", "1.0",
-                   "INPUT.MIXUP.OFF_LAST_ITERS", "3", "SOLVER.MAX_ITER", "9")
+    cfg = arch_cfg(
+        "CenterNet",
+        "INPUT.MIXUP.ENABLED",
+        "True",
+        "INPUT.MIXUP.PROB",
+        "1.0",
+        "INPUT.MIXUP.OFF_LAST_ITERS",
+        "3",
+        "SOLVER.MAX_ITER",
+        "9",
+    )
     always = Mixup.from_config(cfg)
     assert always.stop_iter == 6
     dataset = PositionedDataset(dicts, fake_sample, seed=2, batch_size=3, mixup=always)
@@ -226,8 +294,14 @@ def test_second_image_is_another_entry():
     assert len(partners) > 4
 
 
-@pytest.mark.parametrize("key, value, message", [("PROB", "1.5", "PROB must be in"), ("ALPHA", "0.0", "ALPHA must be"),
-                                                  ("OFF_LAST_ITERS", "-1", "OFF_LAST_ITERS must be")])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("PROB", "1.5", "PROB must be in"),
+        ("ALPHA", "0.0", "ALPHA must be"),
+        ("OFF_LAST_ITERS", "-1", "OFF_LAST_ITERS must be"),
+    ],
+)
 def test_bad_mixup_settings_are_refused(key, value, message):
     cfg = arch_cfg("CenterNet", "INPUT.MIXUP.ENABLED", "True", f"INPUT.MIXUP.{key}", value)
     with pytest.raises(ValueError, match=f"INPUT.MIXUP.{message}"):
@@ -263,8 +337,9 @@ def test_disabled_or_never_mixing_leaves_the_stream_as_it_was(tiny_shapes):
     plain_cfg = loader_cfg(name)
     _, plain, _ = build_resumable_train_loader(plain_cfg, seed=5)
     reference = reference_stream(plain.dicts, CenterNetDatasetMapper(plain_cfg), 5, positions)
-    _, prob0, _ = build_resumable_train_loader(loader_cfg(name, "INPUT.MIXUP.ENABLED", "True",
-                                                          "INPUT.MIXUP.PROB", "0.0"), seed=5)
+    _, prob0, _ = build_resumable_train_loader(
+        loader_cfg(name, "INPUT.MIXUP.ENABLED", "True", "INPUT.MIXUP.PROB", "0.0"), seed=5
+    )
     assert prob0.mixup is not None and plain.mixup is None and plain.train_sizes == ()
     for p, ref in zip(positions, reference):
         for got in (plain[p], prob0[p]):
@@ -282,9 +357,14 @@ def test_pad_object_weights_and_peak_weights_by_hand():
     assert pad_object_weights([None], [0]).tolist() == [[1.0]]
     # two objects of class 1 on one centre cell (the larger weight wins), one of
     # class 0 elsewhere, one invalid object that must leave no trace
-    peak = draw_peak_weights((2, 2, 3, 4), torch.tensor([0, 0, 1, 1]), torch.tensor([1, 1, 0, -1]),
-                             torch.tensor([[2, 1], [2, 1], [3, 2], [0, 0]]), torch.tensor([0.3, 0.7, 0.2, 0.5]),
-                             torch.tensor([True, True, True, False]))
+    peak = draw_peak_weights(
+        (2, 2, 3, 4),
+        torch.tensor([0, 0, 1, 1]),
+        torch.tensor([1, 1, 0, -1]),
+        torch.tensor([[2, 1], [2, 1], [3, 2], [0, 0]]),
+        torch.tensor([0.3, 0.7, 0.2, 0.5]),
+        torch.tensor([True, True, True, False]),
+    )
     expected = torch.ones(2, 2, 3, 4)
     expected[0, 1, 1, 2] = 0.7
     expected[1, 0, 2, 3] = 0.2
@@ -329,8 +409,9 @@ def random_outputs(arch, seed, size=64):
 
 
 def gt(boxes, classes, weights=None):
-    inst = Instances((64, 64), gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
-                     gt_classes=torch.tensor(classes))
+    inst = Instances(
+        (64, 64), gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)), gt_classes=torch.tensor(classes)
+    )
     if weights is not None:
         inst.gt_weights = torch.tensor(weights, dtype=torch.float32)
     return inst
@@ -404,8 +485,11 @@ def test_batch_with_and_without_weights(models):
     image with weights (1, 1) and a plain one give the plain losses."""
     model = models["CenterNet"]
     g = torch.Generator().manual_seed(4)
-    outputs = {"heatmap": torch.randn(2, 4, 16, 16, generator=g), "wh": torch.rand(2, 2, 16, 16, generator=g) * 8,
-               "offset": torch.rand(2, 2, 16, 16, generator=g)}
+    outputs = {
+        "heatmap": torch.randn(2, 4, 16, 16, generator=g),
+        "wh": torch.rand(2, 2, 16, 16, generator=g) * 8,
+        "offset": torch.rand(2, 2, 16, 16, generator=g),
+    }
     a, b = [[8.0, 12.0, 40.0, 36.0], [30.0, 2.0, 50.0, 62.0]], [[2.0, 2.0, 30.0, 20.0]]
     plain = model.losses(outputs, [gt(a, [2, 0]), gt(b, [1])])
     ones = model.losses(outputs, [gt(a, [2, 0], [1.0, 1.0]), gt(b, [1])])
@@ -449,17 +533,45 @@ def test_three_iterations_with_multiscale_and_mixup(arch, tiny_shapes, tmp_path)
     sees the drawn size of each iteration."""
     name, _ = tiny_shapes
     sizes = (64, 96)
-    cfg = arch_cfg(arch, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
-                   "INPUT.TRAIN_SIZES", str(sizes), "INPUT.MIXUP.ENABLED", "True", "INPUT.MIXUP.PROB", "1.0",
-                   "INPUT.MIXUP.OFF_LAST_ITERS", "1", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3",
-                   "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "DATALOADER.NUM_WORKERS", "0",
-                   "OUTPUT_DIR", str(tmp_path), "SEED", "8")
+    cfg = arch_cfg(
+        arch,
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        "()",
+        "INPUT.TRAIN_SIZE",
+        "64",
+        "INPUT.TRAIN_SIZES",
+        str(sizes),
+        "INPUT.MIXUP.ENABLED",
+        "True",
+        "INPUT.MIXUP.PROB",
+        "1.0",
+        "INPUT.MIXUP.OFF_LAST_ITERS",
+        "1",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "3",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "SEED",
+        "8",
+    )
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     seen = []
     trainer.unwrapped_model.register_forward_pre_hook(
-        lambda m, args: seen.append(({tuple(x["image"].shape[1:]) for x in args[0]},
-                                     [x["instances"].has("gt_weights") for x in args[0]])))
+        lambda m, args: seen.append(
+            ({tuple(x["image"].shape[1:]) for x in args[0]}, [x["instances"].has("gt_weights") for x in args[0]])
+        )
+    )
     trainer.train()
     assert seen == [({(s, s)}, [k < 2] * 2) for k, s in enumerate(expected_size(8, k, sizes) for k in range(3))]
     losses = trainer.storage.history("total_loss").values()

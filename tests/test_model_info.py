@@ -1,5 +1,6 @@
 """Exported files describe themselves: class names, input size, normalisation,
 threshold, architecture, version and the deployment config travel inside them."""
+
 import json
 
 import onnx
@@ -22,8 +23,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_onnx_export_carries_its_config_and_a_config_is_rebuilt_from_it(tmp_path):
-    cfg = tiny_cfg("CenterNet", "MODEL.CENTERX.CLASS_NAMES", "('cat', 'dog', 'bird')", "MODEL.PIXEL_STD",
-                   "[1.0, 2.0, 3.0]", "MODEL.CENTERNET.SCORE_THRESH_TEST", "0.05")
+    cfg = tiny_cfg(
+        "CenterNet",
+        "MODEL.CENTERX.CLASS_NAMES",
+        "('cat', 'dog', 'bird')",
+        "MODEL.PIXEL_STD",
+        "[1.0, 2.0, 3.0]",
+        "MODEL.CENTERNET.SCORE_THRESH_TEST",
+        "0.05",
+    )
     path = str(tmp_path / "model.onnx")
     export_onnx(DeployModel(build("CenterNet")).eval(), path, SIZE, metadata=describe_model(cfg))
     props = {p.key: p.value for p in onnx.load(path).metadata_props}
@@ -54,9 +62,17 @@ def test_formats_without_a_place_for_properties_keep_them_beside_the_file(tmp_pa
     assert config_from_model_file(str(prototxt)).MODEL.TTFNET.NUM_CLASSES == 3
 
 
-@pytest.mark.parametrize("path, runtime", [("m.onnx", "onnxruntime"), ("M_INT8.ONNX", "onnxruntime"),
-                                           ("m.xml", "openvino"), ("m.ts", "torchscript"),
-                                           ("m.prototxt", "caffe"), ("m_fp32.engine", "tensorrt")])
+@pytest.mark.parametrize(
+    "path, runtime",
+    [
+        ("m.onnx", "onnxruntime"),
+        ("M_INT8.ONNX", "onnxruntime"),
+        ("m.xml", "openvino"),
+        ("m.ts", "torchscript"),
+        ("m.prototxt", "caffe"),
+        ("m_fp32.engine", "tensorrt"),
+    ],
+)
 def test_the_runtime_comes_from_the_file_ending(path, runtime):
     assert runtime_for_file(path) == runtime
 

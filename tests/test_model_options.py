@@ -6,6 +6,7 @@ score), a second implementation written here (numpy sliding-window max-pool
 with -inf padding, numpy BCE), hand-built maps, or ONNX Runtime / OpenCV
 running the exported graphs.
 """
+
 import os
 
 import cv2
@@ -35,8 +36,14 @@ ort = pytest.importorskip("onnxruntime")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRIDE = 4
-NECK_OPTIONS = ["MODEL.CENTERX.COORD_CONV", "True", "MODEL.CENTERX.SPP.ENABLED", "True",
-                "MODEL.CENTERX.DROPBLOCK.ENABLED", "True"]
+NECK_OPTIONS = [
+    "MODEL.CENTERX.COORD_CONV",
+    "True",
+    "MODEL.CENTERX.SPP.ENABLED",
+    "True",
+    "MODEL.CENTERX.DROPBLOCK.ENABLED",
+    "True",
+]
 ALL_OPTIONS = {"CenterNet": NECK_OPTIONS, "TTFNet": NECK_OPTIONS + ["MODEL.TTFNET.IOU_AWARE.ENABLED", "True"]}
 
 
@@ -130,8 +137,9 @@ def test_spp_equals_numpy_pooling_and_keeps_channels():
 @pytest.mark.parametrize("sizes", [(5, 8), (0,), ()])
 def test_spp_refuses_even_or_missing_pool_sizes(sizes):
     with pytest.raises(ValueError, match=r"MODEL\.CENTERX\.SPP\.POOL_SIZES"):
-        build_model(tiny_cfg("CenterNet", "MODEL.CENTERX.SPP.ENABLED", "True",
-                             "MODEL.CENTERX.SPP.POOL_SIZES", str(sizes)))
+        build_model(
+            tiny_cfg("CenterNet", "MODEL.CENTERX.SPP.ENABLED", "True", "MODEL.CENTERX.SPP.POOL_SIZES", str(sizes))
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -158,7 +166,7 @@ def test_dropblock_drops_whole_blocks_at_the_configured_rate():
     covered = np.zeros_like(zero)
     for dy in range(k):
         for dx in range(k):
-            covered[:, :, dy:dy + full.shape[2], dx:dx + full.shape[3]] |= full
+            covered[:, :, dy : dy + full.shape[2], dx : dx + full.shape[3]] |= full
     assert zero.any() and (covered == zero).all()
     assert abs(zero.mean() - p) < 0.01, zero.mean()
     np.testing.assert_allclose(out[~zero], zero.size / (~zero).sum(), rtol=1e-6)
@@ -168,8 +176,9 @@ def test_dropblock_refuses_bad_settings():
     with pytest.raises(ValueError, match=r"DROPBLOCK\.DROP_PROB"):
         DropBlock(1.0, 3)
     with pytest.raises(ValueError, match=r"DROPBLOCK\.BLOCK_SIZE"):
-        build_model(tiny_cfg("TTFNet", "MODEL.CENTERX.DROPBLOCK.ENABLED", "True",
-                             "MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE", "4"))
+        build_model(
+            tiny_cfg("TTFNet", "MODEL.CENTERX.DROPBLOCK.ENABLED", "True", "MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE", "4")
+        )
     with pytest.raises(ValueError, match=r"DROPBLOCK\.BLOCK_SIZE"):
         DropBlock(0.1, 5).train()(torch.ones(1, 1, 4, 8))
 
@@ -193,8 +202,11 @@ def single_box_case():
     box = [12.0, 20.0, 52.0, 44.0]
     gt = [Instances((64, 64), gt_boxes=Boxes(torch.tensor([box])), gt_classes=torch.tensor([1]))]
     ltrb = torch.tensor([10.0, 6.0, 14.0, 8.0]).view(1, 4, 1, 1).expand(1, 4, 16, 16).clone().requires_grad_()
-    outputs = {"heatmap": torch.zeros(1, 3, 16, 16, requires_grad=True), "ltrb": ltrb,
-               "iou": torch.full((1, 1, 16, 16), 1.5, requires_grad=True)}
+    outputs = {
+        "heatmap": torch.zeros(1, 3, 16, 16, requires_grad=True),
+        "ltrb": ltrb,
+        "iou": torch.full((1, 1, 16, 16), 1.5, requires_grad=True),
+    }
     return model, box, gt, outputs
 
 
@@ -239,11 +251,13 @@ def test_fused_score_closed_form():
         np.testing.assert_allclose(ttfnet_scores(heat, iou, alpha).numpy(), expected, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(ttfnet_scores(heat).numpy(), sigmoid(heat.numpy()), rtol=1e-6)
     model = build("TTFNet", "MODEL.TTFNET.IOU_AWARE.ENABLED", "True", "MODEL.TTFNET.IOU_AWARE.ALPHA", "0.3")
-    np.testing.assert_allclose(model.heatmap_scores({"heatmap": heat, "iou": iou}).numpy(),
-                               sigmoid(heat.numpy()) ** 0.7 * sigmoid(iou.numpy()) ** 0.3, rtol=1e-6)
+    np.testing.assert_allclose(
+        model.heatmap_scores({"heatmap": heat, "iou": iou}).numpy(),
+        sigmoid(heat.numpy()) ** 0.7 * sigmoid(iou.numpy()) ** 0.3,
+        rtol=1e-6,
+    )
     with pytest.raises(ValueError, match=r"IOU_AWARE\.ALPHA"):
-        build_model(tiny_cfg("TTFNet", "MODEL.TTFNET.IOU_AWARE.ENABLED", "True", "MODEL.TTFNET.IOU_AWARE.ALPHA",
-                             "1.5"))
+        build_model(tiny_cfg("TTFNet", "MODEL.TTFNET.IOU_AWARE.ENABLED", "True", "MODEL.TTFNET.IOU_AWARE.ALPHA", "1.5"))
 
 
 def test_decode_takes_the_peak_of_the_fused_map():
@@ -268,10 +282,10 @@ def test_decode_takes_the_peak_of_the_fused_map():
 # both architectures: parameter names, training, export
 # --------------------------------------------------------------------------- #
 HEAD_KEYS = {
-    "CenterNet": {f"heads.{h}.layers.{i}.{p}" for h in ("heatmap", "wh", "offset") for i in (0, 2)
-                  for p in ("weight", "bias")},
-    "TTFNet": {f"heads.{h}.layers.{i}.{p}" for h in ("heatmap", "ltrb") for i in (0, 2, 4)
-               for p in ("weight", "bias")},
+    "CenterNet": {
+        f"heads.{h}.layers.{i}.{p}" for h in ("heatmap", "wh", "offset") for i in (0, 2) for p in ("weight", "bias")
+    },
+    "TTFNet": {f"heads.{h}.layers.{i}.{p}" for h in ("heatmap", "ltrb") for i in (0, 2, 4) for p in ("weight", "bias")},
 }
 
 
@@ -294,17 +308,42 @@ def test_smoke_training_with_every_option(arch, tiny_shapes, tmp_path):
     """Two iterations of centerX's Trainer with every option on: finite losses,
     loss_iou among them for TTFNet, DropBlock active in training."""
     name, _ = tiny_shapes
-    cfg = tiny_cfg(arch, *ALL_OPTIONS[arch], "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
-                   "INPUT.TRAIN_SIZE", "64", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
-                   "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "0.001", "SOLVER.REFERENCE_WORLD_SIZE", "0",
-                   "SOLVER.CHECKPOINT_PERIOD", "1000",
-                   "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path), "SEED", "3")
+    cfg = tiny_cfg(
+        arch,
+        *ALL_OPTIONS[arch],
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        "()",
+        "INPUT.TRAIN_SIZE",
+        "64",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.BASE_LR",
+        "0.001",
+        "SOLVER.REFERENCE_WORLD_SIZE",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "SEED",
+        "3",
+    )
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
     history = trainer.storage.histories()
-    expected = {"CenterNet": {"loss_heatmap", "loss_wh", "loss_offset"},
-                "TTFNet": {"loss_heatmap", "loss_box", "loss_iou"}}[arch]
+    expected = {
+        "CenterNet": {"loss_heatmap", "loss_wh", "loss_offset"},
+        "TTFNet": {"loss_heatmap", "loss_box", "loss_iou"},
+    }[arch]
     assert {k for k in history if k.startswith("loss_")} == expected
     for key in expected | {"total_loss"}:
         values = [v for v, _ in history[key].values()]
@@ -413,8 +452,9 @@ def test_caffe_exports_spp_and_refuses_coord_conv(tmp_path):
     for name in ("heatmap", "wh", "offset"):
         np.testing.assert_allclose(out[name], ref[name].numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ExportError, match=r"MODEL\.CENTERX\.COORD_CONV"):
-        export_caffe(DeployModel(build("CenterNet", "MODEL.CENTERX.COORD_CONV", "True")).eval(),
-                     str(tmp_path / "coord"), SIZE)
+        export_caffe(
+            DeployModel(build("CenterNet", "MODEL.CENTERX.COORD_CONV", "True")).eval(), str(tmp_path / "coord"), SIZE
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -430,16 +470,36 @@ def test_distilled_iou_aware_student_keeps_loss_iou_and_kd_on_heatmap_logits(tmp
     teacher = randomize_(build_model(teacher_cfg), seed=1)
     DetectionCheckpointer(teacher, save_dir=str(tmp_path)).save("teacher")
     (tmp_path / "teacher.yaml").write_text(teacher_cfg.dump())
-    cfg = tiny_cfg("TTFNet", "MODEL.CENTERX.COORD_CONV", "True", "MODEL.CENTERX.SPP.ENABLED", "True",
-                   "MODEL.TTFNET.IOU_AWARE.ENABLED", "True", "MODEL.META_ARCHITECTURE", "Distiller",
-                   "MODEL.DISTILL.STUDENT_META_ARCHITECTURE", "TTFNet", "DATASETS.TRAIN", "()", "DATASETS.TEST", "()")
+    cfg = tiny_cfg(
+        "TTFNet",
+        "MODEL.CENTERX.COORD_CONV",
+        "True",
+        "MODEL.CENTERX.SPP.ENABLED",
+        "True",
+        "MODEL.TTFNET.IOU_AWARE.ENABLED",
+        "True",
+        "MODEL.META_ARCHITECTURE",
+        "Distiller",
+        "MODEL.DISTILL.STUDENT_META_ARCHITECTURE",
+        "TTFNet",
+        "DATASETS.TRAIN",
+        "()",
+        "DATASETS.TEST",
+        "()",
+    )
     cfg.MODEL.DISTILL.TEACHERS = [(str(tmp_path / "teacher.yaml"), str(tmp_path / "teacher.pth"), (0, 1, 2))]
     torch.manual_seed(0)
     distiller = build_model(cfg).train()
     g = torch.Generator().manual_seed(0)
-    batch = [{"image": torch.randint(0, 256, (3, 64, 64), generator=g).float(),
-              "instances": Instances((64, 64), gt_boxes=Boxes(torch.tensor([[4.0, 6.0, 40.0, 30.0]])),
-                                     gt_classes=torch.tensor([1]))} for _ in range(2)]
+    batch = [
+        {
+            "image": torch.randint(0, 256, (3, 64, 64), generator=g).float(),
+            "instances": Instances(
+                (64, 64), gt_boxes=Boxes(torch.tensor([[4.0, 6.0, 40.0, 30.0]])), gt_classes=torch.tensor([1])
+            ),
+        }
+        for _ in range(2)
+    ]
     losses = distiller(batch)
     assert {"loss_heatmap", "loss_box", "loss_iou", "loss_kd_t0_heatmap"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())

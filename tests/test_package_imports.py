@@ -2,9 +2,9 @@
 direction (docs/design.md, "Dependency direction"), no import cycle, no centerX
 import inside a function, and a config layer that imports only detectron2's
 config and the leaf helpers."""
+
 import ast
 import os
-from typing import Dict, List, Set, Tuple
 
 import pytest
 
@@ -24,7 +24,7 @@ LAYERS = [
 LEAF_HELPERS = LAYERS[0]
 
 
-def package_modules() -> Dict[str, Tuple[str, bool]]:
+def package_modules() -> dict[str, tuple[str, bool]]:
     """{dotted module name: (path, is a package's __init__)} of every module of centerx."""
     found = {}
     for folder, _, files in os.walk(PACKAGE):
@@ -40,7 +40,7 @@ def package_modules() -> Dict[str, Tuple[str, bool]]:
 MODULES = package_modules()
 
 
-def imported_names(module: str, node: ast.AST, is_package: bool) -> List[str]:
+def imported_names(module: str, node: ast.AST, is_package: bool) -> list[str]:
     """The absolute names an import statement of ``module`` brings in (for ``from X
     import a``: ``X.a`` when that is a module of centerx, else ``X``)."""
     if isinstance(node, ast.Import):
@@ -65,13 +65,14 @@ def owning_module(name: str) -> str:
 def read_imports():
     """(edges {module: {centerx modules it imports}}, [(module, line, name) of centerx
     imports inside functions], {module: {every top-level name imported}})."""
-    edges: Dict[str, Set[str]] = {m: set() for m in MODULES}
+    edges: dict[str, set[str]] = {m: set() for m in MODULES}
     local, everything = [], {m: set() for m in MODULES}
     for module, (path, is_package) in MODULES.items():
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), path)
-        in_functions = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                        for n in ast.walk(f)}
+        in_functions = {
+            id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)
+        }
         for node in ast.walk(tree):
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
@@ -93,8 +94,9 @@ def layer_of(module: str) -> int:
     for i, names in enumerate(LAYERS):
         if part in names:
             return i
-    raise AssertionError(f"{module}: its top-level name '{part}' is in no layer of docs/design.md; add it there "
-                         "and to LAYERS here")
+    raise AssertionError(
+        f"{module}: its top-level name '{part}' is in no layer of docs/design.md; add it there and to LAYERS here"
+    )
 
 
 def test_the_reader_sees_the_imports_it_should():
@@ -108,12 +110,13 @@ def test_the_reader_sees_the_imports_it_should():
 def test_every_module_is_in_a_layer_and_imports_only_its_own_and_earlier_layers():
     wrong = [(a, b) for a, targets in EDGES.items() for b in targets if layer_of(b) > layer_of(a)]
     assert not wrong, "imports against docs/design.md's dependency direction: " + ", ".join(
-        f"{a} -> {b}" for a, b in sorted(wrong))
+        f"{a} -> {b}" for a, b in sorted(wrong)
+    )
 
 
 def test_the_package_has_no_import_cycle():
-    state: Dict[str, int] = {}
-    path: List[str] = []
+    state: dict[str, int] = {}
+    path: list[str] = []
 
     def visit(module: str) -> None:  # depth-first; state 1 = on the current path, 2 = done
         state[module] = 1
@@ -122,7 +125,7 @@ def test_the_package_has_no_import_cycle():
             if target == module or target not in EDGES:
                 continue
             if state.get(target) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(target):] + [target]))
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(target) :] + [target]))
             if not state.get(target):
                 visit(target)
         path.pop()
@@ -135,11 +138,13 @@ def test_the_package_has_no_import_cycle():
 
 def test_no_centerx_import_inside_a_function():
     assert not LOCAL, "function-local centerX imports (move them to the top of the module): " + ", ".join(
-        f"{m}:{line} {name}" for m, line, name in LOCAL)
+        f"{m}:{line} {name}" for m, line, name in LOCAL
+    )
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if m == "centerx.config" or
-                                          m.startswith("centerx.config.")))
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if m == "centerx.config" or m.startswith("centerx.config."))
+)
 def test_the_config_layer_imports_only_detectron2_config_and_leaf_helpers(module):
     allowed_centerx = {f"centerx.{name}" for name in LEAF_HELPERS} | {"centerx.config"}
     wrong = []

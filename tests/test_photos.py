@@ -1,5 +1,6 @@
 """The built-in real-photo dataset: deterministic per seed, every box the tight box
 of an object's visible pixels, the ten classes present, registered like shapes."""
+
 import json
 import os
 
@@ -84,5 +85,4 @@ def test_a_box_is_the_tight_box_of_the_pixels_its_object_changed(monkeypatch):
 
 def test_registered_with_the_ten_classes():
     assert MetadataCatalog.get("photos_val").thing_classes == list(photos.PHOTOS_CLASSES)
-    assert MetadataCatalog.get("photos_train").json_file.endswith(os.path.join("photos", "annotations",
-                                                                               "train.json"))
+    assert MetadataCatalog.get("photos_train").json_file.endswith(os.path.join("photos", "annotations", "train.json"))

@@ -6,6 +6,7 @@ tests/user_project/toy_plugin.py, a project outside centerX with its own
 detector, dataset, export format and runtime: train with ``--import``, then
 evaluate, export, predict and benchmark from the saved config.yaml alone.
 """
+
 import json
 import os
 import subprocess
@@ -32,7 +33,9 @@ def test_a_config_file_imports_its_modules_before_its_keys_are_merged(tmp_path):
     """The module adds MODEL.PLUGIN_A_KEY; the file sets it, so merging it first
     would fail. The relative path is read from the config's folder, whatever the
     current directory, and recorded absolute."""
-    write(tmp_path / "code" / "plugin_a.py", """
+    write(
+        tmp_path / "code" / "plugin_a.py",
+        """
         from detectron2.modeling import META_ARCH_REGISTRY
         from centerx.modeling.meta_arch import CenterNet
 
@@ -45,15 +48,19 @@ def test_a_config_file_imports_its_modules_before_its_keys_are_merged(tmp_path):
                 from detectron2.config import CfgNode
                 cfg.MODEL.PLUGIN_A = CfgNode({"CHANNELS": 8, "DEFORMABLE": False})
                 return cfg
-        """)
-    config = write(tmp_path / "configs" / "a.yaml", f"""
+        """,
+    )
+    config = write(
+        tmp_path / "configs" / "a.yaml",
+        f"""
         _BASE_: "{DEMO}"
         IMPORTS: ["../code/plugin_a.py"]
         MODEL:
           META_ARCHITECTURE: PluginANet
           PLUGIN_A:
             CHANNELS: 24
-        """)
+        """,
+    )
     cfg = load_config(config)
     assert cfg.MODEL.PLUGIN_A.CHANNELS == 24
     assert cfg.IMPORTS == (str(tmp_path / "code" / "plugin_a.py"),)
@@ -63,14 +70,20 @@ def test_a_config_file_imports_its_modules_before_its_keys_are_merged(tmp_path):
 
 
 def test_imports_of_a_base_chain_come_base_first_and_once(tmp_path):
-    base = write(tmp_path / "base.yaml", f"""
+    base = write(
+        tmp_path / "base.yaml",
+        f"""
         _BASE_: "{DEMO}"
         IMPORTS: ["json", "lib/one.py"]
-        """)
-    child = write(tmp_path / "sub" / "child.yaml", """
+        """,
+    )
+    child = write(
+        tmp_path / "sub" / "child.yaml",
+        """
         _BASE_: "../base.yaml"
         IMPORTS: ["json", "csv"]
-        """)
+        """,
+    )
     assert imports_in_config_file(base) == ["json", str(tmp_path / "lib" / "one.py")]
     assert imports_in_config_file(child) == ["json", str(tmp_path / "lib" / "one.py"), "csv"]
 
@@ -78,17 +91,22 @@ def test_imports_of_a_base_chain_come_base_first_and_once(tmp_path):
 def test_an_imports_override_is_relative_to_the_current_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert imports_in_opts(["SOLVER.MAX_ITER", "5", "IMPORTS", "('x.py', 'pkg.mod')"]) == [
-        str(tmp_path / "x.py"), "pkg.mod"]
+        str(tmp_path / "x.py"),
+        "pkg.mod",
+    ]
     with pytest.raises(ValueError, match="IMPORTS must be a list of module names"):
         imports_in_opts(["IMPORTS", "(1, 2)"])
 
 
 def test_a_file_is_imported_once_and_can_import_its_siblings(tmp_path):
     write(tmp_path / "sibling_helper_mod.py", "VALUE = 7\n")
-    path = write(tmp_path / "plugin_counting.py", """
+    path = write(
+        tmp_path / "plugin_counting.py",
+        """
         import sibling_helper_mod
         RUNS = [sibling_helper_mod.VALUE]
-        """)
+        """,
+    )
     (first,) = import_modules([path])
     (second,) = import_modules(["plugin_counting.py"], relative_to=str(tmp_path))
     assert first is second and first.RUNS == [7]
@@ -134,7 +152,9 @@ def test_a_user_project_runs_through_every_command_from_its_saved_config(tmp_pat
     another directory. The project's runtime rebuilds the detector from the
     exported archive: its detections equal PyTorch's on the same image."""
     env = dict(os.environ, TOY_SQUARES_ROOT=str(tmp_path / "data"), OMP_NUM_THREADS="2", PYTHONPATH="")
-    config = write(tmp_path / "toy.yaml", f"""
+    config = write(
+        tmp_path / "toy.yaml",
+        f"""
         _BASE_: "{DEMO}"
         MODEL:
           META_ARCHITECTURE: ToyNet
@@ -160,7 +180,8 @@ def test_a_user_project_runs_through_every_command_from_its_saved_config(tmp_pat
           DETECTIONS_PER_IMAGE: 20
         EXPORT:
           INPUT_SIZE: (96, 96)
-        """)
+        """,
+    )
     run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
     elsewhere.mkdir()
     relative_plugin = os.path.relpath(PLUGIN, REPO)
@@ -168,23 +189,51 @@ def test_a_user_project_runs_through_every_command_from_its_saved_config(tmp_pat
     saved, weights = str(run_dir / "config.yaml"), str(run_dir / "model_final.pth")
     assert f"- {PLUGIN}" in (run_dir / "config.yaml").read_text()
 
-    run([os.path.join(REPO, "train_net.py"), "--config-file", saved, "--eval-only", "MODEL.WEIGHTS", weights], env,
-        elsewhere)
+    run(
+        [os.path.join(REPO, "train_net.py"), "--config-file", saved, "--eval-only", "MODEL.WEIGHTS", weights],
+        env,
+        elsewhere,
+    )
     assert "Evaluation results for bbox" in (run_dir / "eval" / "log.txt").read_text()
 
-    run([os.path.join(REPO, "projects", "speedup", "export.py"), "--config-file", saved, "--format", "npz-weights",
-         "--output", str(tmp_path / "deploy"), "MODEL.WEIGHTS", weights], env, elsewhere)
+    run(
+        [
+            os.path.join(REPO, "projects", "speedup", "export.py"),
+            "--config-file",
+            saved,
+            "--format",
+            "npz-weights",
+            "--output",
+            str(tmp_path / "deploy"),
+            "MODEL.WEIGHTS",
+            weights,
+        ],
+        env,
+        elsewhere,
+    )
     archive = str(tmp_path / "deploy" / "weights.npz")
     assert os.path.isfile(archive + ".centerx.json")
 
     image = str(tmp_path / "data" / "toy_squares_val" / "000.png")
     predict = os.path.join(REPO, "projects", "demo", "predict.py")
     found = {}
-    for name, argv in (("npz", ["--model", archive]),
-                       ("pytorch", ["--config-file", saved, "--runtime", "pytorch"])):
+    for name, argv in (("npz", ["--model", archive]), ("pytorch", ["--config-file", saved, "--runtime", "pytorch"])):
         out = tmp_path / f"{name}.json"
-        result = run([predict, *argv, "--input", image, "--save-json", str(out), "--confidence-threshold", "0.0",
-                      *(["MODEL.WEIGHTS", weights] if name == "pytorch" else [])], env, elsewhere)
+        result = run(
+            [
+                predict,
+                *argv,
+                "--input",
+                image,
+                "--save-json",
+                str(out),
+                "--confidence-threshold",
+                "0.0",
+                *(["MODEL.WEIGHTS", weights] if name == "pytorch" else []),
+            ],
+            env,
+            elsewhere,
+        )
         assert f"on {name}" in result.stdout + result.stderr
         found[name] = json.loads(out.read_text())
     assert found["npz"] and len(found["npz"]) == len(found["pytorch"])
@@ -192,8 +241,27 @@ def test_a_user_project_runs_through_every_command_from_its_saved_config(tmp_pat
         assert a["category_id"] == b["category_id"] and a["score"] == pytest.approx(b["score"], abs=1e-5)
         assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3)
 
-    result = run([os.path.join(REPO, "projects", "speedup", "formats.py"), "--config-file", saved, "--formats",
-                  "pytorch", "npz-weights", "--reps", "2", "--warmup", "0", "--images", "2", "--output",
-                  str(tmp_path / "bench"), "MODEL.WEIGHTS", weights], env, elsewhere)
+    result = run(
+        [
+            os.path.join(REPO, "projects", "speedup", "formats.py"),
+            "--config-file",
+            saved,
+            "--formats",
+            "pytorch",
+            "npz-weights",
+            "--reps",
+            "2",
+            "--warmup",
+            "0",
+            "--images",
+            "2",
+            "--output",
+            str(tmp_path / "bench"),
+            "MODEL.WEIGHTS",
+            weights,
+        ],
+        env,
+        elsewhere,
+    )
     table = (tmp_path / "bench" / "table.md").read_text()
     assert "| npz-weights |" in table and "failed" not in table, table

@@ -1,5 +1,6 @@
 """Mixed precision: SOLVER.AMP.FP32_MODULES keeps the named parts of a model in
 float32 under autocast (and nothing else), with the state dict unchanged."""
+
 import pytest
 import torch
 
@@ -13,8 +14,7 @@ def _conv_output_dtypes(model, batch):
     seen, handles = {}, []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d):
-            handles.append(module.register_forward_hook(
-                lambda m, a, out, name=name: seen.__setitem__(name, out.dtype)))
+            handles.append(module.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, out.dtype)))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model.predict(batch)
     for h in handles:
@@ -31,8 +31,9 @@ def test_named_parts_run_in_float32_under_autocast_and_the_rest_in_bfloat16(arch
     keys = list(model.state_dict())
     assert keep_in_float32(model, ["heads"]) == ["heads"]
     after = _conv_output_dtypes(model, batch)
-    assert {n: d for n, d in after.items() if n.startswith("heads.")} == \
-        {n: torch.float32 for n in after if n.startswith("heads.")}
+    assert {n: d for n, d in after.items() if n.startswith("heads.")} == {
+        n: torch.float32 for n in after if n.startswith("heads.")
+    }
     assert {d for n, d in after.items() if not n.startswith("heads.")} == {torch.bfloat16}
     assert list(model.state_dict()) == keys
     with torch.no_grad():  # outside autocast nothing changes: the hooks only turn autocast off
@@ -52,12 +53,16 @@ def test_every_part_the_precision_experiment_names_exists(arch):
     script = load_script("precision", "precision")
     for part, modules in script.PARTS.items():
         assert keep_in_float32(build(arch), modules[arch.lower()]) == list(modules[arch.lower()]), part
-    assert script.setting_overrides("bf16-fp32-heatmap+box", arch.lower())[-1] == \
-        script.PARTS["heatmap"][arch.lower()] + script.PARTS["box"][arch.lower()]
+    assert (
+        script.setting_overrides("bf16-fp32-heatmap+box", arch.lower())[-1]
+        == script.PARTS["heatmap"][arch.lower()] + script.PARTS["box"][arch.lower()]
+    )
 
 
-@pytest.mark.parametrize("config", ["shapes/ttfnet_r18_demo.yaml", "photos/ttfnet_r18_demo.yaml",
-                                    "shapes/distill_ttfnet_r34_to_r18_demo.yaml"])
+@pytest.mark.parametrize(
+    "config",
+    ["shapes/ttfnet_r18_demo.yaml", "photos/ttfnet_r18_demo.yaml", "shapes/distill_ttfnet_r34_to_r18_demo.yaml"],
+)
 def test_ttfnet_demos_train_the_box_head_in_float32_and_the_rest_in_bfloat16(config, tmp_path):
     """The cause found (docs/results.md): TTFNet's box head in bfloat16 loses AP on real
     photographs. The demos' training step keeps exactly that head in float32 (a

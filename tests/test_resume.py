@@ -1,6 +1,7 @@
 """Nothing is lost: checkpoints are written atomically, and a run stopped at
 iteration N and resumed to 2N ends with the weights of a run trained to 2N
 straight (data stream, augmentations, optimizer, schedule and EMA included)."""
+
 import os
 import shutil
 
@@ -14,20 +15,44 @@ from centerx.engine import AtomicCheckpointer, Trainer
 from centerx.engine.train_loader import step_seed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMOS = {arch: os.path.join(REPO, "configs", "shapes", f"{arch.lower()}_r18_demo.yaml")
-         for arch in ("CenterNet", "TTFNet")}
+DEMOS = {
+    arch: os.path.join(REPO, "configs", "shapes", f"{arch.lower()}_r18_demo.yaml") for arch in ("CenterNet", "TTFNet")
+}
 
 
 def run_cfg(dataset, output_dir, *opts, arch="CenterNet"):
     cfg = centerx.add_centerx_config(get_cfg())
     cfg.merge_from_file(DEMOS[arch])
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "6", "SOLVER.WARMUP_ITERS", "2",
-        "SOLVER.CHECKPOINT_PERIOD", "3", "DATALOADER.NUM_WORKERS", "0",
-        "MODEL_EMA.ENABLED", "True", "MODEL_EMA.WARMUP_ITERS", "3", "MODEL_EMA.DECAY", "0.9",
-        "OUTPUT_DIR", str(output_dir), "SEED", "5",
-    ])
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN",
+            f"('{dataset}',)",
+            "DATASETS.TEST",
+            "()",
+            "INPUT.TRAIN_SIZE",
+            "64",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.MAX_ITER",
+            "6",
+            "SOLVER.WARMUP_ITERS",
+            "2",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "3",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "MODEL_EMA.ENABLED",
+            "True",
+            "MODEL_EMA.WARMUP_ITERS",
+            "3",
+            "MODEL_EMA.DECAY",
+            "0.9",
+            "OUTPUT_DIR",
+            str(output_dir),
+            "SEED",
+            "5",
+        ]
+    )
     cfg.merge_from_list(list(opts))
     return cfg
 
@@ -80,8 +105,18 @@ def test_resume_is_exact_with_mixup_multiscale_and_dropblock(arch, tiny_shapes, 
     """The randomised training options replay after a resume: mixup and the
     drawn sizes come from the stream, DropBlock's masks from the per-step seed."""
     name, _ = tiny_shapes
-    opts = ["INPUT.TRAIN_SIZES", "(64, 96)", "INPUT.MIXUP.ENABLED", "True", "INPUT.MIXUP.PROB", "0.7",
-            "MODEL.CENTERX.DROPBLOCK.ENABLED", "True", "MODEL.CENTERX.DROPBLOCK.DROP_PROB", "0.3"]
+    opts = [
+        "INPUT.TRAIN_SIZES",
+        "(64, 96)",
+        "INPUT.MIXUP.ENABLED",
+        "True",
+        "INPUT.MIXUP.PROB",
+        "0.7",
+        "MODEL.CENTERX.DROPBLOCK.ENABLED",
+        "True",
+        "MODEL.CENTERX.DROPBLOCK.DROP_PROB",
+        "0.3",
+    ]
     straight = train(run_cfg(name, tmp_path / "straight", *opts, arch=arch))
     resumed = resume_from_half(tmp_path / "straight", tmp_path / "resumed", opts, name, arch=arch)
     assert resumed.start_iter == 3 and resumed.iter == 6
@@ -116,8 +151,8 @@ def test_stream_positions_and_shards():
     dataset = PositionedDataset(dicts, mapper=lambda d: d["i"], seed=3)
     epoch0 = [dataset[p] for p in range(5)]
     epoch1 = [dataset[p] for p in range(5, 10)]
-    assert sorted(epoch0) == sorted(epoch1) == list(range(5))   # each epoch is a permutation
-    assert [dataset[p] for p in range(5)] == epoch0               # a pure function of the position
+    assert sorted(epoch0) == sorted(epoch1) == list(range(5))  # each epoch is a permutation
+    assert [dataset[p] for p in range(5)] == epoch0  # a pure function of the position
     other_seed = PositionedDataset(dicts, mapper=lambda d: d["i"], seed=4)
     assert [other_seed[p] for p in range(10)] != epoch0 + epoch1
 
@@ -132,8 +167,9 @@ def test_positioned_dataset_seeds_each_sample_and_skips_unreadable():
     np.random.rand(100)
     assert dataset[7] == first
     assert dataset[8][1] != first[1]
-    skipping = PositionedDataset([{"i": i} for i in range(4)], mapper=lambda d: None if d["i"] == 2 else d["i"],
-                                 seed=1, shuffle=False)
+    skipping = PositionedDataset(
+        [{"i": i} for i in range(4)], mapper=lambda d: None if d["i"] == 2 else d["i"], seed=1, shuffle=False
+    )
     assert [skipping[p] for p in range(4)] == [0, 1, 3, 3]
     with pytest.raises(RuntimeError, match="skipped every image"):
         PositionedDataset([{"i": 0}], mapper=lambda d: None, seed=1)[0]

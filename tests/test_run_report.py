@@ -1,5 +1,6 @@
 """What a training run leaves for a user (results.csv, plots, per-class report,
 best and final weights) and what its console shows."""
+
 import json
 import os
 import re
@@ -43,13 +44,15 @@ def hand_built_eval():
         ],
     }
     gt.createIndex()
-    dt = gt.loadRes([
-        {"image_id": 1, "category_id": 3, "bbox": [0, 0, 10, 10], "score": 0.9},
-        {"image_id": 1, "category_id": 3, "bbox": [20, 20, 10, 10], "score": 0.8},
-        {"image_id": 1, "category_id": 7, "bbox": [50, 50, 10, 10], "score": 0.7},
-        {"image_id": 1, "category_id": 7, "bbox": [0, 0, 10, 10], "score": 0.2},
-        {"image_id": 2, "category_id": 3, "bbox": [10, 0, 20, 20], "score": 0.6},
-    ])
+    dt = gt.loadRes(
+        [
+            {"image_id": 1, "category_id": 3, "bbox": [0, 0, 10, 10], "score": 0.9},
+            {"image_id": 1, "category_id": 3, "bbox": [20, 20, 10, 10], "score": 0.8},
+            {"image_id": 1, "category_id": 7, "bbox": [50, 50, 10, 10], "score": 0.7},
+            {"image_id": 1, "category_id": 7, "bbox": [0, 0, 10, 10], "score": 0.2},
+            {"image_id": 2, "category_id": 3, "bbox": [10, 0, 20, 20], "score": 0.6},
+        ]
+    )
     coco_eval = COCOeval(gt, dt, "bbox")
     coco_eval.evaluate()
     coco_eval.accumulate()
@@ -60,9 +63,7 @@ def test_confusion_matrix_and_per_class_precision_recall_of_a_hand_built_case():
     coco_eval = hand_built_eval()
     matrix = confusion_matrix(coco_eval, score_thresh=0.3)
     # rows: predicted A, B, background; columns: true A, B, background
-    np.testing.assert_array_equal(matrix, [[1, 1, 1],
-                                           [0, 0, 1],
-                                           [1, 0, 0]])
+    np.testing.assert_array_equal(matrix, [[1, 1, 1], [0, 0, 1], [1, 0, 0]])
     rows = per_class_table(coco_eval, matrix, ["A", "B"])
     a, b = rows
     assert (a["boxes"], a["detections"]) == (2, 3) and (b["boxes"], b["detections"]) == (1, 1)
@@ -79,9 +80,7 @@ def test_a_lower_operating_score_counts_the_low_detection():
     # at 0.1 the B detection (0.2) on box A is kept; box A is already taken by the 0.9 detection
     # (IoU 1 both: the higher score wins), so it is a false positive of B
     matrix = confusion_matrix(hand_built_eval(), score_thresh=0.1)
-    np.testing.assert_array_equal(matrix, [[1, 1, 1],
-                                           [0, 0, 2],
-                                           [1, 0, 0]])
+    np.testing.assert_array_equal(matrix, [[1, 1, 1], [0, 0, 2], [1, 0, 0]])
 
 
 # --------------------------------------------------------------------------- #
@@ -90,13 +89,43 @@ def test_a_lower_operating_score_counts_the_low_detection():
 def train_command(tiny_shapes, out, *extra):
     name, json_file = tiny_shapes
     image_root = MetadataCatalog.get(name).image_root
-    return [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", DEMO, *extra,
-            "DATASETS.COCO_JSON", f"[('{name}', '{json_file}', '{image_root}')]",
-            "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
-            "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "40", "SOLVER.WARMUP_ITERS", "0",
-            "TEST.EVAL_PERIOD", "20", "TEST.VIS_IMAGES", "1", "TEST.REPORT_SCORE_THRESH", "0.05",
-            "SOLVER.CHECKPOINT_PERIOD", "1000", "OUTPUT_DIR", str(out), "SEED", "3"]
+    return [
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--config-file",
+        DEMO,
+        *extra,
+        "DATASETS.COCO_JSON",
+        f"[('{name}', '{json_file}', '{image_root}')]",
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        f"('{name}',)",
+        "INPUT.TRAIN_SIZE",
+        "64",
+        "INPUT.MIN_SIZE_TEST",
+        "64",
+        "INPUT.MAX_SIZE_TEST",
+        "64",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "SOLVER.MAX_ITER",
+        "40",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "TEST.EVAL_PERIOD",
+        "20",
+        "TEST.VIS_IMAGES",
+        "1",
+        "TEST.REPORT_SCORE_THRESH",
+        "0.05",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "OUTPUT_DIR",
+        str(out),
+        "SEED",
+        "3",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +133,9 @@ def trained_run(tiny_shapes, tmp_path_factory):
     """train_net.py as a user runs it: 40 iterations, evaluated at 20 and 40. (out, stdout)."""
     out = tmp_path_factory.mktemp("run") / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(train_command(tiny_shapes, out), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        train_command(tiny_shapes, out), cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return out, proc.stdout + proc.stderr
 
@@ -117,11 +147,20 @@ def test_console_is_a_summary_progress_lines_and_results(trained_run):
     first_progress = next(i for i, line in enumerate(lines) if "iter 20/40 (50%)" in line)
     assert first_progress <= 40, "\n".join(lines[:first_progress])
     assert re.search(r"Training TTFNet on test_tiny_shapes: 40 iterations of batch 2 at 64 px", console)
-    assert re.search(r"iter 40/40 \(100%\)  eta 0:00:00  loss [0-9.]+ \(heatmap [0-9.]+, box [0-9.]+\)  "
-                     r"lr [0-9.e-]+  [0-9.]+ img/s", console)
+    assert re.search(
+        r"iter 40/40 \(100%\)  eta 0:00:00  loss [0-9.]+ \(heatmap [0-9.]+, box [0-9.]+\)  "
+        r"lr [0-9.e-]+  [0-9.]+ img/s",
+        console,
+    )
     assert "Evaluation results for bbox" in console and "Per-class report:" in console
-    for noise in ("Environment info", "Running with full config", "Contents of args.config_file",
-                  "torch.jit.script", "No CUDA runtime is found", "Command Line Args"):
+    for noise in (
+        "Environment info",
+        "Running with full config",
+        "Contents of args.config_file",
+        "torch.jit.script",
+        "No CUDA runtime is found",
+        "Command Line Args",
+    ):
         assert noise not in console, noise
     with open(out / "log.txt") as f:
         log = f.read()
@@ -175,8 +214,12 @@ def test_best_and_final_weights_are_weights_only(trained_run):
     cfg.merge_from_file(str(out / "config.yaml"))
     cfg.MODEL.WEIGHTS = str(out / "model_best.pth")
     deployed = build_deploy_model(cfg)
-    torch.testing.assert_close(deployed.model.state_dict()["heads.ltrb.layers.4.bias"],
-                               best["model"]["heads.ltrb.layers.4.bias"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        deployed.model.state_dict()["heads.ltrb.layers.4.bias"],
+        best["model"]["heads.ltrb.layers.4.bias"],
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_epochs_set_the_iterations_from_the_datasets_size(tiny_shapes):
@@ -187,8 +230,18 @@ def test_epochs_set_the_iterations_from_the_datasets_size(tiny_shapes):
     name, _ = tiny_shapes  # 8 images
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "own_data", "ttfnet_r18.yaml"))
-    cfg.merge_from_list(["DATASETS.TRAIN", f"('{name}', '{name}')", "SOLVER.IMS_PER_BATCH", "3",
-                         "SOLVER.EPOCHS", "2", "MODEL.TTFNET.NUM_CLASSES", "4"])
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN",
+            f"('{name}', '{name}')",
+            "SOLVER.IMS_PER_BATCH",
+            "3",
+            "SOLVER.EPOCHS",
+            "2",
+            "MODEL.TTFNET.NUM_CLASSES",
+            "4",
+        ]
+    )
     cfg.freeze()
     centerx.check_config(cfg)
     assert train_net.iterations_from_epochs(cfg).SOLVER.MAX_ITER == 11  # ceil(2 x 16 / 3)

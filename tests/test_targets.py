@@ -5,6 +5,7 @@ plain-loop numpy re-implementation of the original CenterNet's target code
 (``ctdet.py``: boxes clipped to the last output cell, radius of the ceiled size,
 truncated, splats max-combined).
 """
+
 import math
 
 import numpy as np
@@ -46,11 +47,11 @@ def radius_corrected(h, w, m):
 def radius_original(h, w, m):
     """CornerNet / CenterNet's ``gaussian_radius`` as published (b + sqrt(D)) / 2 everywhere."""
     a1, b1, c1 = 1, h + w, w * h * (1 - m) / (1 + m)
-    r1 = (b1 + math.sqrt(b1 ** 2 - 4 * a1 * c1)) / 2
+    r1 = (b1 + math.sqrt(b1**2 - 4 * a1 * c1)) / 2
     a2, b2, c2 = 4, 2 * (h + w), (1 - m) * w * h
-    r2 = (b2 + math.sqrt(b2 ** 2 - 4 * a2 * c2)) / 2
+    r2 = (b2 + math.sqrt(b2**2 - 4 * a2 * c2)) / 2
     a3, b3, c3 = 4 * m, -2 * m * (h + w), (m - 1) * w * h
-    r3 = (b3 + math.sqrt(b3 ** 2 - 4 * a3 * c3)) / 2
+    r3 = (b3 + math.sqrt(b3**2 - 4 * a3 * c3)) / 2
     return min(r1, r2, r3)
 
 
@@ -95,8 +96,9 @@ def _draw(H, W, centers, radii, classes=None, C=1):
     r = torch.as_tensor(radii, dtype=torch.long)
     if r.dim() == 1:
         r = r[:, None].expand(-1, 2)
-    return draw_gaussians(hm, torch.zeros(n, dtype=torch.long), classes,
-                          torch.as_tensor(centers, dtype=torch.long), r, _window(r))
+    return draw_gaussians(
+        hm, torch.zeros(n, dtype=torch.long), classes, torch.as_tensor(centers, dtype=torch.long), r, _window(r)
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -130,8 +132,7 @@ def test_corrected_radius_keeps_min_overlap():
     for h, w in SIZES:
         r = float(gaussian_radius(torch.tensor([float(h)]), torch.tensor([float(w)]), m, "corrected"))
         inter1 = (w - r) * (h - r)
-        ious = [inter1 / (2 * w * h - inter1), (w - 2 * r) * (h - 2 * r) / (w * h),
-                w * h / ((w + 2 * r) * (h + 2 * r))]
+        ious = [inter1 / (2 * w * h - inter1), (w - 2 * r) * (h - 2 * r) / (w * h), w * h / ((w + 2 * r) * (h + 2 * r))]
         assert min(ious) == pytest.approx(m, abs=1e-5)
 
 
@@ -160,7 +161,7 @@ def test_gaussian_zero_outside_window():
     r = 2
     hm = _draw(12, 13, [[6, 5]], [r])[0, 0]
     inside = torch.zeros(12, 13, dtype=torch.bool)
-    inside[5 - r:5 + r + 1, 6 - r:6 + r + 1] = True
+    inside[5 - r : 5 + r + 1, 6 - r : 6 + r + 1] = True
     assert (hm[~inside] == 0).all()
     assert (hm[inside] > 0).all()
 
@@ -179,11 +180,12 @@ def test_gaussian_truncated_at_border():
     r = 3
     big = _draw(21, 21, [[10, 10]], [r])[0, 0]
     hm = _draw(8, 9, [[0, 0], [8, 7], [4, 0]], [r, r, r], classes=[0, 1, 2], C=3)[0]
-    torch.testing.assert_close(hm[0, :r + 1, :r + 1], big[10:14, 10:14])   # top-left corner
-    torch.testing.assert_close(hm[1, 7 - r:, 8 - r:], big[7:11, 7:11])     # bottom-right corner
-    torch.testing.assert_close(hm[2, :r + 1, 4 - r:4 + r + 1], big[10:14, 7:14])  # top edge
+    torch.testing.assert_close(hm[0, : r + 1, : r + 1], big[10:14, 10:14])  # top-left corner
+    torch.testing.assert_close(hm[1, 7 - r :, 8 - r :], big[7:11, 7:11])  # bottom-right corner
+    torch.testing.assert_close(hm[2, : r + 1, 4 - r : 4 + r + 1], big[10:14, 7:14])  # top edge
     assert hm.sum(dim=(1, 2)).tolist() == pytest.approx(
-        [big[10:14, 10:14].sum().item(), big[7:11, 7:11].sum().item(), big[10:14, 7:14].sum().item()])
+        [big[10:14, 10:14].sum().item(), big[7:11, 7:11].sum().item(), big[10:14, 7:14].sum().item()]
+    )
 
 
 def test_overlapping_gaussians_combine_by_max():
@@ -199,8 +201,14 @@ def test_overlapping_gaussians_combine_by_max():
 def test_classes_and_images_do_not_interact():
     """Objects of different classes / images land in their own planes only."""
     hm = torch.zeros(2, 3, 10, 10)
-    draw_gaussians(hm, torch.tensor([0, 0, 1]), torch.tensor([0, 2, 2]),
-                   torch.tensor([[4, 4], [5, 4], [4, 5]]), torch.tensor([[2, 2], [2, 2], [1, 1]]), (2, 2))
+    draw_gaussians(
+        hm,
+        torch.tensor([0, 0, 1]),
+        torch.tensor([0, 2, 2]),
+        torch.tensor([[4, 4], [5, 4], [4, 5]]),
+        torch.tensor([[2, 2], [2, 2], [1, 1]]),
+        (2, 2),
+    )
     single = _draw(10, 10, [[4, 4]], [2])[0, 0]
     assert torch.equal(hm[0, 0], single)
     assert torch.equal(hm[0, 2], _draw(10, 10, [[5, 4]], [2])[0, 0])
@@ -225,8 +233,14 @@ def test_single_object_targets():
     """Box (10, 18, 30, 42) at stride 4: centre (5, 7.5) -> cell (5, 7), index 7*W+5,
     wh (5, 6) cells, offset (0, 0.5), mask 1 in slot 0 only."""
     H, W = 16, 12
-    t = centernet_targets([torch.tensor([[10.0, 18.0, 30.0, 42.0]])], [torch.tensor([2])],
-                          num_classes=3, output_size=(H, W), stride=4, max_objects=4)
+    t = centernet_targets(
+        [torch.tensor([[10.0, 18.0, 30.0, 42.0]])],
+        [torch.tensor([2])],
+        num_classes=3,
+        output_size=(H, W),
+        stride=4,
+        max_objects=4,
+    )
     assert t["heatmap"].shape == (1, 3, H, W)
     assert t["heatmap"][0, 2, 7, 5].item() == 1.0
     assert t["heatmap"][0, 2].max().item() == 1.0
@@ -244,8 +258,13 @@ def _slot_rows(t, b):
     rows = set()
     for k in range(t["mask"].shape[1]):
         if t["mask"][b, k] == 1:
-            rows.add((int(t["index"][b, k]), *(round(v, 5) for v in t["wh"][b, k].tolist()),
-                      *(round(v, 5) for v in t["offset"][b, k].tolist())))
+            rows.add(
+                (
+                    int(t["index"][b, k]),
+                    *(round(v, 5) for v in t["wh"][b, k].tolist()),
+                    *(round(v, 5) for v in t["offset"][b, k].tolist()),
+                )
+            )
     return rows
 
 
@@ -262,8 +281,14 @@ def test_batch_with_different_object_counts():
     H, W, s = 20, 24, 4
     b0 = [[8.0, 8.0, 40.0, 30.0]]
     b1 = [[50.0, 10.0, 70.0, 26.0], [4.0, 40.0, 21.0, 77.0], [60.0, 50.0, 90.0, 70.0]]
-    t = centernet_targets([torch.tensor(b0), torch.tensor(b1)], [torch.tensor([1]), torch.tensor([0, 1, 0])],
-                          num_classes=2, output_size=(H, W), stride=s, max_objects=5)
+    t = centernet_targets(
+        [torch.tensor(b0), torch.tensor(b1)],
+        [torch.tensor([1]), torch.tensor([0, 1, 0])],
+        num_classes=2,
+        output_size=(H, W),
+        stride=s,
+        max_objects=5,
+    )
     assert t["mask"].sum(1).tolist() == [1.0, 3.0]
     assert _slot_rows(t, 0) == {_expected_row(b, s, W, H) for b in b0}
     assert _slot_rows(t, 1) == {_expected_row(b, s, W, H) for b in b1}
@@ -274,14 +299,25 @@ def test_batch_with_different_object_counts():
 
 def test_image_without_objects():
     """An empty image (in a batch, or alone) gives a zero heatmap and mask."""
-    t = centernet_targets([torch.zeros(0, 4), torch.tensor([[4.0, 4.0, 20.0, 20.0]])],
-                          [torch.zeros(0, dtype=torch.long), torch.tensor([0])],
-                          num_classes=2, output_size=(8, 8), stride=4, max_objects=3)
+    t = centernet_targets(
+        [torch.zeros(0, 4), torch.tensor([[4.0, 4.0, 20.0, 20.0]])],
+        [torch.zeros(0, dtype=torch.long), torch.tensor([0])],
+        num_classes=2,
+        output_size=(8, 8),
+        stride=4,
+        max_objects=3,
+    )
     assert (t["heatmap"][0] == 0).all() and (t["mask"][0] == 0).all()
     assert t["heatmap"][1, 0, 3, 3].item() == 1.0 and t["mask"][1].tolist() == [1.0, 0.0, 0.0]
 
-    t = centernet_targets([torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)],
-                          num_classes=2, output_size=(8, 8), stride=4, max_objects=3)
+    t = centernet_targets(
+        [torch.zeros(0, 4)],
+        [torch.zeros(0, dtype=torch.long)],
+        num_classes=2,
+        output_size=(8, 8),
+        stride=4,
+        max_objects=3,
+    )
     assert t["heatmap"].shape == (1, 2, 8, 8) and (t["heatmap"] == 0).all()
     assert t["mask"].shape == (1, 3) and (t["mask"] == 0).all()
     assert t["num_skipped"] == 0
@@ -291,19 +327,27 @@ def test_max_objects_keeps_largest():
     """With 5 objects and max_objects=3 the 3 largest get targets, the 2 smallest
     are skipped (counted in num_skipped) and leave no heatmap peak."""
     H, W, s = 32, 32, 4
-    boxes = [[4.0, 4.0, 12.0, 12.0],      # area 64   (skipped)
-             [40.0, 4.0, 80.0, 44.0],     # area 1600
-             [90.0, 90.0, 94.0, 94.0],    # area 16   (skipped)
-             [4.0, 60.0, 36.0, 124.0],    # area 2048
-             [70.0, 70.0, 100.0, 90.0]]   # area 600
-    t = centernet_targets([torch.tensor(boxes)], [torch.zeros(5, dtype=torch.long)],
-                          num_classes=1, output_size=(H, W), stride=s, max_objects=3)
+    boxes = [
+        [4.0, 4.0, 12.0, 12.0],  # area 64   (skipped)
+        [40.0, 4.0, 80.0, 44.0],  # area 1600
+        [90.0, 90.0, 94.0, 94.0],  # area 16   (skipped)
+        [4.0, 60.0, 36.0, 124.0],  # area 2048
+        [70.0, 70.0, 100.0, 90.0],
+    ]  # area 600
+    t = centernet_targets(
+        [torch.tensor(boxes)],
+        [torch.zeros(5, dtype=torch.long)],
+        num_classes=1,
+        output_size=(H, W),
+        stride=s,
+        max_objects=3,
+    )
     assert t["num_skipped"] == 2
     kept = [boxes[1], boxes[3], boxes[4]]
     assert _slot_rows(t, 0) == {_expected_row(b, s, W, H) for b in kept}
     ref = reference_heatmap([kept], [[0, 0, 0]], 1, H, W, s, 0.7, "original")
     np.testing.assert_allclose(t["heatmap"].numpy(), ref, atol=1e-6)
-    assert t["heatmap"][0, 0, 2, 2].item() == 0.0    # smallest boxes' centres are empty
+    assert t["heatmap"][0, 0, 2, 2].item() == 0.0  # smallest boxes' centres are empty
     assert t["heatmap"][0, 0, 23, 23].item() < 1.0
 
 
@@ -311,14 +355,19 @@ def test_degenerate_and_outside_boxes_are_skipped():
     """Zero-width, zero-height, inverted and centre-outside-the-map boxes are
     skipped and counted; the one valid box still gets its targets."""
     H, W, s = 10, 10, 4
-    boxes = torch.tensor([[8.0, 8.0, 8.0, 20.0],       # zero width
-                          [8.0, 8.0, 20.0, 8.0],       # zero height
-                          [20.0, 20.0, 10.0, 30.0],    # inverted
-                          [50.0, 4.0, 70.0, 12.0],     # centre x = 60 px -> cell 15 >= W
-                          [-30.0, -30.0, -10.0, -2.0],  # centre at negative cells
-                          [12.0, 12.0, 28.0, 20.0]])   # valid: centre (5, 4) cells
-    t = centernet_targets([boxes], [torch.zeros(6, dtype=torch.long)], num_classes=1,
-                          output_size=(H, W), stride=s, max_objects=8)
+    boxes = torch.tensor(
+        [
+            [8.0, 8.0, 8.0, 20.0],  # zero width
+            [8.0, 8.0, 20.0, 8.0],  # zero height
+            [20.0, 20.0, 10.0, 30.0],  # inverted
+            [50.0, 4.0, 70.0, 12.0],  # centre x = 60 px -> cell 15 >= W
+            [-30.0, -30.0, -10.0, -2.0],  # centre at negative cells
+            [12.0, 12.0, 28.0, 20.0],
+        ]
+    )  # valid: centre (5, 4) cells
+    t = centernet_targets(
+        [boxes], [torch.zeros(6, dtype=torch.long)], num_classes=1, output_size=(H, W), stride=s, max_objects=8
+    )
     assert t["num_skipped"] == 5
     assert t["mask"].sum().item() == 1.0
     assert _slot_rows(t, 0) == {_expected_row([12.0, 12.0, 28.0, 20.0], s, W, H)}
@@ -341,8 +390,15 @@ def test_heatmap_matches_loop_reference(mode):
         b = np.concatenate([xy, np.minimum(xy + wh, [W * s, H * s])], 1).astype(np.float32)
         boxes.append(b)
         classes.append(rng.integers(0, 3, n))
-    t = centernet_targets([torch.from_numpy(b) for b in boxes], [torch.from_numpy(c) for c in classes],
-                          num_classes=3, output_size=(H, W), stride=s, radius_mode=mode, max_objects=16)
+    t = centernet_targets(
+        [torch.from_numpy(b) for b in boxes],
+        [torch.from_numpy(c) for c in classes],
+        num_classes=3,
+        output_size=(H, W),
+        stride=s,
+        radius_mode=mode,
+        max_objects=16,
+    )
     ref = reference_heatmap(boxes, classes, 3, H, W, s, 0.7, mode)
     np.testing.assert_allclose(t["heatmap"].numpy(), ref, atol=1e-6)
     for i, b in enumerate(boxes):
@@ -371,8 +427,14 @@ def test_box_touching_the_last_cell_is_clipped_to_it():
     last cell, 15 (the original CenterNet's convention), so w = 4 (not 5) cells,
     centre x 13 (not 13.5): cell (13, 7), offset (0, 0.5); the radius is that of
     ceil((h, w)) = (5, 4): int(1.216) = 1, a 3 x 3 splat."""
-    t = centernet_targets([torch.tensor([[44.0, 20.0, 64.0, 40.0]])], [torch.tensor([0])], num_classes=1,
-                          output_size=(16, 16), stride=4, max_objects=2)
+    t = centernet_targets(
+        [torch.tensor([[44.0, 20.0, 64.0, 40.0]])],
+        [torch.tensor([0])],
+        num_classes=1,
+        output_size=(16, 16),
+        stride=4,
+        max_objects=2,
+    )
     assert t["wh"][0, 0].tolist() == [4.0, 5.0]
     assert t["offset"][0, 0].tolist() == [0.0, 0.5]
     assert t["index"][0, 0].item() == 7 * 16 + 13
@@ -385,8 +447,14 @@ def test_box_touching_the_last_cell_is_clipped_to_it():
 def test_3x3_pixel_box():
     """Box (5, 5, 8, 8) px: 0.75 x 0.75 cells, ceiled to 1 x 1, radius int(0.27) = 0:
     one positive cell (1, 1), offset (0.625, 0.625), wh (0.75, 0.75)."""
-    t = centernet_targets([torch.tensor([[5.0, 5.0, 8.0, 8.0]])], [torch.tensor([0])], num_classes=1,
-                          output_size=(8, 8), stride=4, max_objects=2)
+    t = centernet_targets(
+        [torch.tensor([[5.0, 5.0, 8.0, 8.0]])],
+        [torch.tensor([0])],
+        num_classes=1,
+        output_size=(8, 8),
+        stride=4,
+        max_objects=2,
+    )
     assert (t["heatmap"] > 0).nonzero().tolist() == [[0, 0, 1, 1]]
     assert t["offset"][0, 0].tolist() == [0.625, 0.625]
     assert t["wh"][0, 0].tolist() == [0.75, 0.75]

@@ -1,6 +1,7 @@
 """TorchScript and OpenVINO exports: each graph, run in its own runtime (torch.jit.load,
 OpenVINO's CPU plugin) on inputs of another size than the traced one, finds the
 detections (or the peaks and regression maps) PyTorch finds."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """End-to-end behaviour through detectron2's own machinery: trainer, checkpointer,
 evaluator, predictor and train_net.py."""
+
 import json
 import os
 
@@ -23,8 +24,9 @@ DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 
 def tiny_cfg(output_dir, dataset, **overrides):
     """The shared tiny training run (tiny_models.tiny_train_cfg) at 96 px, batch 4, 4 iterations."""
-    return tiny_train_cfg(output_dir, dataset, *[x for kv in overrides.items() for x in kv], size=96, batch=4,
-                          iters=4, seed=1)
+    return tiny_train_cfg(
+        output_dir, dataset, *[x for kv in overrides.items() for x in kv], size=96, batch=4, iters=4, seed=1
+    )
 
 
 def test_unknown_config_key_fails_clearly(tmp_path):
@@ -44,8 +46,10 @@ def test_overfit_one_batch_loss_drops_10x():
     cfg.merge_from_file(DEMO)
     model = build_model(cfg)
     model.train()
-    boxes = [torch.tensor([[8.0, 10.0, 40.0, 36.0], [50.0, 44.0, 90.0, 92.0]]),
-             torch.tensor([[20.0, 20.0, 70.0, 60.0]])]
+    boxes = [
+        torch.tensor([[8.0, 10.0, 40.0, 36.0], [50.0, 44.0, 90.0, 92.0]]),
+        torch.tensor([[20.0, 20.0, 70.0, 60.0]]),
+    ]
     classes = [torch.tensor([0, 2]), torch.tensor([3])]
     g = torch.Generator().manual_seed(0)
     batch = []
@@ -74,15 +78,40 @@ def test_train_then_evaluate_with_coco_evaluator(tiny_shapes, tmp_path):
     import train_net
 
     name, _ = tiny_shapes
-    args = train_net.argument_parser().parse_args([
-        "--config-file", DEMO,
-        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
-        "INPUT.TRAIN_SIZE", "96", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96",
-        "INPUT.SCALE_RANGE", "(0.9, 1.1)",
-        "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_ITER", "150", "SOLVER.WARMUP_ITERS", "10",
-        "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0",
-        "OUTPUT_DIR", str(tmp_path), "SEED", "3",
-    ])
+    args = train_net.argument_parser().parse_args(
+        [
+            "--config-file",
+            DEMO,
+            "DATASETS.TRAIN",
+            f"('{name}',)",
+            "DATASETS.TEST",
+            f"('{name}',)",
+            "INPUT.TRAIN_SIZE",
+            "96",
+            "INPUT.MIN_SIZE_TEST",
+            "96",
+            "INPUT.MAX_SIZE_TEST",
+            "96",
+            "INPUT.SCALE_RANGE",
+            "(0.9, 1.1)",
+            "SOLVER.IMS_PER_BATCH",
+            "8",
+            "SOLVER.MAX_ITER",
+            "150",
+            "SOLVER.WARMUP_ITERS",
+            "10",
+            "SOLVER.STEPS",
+            "()",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100000",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path),
+            "SEED",
+            "3",
+        ]
+    )
     train_net.main(args)
     with open(tmp_path / "metrics.json") as f:
         records = [json.loads(line) for line in f]
@@ -102,8 +131,15 @@ def test_evaluation_converts_again_when_the_converted_json_is_gone(tmp_path):
     from centerx.engine.evaluation import ReadableImagesCOCOEvaluator
 
     name = "eval_test_converted_json"
-    dicts = [{"file_name": "x.png", "image_id": 7, "height": 32, "width": 32,
-              "annotations": [{"bbox": [2, 3, 10, 12], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]}]
+    dicts = [
+        {
+            "file_name": "x.png",
+            "image_id": 7,
+            "height": 32,
+            "width": 32,
+            "annotations": [{"bbox": [2, 3, 10, 12], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}],
+        }
+    ]
     if name not in DatasetCatalog.list():
         DatasetCatalog.register(name, lambda: dicts)
         MetadataCatalog.get(name).set(thing_classes=["a"])
@@ -214,13 +250,25 @@ def test_adam_steps_equal_torch_reference(name):
     from centerx.engine import build_optimizer
 
     cfg = centerx.add_centerx_config(get_cfg())
-    cfg.merge_from_list(["SOLVER.OPTIMIZER", name, "SOLVER.BASE_LR", "0.01", "SOLVER.WEIGHT_DECAY", "0.01",
-                         "SOLVER.WEIGHT_DECAY_NORM", "0.01"])
+    cfg.merge_from_list(
+        [
+            "SOLVER.OPTIMIZER",
+            name,
+            "SOLVER.BASE_LR",
+            "0.01",
+            "SOLVER.WEIGHT_DECAY",
+            "0.01",
+            "SOLVER.WEIGHT_DECAY_NORM",
+            "0.01",
+        ]
+    )
     torch.manual_seed(0)
+
     # no bias right before the BatchNorm: its gradient is rounding noise, which Adam scales up to lr-sized steps
     def net():
-        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                   torch.nn.Conv2d(4, 2, 1))
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)
+        )
 
     a, b = net(), net()
     b.load_state_dict(a.state_dict())
@@ -249,10 +297,26 @@ def test_full_model_gradient_clipping_scales_all_gradients_by_one_factor(name):
     from centerx.engine import build_optimizer
 
     cfg = centerx.add_centerx_config(get_cfg())
-    cfg.merge_from_list(["SOLVER.OPTIMIZER", name, "SOLVER.BASE_LR", "1.0", "SOLVER.MOMENTUM", "0.0",
-                         "SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.BIAS_LR_FACTOR", "2.0",
-                         "SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
-                         "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1.0"])
+    cfg.merge_from_list(
+        [
+            "SOLVER.OPTIMIZER",
+            name,
+            "SOLVER.BASE_LR",
+            "1.0",
+            "SOLVER.MOMENTUM",
+            "0.0",
+            "SOLVER.WEIGHT_DECAY",
+            "0.0",
+            "SOLVER.BIAS_LR_FACTOR",
+            "2.0",
+            "SOLVER.CLIP_GRADIENTS.ENABLED",
+            "True",
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+            "full_model",
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+            "1.0",
+        ]
+    )
     model = torch.nn.Linear(2, 2)
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = build_optimizer(cfg, model)
@@ -260,7 +324,7 @@ def test_full_model_gradient_clipping_scales_all_gradients_by_one_factor(name):
     model.weight.grad = torch.full((2, 2), 3.0)
     model.bias.grad = torch.full((2,), 4.0)
     optimizer.step()
-    scale = 1 / 68 ** 0.5
+    scale = 1 / 68**0.5
     torch.testing.assert_close(model.weight.grad, torch.full((2, 2), 3.0 * scale))
     torch.testing.assert_close(model.bias.grad, torch.full((2,), 4.0 * scale))
     if name == "SGD":
@@ -281,8 +345,18 @@ def test_full_model_gradient_clipping_sees_unscaled_gradients_under_grad_scaler(
     from centerx.engine import build_optimizer
 
     cfg = centerx.add_centerx_config(get_cfg())
-    cfg.merge_from_list(["SOLVER.OPTIMIZER", "ADAM", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
-                         "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1.0"])
+    cfg.merge_from_list(
+        [
+            "SOLVER.OPTIMIZER",
+            "ADAM",
+            "SOLVER.CLIP_GRADIENTS.ENABLED",
+            "True",
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+            "full_model",
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+            "1.0",
+        ]
+    )
     model = torch.nn.Linear(2, 2)
     optimizer = build_optimizer(cfg, model)
     seen = []
@@ -293,7 +367,7 @@ def test_full_model_gradient_clipping_sees_unscaled_gradients_under_grad_scaler(
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     assert len(seen) == 1
-    torch.testing.assert_close(seen[0], torch.tensor(68 ** 0.5))
+    torch.testing.assert_close(seen[0], torch.tensor(68**0.5))
 
 
 def test_bad_gradient_clipping_settings_are_named():

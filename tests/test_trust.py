@@ -1,6 +1,7 @@
 """Trust: no weight file runs code on any path, files that are not weights are named
 for what they are, run folders are rewritten only by the run that owns them, and
 the commands check their arguments before they work."""
+
 import json
 import logging
 import os
@@ -56,8 +57,17 @@ def centerx_log():
 
 
 def _demo_argv(dataset, *extra):
-    return ["DATASETS.TEST", f"('{dataset}',)", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-            "MODEL.DEVICE", "cpu", *extra]
+    return [
+        "DATASETS.TEST",
+        f"('{dataset}',)",
+        "INPUT.MIN_SIZE_TEST",
+        "64",
+        "INPUT.MAX_SIZE_TEST",
+        "64",
+        "MODEL.DEVICE",
+        "cpu",
+        *extra,
+    ]
 
 
 def _image(tmp_path):
@@ -74,8 +84,19 @@ def test_crafted_pickle_runs_nothing_through_predict(crafted_pkl, tiny_shapes, t
     name, _ = tiny_shapes
     predict = load_script("demo", "predict")
     with pytest.raises(SystemExit) as info:
-        predict.main(["--config-file", DEMO, "--input", str(_image(tmp_path)), "--output", str(tmp_path / "out"),
-                      "MODEL.WEIGHTS", crafted_pkl, *_demo_argv(name)])
+        predict.main(
+            [
+                "--config-file",
+                DEMO,
+                "--input",
+                str(_image(tmp_path)),
+                "--output",
+                str(tmp_path / "out"),
+                "MODEL.WEIGHTS",
+                crafted_pkl,
+                *_demo_argv(name),
+            ]
+        )
     assert info.value.code == 2
     assert "asks for posix.system" in capsys.readouterr().err
 
@@ -91,9 +112,19 @@ def test_crafted_pickle_runs_nothing_as_backbone_or_teacher_weights(crafted_pkl,
         build_model(tiny_cfg("CenterNet", "MODEL.CENTERX.BACKBONE_WEIGHTS", crafted_pkl))
     teacher_cfg = tmp_path / "teacher.yaml"
     teacher_cfg.write_text(tiny_cfg("CenterNet").dump())
-    cfg = tiny_cfg("CenterNet", "MODEL.META_ARCHITECTURE", "Distiller", "MODEL.DISTILL.STUDENT_META_ARCHITECTURE",
-                   "CenterNet", "MODEL.DISTILL.TEACHERS", f"[('{teacher_cfg}', '{crafted_pkl}', (0, 1, 2))]",
-                   "DATASETS.TRAIN", "()", "DATASETS.TEST", "()")
+    cfg = tiny_cfg(
+        "CenterNet",
+        "MODEL.META_ARCHITECTURE",
+        "Distiller",
+        "MODEL.DISTILL.STUDENT_META_ARCHITECTURE",
+        "CenterNet",
+        "MODEL.DISTILL.TEACHERS",
+        f"[('{teacher_cfg}', '{crafted_pkl}', (0, 1, 2))]",
+        "DATASETS.TRAIN",
+        "()",
+        "DATASETS.TEST",
+        "()",
+    )
     with pytest.raises(Exception, match="asks for posix.system"):
         build_model(cfg)
 
@@ -102,14 +133,36 @@ def test_crafted_pickle_runs_nothing_through_eval_and_export(crafted_pkl, tiny_s
     import train_net
 
     name, _ = tiny_shapes
-    args = train_net.argument_parser().parse_args(["--config-file", DEMO, "--eval-only", "MODEL.WEIGHTS",
-                                                   crafted_pkl, "OUTPUT_DIR", str(tmp_path / "run"),
-                                                   *_demo_argv(name)])
+    args = train_net.argument_parser().parse_args(
+        [
+            "--config-file",
+            DEMO,
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            crafted_pkl,
+            "OUTPUT_DIR",
+            str(tmp_path / "run"),
+            *_demo_argv(name),
+        ]
+    )
     with pytest.raises(SystemExit, match="asks for posix.system"):
         train_net.main(args)
     export = load_script("speedup", "export")
-    assert export.main(["--config-file", DEMO, "--format", "onnx", "--output", str(tmp_path / "deploy"),
-                        "MODEL.WEIGHTS", crafted_pkl]) == 2
+    assert (
+        export.main(
+            [
+                "--config-file",
+                DEMO,
+                "--format",
+                "onnx",
+                "--output",
+                str(tmp_path / "deploy"),
+                "MODEL.WEIGHTS",
+                crafted_pkl,
+            ]
+        )
+        == 2
+    )
     assert any("asks for posix.system" in m for m in centerx_log)
 
 
@@ -119,14 +172,17 @@ def _zip_without_tensors(path):
         z.writestr("readme.txt", "hello")
 
 
-@pytest.mark.parametrize("name,write,what", [
-    ("empty.pth", lambda p: open(p, "wb").close(), "an empty file"),
-    ("page.pth", lambda p: open(p, "w").write("<!DOCTYPE html><html><body>Sign in</body></html>"), "an HTML page"),
-    ("cfg.pth", lambda p: open(p, "w").write("_BASE_: Base.yaml\nMODEL:\n  WEIGHTS: ''\n"), "a YAML config"),
-    ("archive.pth", _zip_without_tensors, "a zip archive without tensors"),
-    ("cut.pth", lambda p: open(p, "wb").write(b"\x80\x02}q\x00(X"), "damaged, truncated"),
-    ("cut.pkl", lambda p: open(p, "wb").write(b"\x80\x02}q\x00(X"), "damaged or truncated"),
-])
+@pytest.mark.parametrize(
+    "name,write,what",
+    [
+        ("empty.pth", lambda p: open(p, "wb").close(), "an empty file"),
+        ("page.pth", lambda p: open(p, "w").write("<!DOCTYPE html><html><body>Sign in</body></html>"), "an HTML page"),
+        ("cfg.pth", lambda p: open(p, "w").write("_BASE_: Base.yaml\nMODEL:\n  WEIGHTS: ''\n"), "a YAML config"),
+        ("archive.pth", _zip_without_tensors, "a zip archive without tensors"),
+        ("cut.pth", lambda p: open(p, "wb").write(b"\x80\x02}q\x00(X"), "damaged, truncated"),
+        ("cut.pkl", lambda p: open(p, "wb").write(b"\x80\x02}q\x00(X"), "damaged or truncated"),
+    ],
+)
 def test_a_file_that_is_not_weights_is_named_for_what_it_is(tmp_path, name, write, what):
     path = str(tmp_path / name)
     write(path)
@@ -156,13 +212,15 @@ def test_predict_names_a_non_weights_file_and_a_404_url(tiny_shapes, tmp_path, c
     with pytest.raises(SystemExit):
         predict.main(argv + ["MODEL.WEIGHTS", str(page), *_demo_argv(name)])
     assert "is an HTML page" in capsys.readouterr().err
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    )
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         with pytest.raises(SystemExit):
-            predict.main(argv + ["MODEL.WEIGHTS", f"http://127.0.0.1:{httpd.server_address[1]}/none.pth",
-                                 *_demo_argv(name)])
+            predict.main(
+                argv + ["MODEL.WEIGHTS", f"http://127.0.0.1:{httpd.server_address[1]}/none.pth", *_demo_argv(name)]
+            )
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -191,9 +249,19 @@ def test_eval_writes_beside_the_run_not_over_its_config(tiny_shapes, tmp_path):
     name, _ = tiny_shapes
     run = _fake_run(tmp_path, name)
     before = (run / "config.yaml").read_bytes()
-    args = train_net.argument_parser().parse_args([
-        "--config-file", str(run / "config.yaml"), "--eval-only", "MODEL.WEIGHTS", str(run / "model_final.pth"),
-        "TEST.FLIP_TEST", "True", "DATASETS.TRAIN", "('no_such_dataset_anywhere',)"])
+    args = train_net.argument_parser().parse_args(
+        [
+            "--config-file",
+            str(run / "config.yaml"),
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            str(run / "model_final.pth"),
+            "TEST.FLIP_TEST",
+            "True",
+            "DATASETS.TRAIN",
+            "('no_such_dataset_anywhere',)",
+        ]
+    )
     train_net.main(args)  # evaluates: the training set (unregistered here) is not validated or decoded
     assert (run / "config.yaml").read_bytes() == before
     saved = (run / "eval" / "config.yaml").read_text()
@@ -219,10 +287,30 @@ def test_training_saves_the_class_names_with_the_run(tiny_shapes, tmp_path):
     import train_net
 
     name, _ = tiny_shapes
-    args = train_net.argument_parser().parse_args([
-        "--config-file", DEMO, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "INPUT.TRAIN_SIZE", "64",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "1", "SOLVER.WARMUP_ITERS", "0", "TEST.VIS_IMAGES", "0",
-        "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.DEVICE", "cpu"])
+    args = train_net.argument_parser().parse_args(
+        [
+            "--config-file",
+            DEMO,
+            "DATASETS.TRAIN",
+            f"('{name}',)",
+            "DATASETS.TEST",
+            "()",
+            "INPUT.TRAIN_SIZE",
+            "64",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.MAX_ITER",
+            "1",
+            "SOLVER.WARMUP_ITERS",
+            "0",
+            "TEST.VIS_IMAGES",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     train_net.main(args)
     saved = centerx.add_centerx_config(get_cfg())
     saved.merge_from_file(str(tmp_path / "out" / "config.yaml"))
@@ -244,24 +332,35 @@ def test_config_base_cycle_is_named(tmp_path):
         train_net.load_run_config(args)
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--output", "{file}"], "is a file; --output takes a folder"),
-    (["--output", "{out}", "--save-json", "{missing}/d.json"], "does not exist"),
-    (["--output", "{out}", "--save-json", "{out}"], "is a folder; give a file name"),
-    (["--output", "{out}", "--max-frames", "-1"], "--max-frames must be 0"),
-    (["--output", "{out}", "--runtime", "openvino", "--model", "{onnx}"], "runs a .xml .* run it with --runtime "
-                                                                         "onnxruntime"),
-    (["--output", "{out}", "--runtime", "onnxruntime", "--model", "{onnx}"], "the onnxruntime runtime cannot load "
-                                                                            "it"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--output", "{file}"], "is a file; --output takes a folder"),
+        (["--output", "{out}", "--save-json", "{missing}/d.json"], "does not exist"),
+        (["--output", "{out}", "--save-json", "{out}"], "is a folder; give a file name"),
+        (["--output", "{out}", "--max-frames", "-1"], "--max-frames must be 0"),
+        (
+            ["--output", "{out}", "--runtime", "openvino", "--model", "{onnx}"],
+            "runs a .xml .* run it with --runtime onnxruntime",
+        ),
+        (
+            ["--output", "{out}", "--runtime", "onnxruntime", "--model", "{onnx}"],
+            "the onnxruntime runtime cannot load it",
+        ),
+    ],
+)
 def test_predict_refuses_bad_arguments_before_any_work(tiny_shapes, tmp_path, capsys, extra, match):
     name, _ = tiny_shapes
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "m.onnx").write_bytes(b"x")
     (tmp_path / "unused.pth").write_bytes(b"x")
     (tmp_path / "out").mkdir()
-    paths = {"file": tmp_path / "file.txt", "out": tmp_path / "out", "missing": tmp_path / "nowhere",
-             "onnx": tmp_path / "m.onnx"}
+    paths = {
+        "file": tmp_path / "file.txt",
+        "out": tmp_path / "out",
+        "missing": tmp_path / "nowhere",
+        "onnx": tmp_path / "m.onnx",
+    }
     predict = load_script("demo", "predict")
     argv = ["--config-file", DEMO, "--input", str(_image(tmp_path))] + [e.format(**paths) for e in extra]
     with pytest.raises(SystemExit) as info:
@@ -281,10 +380,21 @@ def test_predict_takes_class_names_from_the_model_config(tiny_shapes, tmp_path):
     cfg.MODEL.CENTERX.CLASS_NAMES = ("ring", "box", "wedge")
     names, _ = predict.dataset_metadata(cfg)
     assert names == ["ring", "box", "wedge"]
-    summary = predict.run(["--config-file", DEMO, "--input", str(_image(tmp_path)), "--output",
-                           str(tmp_path / "drawn"), "MODEL.WEIGHTS", str(run / "model_final.pth"),
-                           "MODEL.CENTERX.CLASS_NAMES", "('ring', 'box', 'wedge')",
-                           *_demo_argv("t_gone_json")])
+    summary = predict.run(
+        [
+            "--config-file",
+            DEMO,
+            "--input",
+            str(_image(tmp_path)),
+            "--output",
+            str(tmp_path / "drawn"),
+            "MODEL.WEIGHTS",
+            str(run / "model_final.pth"),
+            "MODEL.CENTERX.CLASS_NAMES",
+            "('ring', 'box', 'wedge')",
+            *_demo_argv("t_gone_json"),
+        ]
+    )
     assert summary.images_written == 1
 
 
@@ -335,9 +445,31 @@ def test_benchmark_skips_a_missing_image_and_exits_1_when_a_row_fails(tiny_shape
     _with_a_missing_image(tiny_shapes, tmp_path, 0, "t_bench_missing")
     config, weights = _tiny_model_files(tmp_path)
     cli = load_script("speedup", "formats")
-    code = cli.main(["--config-file", config, "--formats", "pytorch", "tensorrt", "--reps", "1", "--warmup", "0",
-                     "--images", "2", "--ap-images", "0", "--threads", "1", "--output", str(tmp_path / "b"),
-                     "MODEL.WEIGHTS", weights, "DATASETS.TEST", "('t_bench_missing',)"])
+    code = cli.main(
+        [
+            "--config-file",
+            config,
+            "--formats",
+            "pytorch",
+            "tensorrt",
+            "--reps",
+            "1",
+            "--warmup",
+            "0",
+            "--images",
+            "2",
+            "--ap-images",
+            "0",
+            "--threads",
+            "1",
+            "--output",
+            str(tmp_path / "b"),
+            "MODEL.WEIGHTS",
+            weights,
+            "DATASETS.TEST",
+            "('t_bench_missing',)",
+        ]
+    )
     assert code == 1
     text = "\n".join(centerx_log)
     assert "1 unreadable images skipped for timing" in text
@@ -356,14 +488,41 @@ def test_predict_refuses_a_model_file_of_another_class_count(tmp_path, capsys):
 
     config4, weights = _tiny_model_files(tmp_path, num_classes=4, heat_bias=(3, 6.0))
     export = load_script("speedup", "export")
-    assert export.main(["--config-file", config4, "--format", "onnx", "--output", str(tmp_path / "deploy"),
-                        "MODEL.WEIGHTS", weights]) == 0
+    assert (
+        export.main(
+            [
+                "--config-file",
+                config4,
+                "--format",
+                "onnx",
+                "--output",
+                str(tmp_path / "deploy"),
+                "MODEL.WEIGHTS",
+                weights,
+            ]
+        )
+        == 0
+    )
     onnx_file = tmp_path / "deploy" / "model.onnx"
     config3 = tmp_path / "three.yaml"
     config3.write_text(tiny_cfg("TTFNet").dump())
     predict = load_script("demo", "predict")
-    argv = ["--config-file", str(config3), "--input", str(_image(tmp_path)), "--output", str(tmp_path / "out"),
-            "--runtime", "onnxruntime", "--model", str(onnx_file), "MODEL.WEIGHTS", weights, "DATASETS.TEST", "()"]
+    argv = [
+        "--config-file",
+        str(config3),
+        "--input",
+        str(_image(tmp_path)),
+        "--output",
+        str(tmp_path / "out"),
+        "--runtime",
+        "onnxruntime",
+        "--model",
+        str(onnx_file),
+        "MODEL.WEIGHTS",
+        weights,
+        "DATASETS.TEST",
+        "()",
+    ]
     with pytest.raises(SystemExit) as info:
         predict.main(argv)
     assert info.value.code == 2
@@ -372,8 +531,11 @@ def test_predict_refuses_a_model_file_of_another_class_count(tmp_path, capsys):
     model = onnx.load(str(onnx_file))
     del model.metadata_props[:]
     onnx.save(model, str(onnx_file))
-    with pytest.raises(SystemExit, match=r"outputs class index 3, but the config's model has 3 classes "
-                                         r"\(MODEL.TTFNET.NUM_CLASSES 3\)"):
+    with pytest.raises(
+        SystemExit,
+        match=r"outputs class index 3, but the config's model has 3 classes "
+        r"\(MODEL.TTFNET.NUM_CLASSES 3\)",
+    ):
         predict.main(argv)
 
 
@@ -394,7 +556,11 @@ def test_coco_json_that_is_not_utf8_or_has_a_bom_is_named(tmp_path):
 def test_check_data_counts_missing_image_files(tiny_shapes, tmp_path, capsys):
     _with_a_missing_image(tiny_shapes, tmp_path, 1, "t_check_missing")
     cli = load_script("data", "check_data")
-    assert cli.main(["--config-file", DEMO, "--datasets", "t_check_missing", "--images", "0", "--output",
-                     str(tmp_path / "c")]) == 0
+    assert (
+        cli.main(
+            ["--config-file", DEMO, "--datasets", "t_check_missing", "--images", "0", "--output", str(tmp_path / "c")]
+        )
+        == 0
+    )
     assert "missing image files: 1 of 8" in capsys.readouterr().out
     assert json.loads((tmp_path / "c" / "t_check_missing" / "stats.json").read_text())["missing_image_files"] == 1

@@ -6,6 +6,7 @@ the Gaussian window of radius int(k * side / 2) cells of the box clipped to the
 map, sigma = (2r + 1) / 6, every cell of the beta window a sample, owned by the
 smallest box, weights log(pixel-inclusive area) * G / sum(G).
 """
+
 import json
 import math
 import os
@@ -94,8 +95,10 @@ def reference_targets(boxes, classes, C, H, W, stride, alpha=0.54, beta=0.54):
 
 
 def targets(boxes, classes, C, H, W, **kw):
-    padded = pad_objects([torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes],
-                         [torch.as_tensor(c, dtype=torch.long) for c in classes])
+    padded = pad_objects(
+        [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes],
+        [torch.as_tensor(c, dtype=torch.long) for c in classes],
+    )
     return ttfnet_targets(*padded, C, (H, W), STRIDE, **kw)
 
 
@@ -173,8 +176,9 @@ def test_small_box_inside_large_box_owns_its_cells():
     # large: 24 x 24 cells clipped to 23 x 23, centre cell (12, 12), beta radii int(6.21) = 6
     # small: w = 6, h = 5 cells, centre cell (12, 12), beta radii (1, 1)
     sigma = 13 / 6
-    g_large = {(dx, dy): math.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma))
-               for dx in range(-6, 7) for dy in range(-6, 7)}
+    g_large = {
+        (dx, dy): math.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma)) for dx in range(-6, 7) for dy in range(-6, 7)
+    }
     taken = sum(v for (dx, dy), v in g_large.items() if abs(dx) <= 1 and abs(dy) <= 1)
     for order in ([large, small], [small, large]):
         t = targets([order], [[0, 0]], 1, 24, 24)
@@ -322,8 +326,9 @@ def test_box_loss_against_numpy_giou(model):
     around each cell point (x * 4, y * 4), recomputed here with numpy loops."""
     boxes = [[[8.0, 12.0, 72.0, 52.0], [40.0, 30.0, 60.0, 70.0]], [[0.0, 0.0, 30.0, 20.0]]]
     classes = [[0, 2], [3]]
-    gt = [Instances((96, 96), gt_boxes=Boxes(torch.tensor(b)), gt_classes=torch.tensor(c))
-          for b, c in zip(boxes, classes)]
+    gt = [
+        Instances((96, 96), gt_boxes=Boxes(torch.tensor(b)), gt_classes=torch.tensor(c)) for b, c in zip(boxes, classes)
+    ]
     outputs = {"heatmap": torch.zeros(2, 4, 24, 24), "ltrb": torch.full((2, 4, 24, 24), 8.0)}
     losses = model.losses(outputs, gt)
     _, box_t, weight = reference_targets(boxes, classes, 4, 24, 24, STRIDE)
@@ -346,8 +351,10 @@ def test_box_loss_against_numpy_giou(model):
 def test_dead_ltrb_gives_finite_losses_and_grads(model):
     """All-zero l, t, r, b (a dead ReLU: zero-area boxes) and an image without
     objects: finite losses and gradients."""
-    gt = [Instances((64, 64), gt_boxes=Boxes(torch.tensor([[4.0, 4.0, 40.0, 30.0]])), gt_classes=torch.tensor([1])),
-          Instances((64, 64), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long))]
+    gt = [
+        Instances((64, 64), gt_boxes=Boxes(torch.tensor([[4.0, 4.0, 40.0, 30.0]])), gt_classes=torch.tensor([1])),
+        Instances((64, 64), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long)),
+    ]
     ltrb = torch.zeros(2, 4, 16, 16, requires_grad=True)
     heat = torch.zeros(2, 4, 16, 16, requires_grad=True)
     losses = model.losses({"heatmap": heat, "ltrb": ltrb}, gt)
@@ -402,7 +409,7 @@ def test_upsampler_shortcuts_follow_backbone_strides():
     convs (SHORTCUT_CONVS), a 0 removes one, and the output has stride 4."""
     from centerx.modeling.necks import TTFNetUpsampler
 
-    shapes = {f"dark{k}": ShapeSpec(channels=8 * 2 ** k, stride=2 ** k) for k in (2, 3, 4, 5)}
+    shapes = {f"dark{k}": ShapeSpec(channels=8 * 2**k, stride=2**k) for k in (2, 3, 4, 5)}
     up = TTFNetUpsampler(shapes, list(shapes), (16, 12, 8), (1, 2, 3))
     assert up.shortcut_features == ["dark4", "dark3", "dark2"]
     n_convs = {k: sum(isinstance(m, torch.nn.Conv2d) for m in v.modules()) for k, v in up.shortcuts.items()}
@@ -452,8 +459,10 @@ def test_darknet_loads_local_weights(tmp_path):
     torch.manual_seed(0)
     source = DarkNet((1, 1, 1, 1, 1)).eval()
     g = torch.Generator().manual_seed(1)
-    state = {k: (torch.rand(v.shape, generator=g) + 0.5 if v.is_floating_point() else v)
-             for k, v in source.state_dict().items()}
+    state = {
+        k: (torch.rand(v.shape, generator=g) + 0.5 if v.is_floating_point() else v)
+        for k, v in source.state_dict().items()
+    }
     source.load_state_dict(state)
     path = tmp_path / "darknet.pth"
     torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, path)
@@ -481,8 +490,10 @@ def test_overfit_one_batch_losses_drop():
     torch.manual_seed(0)
     model = build_model(demo_cfg())
     model.train()
-    boxes = [torch.tensor([[8.0, 10.0, 32.0, 30.0], [50.0, 44.0, 74.0, 72.0]]),
-             torch.tensor([[20.0, 52.0, 48.0, 76.0], [60.0, 12.0, 80.0, 36.0]])]
+    boxes = [
+        torch.tensor([[8.0, 10.0, 32.0, 30.0], [50.0, 44.0, 74.0, 72.0]]),
+        torch.tensor([[20.0, 52.0, 48.0, 76.0], [60.0, 12.0, 80.0, 36.0]]),
+    ]
     classes = [torch.tensor([0, 2]), torch.tensor([3, 1])]
     g = torch.Generator().manual_seed(0)
     batch = []
@@ -518,12 +529,34 @@ def test_train_then_evaluate_with_coco_evaluator(tiny_shapes, tmp_path):
 
     name, _ = tiny_shapes
     opts = [
-        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
-        "INPUT.TRAIN_SIZE", "96", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96",
-        "INPUT.SCALE_RANGE", "(0.9, 1.1)",
-        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "40", "SOLVER.WARMUP_ITERS", "10",
-        "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0",
-        "OUTPUT_DIR", str(tmp_path), "SEED", "1",
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        f"('{name}',)",
+        "INPUT.TRAIN_SIZE",
+        "96",
+        "INPUT.MIN_SIZE_TEST",
+        "96",
+        "INPUT.MAX_SIZE_TEST",
+        "96",
+        "INPUT.SCALE_RANGE",
+        "(0.9, 1.1)",
+        "SOLVER.IMS_PER_BATCH",
+        "4",
+        "SOLVER.MAX_ITER",
+        "40",
+        "SOLVER.WARMUP_ITERS",
+        "10",
+        "SOLVER.STEPS",
+        "()",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100000",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "SEED",
+        "1",
     ]
     train_net.main(train_net.argument_parser().parse_args(["--config-file", DEMO, *opts]))
     with open(tmp_path / "metrics.json") as f:

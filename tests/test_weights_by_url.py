@@ -2,6 +2,7 @@
 and teacher weights by local path, ``~``, ``file://`` and ``http://`` (a server on
 127.0.0.1 started and stopped here), fetched once into detectron2's cache; an
 unreachable URL gives one line naming the key and the URL."""
+
 import functools
 import http.server
 import os
@@ -42,8 +43,7 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
     _QuietHandler.requests = []
     _QuietHandler.statuses = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                            functools.partial(_QuietHandler, directory=str(served)))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -98,17 +98,29 @@ def test_teacher_weights_by_url(server, tmp_path):
     torch.save({"model": teacher.state_dict()}, served / "teacher.pth")
     teacher_cfg = tmp_path / "teacher.yaml"
     teacher_cfg.write_text(tiny_cfg("CenterNet").dump())
-    cfg = tiny_cfg("CenterNet", "MODEL.META_ARCHITECTURE", "Distiller",
-                   "MODEL.DISTILL.STUDENT_META_ARCHITECTURE", "CenterNet",
-                   "MODEL.DISTILL.TEACHERS", f"[('{teacher_cfg}', '{url}/teacher.pth', (0, 1, 2))]",
-                   "DATASETS.TRAIN", "()", "DATASETS.TEST", "()")
+    cfg = tiny_cfg(
+        "CenterNet",
+        "MODEL.META_ARCHITECTURE",
+        "Distiller",
+        "MODEL.DISTILL.STUDENT_META_ARCHITECTURE",
+        "CenterNet",
+        "MODEL.DISTILL.TEACHERS",
+        f"[('{teacher_cfg}', '{url}/teacher.pth', (0, 1, 2))]",
+        "DATASETS.TRAIN",
+        "()",
+        "DATASETS.TEST",
+        "()",
+    )
     _assert_same_weights(build_model(cfg).teachers[0], teacher)
 
 
-@pytest.mark.parametrize("key,opts", [
-    ("MODEL.WEIGHTS", ()),
-    ("MODEL.CENTERX.BACKBONE_WEIGHTS", ("MODEL.CENTERX.BACKBONE_WEIGHTS", "{url}")),
-])
+@pytest.mark.parametrize(
+    "key,opts",
+    [
+        ("MODEL.WEIGHTS", ()),
+        ("MODEL.CENTERX.BACKBONE_WEIGHTS", ("MODEL.CENTERX.BACKBONE_WEIGHTS", "{url}")),
+    ],
+)
 def test_unreachable_url_names_the_key_and_the_url(key, opts, server):
     _, url = server
     dead = url.rsplit(":", 1)[0] + ":9/none.pth"  # discard port: nothing listens there

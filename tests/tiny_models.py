@@ -1,6 +1,7 @@
 """Tiny detectors with non-trivial random weights, shared by the deployment,
 model-option and flip tests: ResNet-18, 3 classes, narrow upsampler and heads,
 K = 10 detections, 128 px export size."""
+
 import os
 
 import torch
@@ -19,16 +20,37 @@ def tiny_cfg(meta_arch="CenterNet", *opts):
     key = meta_arch.upper()
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", base))
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu", f"MODEL.{key}.NUM_CLASSES", "3", f"MODEL.{key}.UPSAMPLE_CHANNELS", "[64, 32, 32]",
-        f"MODEL.{key}.DEFORMABLE", "False", "TEST.DETECTIONS_PER_IMAGE", str(K), "EXPORT.INPUT_SIZE", str(SIZE),
-        "OUTPUT_DIR", "",
-    ])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            f"MODEL.{key}.NUM_CLASSES",
+            "3",
+            f"MODEL.{key}.UPSAMPLE_CHANNELS",
+            "[64, 32, 32]",
+            f"MODEL.{key}.DEFORMABLE",
+            "False",
+            "TEST.DETECTIONS_PER_IMAGE",
+            str(K),
+            "EXPORT.INPUT_SIZE",
+            str(SIZE),
+            "OUTPUT_DIR",
+            "",
+        ]
+    )
     if meta_arch == "CenterNet":
         cfg.merge_from_list(["MODEL.CENTERNET.HEAD_CHANNELS", "16"])
     else:
-        cfg.merge_from_list(["MODEL.TTFNET.HEATMAP_HEAD_CHANNELS", "16", "MODEL.TTFNET.BOX_HEAD_CHANNELS", "16",
-                             "MODEL.TTFNET.BOX_HEAD_BIAS", "1.0"])
+        cfg.merge_from_list(
+            [
+                "MODEL.TTFNET.HEATMAP_HEAD_CHANNELS",
+                "16",
+                "MODEL.TTFNET.BOX_HEAD_CHANNELS",
+                "16",
+                "MODEL.TTFNET.BOX_HEAD_BIAS",
+                "1.0",
+            ]
+        )
     cfg.merge_from_list(list(opts))
     return cfg
 
@@ -78,12 +100,37 @@ def tiny_train_cfg(output_dir, dataset, *opts, size=64, batch=2, iters=3, seed=1
     images, OUTPUT_DIR ``output_dir``, then ``opts``."""
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(SHAPES_CENTERNET)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", f"('{dataset}',)", "INPUT.TRAIN_SIZE", str(size),
-        "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(size), "SOLVER.IMS_PER_BATCH", str(batch),
-        "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()",
-        "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0",
-        "OUTPUT_DIR", str(output_dir), "SEED", str(seed),
-    ])
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN",
+            f"('{dataset}',)",
+            "DATASETS.TEST",
+            f"('{dataset}',)",
+            "INPUT.TRAIN_SIZE",
+            str(size),
+            "INPUT.MIN_SIZE_TEST",
+            str(size),
+            "INPUT.MAX_SIZE_TEST",
+            str(size),
+            "SOLVER.IMS_PER_BATCH",
+            str(batch),
+            "SOLVER.MAX_ITER",
+            str(iters),
+            "SOLVER.WARMUP_ITERS",
+            "0",
+            "SOLVER.STEPS",
+            "()",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100000",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "TEST.VIS_IMAGES",
+            "0",
+            "OUTPUT_DIR",
+            str(output_dir),
+            "SEED",
+            str(seed),
+        ]
+    )
     cfg.merge_from_list(list(opts))
     return cfg

@@ -2,6 +2,7 @@
 command runs with. The config layer imports only detectron2's config and
 centerX's leaf helpers (config files, the device, the user's imports): every
 other layer may import it, it imports none of them (docs/design.md)."""
+
 from .config import (
     DETECTOR_CONFIGS,
     FEATURE_CONFIGS,
@@ -15,5 +16,15 @@ from .config import (
     register_detector_config,
 )
 
-__all__ = ["DETECTOR_CONFIGS", "FEATURE_CONFIGS", "SENTINEL", "add_centerx_config", "check_config", "get_centerx_cfg",
-           "load_config", "load_saved_config", "merge_config_file", "register_detector_config"]
+__all__ = [
+    "DETECTOR_CONFIGS",
+    "FEATURE_CONFIGS",
+    "SENTINEL",
+    "add_centerx_config",
+    "check_config",
+    "get_centerx_cfg",
+    "load_config",
+    "load_saved_config",
+    "merge_config_file",
+    "register_detector_config",
+]

@@ -5,9 +5,10 @@ Each key has a default and a comment. ``add_centerx_config`` is idempotent and
 must run before ``merge_from_file`` so that unknown keys in a user's YAML fail
 with detectron2's usual ``KeyError: 'Non-existent config key: ...'``.
 """
+
 import logging
 import os
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 from detectron2.config import CfgNode, get_cfg
 
@@ -61,7 +62,7 @@ FEATURE_CONFIGS = (
 # The point detectors whose config node add_centerx_config adds where a config lacks it: every subclass of
 # centerx.modeling.meta_arch.PointDetector with a config_prefix enters itself here when its class is defined
 # (its module imported), keyed by module and class name; the config layer imports no model to find them.
-DETECTOR_CONFIGS: Dict[str, type] = {}
+DETECTOR_CONFIGS: dict[str, type] = {}
 
 
 def register_detector_config(detector: type) -> type:
@@ -85,7 +86,8 @@ def add_centerx_config(cfg):
         if hasattr(cfg.MODEL, "CENTERNET"):
             logging.getLogger(__name__).warning(
                 "add_centerx_config: the config already has a MODEL.CENTERNET node of another extension "
-                "(CenterNet2?); it is replaced by centerX's MODEL.CENTERNET keys.")
+                "(CenterNet2?); it is replaced by centerX's MODEL.CENTERNET keys."
+            )
         for add in FEATURE_CONFIGS:  # the first adds MODEL.CENTERX, the sentinel
             add(cfg)
     for detector in list(DETECTOR_CONFIGS.values()):
@@ -112,21 +114,28 @@ def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
     if training:
         size = cfg.INPUT.TRAIN_SIZE
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 32:
-            raise ValueError(f"INPUT.TRAIN_SIZE must be a positive multiple of 32 (the training input side in "
-                             f"pixels), got {size!r}; e.g. INPUT.TRAIN_SIZE 512.")
+            raise ValueError(
+                f"INPUT.TRAIN_SIZE must be a positive multiple of 32 (the training input side in "
+                f"pixels), got {size!r}; e.g. INPUT.TRAIN_SIZE 512."
+            )
         if cfg.SOLVER.EPOCHS < 0:
-            raise ValueError(f"SOLVER.EPOCHS must be 0 (train SOLVER.MAX_ITER iterations) or a positive number of "
-                             f"passes over the training sets, got {cfg.SOLVER.EPOCHS}.")
+            raise ValueError(
+                f"SOLVER.EPOCHS must be 0 (train SOLVER.MAX_ITER iterations) or a positive number of "
+                f"passes over the training sets, got {cfg.SOLVER.EPOCHS}."
+            )
         if cfg.SOLVER.MAX_ITER < 1 and not cfg.SOLVER.EPOCHS:
-            raise ValueError(f"SOLVER.MAX_ITER must be at least 1 to train, got {cfg.SOLVER.MAX_ITER}; to evaluate "
-                             "a trained model use --eval-only MODEL.WEIGHTS <checkpoint>.")
+            raise ValueError(
+                f"SOLVER.MAX_ITER must be at least 1 to train, got {cfg.SOLVER.MAX_ITER}; to evaluate "
+                "a trained model use --eval-only MODEL.WEIGHTS <checkpoint>."
+            )
     reference, batch = cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH
     if reference and reference != world_size and batch % reference:
         raise ValueError(
             f"SOLVER.IMS_PER_BATCH {batch} cannot be rescaled from SOLVER.REFERENCE_WORLD_SIZE {reference} (the "
             f"config's reference number of GPUs) to {world_size} process(es): it is not a multiple of {reference}. "
             f"Set SOLVER.IMS_PER_BATCH to a multiple of {reference} (the per-GPU batch times {reference}), or "
-            "SOLVER.REFERENCE_WORLD_SIZE 0 to use the batch and schedule as given.")
+            "SOLVER.REFERENCE_WORLD_SIZE 0 to use the batch and schedule as given."
+        )
 
 
 def load_config(config_file: str = "", opts: Sequence = (), imports: Sequence[str] = ()):
@@ -143,8 +152,11 @@ def load_config(config_file: str = "", opts: Sequence = (), imports: Sequence[st
             read or found (the message names it); errors of a module's own code
             are raised unchanged.
     """
-    entries = merge_imports(imports_in_config_file(config_file) if config_file else [], imports_in_opts(opts),
-                            [absolute_entry(e, os.getcwd()) for e in imports])
+    entries = merge_imports(
+        imports_in_config_file(config_file) if config_file else [],
+        imports_in_opts(opts),
+        [absolute_entry(e, os.getcwd()) for e in imports],
+    )
     import_modules(entries)
     cfg = get_centerx_cfg()
     if config_file:

@@ -1,6 +1,7 @@
 """The keys of the data pipeline: input sizes and augmentation (INPUT), the
 datasets a config names (DATASETS) and the loader's sampling (DATALOADER). The
 code that reads them is in centerx.data."""
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_dataloader_config", "add_datasets_config", "add_input_config"]

@@ -1,4 +1,5 @@
 """The keys of deployment (EXPORT). The code that reads them is in centerx.deploy."""
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_export_config"]

@@ -1,6 +1,7 @@
 """The keys of training and evaluation: the solver's additions (SOLVER: epochs,
 mixed precision), evaluation and its reports (TEST), and the EMA of the weights
 (MODEL_EMA). The code that reads them is in centerx.engine."""
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_ema_config", "add_evaluation_config", "add_solver_config"]

@@ -2,12 +2,19 @@
 (MODEL.CENTERNET), TTFNet's (MODEL.TTFNET), the DarkNet backbone's, distillation's
 (MODEL.DISTILL) and constant-magnitude loss weighting's (MODEL.LOSS_BALANCE).
 The code that reads them is in centerx.modeling."""
+
 from detectron2.config import CfgNode as CN
 
 from ..device import machine_device
 
-__all__ = ["add_centernet_config", "add_darknet_config", "add_distill_config", "add_loss_balance_config",
-           "add_point_detector_config", "add_ttfnet_config"]
+__all__ = [
+    "add_centernet_config",
+    "add_darknet_config",
+    "add_distill_config",
+    "add_loss_balance_config",
+    "add_point_detector_config",
+    "add_ttfnet_config",
+]
 
 
 def add_point_detector_config(cfg):
@@ -305,7 +312,10 @@ def add_loss_balance_config(cfg):
     # pull; our choice, the original has no TTFNet). Distillation
     # terms must be listed by name, e.g. ("loss_kd_t0_heatmap", 1.5).
     _C.MODEL.LOSS_BALANCE.MAGNITUDES = [
-        ("loss_heatmap", 1.5), ("loss_wh", 0.3), ("loss_offset", 0.1), ("loss_box", 1.5),
+        ("loss_heatmap", 1.5),
+        ("loss_wh", 0.3),
+        ("loss_offset", 0.1),
+        ("loss_box", 1.5),
     ]
     # Divide by "current" (the term's value at this step) or "running_mean" (an
     # exponential moving average of its absolute value, smoother).

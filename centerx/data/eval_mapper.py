@@ -1,5 +1,6 @@
 """Evaluation dataset mapper: detectron2's DatasetMapper(is_train=False) reading
 images as the training mapper does (:func:`~centerx.data.image_io.read_image`)."""
+
 import copy
 
 import numpy as np

@@ -7,6 +7,7 @@ naming the file.
 Also the conversion of arrays handed to inference (greyscale, RGBA) to the
 3-channel uint8 images the models take.
 """
+
 import numpy as np
 from detectron2.data.detection_utils import _apply_exif_orientation, convert_PIL_to_numpy
 from detectron2.utils.file_io import PathManager
@@ -33,8 +34,10 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
         if image.mode in _WIDE_MODES:
             wide = np.asarray(image, dtype=np.int64)
             if wide.max(initial=0) > 65535 or wide.min(initial=0) < 0:
-                raise OSError(f"image {file_name} has {image.mode} pixel values outside 0..65535: convert it to "
-                              "8 or 16 bits per channel.")
+                raise OSError(
+                    f"image {file_name} has {image.mode} pixel values outside 0..65535: convert it to "
+                    "8 or 16 bits per channel."
+                )
             image = Image.fromarray(np.rint(wide * (255 / 65535)).astype(np.uint8), mode="L")
         return convert_PIL_to_numpy(image, format)
 
@@ -50,14 +53,17 @@ def as_three_channels(image: np.ndarray, name: str = "image") -> np.ndarray:
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"{name}: expected an H x W greyscale or H x W x 3 / x 4 colour image, got shape "
-                         f"{image.shape}.")
+        raise ValueError(
+            f"{name}: expected an H x W greyscale or H x W x 3 / x 4 colour image, got shape {image.shape}."
+        )
     if min(image.shape[:2]) < 2:
         raise ValueError(f"{name}: {image.shape[1]} x {image.shape[0]} pixels is too small to detect anything in.")
     if image.dtype != np.uint8:
         if image.dtype.kind not in "iu" or image.min(initial=0) < 0 or image.max(initial=0) > 255:
-            raise ValueError(f"{name}: expected 8-bit pixel values (uint8, 0..255), got {image.dtype} in "
-                             f"[{image.min()}, {image.max()}].")
+            raise ValueError(
+                f"{name}: expected 8-bit pixel values (uint8, 0..255), got {image.dtype} in "
+                f"[{image.min()}, {image.max()}]."
+            )
         image = image.astype(np.uint8)
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)

@@ -1,8 +1,9 @@
 """Training-time dataset mapper for CenterNet-style detectors."""
+
 import copy
 import functools
 import logging
-from typing import Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,8 +19,9 @@ from .validation import invalid_box_reason
 logger = logging.getLogger(__name__)
 
 
-def centernet_train_augmentations(size: int, scale_range: Tuple[float, float], pad_value: float,
-                                  hflip_prob: float, color_jitter: float) -> List[T.Augmentation]:
+def centernet_train_augmentations(
+    size: int, scale_range: tuple[float, float], pad_value: float, hflip_prob: float, color_jitter: float
+) -> list[T.Augmentation]:
     """Random scale + fixed-size crop/pad to a ``size`` x ``size`` square (input
     pixels, padded with ``pad_value``), horizontal flip with ``hflip_prob``,
     brightness / contrast / saturation jitter of strength ``color_jitter``
@@ -37,13 +39,13 @@ def centernet_train_augmentations(size: int, scale_range: Tuple[float, float], p
     return augs
 
 
-def build_centernet_train_augmentations(cfg, size: Optional[int] = None) -> List[T.Augmentation]:
+def build_centernet_train_augmentations(cfg, size: int | None = None) -> list[T.Augmentation]:
     """:func:`centernet_train_augmentations` as the config says, to a square of
     ``size`` input pixels (default INPUT.TRAIN_SIZE)."""
     return centernet_train_augmentations(**_augmentation_args(cfg), size=size or cfg.INPUT.TRAIN_SIZE)
 
 
-def _augmentation_args(cfg) -> Dict:
+def _augmentation_args(cfg) -> dict:
     return {
         "scale_range": tuple(cfg.INPUT.SCALE_RANGE),
         "pad_value": float(np.mean(cfg.MODEL.PIXEL_MEAN)),
@@ -70,11 +72,17 @@ class CenterNetDatasetMapper:
     """
 
     @configurable
-    def __init__(self, *, augmentations, image_format="BGR", min_box_size=2.0,
-                 augmentations_for_size: Optional[Callable[[int], List[T.Augmentation]]] = None):
+    def __init__(
+        self,
+        *,
+        augmentations,
+        image_format="BGR",
+        min_box_size=2.0,
+        augmentations_for_size: Callable[[int], list[T.Augmentation]] | None = None,
+    ):
         self.augmentations = T.AugmentationList(augmentations)
         self.augmentations_for_size = augmentations_for_size
-        self._sized_augmentations: Dict[int, T.AugmentationList] = {}
+        self._sized_augmentations: dict[int, T.AugmentationList] = {}
         self.image_format = image_format
         self.min_box_size = min_box_size
         self.num_dropped_boxes = 0
@@ -91,17 +99,19 @@ class CenterNetDatasetMapper:
             "augmentations_for_size": functools.partial(centernet_train_augmentations, **_augmentation_args(cfg)),
         }
 
-    def _augmentations_at(self, size: Optional[int]) -> T.AugmentationList:
+    def _augmentations_at(self, size: int | None) -> T.AugmentationList:
         if size is None:
             return self.augmentations
         if size not in self._sized_augmentations:
             if self.augmentations_for_size is None:
-                raise ValueError("This CenterNetDatasetMapper was built without augmentations_for_size, "
-                                 f"so it cannot map to another size ({size}).")
+                raise ValueError(
+                    "This CenterNetDatasetMapper was built without augmentations_for_size, "
+                    f"so it cannot map to another size ({size})."
+                )
             self._sized_augmentations[size] = T.AugmentationList(self.augmentations_for_size(int(size)))
         return self._sized_augmentations[size]
 
-    def __call__(self, dataset_dict, size: Optional[int] = None):
+    def __call__(self, dataset_dict, size: int | None = None):
         """Map one dataset dict; ``size``: square side in input pixels, None = the
         mapper's own (INPUT.TRAIN_SIZE)."""
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -132,8 +142,11 @@ class CenterNetDatasetMapper:
             if reason:
                 self._count_invalid(reason, dataset_dict["file_name"])
                 continue
-            annos.append(utils.transform_instance_annotations({**obj, "bbox": [float(v) for v in obj["bbox"]]},
-                                                              transforms, shape))
+            annos.append(
+                utils.transform_instance_annotations(
+                    {**obj, "bbox": [float(v) for v in obj["bbox"]]}, transforms, shape
+                )
+            )
         instances = utils.annotations_to_instances(annos, shape)
         wh = instances.gt_boxes.tensor[:, 2:] - instances.gt_boxes.tensor[:, :2]
         keep = (wh >= self.min_box_size).all(dim=1)

@@ -7,8 +7,8 @@ The draws (whether a sample is mixed, with which image, lambda) are made by
 :class:`~centerx.data.samplers.PositionedDataset` from the sample's stream
 position, so a mixed stream resumes exactly as a plain one does.
 """
+
 from dataclasses import dataclass
-from typing import Dict, Optional
 
 import torch
 from detectron2.structures import Instances
@@ -27,7 +27,7 @@ class Mixup:
 
     prob: float = 0.5
     alpha: float = 1.5
-    stop_iter: Optional[int] = None
+    stop_iter: int | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.prob <= 1.0:
@@ -48,7 +48,7 @@ class Mixup:
         return cls(prob=float(m.PROB), alpha=float(m.ALPHA), stop_iter=cfg.SOLVER.MAX_ITER - m.OFF_LAST_ITERS)
 
 
-def mix_samples(first: Dict, second: Dict, lam: float) -> Dict:
+def mix_samples(first: dict, second: dict, lam: float) -> dict:
     """Blend two mapped training samples.
 
     Args:
@@ -66,14 +66,19 @@ def mix_samples(first: Dict, second: Dict, lam: float) -> Dict:
     """
     a, b = first["image"], second["image"]
     if a.shape != b.shape:
-        raise ValueError(f"Mixup needs images of one size, got {tuple(a.shape)} and {tuple(b.shape)}: "
-                         "use DATALOADER.TRAIN_MAPPER 'centernet', whose outputs are all square.")
+        raise ValueError(
+            f"Mixup needs images of one size, got {tuple(a.shape)} and {tuple(b.shape)}: "
+            "use DATALOADER.TRAIN_MAPPER 'centernet', whose outputs are all square."
+        )
     image = (lam * a.double() + (1.0 - lam) * b.double()).round().to(a.dtype)
     parts = []
     for sample, weight in ((first, lam), (second, 1.0 - lam)):
         inst = sample["instances"]
-        parts.append(Instances(inst.image_size, **inst.get_fields(),
-                               gt_weights=torch.full((len(inst),), weight, dtype=torch.float32)))
+        parts.append(
+            Instances(
+                inst.image_size, **inst.get_fields(), gt_weights=torch.full((len(inst),), weight, dtype=torch.float32)
+            )
+        )
     out = dict(first, image=image, instances=Instances.cat(parts))
     if first.get("unlabeled", False) or second.get("unlabeled", False):
         out["unlabeled"] = True

@@ -25,9 +25,10 @@ that, each with its own generator that the mapper's draws never touch:
 - mixup (:mod:`centerx.data.mixup`): whether sample p is mixed, with which
   second image and how strongly, seeded by (seed, p).
 """
+
 import itertools
 import random
-from typing import Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ MIXUP_STREAM = 2
 
 def _mix(seed: int, value: int) -> int:
     """A 31-bit seed from two integers (deterministic across processes)."""
-    return int(np.random.SeedSequence([seed % 2 ** 32, value]).generate_state(1)[0] >> 1)
+    return int(np.random.SeedSequence([seed % 2**32, value]).generate_state(1)[0] >> 1)
 
 
 def stream_generator(seed: int, stream: int, value: int) -> np.random.Generator:
@@ -51,7 +52,7 @@ def stream_generator(seed: int, stream: int, value: int) -> np.random.Generator:
     ``value`` (an iteration or a position): seeded by
     ``SeedSequence(seed % 2**32, spawn_key=(stream, value))``, independent of
     the mapper's seeds (plain two-word entropy, no spawn key)."""
-    return np.random.default_rng(np.random.SeedSequence(seed % 2 ** 32, spawn_key=(stream, value)))
+    return np.random.default_rng(np.random.SeedSequence(seed % 2**32, spawn_key=(stream, value)))
 
 
 class ResumableTrainingSampler(Sampler):
@@ -98,8 +99,16 @@ class PositionedDataset(Dataset):
       iterations, or with ``mixup`` None, nothing is drawn.
     """
 
-    def __init__(self, dicts: List[Dict], mapper: Callable, seed: int, shuffle: bool = True, batch_size: int = 1,
-                 train_sizes: Sequence[int] = (), mixup: Optional[Mixup] = None):
+    def __init__(
+        self,
+        dicts: list[dict],
+        mapper: Callable,
+        seed: int,
+        shuffle: bool = True,
+        batch_size: int = 1,
+        train_sizes: Sequence[int] = (),
+        mixup: Mixup | None = None,
+    ):
         if len(dicts) == 0:
             raise ValueError("The training dataset is empty: check DATASETS.TRAIN and the filters applied to it.")
         if batch_size < 1:
@@ -124,7 +133,7 @@ class PositionedDataset(Dataset):
             self._perm_epoch = epoch
         return self._perm
 
-    def train_size(self, position: int) -> Optional[int]:
+    def train_size(self, position: int) -> int | None:
         """Square training side of the iteration of ``position`` (None without ``train_sizes``)."""
         if not self.train_sizes:
             return None
@@ -141,17 +150,17 @@ class PositionedDataset(Dataset):
             data = self._maybe_mix(data, index, position, size)
         return data
 
-    def _maybe_mix(self, data: Dict, index: int, position: int, size: Optional[int]) -> Dict:
+    def _maybe_mix(self, data: dict, index: int, position: int, size: int | None) -> dict:
         g = stream_generator(self.seed, MIXUP_STREAM, position)
         if g.random() >= self.mixup.prob:
             return data
         n = len(self.dicts)
         partner = (index + 1 + int(g.integers(n - 1))) % n if n > 1 else index
         lam = float(g.beta(self.mixup.alpha, self.mixup.alpha))
-        other = self._map_readable(partner, int(g.integers(2 ** 31)), size)
+        other = self._map_readable(partner, int(g.integers(2**31)), size)
         return mix_samples(data, other, lam)
 
-    def _map_readable(self, index: int, seed: int, size: Optional[int]):
+    def _map_readable(self, index: int, seed: int, size: int | None):
         """The first entry from ``index`` on that the mapper does not skip."""
         for attempt in range(len(self.dicts)):
             data = self._map((index + attempt) % len(self.dicts), seed, size)
@@ -159,7 +168,7 @@ class PositionedDataset(Dataset):
                 return data
         raise RuntimeError("The mapper skipped every image of the training dataset; see the warnings above.")
 
-    def _map(self, index: int, seed: int, size: Optional[int]):
+    def _map(self, index: int, seed: int, size: int | None):
         py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
         random.seed(seed)
         np.random.seed(seed)

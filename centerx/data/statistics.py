@@ -13,9 +13,9 @@ stride. Flags, per box:
 - the detector's own (its ``box_flags``): ``radius_0`` and ``over_max_objects``
   for CenterNet, ``single_cell`` for TTFNet.
 """
+
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
 import numpy as np
 from detectron2.structures import BoxMode
@@ -35,39 +35,44 @@ class BoxStatistics:
     name: str
     images: int
     objects: int
-    classes: List[str]
-    per_class: Dict[str, int]
+    classes: list[str]
+    per_class: dict[str, int]
     objects_per_image: np.ndarray  # [images]
     widths_cells: np.ndarray  # [objects] at the training scale
     heights_cells: np.ndarray
-    flags: Dict[str, int] = field(default_factory=dict)
-    examples: Dict[str, List[str]] = field(default_factory=dict)  # flag -> a few "file: box" strings
+    flags: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # flag -> a few "file: box" strings
 
-    def size_histogram(self) -> List[int]:
+    def size_histogram(self) -> list[int]:
         """Objects per bin of max(w, h) in cells, bins :data:`CELL_BINS` (upper edges)."""
         longer = np.maximum(self.widths_cells, self.heights_cells)
         edges = (0.0,) + CELL_BINS
         return [int(((longer >= lo) & (longer < hi)).sum()) for lo, hi in zip(edges[:-1], edges[1:])]
 
-    def summary(self) -> Dict:
+    def summary(self) -> dict:
         per_image = self.objects_per_image
         sizes = np.maximum(self.widths_cells, self.heights_cells)
         return {
             "dataset": self.name,
             "images": self.images,
             "objects": self.objects,
-            "objects per image (mean / median / max)": [round(float(per_image.mean()), 2) if self.images else 0,
-                                                         float(np.median(per_image)) if self.images else 0,
-                                                         int(per_image.max()) if self.images else 0],
+            "objects per image (mean / median / max)": [
+                round(float(per_image.mean()), 2) if self.images else 0,
+                float(np.median(per_image)) if self.images else 0,
+                int(per_image.max()) if self.images else 0,
+            ],
             "images without objects": int((per_image == 0).sum()),
-            "box size, max(w, h) in cells (5th / 50th / 95th percentile)":
-                [round(float(np.percentile(sizes, q)), 2) for q in (5, 50, 95)] if self.objects else [],
+            "box size, max(w, h) in cells (5th / 50th / 95th percentile)": [
+                round(float(np.percentile(sizes, q)), 2) for q in (5, 50, 95)
+            ]
+            if self.objects
+            else [],
             "objects per class": self.per_class,
             "flags": self.flags,
         }
 
 
-def box_statistics(name: str, dicts: List[Dict], classes: Optional[List[str]], cfg, stride: int) -> BoxStatistics:
+def box_statistics(name: str, dicts: list[dict], classes: list[str] | None, cfg, stride: int) -> BoxStatistics:
     """Statistics of detectron2 dataset dicts as the config's detector sees them.
 
     Args:
@@ -107,8 +112,19 @@ def box_statistics(name: str, dicts: List[Dict], classes: Optional[List[str]], c
         per_class[label(c)] = per_class.get(label(c), 0) + 1
     examples = {}
     for key, mask in flags.items():
-        examples[key] = [f"{dicts[int(image[i])]['file_name']}: {label(cls[i])} "
-                         f"({x1[i]:.0f}, {y1[i]:.0f}, {x2[i]:.0f}, {y2[i]:.0f})" for i in np.flatnonzero(mask)[:3]]
-    return BoxStatistics(name, len(dicts), len(boxes), names, per_class, np.asarray(per_image, dtype=np.int64),
-                         w_cells, h_cells, {k: int(v.sum()) for k, v in flags.items()}, examples)
-
+        examples[key] = [
+            f"{dicts[int(image[i])]['file_name']}: {label(cls[i])} ({x1[i]:.0f}, {y1[i]:.0f}, {x2[i]:.0f}, {y2[i]:.0f})"
+            for i in np.flatnonzero(mask)[:3]
+        ]
+    return BoxStatistics(
+        name,
+        len(dicts),
+        len(boxes),
+        names,
+        per_class,
+        np.asarray(per_image, dtype=np.int64),
+        w_cells,
+        h_cells,
+        {k: int(v.sum()) for k, v in flags.items()},
+        examples,
+    )

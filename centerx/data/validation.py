@@ -11,12 +11,13 @@ training that could have been known before it.
   recorded in the dataset's metadata (``unreadable_images``), and training and
   evaluation both leave them out (:func:`readable_dataset_dicts`).
 """
+
 import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
@@ -58,21 +59,27 @@ def check_coco_json(json_file: str, name: str) -> None:
         raise DatasetError(f"{where}: the file is empty (expected a COCO instances json).")
     with open(json_file, "rb") as f:
         if f.read(3) == b"\xef\xbb\xbf":
-            raise DatasetError(f"{where}: the file starts with a UTF-8 byte-order mark, which pycocotools cannot read; "
-                               "save it as UTF-8 without BOM.")
+            raise DatasetError(
+                f"{where}: the file starts with a UTF-8 byte-order mark, which pycocotools cannot read; "
+                "save it as UTF-8 without BOM."
+            )
     try:
         data = json.loads(read_text(json_file, f"Dataset '{name}': COCO json"))
     except json.JSONDecodeError as e:
         raise DatasetError(f"{where}: not valid json ({e.msg} at line {e.lineno}, column {e.colno}).") from e
     if not isinstance(data, dict):
-        raise DatasetError(f"{where}: expected a COCO json object with 'images', 'annotations' and 'categories', "
-                           f"got a {type(data).__name__}.")
+        raise DatasetError(
+            f"{where}: expected a COCO json object with 'images', 'annotations' and 'categories', "
+            f"got a {type(data).__name__}."
+        )
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
     if missing:
-        raise DatasetError(f"{where}: not a COCO instances json: no list {' / '.join(repr(k) for k in missing)}"
-                           f" (keys found: {sorted(data)[:8]}).")
+        raise DatasetError(
+            f"{where}: not a COCO instances json: no list {' / '.join(repr(k) for k in missing)}"
+            f" (keys found: {sorted(data)[:8]})."
+        )
     if not data["categories"]:
-        raise DatasetError(f"{where}: 'categories' is empty; list every class as {{\"id\": 1, \"name\": \"...\"}}.")
+        raise DatasetError(f'{where}: \'categories\' is empty; list every class as {{"id": 1, "name": "..."}}.')
     category_ids = set()
     for i, c in enumerate(data["categories"]):
         if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
@@ -87,8 +94,9 @@ def check_coco_json(json_file: str, name: str) -> None:
             raise DatasetError(f"{where}: {label} has no 'file_name'.")
         for key in ("width", "height"):
             if not _number(im.get(key)) or im[key] <= 0:
-                raise DatasetError(f"{where}: {label} ('{im['file_name']}') needs a positive '{key}' in pixels, "
-                                   f"got {im.get(key)!r}.")
+                raise DatasetError(
+                    f"{where}: {label} ('{im['file_name']}') needs a positive '{key}' in pixels, got {im.get(key)!r}."
+                )
         image_ids.add(im["id"])
     for i, a in enumerate(data["annotations"]):
         label = f"annotations[{i}] (id {a.get('id')!r})" if isinstance(a, dict) else f"annotations[{i}]"
@@ -97,16 +105,20 @@ def check_coco_json(json_file: str, name: str) -> None:
         if a.get("image_id") not in image_ids:
             raise DatasetError(f"{where}: {label} refers to image_id {a.get('image_id')!r}, which no image has.")
         if a.get("category_id") not in category_ids:
-            raise DatasetError(f"{where}: {label} has category_id {a.get('category_id')!r}, not one of the "
-                               f"categories {sorted(category_ids)}.")
+            raise DatasetError(
+                f"{where}: {label} has category_id {a.get('category_id')!r}, not one of the "
+                f"categories {sorted(category_ids)}."
+            )
         box = a.get("bbox")
         if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
-            raise DatasetError(f"{where}: {label} of image_id {a['image_id']!r} has bbox {box!r}; expected "
-                               "[x, y, width, height], 4 numbers in pixels.")
+            raise DatasetError(
+                f"{where}: {label} of image_id {a['image_id']!r} has bbox {box!r}; expected "
+                "[x, y, width, height], 4 numbers in pixels."
+            )
 
 
 # ---------------------------------------------------------------------------- boxes
-def invalid_box_reason(bbox: Sequence[float], bbox_mode: BoxMode = BoxMode.XYWH_ABS) -> Optional[str]:
+def invalid_box_reason(bbox: Sequence[float], bbox_mode: BoxMode = BoxMode.XYWH_ABS) -> str | None:
     """Why an annotation's box cannot be trained on, or None: "not finite"
     (infinite or NaN) or "non-positive size" (negative or zero width or height).
     Such boxes are skipped, never repaired.
@@ -137,12 +149,14 @@ class DatasetReport:
     images: int = 0
     annotations: int = 0
     images_checked: int = 0
-    unreadable: List[str] = field(default_factory=list)
-    invalid_boxes: Dict[str, int] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+    invalid_boxes: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
-        text = (f"Dataset '{self.name}': {self.images} images, {self.annotations} annotations; "
-                f"{self.images_checked} image files checked")
+        text = (
+            f"Dataset '{self.name}': {self.images} images, {self.annotations} annotations; "
+            f"{self.images_checked} image files checked"
+        )
         if self.unreadable:
             shown = ", ".join(self.unreadable[:3]) + (" ..." if len(self.unreadable) > 3 else "")
             text += f", {len(self.unreadable)} missing or unreadable, skipped in training and evaluation ({shown})"
@@ -151,7 +165,7 @@ class DatasetReport:
         return text + "."
 
 
-def model_num_classes(cfg) -> Optional[Tuple[str, int]]:
+def model_num_classes(cfg) -> tuple[str, int] | None:
     """(config key, value) of the number of classes of the config's detector (a
     Distiller's student), or None for a meta-architecture without such a key."""
 
@@ -161,23 +175,27 @@ def model_num_classes(cfg) -> Optional[Tuple[str, int]]:
     return f"{detector.config_prefix}.NUM_CLASSES", detector.config_node(cfg).NUM_CLASSES
 
 
-def _check_classes(name: str, dicts: List[Dict], cfg) -> None:
+def _check_classes(name: str, dicts: list[dict], cfg) -> None:
     classes = MetadataCatalog.get(name).get("thing_classes")
     expected = model_num_classes(cfg)
     if classes is None or expected is None:
         return
     key, num = expected
     if len(classes) != num:
-        raise DatasetError(f"Dataset '{name}' has {len(classes)} classes ({', '.join(classes[:6])}"
-                           f"{' ...' if len(classes) > 6 else ''}) but {key} is {num}: set {key} {len(classes)}.")
+        raise DatasetError(
+            f"Dataset '{name}' has {len(classes)} classes ({', '.join(classes[:6])}"
+            f"{' ...' if len(classes) > 6 else ''}) but {key} is {num}: set {key} {len(classes)}."
+        )
     for d in dicts:
         for a in d.get("annotations", []):
             if not 0 <= a.get("category_id", 0) < num:
-                raise DatasetError(f"Dataset '{name}', image {d.get('file_name')}: an annotation has class index "
-                                   f"{a.get('category_id')}, outside the {num} classes of {key}.")
+                raise DatasetError(
+                    f"Dataset '{name}', image {d.get('file_name')}: an annotation has class index "
+                    f"{a.get('category_id')}, outside the {num} classes of {key}."
+                )
 
 
-def _check_images(name: str, dicts: List[Dict], limit: int) -> Tuple[int, List[str]]:
+def _check_images(name: str, dicts: list[dict], limit: int) -> tuple[int, list[str]]:
     """Decode the images of ``dicts`` (all when ``limit`` < 0, else ``limit`` evenly
     spread); return (number checked, unreadable file names). An image whose size
     differs from its record's is an error."""
@@ -186,8 +204,9 @@ def _check_images(name: str, dicts: List[Dict], limit: int) -> Tuple[int, List[s
     step = 1 if limit < 0 or limit >= len(dicts) else len(dicts) / limit
     picked = [dicts[int(i * step)] for i in range(len(dicts) if step == 1 else limit)]
     unreadable = []
-    for d in tqdm(picked, desc=f"checking the images of '{name}'", unit="image",
-                  disable=len(picked) < PROGRESS_MIN_IMAGES):
+    for d in tqdm(
+        picked, desc=f"checking the images of '{name}'", unit="image", disable=len(picked) < PROGRESS_MIN_IMAGES
+    ):
         try:
             image = read_image(d["file_name"], "RGB")
         except (OSError, ValueError) as e:
@@ -196,8 +215,10 @@ def _check_images(name: str, dicts: List[Dict], limit: int) -> Tuple[int, List[s
             continue
         h, w = image.shape[:2]
         if ("height" in d and d["height"] != h) or ("width" in d and d["width"] != w):
-            raise DatasetError(f"Dataset '{name}': {d['file_name']} is {w} x {h} pixels but its annotations say "
-                               f"{d.get('width')} x {d.get('height')}; fix the json (or the image).")
+            raise DatasetError(
+                f"Dataset '{name}': {d['file_name']} is {w} x {h} pixels but its annotations say "
+                f"{d.get('width')} x {d.get('height')}; fix the json (or the image)."
+            )
     return len(picked), unreadable
 
 
@@ -214,18 +235,22 @@ def validate_dataset(name: str, cfg, check_images: int) -> DatasetReport:
             if reason:
                 report.invalid_boxes[reason] = report.invalid_boxes.get(reason, 0) + 1
     if name in cfg.DATASETS.TEST and report.annotations == 0:
-        raise DatasetError(f"Dataset '{name}' is a test set (DATASETS.TEST) with {report.images} images and no "
-                           "annotation: there is nothing to score the model against. Check its labels (for YOLO "
-                           "txt: the labels folder and that each label file has the image's name with .txt).")
+        raise DatasetError(
+            f"Dataset '{name}' is a test set (DATASETS.TEST) with {report.images} images and no "
+            "annotation: there is nothing to score the model against. Check its labels (for YOLO "
+            "txt: the labels folder and that each label file has the image's name with .txt)."
+        )
     report.images_checked, report.unreadable = _check_images(name, dicts, check_images)
     if report.images_checked and len(report.unreadable) == report.images_checked:
-        raise DatasetError(f"Dataset '{name}': none of the {report.images_checked} image files checked can be read "
-                           f"(e.g. {report.unreadable[0]}); is the image folder right?")
+        raise DatasetError(
+            f"Dataset '{name}': none of the {report.images_checked} image files checked can be read "
+            f"(e.g. {report.unreadable[0]}); is the image folder right?"
+        )
     _record_unreadable(name, report.unreadable)
     return report
 
 
-def validate_datasets(cfg, names: Optional[Sequence[str]] = None) -> List[DatasetReport]:
+def validate_datasets(cfg, names: Sequence[str] | None = None) -> list[DatasetReport]:
     """Validate the datasets of ``cfg`` (DATASETS.TRAIN and TEST, or ``names``) once,
     before training or evaluation, and log a summary line per dataset.
 
@@ -240,8 +265,9 @@ def validate_datasets(cfg, names: Optional[Sequence[str]] = None) -> List[Datase
     reports, error, shared = [], None, None
     if comm.is_main_process():
         try:
-            reports = [validate_dataset(n, cfg, -1 if n in cfg.DATASETS.TEST else cfg.DATASETS.CHECK_IMAGES)
-                       for n in names]
+            reports = [
+                validate_dataset(n, cfg, -1 if n in cfg.DATASETS.TEST else cfg.DATASETS.CHECK_IMAGES) for n in names
+            ]
             check_same_classes(cfg, names)
             shared = ("ok", [(r.name, r.unreadable) for r in reports])
         except (DatasetError, FileNotFoundError) as e:
@@ -264,10 +290,16 @@ def check_same_classes(cfg, names: Sequence[str]) -> None:
     """Raise :class:`DatasetError` when the datasets ``names`` (loaded already) or
     MODEL.CENTERX.CLASS_NAMES, where set, do not name the same classes in the same
     order: class index i must mean one class in training and in evaluation."""
-    lists = [("MODEL.CENTERX.CLASS_NAMES", list(cfg.MODEL.CENTERX.CLASS_NAMES))] \
-        if len(cfg.MODEL.CENTERX.CLASS_NAMES) else []
-    lists += [(f"dataset '{n}'", list(MetadataCatalog.get(n).get("thing_classes")))
-              for n in names if MetadataCatalog.get(n).get("thing_classes") is not None]
+    lists = (
+        [("MODEL.CENTERX.CLASS_NAMES", list(cfg.MODEL.CENTERX.CLASS_NAMES))]
+        if len(cfg.MODEL.CENTERX.CLASS_NAMES)
+        else []
+    )
+    lists += [
+        (f"dataset '{n}'", list(MetadataCatalog.get(n).get("thing_classes")))
+        for n in names
+        if MetadataCatalog.get(n).get("thing_classes") is not None
+    ]
     if not lists:
         return
     first, reference = lists[0]
@@ -275,13 +307,17 @@ def check_same_classes(cfg, names: Sequence[str]) -> None:
         if classes == reference:
             continue
         if len(classes) != len(reference):
-            raise DatasetError(f"{first} has {len(reference)} classes ({', '.join(reference[:6])}) but {other} has "
-                               f"{len(classes)} ({', '.join(classes[:6])}): a class index would mean different "
-                               "classes in training and evaluation.")
+            raise DatasetError(
+                f"{first} has {len(reference)} classes ({', '.join(reference[:6])}) but {other} has "
+                f"{len(classes)} ({', '.join(classes[:6])}): a class index would mean different "
+                "classes in training and evaluation."
+            )
         i = next(i for i, (a, b) in enumerate(zip(reference, classes)) if a != b)
-        raise DatasetError(f"{first} and {other} name their classes differently: class {i} is '{reference[i]}' in "
-                           f"the first and '{classes[i]}' in the second ({reference} vs {classes}). Give both the "
-                           "same class names in the same order (e.g. the 4th entry of DATASETS.PASCAL_VOC).")
+        raise DatasetError(
+            f"{first} and {other} name their classes differently: class {i} is '{reference[i]}' in "
+            f"the first and '{classes[i]}' in the second ({reference} vs {classes}). Give both the "
+            "same class names in the same order (e.g. the 4th entry of DATASETS.PASCAL_VOC)."
+        )
 
 
 def _record_unreadable(name: str, files: Sequence[str]) -> None:
@@ -291,7 +327,7 @@ def _record_unreadable(name: str, files: Sequence[str]) -> None:
     meta.set(**{UNREADABLE_KEY: tuple(files)})
 
 
-def readable_dataset_dicts(name: str) -> Tuple[List[Dict], List[str]]:
+def readable_dataset_dicts(name: str) -> tuple[list[dict], list[str]]:
     """The dataset's dicts without the images :func:`validate_datasets` found
     unreadable, and those file names."""
     skip = set(MetadataCatalog.get(name).get(UNREADABLE_KEY, ()))

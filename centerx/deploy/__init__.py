@@ -2,6 +2,7 @@
 INT8 quantisation of the ONNX graph and per-runtime inference. Only the wrapper
 and the quantisation entry points are imported here; each exporter module
 imports its runtime's package (onnx, onnxruntime, tensorrt) itself, when used."""
+
 from .quantize import CalibrationImages, calibration_files, calibration_reader, quantize_onnx
 from .wrapper import (
     DeployModel,
@@ -12,5 +13,15 @@ from .wrapper import (
     deploy_config,
 )
 
-__all__ = ["CalibrationImages", "DeployModel", "ExportError", "build_deploy_model", "calibration_files",
-           "calibration_reader", "check_input_size", "decode_raw_outputs", "deploy_config", "quantize_onnx"]
+__all__ = [
+    "CalibrationImages",
+    "DeployModel",
+    "ExportError",
+    "build_deploy_model",
+    "calibration_files",
+    "calibration_reader",
+    "check_input_size",
+    "decode_raw_outputs",
+    "deploy_config",
+    "quantize_onnx",
+]

@@ -24,9 +24,10 @@ convs have no standard Caffe layer and are refused, and so is CoordConv
 (MODEL.CENTERX.COORD_CONV: its coordinate channels depend on the input size,
 which a Caffe net run at another size than its Input layer would get wrong).
 """
+
 import logging
 import os
-from typing import Iterable, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -79,8 +80,13 @@ class CaffeNetBuilder:
         return name
 
     def conv(self, name: str, bottom: str, m: nn.Conv2d, transposed: bool = False) -> str:
-        if isinstance(m.padding, str) or len(set(m.padding)) > 1 or len(set(m.kernel_size)) > 1 \
-                or len(set(m.stride)) > 1 or len(set(m.dilation)) > 1:
+        if (
+            isinstance(m.padding, str)
+            or len(set(m.padding)) > 1
+            or len(set(m.kernel_size)) > 1
+            or len(set(m.stride)) > 1
+            or len(set(m.dilation)) > 1
+        ):
             raise ExportError(f"Caffe export supports square kernels, strides, pads and dilations; {name} is {m}.")
         if transposed and any(m.output_padding):
             raise ExportError(f"Caffe's Deconvolution has no output_padding; {name} is {m}.")
@@ -225,8 +231,10 @@ def _peak_mask(b: CaffeNetBuilder, heat: str, name: str) -> str:
 def _centernet(b: CaffeNetBuilder, model: CenterNet, images: str):
     """Normalisation, ResNet, [SPP], upsampler, heads, sigmoid + peak masking."""
     if not isinstance(model.backbone, TorchvisionResNet) or model.upsampler.in_feature != "res5":
-        raise ExportError("The Caffe exporter supports CenterNet on the ResNet backbone "
-                          "(MODEL.BACKBONE.NAME build_torchvision_resnet_backbone).")
+        raise ExportError(
+            "The Caffe exporter supports CenterNet on the ResNet backbone "
+            "(MODEL.BACKBONE.NAME build_torchvision_resnet_backbone)."
+        )
     if not isinstance(model.upsampler, CenterNetUpsampler) or not isinstance(model.heads, CenterNetHeads):
         raise ExportError("The Caffe exporter supports CenterNet's own upsampler and heads.")
     std = model.pixel_std.flatten()
@@ -243,7 +251,7 @@ def _centernet(b: CaffeNetBuilder, model: CenterNet, images: str):
         b.conv(head, body, conv[-1])
 
 
-def export_caffe(model: DeployModel, prefix: str, input_size: Tuple[int, int], batch_size: int = 1):
+def export_caffe(model: DeployModel, prefix: str, input_size: tuple[int, int], batch_size: int = 1):
     """Write ``{prefix}.prototxt`` (structure) and ``{prefix}.caffemodel`` (weights).
 
     Args:
@@ -263,8 +271,10 @@ def export_caffe(model: DeployModel, prefix: str, input_size: Tuple[int, int], b
     if model.training:
         raise ValueError("Export needs the model in eval mode (BatchNorm statistics are frozen into the net).")
     if model.flip_test:
-        raise ExportError("Standard Caffe has no layer that mirrors a blob, so flip test-time augmentation cannot be "
-                          "exported to it. Set EXPORT.FLIP_TEST False for Caffe, or export to ONNX / TensorRT.")
+        raise ExportError(
+            "Standard Caffe has no layer that mirrors a blob, so flip test-time augmentation cannot be "
+            "exported to it. Set EXPORT.FLIP_TEST False for Caffe, or export to ONNX / TensorRT."
+        )
     b = CaffeNetBuilder(type(net).__name__)
     _centernet(b, net, b.input("images", (batch_size, 3, *input_size)))
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)

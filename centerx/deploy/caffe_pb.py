@@ -10,12 +10,17 @@ Messages: ``NetParameter``, ``LayerParameter``, ``BlobProto``, ``BlobShape`` and
 parameters of the Input, Convolution / Deconvolution, BatchNorm, Scale,
 Pooling, Eltwise and Power layers (ReLU and Sigmoid need none).
 """
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 _F = descriptor_pb2.FieldDescriptorProto
 _SCALARS = {
-    "bool": _F.TYPE_BOOL, "float": _F.TYPE_FLOAT, "int32": _F.TYPE_INT32, "int64": _F.TYPE_INT64,
-    "uint32": _F.TYPE_UINT32, "string": _F.TYPE_STRING,
+    "bool": _F.TYPE_BOOL,
+    "float": _F.TYPE_FLOAT,
+    "int32": _F.TYPE_INT32,
+    "int64": _F.TYPE_INT64,
+    "uint32": _F.TYPE_UINT32,
+    "string": _F.TYPE_STRING,
 }
 
 # message -> enums {name: [(value name, number)]}
@@ -31,24 +36,33 @@ _MESSAGES = {
     "BlobProto": [("data", 5, "float", True, True), ("shape", 7, "BlobShape", False, False)],
     "InputParameter": [("shape", 1, "BlobShape", True, False)],
     "ConvolutionParameter": [
-        ("num_output", 1, "uint32", False, False), ("bias_term", 2, "bool", False, False),
-        ("pad", 3, "uint32", True, False), ("kernel_size", 4, "uint32", True, False),
-        ("group", 5, "uint32", False, False), ("stride", 6, "uint32", True, False),
+        ("num_output", 1, "uint32", False, False),
+        ("bias_term", 2, "bool", False, False),
+        ("pad", 3, "uint32", True, False),
+        ("kernel_size", 4, "uint32", True, False),
+        ("group", 5, "uint32", False, False),
+        ("stride", 6, "uint32", True, False),
         ("dilation", 18, "uint32", True, False),
     ],
     "BatchNormParameter": [("use_global_stats", 1, "bool", False, False), ("eps", 3, "float", False, False)],
     "ScaleParameter": [("axis", 1, "int32", False, False), ("bias_term", 4, "bool", False, False)],
     "PoolingParameter": [
-        ("pool", 1, "PoolMethod", False, False), ("kernel_size", 2, "uint32", False, False),
-        ("stride", 3, "uint32", False, False), ("pad", 4, "uint32", False, False),
+        ("pool", 1, "PoolMethod", False, False),
+        ("kernel_size", 2, "uint32", False, False),
+        ("stride", 3, "uint32", False, False),
+        ("pad", 4, "uint32", False, False),
     ],
     "EltwiseParameter": [("operation", 1, "EltwiseOp", False, False), ("coeff", 2, "float", True, False)],
     "PowerParameter": [
-        ("power", 1, "float", False, False), ("scale", 2, "float", False, False), ("shift", 3, "float", False, False),
+        ("power", 1, "float", False, False),
+        ("scale", 2, "float", False, False),
+        ("shift", 3, "float", False, False),
     ],
     "LayerParameter": [
-        ("name", 1, "string", False, False), ("type", 2, "string", False, False),
-        ("bottom", 3, "string", True, False), ("top", 4, "string", True, False),
+        ("name", 1, "string", False, False),
+        ("type", 2, "string", False, False),
+        ("bottom", 3, "string", True, False),
+        ("top", 4, "string", True, False),
         ("blobs", 7, "BlobProto", True, False),
         ("convolution_param", 106, "ConvolutionParameter", False, False),
         ("eltwise_param", 110, "EltwiseParameter", False, False),
@@ -72,8 +86,7 @@ def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
             for value_name, number in values:
                 enum.value.add(name=value_name, number=number)
         for name, number, type_, repeated, packed in fields:
-            field = msg.field.add(name=name, number=number,
-                                  label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
+            field = msg.field.add(name=name, number=number, label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
             if type_ in _SCALARS:
                 field.type = _SCALARS[type_]
             elif type_ in enums:

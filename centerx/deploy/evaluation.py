@@ -1,10 +1,10 @@
 """COCO box AP of a deployment runtime on a registered dataset, with the runtime's own
 pre- and post-processing (projects/speedup/evaluate.py, ./run.sh benchmark)."""
+
 import atexit
 import os
 import shutil
 import tempfile
-from typing import Dict, Optional
 
 import cv2
 import torch
@@ -20,7 +20,7 @@ from .runtimes import Runtime
 __all__ = ["evaluate_runtime", "resolve_dataset"]
 
 
-def resolve_dataset(cfg, name: Optional[str] = None) -> str:
+def resolve_dataset(cfg, name: str | None = None) -> str:
     """``name``, or DATASETS.TEST[0], checked to be registered (built-in ones are
     generated or located first); ``SystemExit`` saying what to pass otherwise."""
 
@@ -32,8 +32,13 @@ def resolve_dataset(cfg, name: Optional[str] = None) -> str:
     return dataset
 
 
-def evaluate_runtime(runtime: Runtime, dataset: str, max_images: Optional[int] = None,
-                     output_dir: Optional[str] = None, report_score: float = 0.3) -> Dict[str, float]:
+def evaluate_runtime(
+    runtime: Runtime,
+    dataset: str,
+    max_images: int | None = None,
+    output_dir: str | None = None,
+    report_score: float = 0.3,
+) -> dict[str, float]:
     """COCO box metrics (AP, AP50, ..., in percent) of ``runtime`` on the images of
     ``dataset`` (the first ``max_images`` when given: AP over those images and their
     objects), each read with OpenCV (BGR) and run alone. With ``output_dir``, the
@@ -42,8 +47,9 @@ def evaluate_runtime(runtime: Runtime, dataset: str, max_images: Optional[int] =
     records = DatasetCatalog.get(dataset)[:max_images]
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        evaluator = ReadableImagesCOCOEvaluator(dataset, [r["image_id"] for r in records], [], output_dir=output_dir,
-                                                report_score=report_score)
+        evaluator = ReadableImagesCOCOEvaluator(
+            dataset, [r["image_id"] for r in records], [], output_dir=output_dir, report_score=report_score
+        )
     else:
         # a dataset without a COCO json is converted to one first, into a folder of this process's own (the
         # dataset's metadata keeps pointing at it, so it lives as long as the process)
@@ -56,8 +62,12 @@ def evaluate_runtime(runtime: Runtime, dataset: str, max_images: Optional[int] =
         if image is None:
             raise FileNotFoundError(f"Cannot read {record['file_name']} of dataset {dataset!r}.")
         (det,) = runtime([image])
-        instances = Instances(image.shape[:2], pred_boxes=Boxes(torch.from_numpy(det["boxes"])),
-                              scores=torch.from_numpy(det["scores"]), pred_classes=torch.from_numpy(det["classes"]))
+        instances = Instances(
+            image.shape[:2],
+            pred_boxes=Boxes(torch.from_numpy(det["boxes"])),
+            scores=torch.from_numpy(det["scores"]),
+            pred_classes=torch.from_numpy(det["classes"]),
+        )
         evaluator.process([record], [{"instances": instances}])
     # scored on the images run only (COCOEvaluator would otherwise count every image's objects)
     return evaluator.evaluate(img_ids=[r["image_id"] for r in records])["bbox"]

@@ -7,12 +7,12 @@ image and checks it against PyTorch (:mod:`centerx.deploy.verify`). Adding a
 format is one class here (or in a user's module) with ``@EXPORTER_REGISTRY.register()``;
 docs/extending.md shows one.
 """
+
 import json
 import logging
 import os
 import tempfile
 import warnings
-from typing import Dict, List, Optional, Type
 
 import torch
 from detectron2.utils.registry import Registry
@@ -74,11 +74,11 @@ class Exporter:
         self.size = check_input_size(cfg.EXPORT.INPUT_SIZE)
         self.settings = {k: v for k, v in options.items() if v is not None}
 
-    def model_info(self, raw: bool = False) -> Dict[str, str]:
+    def model_info(self, raw: bool = False) -> dict[str, str]:
         """The properties the written file carries (:mod:`centerx.deploy.model_info`)."""
         return describe_model(deploy_config(self.cfg), raw=raw)
 
-    def onnx_settings(self) -> Dict:
+    def onnx_settings(self) -> dict:
         """The settings an ONNX export made on the way (onnx-int8, tensorrt) takes: the opset."""
         return {k: v for k, v in self.settings.items() if k == "opset"}
 
@@ -98,20 +98,20 @@ class Exporter:
         raise NotImplementedError
 
 
-def exporter_formats() -> List[str]:
+def exporter_formats() -> list[str]:
     """Every registered ``--format``, sorted."""
     return sorted(cls.format for _, cls in EXPORTER_REGISTRY)
 
 
-def get_exporter(fmt: str) -> Type[Exporter]:
+def get_exporter(fmt: str) -> type[Exporter]:
     """The exporter class of ``--format fmt``."""
-    by_format: Dict[str, Type[Exporter]] = {cls.format: cls for _, cls in EXPORTER_REGISTRY}
+    by_format: dict[str, type[Exporter]] = {cls.format: cls for _, cls in EXPORTER_REGISTRY}
     if fmt not in by_format:
         raise ValueError(f"Unknown export format {fmt!r}; registered: {sorted(by_format)}.")
     return by_format[fmt]
 
 
-def _reference(model, images: torch.Tensor) -> Dict:
+def _reference(model, images: torch.Tensor) -> dict:
     with torch.no_grad():
         return {k: v.numpy() for k, v in model(images).items()}
 
@@ -129,8 +129,9 @@ class OnnxExporter(Exporter):
         raw = bool(self.settings.get("raw", False))
         model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
         path = os.path.join(self.out_dir, "model_raw.onnx" if raw else "model.onnx")
-        export_onnx(model, path, self.size, opset=self.settings.get("opset", DEFAULT_OPSET),
-                    metadata=self.model_info(raw))
+        export_onnx(
+            model, path, self.size, opset=self.settings.get("opset", DEFAULT_OPSET), metadata=self.model_info(raw)
+        )
         try:
             import onnxruntime as ort
         except ImportError:
@@ -158,8 +159,9 @@ class OnnxInt8Exporter(Exporter):
 
     def prepare(self) -> None:
         import_quantization()
-        self.calibration = calibration_files(self.cfg, self.settings.get("calibration_dataset"),
-                                             self.settings.get("calibration_images"))
+        self.calibration = calibration_files(
+            self.cfg, self.settings.get("calibration_dataset"), self.settings.get("calibration_images")
+        )
 
     def export(self) -> str:
         import cv2
@@ -169,12 +171,13 @@ class OnnxInt8Exporter(Exporter):
         with tempfile.TemporaryDirectory() as tmp:  # the FP32 graph it quantises is not left over model.onnx
             fp32 = OnnxExporter(self.cfg, tmp, self.allow_random, **self.onnx_settings()).export()
             quantize_onnx(fp32, int8, calibration_reader(self.cfg, calibration), metadata=self.model_info())
-            mib = [os.path.getsize(p) / 2 ** 20 for p in (fp32, int8)]
-            logger.info(f"Sizes: FP32 {mib[0]:.1f} MiB, {os.path.basename(int8)} {mib[1]:.1f} MiB "
-                        f"({mib[1] / mib[0]:.2f} of FP32).")
+            mib = [os.path.getsize(p) / 2**20 for p in (fp32, int8)]
+            logger.info(
+                f"Sizes: FP32 {mib[0]:.1f} MiB, {os.path.basename(int8)} {mib[1]:.1f} MiB "
+                f"({mib[1] / mib[0]:.2f} of FP32)."
+            )
             image = cv2.imread(calibration[0], cv2.IMREAD_COLOR)
-            ref, out = (OnnxRuntime(self.cfg, p, providers=["CPUExecutionProvider"])([image])[0]
-                        for p in (fp32, int8))
+            ref, out = (OnnxRuntime(self.cfg, p, providers=["CPUExecutionProvider"])([image])[0] for p in (fp32, int8))
         check_int8_agreement(out, ref, self.trained, INT8_SCORE, calibration[0])
         return int8
 
@@ -190,8 +193,9 @@ class CaffeExporter(Exporter):
     @classmethod
     def unsupported(cls, cfg) -> str:
         detector = detector_class(cfg)
-        return "" if detector is not None and issubclass(detector, CenterNet) else \
-            "the Caffe exporter supports CenterNet"
+        return (
+            "" if detector is not None and issubclass(detector, CenterNet) else "the Caffe exporter supports CenterNet"
+        )
 
     def export(self) -> str:
         import cv2
@@ -230,13 +234,19 @@ class TensorRTExporter(Exporter):
         engine = os.path.join(self.out_dir, f"model_{'fp16' if fp16 else 'fp32'}.engine")
         with tempfile.TemporaryDirectory() as tmp:  # the ONNX graph it is built from is not left over model.onnx
             onnx_path = OnnxExporter(self.cfg, tmp, self.allow_random, **self.onnx_settings()).export()
-            build_engine(onnx_path, engine, self.size, self.cfg.EXPORT.TENSORRT_MAX_BATCH, fp16,
-                         self.cfg.EXPORT.TENSORRT_WORKSPACE_MB)
+            build_engine(
+                onnx_path,
+                engine,
+                self.size,
+                self.cfg.EXPORT.TENSORRT_MAX_BATCH,
+                fp16,
+                self.cfg.EXPORT.TENSORRT_WORKSPACE_MB,
+            )
         write_sidecar(engine, self.model_info())
         return engine
 
 
-def export(cfg, fmt: str, out_dir: str, allow_random: bool = False, **options: Optional[object]) -> str:
+def export(cfg, fmt: str, out_dir: str, allow_random: bool = False, **options: object | None) -> str:
     """Export the config's detector as ``fmt`` to ``out_dir``; returns the main file."""
     exporter = get_exporter(fmt)(cfg, out_dir, allow_random, **options)
     exporter.prepare()
@@ -265,7 +275,7 @@ class TorchScriptExporter(Exporter):
             traced = torch.jit.trace(model, images, strict=False, check_trace=False)
             torch.jit.save(traced, path, _extra_files={TORCHSCRIPT_ENTRY: json.dumps(self.model_info(raw))})
             loaded = torch.jit.load(path)
-        size = os.path.getsize(path) / 2 ** 20
+        size = os.path.getsize(path) / 2**20
         logger.info(f"Wrote {path} ({size:.1f} MiB, outputs {', '.join(_reference(model, images))}).")
         with torch.no_grad():
             outputs = {k: v.numpy() for k, v in loaded(images).items()}
@@ -289,8 +299,10 @@ class OpenVINOExporter(Exporter):
         try:
             import openvino  # noqa: F401
         except ImportError as e:
-            raise ExportError("--format openvino needs the openvino package (pip install openvino; ./run.sh setup "
-                              "installs it with the export extra).") from e
+            raise ExportError(
+                "--format openvino needs the openvino package (pip install openvino; ./run.sh setup "
+                "installs it with the export extra)."
+            ) from e
 
     def export(self) -> str:
         import openvino as ov
@@ -303,7 +315,7 @@ class OpenVINOExporter(Exporter):
         converted.set_rt_info(json.dumps(self.model_info(raw)), [OPENVINO_SECTION])
         os.makedirs(self.out_dir, exist_ok=True)
         ov.save_model(converted, xml, compress_to_fp16=False)
-        logger.info(f"Wrote {xml} + .bin ({os.path.getsize(xml[:-4] + '.bin') / 2 ** 20:.1f} MiB).")
+        logger.info(f"Wrote {xml} + .bin ({os.path.getsize(xml[:-4] + '.bin') / 2**20:.1f} MiB).")
         model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
         images = torch.rand(1, 3, *self.size) * 255
         compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

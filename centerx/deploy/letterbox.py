@@ -1,6 +1,7 @@
 """Pre-processing shared by every runtime: letterbox to the export size, and
 the mapping of boxes back onto the original image."""
-from typing import List, Sequence, Tuple
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -15,7 +16,7 @@ class Letterbox:
     it saw in evaluation; boxes map back by dividing by the per-axis scale.
     """
 
-    def __init__(self, size: Tuple[int, int], input_format: str, pad_value: Sequence[float]):
+    def __init__(self, size: tuple[int, int], input_format: str, pad_value: Sequence[float]):
         """
         Args:
             size: (H, W) of the canvas, input pixels.
@@ -28,7 +29,7 @@ class Letterbox:
         self.input_format = input_format
         self.pad_value = np.asarray(pad_value, dtype=np.float32).reshape(3, 1, 1)
 
-    def __call__(self, images: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[Tuple[float, float]]]:
+    def __call__(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float, float]]]:
         """
         Args:
             images: BGR uint8 images [h_i, w_i, 3] as ``cv2.imread`` returns them.
@@ -55,7 +56,7 @@ class Letterbox:
         return batch, scales
 
     @staticmethod
-    def to_original(boxes: np.ndarray, scale: Tuple[float, float], shape: Tuple[int, int]) -> np.ndarray:
+    def to_original(boxes: np.ndarray, scale: tuple[float, float], shape: tuple[int, int]) -> np.ndarray:
         """Boxes [M, 4] (x1, y1, x2, y2) in canvas pixels -> original image pixels,
         clipped to the image of ``shape`` (h, w)."""
         sy, sx = scale

@@ -13,9 +13,10 @@ Where they are kept, per format:
 - Caffe (``.prototxt``) and TensorRT (``.engine``), which have no place for them:
   a ``<file>.centerx.json`` beside the file.
 """
+
 import json
 import os
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 from ..config import load_config, load_saved_config
 from ..modeling.meta_arch.teachers import class_names
@@ -33,7 +34,7 @@ class ModelInfoError(ValueError):
     """An exported file without centerX's properties, where they are needed."""
 
 
-def describe_model(cfg, raw: bool = False) -> Dict[str, str]:
+def describe_model(cfg, raw: bool = False) -> dict[str, str]:
     """The properties an export of the deployment config ``cfg`` carries, as strings.
 
     Class names are MODEL.CENTERX.CLASS_NAMES, else those of the config's
@@ -66,7 +67,7 @@ def sidecar_path(path: str) -> str:
     return path + SIDECAR_SUFFIX
 
 
-def write_sidecar(path: str, info: Dict[str, str]) -> str:
+def write_sidecar(path: str, info: dict[str, str]) -> str:
     """Write ``info`` beside ``path``; returns the JSON file's path."""
     out = sidecar_path(path)
     with open(out, "w", encoding="utf-8") as f:
@@ -74,11 +75,11 @@ def write_sidecar(path: str, info: Dict[str, str]) -> str:
     return out
 
 
-def read_model_info(path: str) -> Optional[Dict[str, str]]:
+def read_model_info(path: str) -> dict[str, str] | None:
     """The centerX properties of the exported file ``path``, or None when it has none
     (exported before they existed, or not by centerX)."""
     ending = os.path.splitext(path)[1].lower()
-    info: Optional[Dict[str, str]] = None
+    info: dict[str, str] | None = None
     if ending == ".onnx":
         import onnx
 
@@ -112,12 +113,14 @@ def config_from_model_file(path: str, opts: Sequence[str] = ()):
     """
     info = read_model_info(path)
     if info is None:
-        raise ModelInfoError(f"{path} carries no centerX config (exported before centerX wrote one, or not by "
-                             "centerX): give the config it was exported from with --config-file.")
+        raise ModelInfoError(
+            f"{path} carries no centerX config (exported before centerX wrote one, or not by "
+            "centerX): give the config it was exported from with --config-file."
+        )
     return load_saved_config(info[CONFIG_KEY], opts)
 
 
-def saved_config_text(path: str) -> Optional[str]:
+def saved_config_text(path: str) -> str | None:
     """The config YAML the exported file ``path`` carries, or None (none, or a file
     its reader cannot open: the command's own checks say why)."""
     try:
@@ -127,8 +130,7 @@ def saved_config_text(path: str) -> Optional[str]:
     return info[CONFIG_KEY] if info else None
 
 
-def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str] = (),
-                      imports: Sequence[str] = ()):
+def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str] = (), imports: Sequence[str] = ()):
     """The config a command that runs a model uses (predict, evaluate): ``config_file``
     with ``opts`` merged, else the config saved in the exported ``model``; the
     modules of ``imports`` (``--import``) and of the config's IMPORTS imported first.
@@ -148,8 +150,10 @@ def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"--config-file {config_file}: {e}") from None
     if not model:
-        raise ValueError("give the model: --model FILE (an exported file), or --config-file FILE with "
-                         "MODEL.WEIGHTS <checkpoint> (PyTorch)")
+        raise ValueError(
+            "give the model: --model FILE (an exported file), or --config-file FILE with "
+            "MODEL.WEIGHTS <checkpoint> (PyTorch)"
+        )
     if not os.path.isfile(model):
         raise ValueError(f"--model {model}: no such file")
     entries = [absolute_entry(e, os.getcwd()) for e in imports]
@@ -160,13 +164,14 @@ def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str
         raise
     except Exception as e:  # not a model file its reader can open
         first = str(e).splitlines()[0] if str(e) else ""
-        raise ValueError(f"--model {model}: cannot read it as a {os.path.splitext(model)[1]} model "
-                         f"({type(e).__name__}: {first})") from None
+        raise ValueError(
+            f"--model {model}: cannot read it as a {os.path.splitext(model)[1]} model ({type(e).__name__}: {first})"
+        ) from None
     cfg.IMPORTS = merge_imports(cfg.IMPORTS, entries)
     return cfg
 
 
-def open_exported(model_path: str, runtime: Optional[str] = None, opts: Sequence[str] = ()) -> Runtime:
+def open_exported(model_path: str, runtime: str | None = None, opts: Sequence[str] = ()) -> Runtime:
     """The exported file ``model_path`` ready to run, with nothing else: its config
     from the file (:func:`config_from_model_file`, ``opts`` merged on top), its
     runtime the one that reads its ending unless ``runtime`` names another.

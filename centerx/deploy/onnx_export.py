@@ -6,10 +6,10 @@ not install; the TorchScript one records the ``Shape``/``Gather`` arithmetic of
 the decode, so N, H and W stay dynamic. torchvision registers no ONNX symbolic
 for ``deform_conv2d``; this module maps it to ONNX ``DeformConv`` (opset 19).
 """
+
 import logging
 import os
 import warnings
-from typing import Dict, List, Optional, Tuple
 
 import onnx
 import torch
@@ -26,14 +26,36 @@ DEFORM_CONV_OPSET = 19
 
 
 @symbolic_helper.parse_args("v", "v", "v", "v", "v", "i", "i", "i", "i", "i", "i", "i", "i", "b")
-def _deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
-                            dil_h, dil_w, n_weight_grps, n_offset_grps, use_mask):
+def _deform_conv2d_symbolic(
+    g,
+    input,
+    weight,
+    offset,
+    mask,
+    bias,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    n_weight_grps,
+    n_offset_grps,
+    use_mask,
+):
     """``torchvision::deform_conv2d`` -> ONNX ``DeformConv`` (same offset layout:
     (dy, dx) pairs per kernel position, row-major)."""
     inputs = [input, weight, offset, bias] + ([mask] if use_mask else [])
-    return g.op("DeformConv", *inputs, dilations_i=[dil_h, dil_w], group_i=n_weight_grps,
-                kernel_shape_i=symbolic_helper._get_tensor_sizes(weight)[2:], offset_group_i=n_offset_grps,
-                pads_i=[pad_h, pad_w, pad_h, pad_w], strides_i=[stride_h, stride_w])
+    return g.op(
+        "DeformConv",
+        *inputs,
+        dilations_i=[dil_h, dil_w],
+        group_i=n_weight_grps,
+        kernel_shape_i=symbolic_helper._get_tensor_sizes(weight)[2:],
+        offset_group_i=n_offset_grps,
+        pads_i=[pad_h, pad_w, pad_h, pad_w],
+        strides_i=[stride_h, stride_w],
+    )
 
 
 def check_deformable(model: DeployModel, opset: int) -> bool:
@@ -52,7 +74,7 @@ def check_deformable(model: DeployModel, opset: int) -> bool:
     return True
 
 
-def _dynamic_axes(names: List[str], raw: bool):
+def _dynamic_axes(names: list[str], raw: bool):
     axes = {"images": {0: "batch", 2: "height", 3: "width"}}
     for name in names:
         axes[name] = {0: "batch", 2: "height_out", 3: "width_out"} if raw else {0: "batch"}
@@ -70,8 +92,14 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def export_onnx(model: DeployModel, path: str, input_size: Tuple[int, int], opset: int = DEFAULT_OPSET,
-                batch_size: int = 1, metadata: Optional[Dict[str, str]] = None) -> List[str]:
+def export_onnx(
+    model: DeployModel,
+    path: str,
+    input_size: tuple[int, int],
+    opset: int = DEFAULT_OPSET,
+    batch_size: int = 1,
+    metadata: dict[str, str] | None = None,
+) -> list[str]:
     """Trace ``model`` and write it to ``path``.
 
     Args:
@@ -107,8 +135,15 @@ def export_onnx(model: DeployModel, path: str, input_size: Tuple[int, int], opse
         warnings.filterwarnings("ignore", category=FutureWarning)
         try:
             torch.onnx.export(
-                model, (images,), path, dynamo=False, opset_version=opset, input_names=["images"],
-                output_names=names, dynamic_axes=_dynamic_axes(names, model.raw), do_constant_folding=True,
+                model,
+                (images,),
+                path,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["images"],
+                output_names=names,
+                dynamic_axes=_dynamic_axes(names, model.raw),
+                do_constant_folding=True,
             )
         except Exception as e:
             if deformable:

@@ -29,10 +29,12 @@ folds 7 more nodes, none of a quantised type), and its symbolic shape
 inference fails on TTFNet, unable to equate the sizes of the upsampled and
 the skip-connection maps for a dynamic H, W.
 """
+
 import importlib
 import logging
 import os
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -65,7 +67,7 @@ def import_quantization():
     return quantization
 
 
-def split_network(model: "onnx.ModelProto") -> Tuple[List[str], List[str]]:
+def split_network(model: "onnx.ModelProto") -> tuple[list[str], list[str]]:
     """Which nodes of an exported graph get quantised.
 
     A node is in the network when a convolution follows it (anywhere
@@ -77,15 +79,18 @@ def split_network(model: "onnx.ModelProto") -> Tuple[List[str], List[str]]:
         quantised: names of the network's nodes of :data:`QUANTIZED_OP_TYPES`;
         output_convs: names of the output convolutions (kept FP32).
     """
-    consumers: Dict[str, List[int]] = {}
+    consumers: dict[str, list[int]] = {}
     for i, node in enumerate(model.graph.node):
         for name in node.input:
             consumers.setdefault(name, []).append(i)
     nodes = model.graph.node
     feeds_conv = [False] * len(nodes)
     for i in range(len(nodes) - 1, -1, -1):
-        feeds_conv[i] = any(nodes[j].op_type in CONV_OP_TYPES or feeds_conv[j]
-                            for out in nodes[i].output for j in consumers.get(out, ()))
+        feeds_conv[i] = any(
+            nodes[j].op_type in CONV_OP_TYPES or feeds_conv[j]
+            for out in nodes[i].output
+            for j in consumers.get(out, ())
+        )
     quantised = [n.name for n, f in zip(nodes, feeds_conv) if f and n.op_type in QUANTIZED_OP_TYPES]
     output_convs = [n.name for n, f in zip(nodes, feeds_conv) if not f and n.op_type in CONV_OP_TYPES]
     if not output_convs:
@@ -102,7 +107,7 @@ class CalibrationImages:
     subclass hook) without importing onnxruntime at module import.
     """
 
-    def __init__(self, images: Sequence[Union[str, np.ndarray]], letterbox: Letterbox):
+    def __init__(self, images: Sequence[str | np.ndarray], letterbox: Letterbox):
         """
         Args:
             images: image files, or BGR uint8 arrays [h, w, 3].
@@ -118,7 +123,7 @@ class CalibrationImages:
     def __len__(self) -> int:
         return len(self.images)
 
-    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+    def get_next(self) -> dict[str, np.ndarray] | None:
         """The next graph input ``{"images": float32 [1, 3, H, W]}`` (pixels 0..255
         in ``INPUT.FORMAT`` order), or None after the last image."""
         if self._next >= len(self.images):
@@ -135,18 +140,19 @@ class CalibrationImages:
         return {"images": self.letterbox([image])[0]}
 
 
-def calibration_dataset(cfg, dataset: Optional[str] = None) -> str:
+def calibration_dataset(cfg, dataset: str | None = None) -> str:
     """The dataset to calibrate on: ``dataset``, else EXPORT.CALIBRATION_DATASET,
     else ``DATASETS.TEST[0]``, else ``DATASETS.TRAIN[0]``; checked to be registered (the config's
     ``DATASETS.COCO_JSON`` and ``DATASETS.IMAGE_FOLDERS`` are registered first)."""
     from detectron2.data import DatasetCatalog
 
-
     register_config_datasets(cfg)
     name = dataset or cfg.EXPORT.CALIBRATION_DATASET or (list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN) + [""])[0]
     if not name:
-        raise ValueError("No calibration dataset: the config has neither DATASETS.TEST nor DATASETS.TRAIN; "
-                         "name a registered dataset (export.py --calibration-dataset NAME).")
+        raise ValueError(
+            "No calibration dataset: the config has neither DATASETS.TEST nor DATASETS.TRAIN; "
+            "name a registered dataset (export.py --calibration-dataset NAME)."
+        )
     if name not in DatasetCatalog.list():
         raise ValueError(
             f"Calibration dataset {name!r} is not registered. Use a built-in dataset (e.g. shapes_val), one of "
@@ -156,7 +162,7 @@ def calibration_dataset(cfg, dataset: Optional[str] = None) -> str:
     return name
 
 
-def calibration_files(cfg, dataset: Optional[str] = None, num_images: Optional[int] = None) -> List[str]:
+def calibration_files(cfg, dataset: str | None = None, num_images: int | None = None) -> list[str]:
     """``num_images`` (default EXPORT.CALIBRATION_IMAGES) image files of the
     calibration dataset (:func:`calibration_dataset`), evenly spread over it
     (all of them when it has fewer)."""
@@ -185,12 +191,13 @@ def calibration_files(cfg, dataset: Optional[str] = None, num_images: Optional[i
     return files
 
 
-def calibration_reader(cfg, images: Sequence[Union[str, np.ndarray]]) -> CalibrationImages:
+def calibration_reader(cfg, images: Sequence[str | np.ndarray]) -> CalibrationImages:
     """A :class:`CalibrationImages` with the runtimes' letterbox of ``cfg`` (a
     ``Distiller``'s student config)."""
     cfg = deploy_config(cfg)
-    return CalibrationImages(images, Letterbox(check_input_size(cfg.EXPORT.INPUT_SIZE), cfg.INPUT.FORMAT,
-                                               cfg.MODEL.PIXEL_MEAN))
+    return CalibrationImages(
+        images, Letterbox(check_input_size(cfg.EXPORT.INPUT_SIZE), cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_MEAN)
+    )
 
 
 class _PreProcessHint(logging.Filter):
@@ -201,8 +208,9 @@ class _PreProcessHint(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize_onnx(fp32_path: str, int8_path: str, reader: CalibrationImages,
-                  metadata: Optional[Dict[str, str]] = None) -> str:
+def quantize_onnx(
+    fp32_path: str, int8_path: str, reader: CalibrationImages, metadata: dict[str, str] | None = None
+) -> str:
     """Write the static INT8 (QDQ) version of an exported decoded graph.
 
     Args:
@@ -229,16 +237,24 @@ def quantize_onnx(fp32_path: str, int8_path: str, reader: CalibrationImages,
             f"the decode, and the runtimes that need raw outputs (Caffe) cannot run QDQ graphs."
         )
     quantised, output_convs = split_network(model)
-    logger.info(f"Quantising {len(quantised)} nodes; FP32: the output convolutions {', '.join(output_convs)} "
-                f"and the decode after them.")
+    logger.info(
+        f"Quantising {len(quantised)} nodes; FP32: the output convolutions {', '.join(output_convs)} "
+        f"and the decode after them."
+    )
     os.makedirs(os.path.dirname(os.path.abspath(int8_path)), exist_ok=True)
     hint = _PreProcessHint()
     logging.getLogger().addFilter(hint)
     try:
         quantization.quantize_static(
-            fp32_path, int8_path, reader, quant_format=quantization.QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=quantised, per_channel=True,
-            activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
+            fp32_path,
+            int8_path,
+            reader,
+            quant_format=quantization.QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+            nodes_to_quantize=quantised,
+            per_channel=True,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
             calibrate_method=quantization.CalibrationMethod.MinMax,
         )
     finally:

@@ -6,10 +6,11 @@ where the graph has no decode (Caffe, ``--raw`` ONNX) with the
 meta-architecture's own decode, drops scores not above the meta-architecture's
 ``SCORE_THRESH_TEST`` and maps the boxes back onto each original image.
 """
+
 import logging
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -29,8 +30,10 @@ def score_threshold(cfg) -> float:
     """The SCORE_THRESH_TEST of the config's detector (e.g. MODEL.CENTERNET.SCORE_THRESH_TEST)."""
     detector = detector_class(cfg)
     if detector is None:
-        raise ValueError(f"MODEL.META_ARCHITECTURE '{cfg.MODEL.META_ARCHITECTURE}' is not a centerX point detector; "
-                         "the runtimes run CenterNet, TTFNet or another PointDetector.")
+        raise ValueError(
+            f"MODEL.META_ARCHITECTURE '{cfg.MODEL.META_ARCHITECTURE}' is not a centerX point detector; "
+            "the runtimes run CenterNet, TTFNet or another PointDetector."
+        )
     return float(detector.config_node(cfg).SCORE_THRESH_TEST)
 
 
@@ -58,7 +61,7 @@ class Runtime:
     # what --model names for this runtime ("" = none: it loads MODEL.WEIGHTS)
     model_file = ""
     # the Python packages it imports (./run.sh benchmark leaves it out where one is missing)
-    requires: Tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
 
     @classmethod
     def from_file(cls, cfg, model_path: str) -> "Runtime":
@@ -72,17 +75,17 @@ class Runtime:
         self.score_thresh = score_threshold(cfg)
         self._decoder = None
 
-    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """float32 [N, 3, H, W] pixels (0..255, ``INPUT.FORMAT``) -> the graph's outputs
         by name: ``boxes``, ``scores``, ``classes`` or raw ``heatmap`` + regression maps."""
         raise NotImplementedError
 
-    def infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Like :meth:`run`, always decoded: ``boxes`` [N, K, 4] input pixels,
         ``scores`` [N, K], ``classes`` [N, K] int64."""
         return self.decode(self.run(batch))
 
-    def decode(self, out: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def decode(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's outputs, decoded with the detector's own ``decode`` when they
         are raw (``heatmap`` + regression maps); decoded outputs pass as they are."""
         if "heatmap" not in out:
@@ -94,25 +97,29 @@ class Runtime:
             cfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
             self._decoder = build_model(cfg).eval()
         with torch.no_grad():
-            det = decode_raw_outputs(self._decoder, {k: torch.from_numpy(np.ascontiguousarray(v))
-                                                     for k, v in out.items()})
+            det = decode_raw_outputs(
+                self._decoder, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+            )
         return {k: v.numpy() for k, v in det.items()}
 
-    def postprocess(self, det: Dict[str, np.ndarray], scales, images: Sequence[np.ndarray]
-                    ) -> List[Dict[str, np.ndarray]]:
+    def postprocess(
+        self, det: dict[str, np.ndarray], scales, images: Sequence[np.ndarray]
+    ) -> list[dict[str, np.ndarray]]:
         """Decoded outputs of a letterboxed batch -> per image, the detections above
         the score threshold in its own pixels (see :meth:`__call__`)."""
         results = []
         for i, img in enumerate(images):
             keep = det["scores"][i] > self.score_thresh
-            results.append({
-                "boxes": Letterbox.to_original(det["boxes"][i][keep], scales[i], img.shape),
-                "scores": det["scores"][i][keep],
-                "classes": det["classes"][i][keep],
-            })
+            results.append(
+                {
+                    "boxes": Letterbox.to_original(det["boxes"][i][keep], scales[i], img.shape),
+                    "scores": det["scores"][i][keep],
+                    "classes": det["classes"][i][keep],
+                }
+            )
         return results
 
-    def __call__(self, images: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """
         Args:
             images: BGR uint8 images [h_i, w_i, 3].
@@ -161,7 +168,7 @@ class OnnxRuntime(Runtime):
     def from_file(cls, cfg, model_path: str):
         return cls(cfg, model_path)
 
-    def __init__(self, cfg, onnx_path: str, providers: Optional[Sequence[str]] = None, session_options=None):
+    def __init__(self, cfg, onnx_path: str, providers: Sequence[str] | None = None, session_options=None):
         """
         Args:
             providers: ONNX Runtime execution providers in order of preference;
@@ -172,15 +179,18 @@ class OnnxRuntime(Runtime):
         import onnxruntime as ort
 
         if providers is None:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                         if p in ort.get_available_providers()]
+            providers = [
+                p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
+            ]
         self.session = ort.InferenceSession(onnx_path, session_options, providers=list(providers))
         exported = self.session.get_modelmeta().custom_metadata_map.get("num_classes")
         if exported is not None and int(exported) != num_classes(cfg):
             key = f"{detector_class(cfg).config_prefix}.NUM_CLASSES"
-            raise ValueError(f"{onnx_path} was exported with {exported} classes, but the config has "
-                             f"{num_classes(cfg)} ({key}): give the config it was exported from (its run's "
-                             "config.yaml).")
+            raise ValueError(
+                f"{onnx_path} was exported with {exported} classes, but the config has "
+                f"{num_classes(cfg)} ({key}): give the config it was exported from (its run's "
+                "config.yaml)."
+            )
         self.output_names = [o.name for o in self.session.get_outputs()]
         logger.info(f"ONNX Runtime on {self.session.get_providers()[0]}: {onnx_path}")
 
@@ -275,7 +285,7 @@ class OpenVINORuntime(Runtime):
     requires = ("openvino",)
     model_file = ".xml (its .bin beside it)"
 
-    def __init__(self, cfg, xml: str, device: str = "CPU", threads: Optional[int] = None, precision: str = "f32"):
+    def __init__(self, cfg, xml: str, device: str = "CPU", threads: int | None = None, precision: str = "f32"):
         super().__init__(cfg)
         import openvino as ov
 
@@ -303,7 +313,7 @@ def get_runtime(name: str) -> type:
     return by_name[name]
 
 
-def runtime_names() -> List[str]:
+def runtime_names() -> list[str]:
     """Every registered ``--runtime``, sorted."""
     return sorted(cls.name for _, cls in RUNTIME_REGISTRY)
 
@@ -311,12 +321,19 @@ def runtime_names() -> List[str]:
 def add_runtime_arguments(parser) -> None:
     """The ``--config-file``, ``--runtime`` and ``--model`` flags of every script
     that runs a model on a chosen runtime (projects/speedup)."""
-    files = "; ".join(f"{cls.name}: {cls.model_file}" for _, cls in sorted(RUNTIME_REGISTRY, key=lambda i: i[1].name)
-                      if cls.model_file)
+    files = "; ".join(
+        f"{cls.name}: {cls.model_file}"
+        for _, cls in sorted(RUNTIME_REGISTRY, key=lambda i: i[1].name)
+        if cls.model_file
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
     parser.add_argument("--runtime", required=True, choices=runtime_names(), help="where to run the model")
-    parser.add_argument("--model", default="", metavar="FILE",
-                        help=f"exported file ({files}); not used by --runtime pytorch (MODEL.WEIGHTS)")
+    parser.add_argument(
+        "--model",
+        default="",
+        metavar="FILE",
+        help=f"exported file ({files}); not used by --runtime pytorch (MODEL.WEIGHTS)",
+    )
 
 
 def build_runtime(name: str, cfg, model_path: str = "") -> Runtime:
@@ -341,12 +358,14 @@ def runtime_for_file(model_path: str) -> str:
     readers = sorted(cls.name for _, cls in RUNTIME_REGISTRY if cls.model_file.split()[:1] == [ending])
     if not readers:
         endings = sorted({cls.model_file.split()[0] for _, cls in RUNTIME_REGISTRY if cls.model_file})
-        raise ValueError(f"No runtime reads a '{ending}' file ({model_path}); exported files end in "
-                         f"{', '.join(endings)}. A training checkpoint (.pth) runs with MODEL.WEIGHTS instead.")
+        raise ValueError(
+            f"No runtime reads a '{ending}' file ({model_path}); exported files end in "
+            f"{', '.join(endings)}. A training checkpoint (.pth) runs with MODEL.WEIGHTS instead."
+        )
     return readers[0]
 
 
-def check_model_file(name: str, model_path: str, runtimes: Dict[str, type]) -> None:
+def check_model_file(name: str, model_path: str, runtimes: dict[str, type]) -> None:
     """Refuse, before anything is loaded, a model file whose ending is not the one
     the runtime ``name`` reads (naming the runtime that reads it)."""
     wanted = runtimes[name].model_file.split()[0]
@@ -354,5 +373,7 @@ def check_model_file(name: str, model_path: str, runtimes: Dict[str, type]) -> N
         return
     ending = os.path.splitext(model_path)[1].lower()
     readers = [n for n, cls in sorted(runtimes.items()) if cls.model_file.split()[:1] == [ending]]
-    raise ValueError(f"--runtime {name} runs a {runtimes[name].model_file} file, but --model {model_path} is a "
-                     f"'{ending}' file" + (f": run it with --runtime {readers[0]}." if readers else "."))
+    raise ValueError(
+        f"--runtime {name} runs a {runtimes[name].model_file} file, but --model {model_path} is a "
+        f"'{ending}' file" + (f": run it with --runtime {readers[0]}." if readers else ".")
+    )

@@ -5,17 +5,22 @@ and raises :class:`TensorRTUnavailable` with the reason where TensorRT or a
 CUDA GPU is missing. The equivalent command line is returned by
 :func:`trtexec_command`.
 """
+
 import logging
 import os
-from typing import Dict, Tuple
 
 import torch
 
 logger = logging.getLogger(__name__)
 
 # tensorrt.DataType names -> torch dtypes of the output buffers
-_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT64": torch.int64,
-                 "BOOL": torch.bool}
+_TORCH_DTYPES = {
+    "FLOAT": torch.float32,
+    "HALF": torch.float16,
+    "INT32": torch.int32,
+    "INT64": torch.int64,
+    "BOOL": torch.bool,
+}
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -35,24 +40,33 @@ def import_tensorrt():
     return tensorrt
 
 
-def _profile_shapes(input_size: Tuple[int, int], max_batch: int):
+def _profile_shapes(input_size: tuple[int, int], max_batch: int):
     """(min, opt, max) shapes of ``images``: batch 1 .. max_batch at the export size,
     tuned for batch 1 (latency)."""
     h, w = input_size
     return (1, 3, h, w), (1, 3, h, w), (max_batch, 3, h, w)
 
 
-def trtexec_command(onnx_path: str, engine_path: str, input_size: Tuple[int, int], max_batch: int,
-                    fp16: bool, workspace_mb: int) -> str:
+def trtexec_command(
+    onnx_path: str, engine_path: str, input_size: tuple[int, int], max_batch: int, fp16: bool, workspace_mb: int
+) -> str:
     """The ``trtexec`` command line that builds the same engine as :func:`build_engine`."""
     lo, opt, hi = (("x".join(str(d) for d in s)) for s in _profile_shapes(input_size, max_batch))
-    return (f"trtexec --onnx={onnx_path} --saveEngine={engine_path} --minShapes=images:{lo} "
-            f"--optShapes=images:{opt} --maxShapes=images:{hi} --memPoolSize=workspace:{workspace_mb}"
-            + (" --fp16" if fp16 else ""))
+    return (
+        f"trtexec --onnx={onnx_path} --saveEngine={engine_path} --minShapes=images:{lo} "
+        f"--optShapes=images:{opt} --maxShapes=images:{hi} --memPoolSize=workspace:{workspace_mb}"
+        + (" --fp16" if fp16 else "")
+    )
 
 
-def build_engine(onnx_path: str, engine_path: str, input_size: Tuple[int, int], max_batch: int = 8,
-                 fp16: bool = False, workspace_mb: int = 2048) -> str:
+def build_engine(
+    onnx_path: str,
+    engine_path: str,
+    input_size: tuple[int, int],
+    max_batch: int = 8,
+    fp16: bool = False,
+    workspace_mb: int = 2048,
+) -> str:
     """Parse ``onnx_path``, build an FP32 (or FP16-enabled) engine for batches
     1..``max_batch`` at ``input_size`` and serialise it to ``engine_path``.
 
@@ -81,8 +95,10 @@ def build_engine(onnx_path: str, engine_path: str, input_size: Tuple[int, int], 
     os.makedirs(os.path.dirname(os.path.abspath(engine_path)), exist_ok=True)
     with open(engine_path, "wb") as f:
         f.write(serialized)
-    logger.info(f"Wrote {engine_path} ({'FP16' if fp16 else 'FP32'}); the same with trtexec: "
-                + trtexec_command(onnx_path, engine_path, input_size, max_batch, fp16, workspace_mb))
+    logger.info(
+        f"Wrote {engine_path} ({'FP16' if fp16 else 'FP32'}); the same with trtexec: "
+        + trtexec_command(onnx_path, engine_path, input_size, max_batch, fp16, workspace_mb)
+    )
     return engine_path
 
 
@@ -97,7 +113,7 @@ def load_engine(engine_path: str):
     return engine
 
 
-def execute(engine, context, images: torch.Tensor, stream: torch.cuda.Stream) -> Dict[str, torch.Tensor]:
+def execute(engine, context, images: torch.Tensor, stream: torch.cuda.Stream) -> dict[str, torch.Tensor]:
     """Run ``engine`` on ``images`` (float32 CUDA [N, 3, H, W]) and return its
     outputs by name as CUDA tensors, synchronised."""
     trt = import_tensorrt()

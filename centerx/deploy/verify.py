@@ -9,6 +9,7 @@ swap is a *tie*, reported but not a failure on a random model's flat heatmap
 detection with no counterpart of the same class, the same box and a close score,
 and no near-equal rival, is a *miss*, and any miss fails the check.
 """
+
 import logging
 from dataclasses import dataclass
 
@@ -65,8 +66,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
 
 
-def compare_detections(outputs: dict, reference: dict, score_floor: float = 0.0, box_px: float = None,
-                       iou: float = None, score: float = 1e-3, tie: float = 1e-3) -> Agreement:
+def compare_detections(
+    outputs: dict,
+    reference: dict,
+    score_floor: float = 0.0,
+    box_px: float = None,
+    iou: float = None,
+    score: float = 1e-3,
+    tie: float = 1e-3,
+) -> Agreement:
     """Match the detections of ``reference`` scoring above ``score_floor`` against
     ``outputs`` (both dicts of ``boxes`` [K, 4], ``scores`` [K], ``classes`` [K] of
     one image; or with a leading batch axis, all images pooled).
@@ -80,10 +88,16 @@ def compare_detections(outputs: dict, reference: dict, score_floor: float = 0.0,
     """
     if (box_px is None) == (iou is None):
         raise ValueError("compare_detections needs exactly one of box_px and iou.")
-    ref = {k: np.asarray(v).reshape(-1, 4) if k == "boxes" else np.asarray(v).reshape(-1) for k, v in reference.items()
-           if k in ("boxes", "scores", "classes")}
-    out = {k: np.asarray(v).reshape(-1, 4) if k == "boxes" else np.asarray(v).reshape(-1) for k, v in outputs.items()
-           if k in ("boxes", "scores", "classes")}
+    ref = {
+        k: np.asarray(v).reshape(-1, 4) if k == "boxes" else np.asarray(v).reshape(-1)
+        for k, v in reference.items()
+        if k in ("boxes", "scores", "classes")
+    }
+    out = {
+        k: np.asarray(v).reshape(-1, 4) if k == "boxes" else np.asarray(v).reshape(-1)
+        for k, v in outputs.items()
+        if k in ("boxes", "scores", "classes")
+    }
     keep = ref["scores"] > score_floor
     cand = out["scores"] > score_floor - score
     rb, rs, rc = ref["boxes"][keep], ref["scores"][keep], ref["classes"][keep]
@@ -98,8 +112,13 @@ def compare_detections(outputs: dict, reference: dict, score_floor: float = 0.0,
     matched = match.any(axis=1)
     tied = ~matched & (same_class & (gap <= tie)).any(axis=1)
     diffs = np.where(match, gap, np.inf).min(axis=1, initial=np.inf)[matched]
-    return Agreement(total=int(keep.sum()), matched=int(matched.sum()), ties=int(tied.sum()),
-                     misses=int((~matched & ~tied).sum()), max_score_diff=float(diffs.max(initial=0.0)))
+    return Agreement(
+        total=int(keep.sum()),
+        matched=int(matched.sum()),
+        ties=int(tied.sum()),
+        misses=int((~matched & ~tied).sum()),
+        max_score_diff=float(diffs.max(initial=0.0)),
+    )
 
 
 def compare_raw(outputs: dict, reference: dict, tolerance: float = 1e-3) -> Agreement:
@@ -120,7 +139,7 @@ def compare_raw(outputs: dict, reference: dict, tolerance: float = 1e-3) -> Agre
         for dx in range(3):
             if dy == dx == 1:  # the cell itself is not its own rival
                 continue
-            neighbour = padded[..., dy:dy + h, dx:dx + w]
+            neighbour = padded[..., dy : dy + h, dx : dx + w]
             near |= (neighbour > 0) & (np.abs(neighbour - ref) <= tolerance)
     for name, ref_map in reference.items():
         if name == "heatmap":
@@ -130,8 +149,13 @@ def compare_raw(outputs: dict, reference: dict, tolerance: float = 1e-3) -> Agre
         same &= close
     tied = peaks & ~same & near
     diff = np.abs(out - ref)[same]
-    return Agreement(total=int(peaks.sum()), matched=int(same.sum()), ties=int(tied.sum()),
-                     misses=int((peaks & ~same & ~near).sum()), max_score_diff=float(diff.max(initial=0.0)))
+    return Agreement(
+        total=int(peaks.sum()),
+        matched=int(same.sum()),
+        ties=int(tied.sum()),
+        misses=int((peaks & ~same & ~near).sum()),
+        max_score_diff=float(diff.max(initial=0.0)),
+    )
 
 
 class DisagreementError(RuntimeError):
@@ -151,8 +175,10 @@ def check_agreement(runtime: str, outputs: dict, reference: dict, trained: bool)
         agreement = compare_raw(outputs, reference, FP32_TOLERANCE["score"])
     logger.info(f"{runtime} against PyTorch on a random image: {agreement}.")
     if not (agreement.ok_for_trained_model() if trained else agreement.ok):
-        raise DisagreementError(f"{runtime} disagrees with PyTorch beyond the tolerance ({agreement}); the file "
-                                "was written but does not compute the model. Please report it with the config.")
+        raise DisagreementError(
+            f"{runtime} disagrees with PyTorch beyond the tolerance ({agreement}); the file "
+            "was written but does not compute the model. Please report it with the config."
+        )
     return agreement
 
 
@@ -163,6 +189,8 @@ def check_int8_agreement(int8: dict, fp32: dict, trained: bool, score_floor: flo
     agreement = compare_detections(int8, fp32, score_floor=score_floor, **INT8_TOLERANCE)
     logger.info(f"ONNX Runtime INT8 against FP32 on {where}, detections above {score_floor}: {agreement}.")
     if not (agreement.ok_for_trained_model() if trained else agreement.ok):
-        raise DisagreementError(f"The INT8 graph disagrees with FP32 beyond the tolerance ({agreement}); try more "
-                                "calibration images (--calibration-images) from the data the model will see.")
+        raise DisagreementError(
+            f"The INT8 graph disagrees with FP32 beyond the tolerance ({agreement}); try more "
+            "calibration images (--calibration-images) from the data the model will see."
+        )
     return agreement

@@ -1,5 +1,4 @@
 """The export-friendly forward shared by every exporter and runtime (the export contract: docs/design.md)."""
-from typing import Dict, Tuple
 
 import torch
 from detectron2.modeling import build_model
@@ -57,7 +56,7 @@ class DeployModel(nn.Module):
         self.raw = raw
         self.flip_test = flip_test
 
-    def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (images - self.model.pixel_mean) / self.model.pixel_std
         maps = self.model.predict_flip_averaged(x) if self.flip_test else self.model.predict(x)
         if self.raw:
@@ -70,7 +69,7 @@ class DeployModel(nn.Module):
         return f"{self.model.config_prefix}.DEFORMABLE"
 
 
-def peak_masked(model: PointDetector, maps: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def peak_masked(model: PointDetector, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``model``'s raw maps -> ``heatmap``: the peak-masked detection scores
     [N, C, h, w] (``model.heatmap_scores``), then the maps not folded into them
     (not in ``model.score_maps``), i.e. the regression maps."""
@@ -79,7 +78,7 @@ def peak_masked(model: PointDetector, maps: Dict[str, torch.Tensor]) -> Dict[str
     return out
 
 
-def decode_raw_outputs(model: PointDetector, raw: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def decode_raw_outputs(model: PointDetector, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Decode the raw outputs of an exported graph with the meta-architecture's
     own ``decode``.
 
@@ -101,7 +100,7 @@ def decode_raw_outputs(model: PointDetector, raw: Dict[str, torch.Tensor]) -> Di
     return model.decode(maps)
 
 
-def check_input_size(size) -> Tuple[int, int]:
+def check_input_size(size) -> tuple[int, int]:
     """``EXPORT.INPUT_SIZE`` -> (height, width), both positive multiples of 32."""
     h, w = (int(s) for s in size)
     if h <= 0 or w <= 0 or h % 32 or w % 32:

@@ -6,6 +6,18 @@ from .train_loader import build_train_mapper
 from .trainer import Trainer, build_optimizer
 from .visualization import PredictionImages, draw_detections
 
-__all__ = ["AtomicCheckpointer", "DiscriminatorStep", "EMAHook", "ModelEMA", "load_ema_weights", "Trainer",
-           "build_discriminator_optimizer", "build_optimizer", "build_train_mapper", "load_weights_for_eval",
-           "PredictionImages", "Predictor", "draw_detections"]
+__all__ = [
+    "AtomicCheckpointer",
+    "DiscriminatorStep",
+    "EMAHook",
+    "ModelEMA",
+    "load_ema_weights",
+    "Trainer",
+    "build_discriminator_optimizer",
+    "build_optimizer",
+    "build_train_mapper",
+    "load_weights_for_eval",
+    "PredictionImages",
+    "Predictor",
+    "draw_detections",
+]

@@ -1,7 +1,8 @@
 """The discriminators' side of adversarial feature distillation
 (``MODEL.DISTILL.ADVERSARIAL``, :mod:`centerx.modeling.adversarial`): their own
 Adam optimizer and the hook that steps it after every training step."""
-from typing import Dict, Optional, Tuple
+
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -14,7 +15,7 @@ from ..modeling.adversarial import FeatureAdversaries
 __all__ = ["DiscriminatorStep", "build_discriminator_optimizer", "discriminator_step", "feature_adversaries"]
 
 
-def feature_adversaries(model: nn.Module) -> Optional[FeatureAdversaries]:
+def feature_adversaries(model: nn.Module) -> FeatureAdversaries | None:
     """The adapters and discriminators of a ``Distiller`` with
     MODEL.DISTILL.ADVERSARIAL enabled (``model.adversarial``), else None."""
     adversaries = getattr(model, "adversarial", None)
@@ -34,7 +35,7 @@ def build_discriminator_optimizer(cfg, adversaries: FeatureAdversaries) -> torch
     return torch.optim.Adam(adversaries.discriminators.parameters(), lr=a.BASE_LR, betas=betas)
 
 
-def discriminator_step(adversaries: FeatureAdversaries, optimizer: torch.optim.Optimizer) -> Tuple[float, float]:
+def discriminator_step(adversaries: FeatureAdversaries, optimizer: torch.optim.Optimizer) -> tuple[float, float]:
     """One optimizer step of every discriminator on the maps the last training
     forward cached: loss = sum over (teacher, level) of BCE(D(t), 1) + BCE(D(s), 0),
     in FP32, back-propagated into the discriminators only. With several
@@ -92,7 +93,7 @@ class DiscriminatorStep(HookBase):
             return None
         return cls(adversaries, build_discriminator_optimizer(cfg, adversaries))
 
-    def checkpointables(self) -> Dict:
+    def checkpointables(self) -> dict:
         """Discriminators with adapters, and their optimizer: restored on
         ``--resume``, while the checkpoint's "model" stays the plain student."""
         return {"adversarial": self.adversaries, "adversarial_optimizer": self.optimizer}

@@ -1,8 +1,9 @@
 """Mixed-precision training steps: detectron2's ``AMPTrainer`` (float16) on CUDA,
 bfloat16 autocast on CPUs that compute in bfloat16 natively."""
+
 import logging
 import time
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
@@ -69,7 +70,7 @@ def _autocast_back(module, args, kwargs, output):
     module._centerx_autocast_off.pop().__exit__(None, None, None)
 
 
-def keep_in_float32(model: torch.nn.Module, names: Sequence[str]) -> List[str]:
+def keep_in_float32(model: torch.nn.Module, names: Sequence[str]) -> list[str]:
     """Run the submodules ``names`` of ``model`` (as ``named_modules`` names them,
     e.g. "heads", "heads.heatmap", "upsampler") in float32 under autocast: their
     floating-point inputs are cast to float32 and autocast is off inside them
@@ -79,10 +80,12 @@ def keep_in_float32(model: torch.nn.Module, names: Sequence[str]) -> List[str]:
     unknown = [n for n in names if n not in modules or not n]
     if unknown:
         parts = [n for n, _ in model.named_children()]
-        raise ValueError(f"SOLVER.AMP.FP32_MODULES: {unknown} are not submodules of {type(model).__name__}; its parts "
-                         f"are {parts} (deeper names like 'heads.heatmap' work too). A config written for another "
-                         "detector (the TTFNet demos keep 'heads.ltrb' in float32) needs its own list: e.g. "
-                         "SOLVER.AMP.FP32_MODULES \"('heads',)\", or \"()\" for none.")
+        raise ValueError(
+            f"SOLVER.AMP.FP32_MODULES: {unknown} are not submodules of {type(model).__name__}; its parts "
+            f"are {parts} (deeper names like 'heads.heatmap' work too). A config written for another "
+            "detector (the TTFNet demos keep 'heads.ltrb' in float32) needs its own list: e.g. "
+            'SOLVER.AMP.FP32_MODULES "(\'heads\',)", or "()" for none.'
+        )
     for name in names:
         module = modules[name]
         module._centerx_autocast_off = []
@@ -108,13 +111,17 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
         unwrapped = model.module if hasattr(model, "module") else model
         if isinstance(unwrapped, Distiller):  # its weights, and so its module names, are the student's
             unwrapped = unwrapped.student
-        logger.info(f"Mixed precision: {', '.join(keep_in_float32(unwrapped, cfg.SOLVER.AMP.FP32_MODULES))} kept in "
-                    "float32 (SOLVER.AMP.FP32_MODULES).")
+        logger.info(
+            f"Mixed precision: {', '.join(keep_in_float32(unwrapped, cfg.SOLVER.AMP.FP32_MODULES))} kept in "
+            "float32 (SOLVER.AMP.FP32_MODULES)."
+        )
     if torch.device(cfg.MODEL.DEVICE).type == "cuda":
         return AMPTrainer(model, data_loader, optimizer)
     if cpu_has_native_bf16():
         logger.info("SOLVER.AMP.ENABLED on CPU: training under bfloat16 autocast (this CPU has native bfloat16).")
         return CPUAutocastTrainer(model, data_loader, optimizer)
-    logger.warning("SOLVER.AMP.ENABLED on a CPU without native bfloat16 (no AVX-512 BF16 / AMX): bfloat16 would be "
-                   "emulated and slower, so training runs in float32. Set SOLVER.AMP.ENABLED False to silence this.")
+    logger.warning(
+        "SOLVER.AMP.ENABLED on a CPU without native bfloat16 (no AVX-512 BF16 / AMX): bfloat16 would be "
+        "emulated and slower, so training runs in float32. Set SOLVER.AMP.ENABLED False to silence this."
+    )
     return SimpleTrainer(model, data_loader, optimizer)

@@ -1,8 +1,9 @@
 """detectron2's checkpointer with atomic writes."""
+
 import glob
 import logging
 import os
-from typing import Any, List
+from typing import Any
 
 import torch
 
@@ -25,17 +26,20 @@ def _atomic_write(path: str, write) -> None:
             os.remove(tmp)
 
 
-def remove_stale_temporary_files(save_dir: str) -> List[str]:
+def remove_stale_temporary_files(save_dir: str) -> list[str]:
     """Delete the temporary files (``<name>.tmp-<pid>``) that a run killed while
     writing a checkpoint left in ``save_dir``; returns their paths. Call it when
     no process writes there (before training starts)."""
-    stale = sorted(glob.glob(os.path.join(save_dir, "*.pth.tmp-*")) +
-                   glob.glob(os.path.join(save_dir, "last_checkpoint.tmp-*")))
+    stale = sorted(
+        glob.glob(os.path.join(save_dir, "*.pth.tmp-*")) + glob.glob(os.path.join(save_dir, "last_checkpoint.tmp-*"))
+    )
     for path in stale:
         os.remove(path)
     if stale:
-        logging.getLogger(__name__).warning(f"Removed {len(stale)} partial checkpoint file(s) left by an interrupted "
-                                            f"save: {', '.join(os.path.basename(p) for p in stale)}")
+        logging.getLogger(__name__).warning(
+            f"Removed {len(stale)} partial checkpoint file(s) left by an interrupted "
+            f"save: {', '.join(os.path.basename(p) for p in stale)}"
+        )
     return stale
 
 
@@ -67,5 +71,6 @@ class AtomicCheckpointer(SafeCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._is_local():
             return super().tag_last_checkpoint(last_filename_basename)
-        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
-                      lambda f: f.write(last_filename_basename.encode()))
+        _atomic_write(
+            os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(last_filename_basename.encode())
+        )

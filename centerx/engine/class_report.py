@@ -4,9 +4,10 @@ matrix, and precision / recall / AP per class at an operating score.
 Everything is computed from pycocotools' ``COCOeval`` after ``accumulate()``:
 its ground truth (``cocoGt``), detections (``cocoDt``) and evaluated images.
 """
+
 import csv
 import os
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,7 +29,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
-def greedy_match(iou: np.ndarray, threshold: float) -> List[tuple]:
+def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple]:
     """(gt, det) index pairs matched greedily by decreasing IoU (equal IoUs: the
     lower detection index first), each index used once, IoU at least ``threshold``."""
     gt_idx, det_idx = np.nonzero(iou >= threshold)
@@ -57,13 +58,23 @@ def confusion_matrix(coco_eval, score_thresh: float, iou: float = CONFUSION_IOU)
     matrix = np.zeros((n + 1, n + 1), dtype=np.int64)
     for image_id in coco_eval.params.imgIds:
         gts = [a for a in gt_api.loadAnns(gt_api.getAnnIds(imgIds=[image_id])) if not a.get("iscrowd", 0)]
-        dts = sorted((a for a in dt_api.loadAnns(dt_api.getAnnIds(imgIds=[image_id])) if a["score"] >= score_thresh),
-                     key=lambda a: -a["score"])
+        dts = sorted(
+            (a for a in dt_api.loadAnns(dt_api.getAnnIds(imgIds=[image_id])) if a["score"] >= score_thresh),
+            key=lambda a: -a["score"],
+        )
         g_cls = np.array([index[a["category_id"]] for a in gts], dtype=np.int64)
         d_cls = np.array([index[a["category_id"]] for a in dts], dtype=np.int64)
-        pairs = greedy_match(box_iou(np.array([a["bbox"] for a in gts], dtype=np.float64),
-                                     np.array([a["bbox"] for a in dts], dtype=np.float64)), iou) \
-            if gts and dts else []
+        pairs = (
+            greedy_match(
+                box_iou(
+                    np.array([a["bbox"] for a in gts], dtype=np.float64),
+                    np.array([a["bbox"] for a in dts], dtype=np.float64),
+                ),
+                iou,
+            )
+            if gts and dts
+            else []
+        )
         matched_g = np.array([g for g, _ in pairs], dtype=np.int64)
         matched_d = np.array([d for _, d in pairs], dtype=np.int64)
         np.add.at(matrix, (d_cls[matched_d], g_cls[matched_g]), 1)
@@ -72,7 +83,7 @@ def confusion_matrix(coco_eval, score_thresh: float, iou: float = CONFUSION_IOU)
     return matrix
 
 
-def per_class_table(coco_eval, matrix: np.ndarray, class_names: Sequence[str]) -> List[Dict[str, float]]:
+def per_class_table(coco_eval, matrix: np.ndarray, class_names: Sequence[str]) -> list[dict[str, float]]:
     """One row per class: AP (IoU .50:.95) and AP50 from ``coco_eval``; true
     boxes, detections, precision and recall (in %) at the confusion matrix's
     operating score (a detection of the right class on a box counts as found)."""
@@ -82,18 +93,21 @@ def per_class_table(coco_eval, matrix: np.ndarray, class_names: Sequence[str]) -
         p_all, p_50 = precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]
         true_positives = int(matrix[k, k])
         detections, boxes = int(matrix[k].sum()), int(matrix[:, k].sum())
-        rows.append({
-            "class": name,
-            "AP": float(np.mean(p_all[p_all > -1]) * 100) if (p_all > -1).any() else float("nan"),
-            "AP50": float(np.mean(p_50[p_50 > -1]) * 100) if (p_50 > -1).any() else float("nan"),
-            "boxes": boxes, "detections": detections,
-            "precision": 100.0 * true_positives / detections if detections else float("nan"),
-            "recall": 100.0 * true_positives / boxes if boxes else float("nan"),
-        })
+        rows.append(
+            {
+                "class": name,
+                "AP": float(np.mean(p_all[p_all > -1]) * 100) if (p_all > -1).any() else float("nan"),
+                "AP50": float(np.mean(p_50[p_50 > -1]) * 100) if (p_50 > -1).any() else float("nan"),
+                "boxes": boxes,
+                "detections": detections,
+                "precision": 100.0 * true_positives / detections if detections else float("nan"),
+                "recall": 100.0 * true_positives / boxes if boxes else float("nan"),
+            }
+        )
     return rows
 
 
-def write_class_report(coco_eval, class_names: Sequence[str], out_dir: str, score_thresh: float) -> List[str]:
+def write_class_report(coco_eval, class_names: Sequence[str], out_dir: str, score_thresh: float) -> list[str]:
     """Writes ``per_class.csv``, ``pr_curves.png`` (precision against recall per
     class at IoU 0.5, all areas, 100 detections: pycocotools' interpolated curve)
     and ``confusion_matrix.png`` (with :func:`confusion_matrix` at ``score_thresh``)
@@ -111,8 +125,12 @@ def write_class_report(coco_eval, class_names: Sequence[str], out_dir: str, scor
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) + ["score_thresh"], lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**{k: (f"{v:.2f}" if isinstance(v, float) else v) for k, v in row.items()},
-                             "score_thresh": score_thresh})
+            writer.writerow(
+                {
+                    **{k: (f"{v:.2f}" if isinstance(v, float) else v) for k, v in row.items()},
+                    "score_thresh": score_thresh,
+                }
+            )
 
     recall = coco_eval.params.recThrs
     fig, ax = plt.subplots(figsize=(6.4, 5.0), dpi=100)
@@ -138,8 +156,15 @@ def write_class_report(coco_eval, class_names: Sequence[str], out_dir: str, scor
     ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if count > matrix.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if count > matrix.max() / 2 else "black",
+            )
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.set_xlabel("true class")

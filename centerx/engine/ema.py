@@ -1,8 +1,9 @@
 """Exponential moving average (EMA) of a model's weights, as a detectron2 hook."""
+
 import contextlib
 import logging
 import math
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 from detectron2.engine import HookBase
@@ -33,7 +34,7 @@ class ModelEMA:
         self.warmup_iters = warmup_iters
         self.updates = 0
         self.restored = False
-        self.state: Dict[str, torch.Tensor] = {}
+        self.state: dict[str, torch.Tensor] = {}
         self.reset(model)
 
     def reset(self, model: nn.Module) -> None:
@@ -54,8 +55,9 @@ class ModelEMA:
         self.updates += 1
         weight = 1.0 - self.decay_at(self.updates)
         current = model.state_dict()
-        torch._foreach_lerp_([self.state[k] for k in self._float_keys],
-                             [current[k].detach() for k in self._float_keys], weight)
+        torch._foreach_lerp_(
+            [self.state[k] for k in self._float_keys], [current[k].detach() for k in self._float_keys], weight
+        )
         for k in self._other_keys:
             self.state[k].copy_(current[k])
 
@@ -69,14 +71,16 @@ class ModelEMA:
         finally:
             model.load_state_dict(backup)
 
-    def state_dict(self) -> Dict:
+    def state_dict(self) -> dict:
         return {"state": self.state, "updates": self.updates}
 
-    def load_state_dict(self, state: Dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         missing = set(self.state) - set(state["state"])
         if missing:
-            raise KeyError(f"The checkpoint's EMA misses {len(missing)} weights of the model, e.g. "
-                           f"{sorted(missing)[:3]}; it was saved from another architecture.")
+            raise KeyError(
+                f"The checkpoint's EMA misses {len(missing)} weights of the model, e.g. "
+                f"{sorted(missing)[:3]}; it was saved from another architecture."
+            )
         for k, v in self.state.items():
             v.copy_(state["state"][k])
         self.updates = int(state["updates"])
@@ -105,7 +109,7 @@ class EMAHook(HookBase):
             return None
         return cls(ModelEMA(model, cfg.MODEL_EMA.DECAY, cfg.MODEL_EMA.WARMUP_ITERS), model)
 
-    def checkpointables(self) -> Dict:
+    def checkpointables(self) -> dict:
         return {"ema": self.ema}
 
     def before_train(self):
@@ -116,8 +120,9 @@ class EMAHook(HookBase):
         self.ema.update(self.model)
 
 
-def load_weights_for_eval(cfg, model, weights: str, resume: bool = False, allow_random: bool = False,
-                          run_dir: Optional[str] = None) -> None:
+def load_weights_for_eval(
+    cfg, model, weights: str, resume: bool = False, allow_random: bool = False, run_dir: str | None = None
+) -> None:
     """Load ``weights`` (or, with ``resume``, the last checkpoint of ``run_dir``,
     default OUTPUT_DIR) for
     evaluation, export or inference, strictly: every parameter and buffer of
@@ -134,10 +139,12 @@ def load_weights_for_eval(cfg, model, weights: str, resume: bool = False, allow_
     if not path:
         if not allow_random:
             raise MissingWeightsError(
-                "MODEL.WEIGHTS is empty" + (f" and {run_dir} has no checkpoint to resume" if resume else "")
+                "MODEL.WEIGHTS is empty"
+                + (f" and {run_dir} has no checkpoint to resume" if resume else "")
                 + ": the model would keep its random initialisation. Set MODEL.WEIGHTS to a trained checkpoint "
                 "(e.g. output/ttfnet_r18_demo/model_final.pth), or pass --allow-random-weights to use a random "
-                "model on purpose.")
+                "model on purpose."
+            )
         logger.warning("No weights: the model keeps its random initialisation (--allow-random-weights).")
         return
     extra = checkpointer.load(path)
@@ -145,11 +152,12 @@ def load_weights_for_eval(cfg, model, weights: str, resume: bool = False, allow_
         if load_ema_weights(model, extra):
             logger.info("Using the checkpoint's EMA weights (MODEL_EMA.USE_FOR_EVAL).")
         else:
-            logger.warning("MODEL_EMA.USE_FOR_EVAL is set but the checkpoint has no EMA weights; "
-                           "using its trained weights.")
+            logger.warning(
+                "MODEL_EMA.USE_FOR_EVAL is set but the checkpoint has no EMA weights; using its trained weights."
+            )
 
 
-def load_ema_weights(model: nn.Module, checkpoint: Dict) -> bool:
+def load_ema_weights(model: nn.Module, checkpoint: dict) -> bool:
     """Copy a checkpoint's EMA weights (key "ema") into ``model``.
 
     Returns:

@@ -1,10 +1,10 @@
 """COCO evaluation of the images that can be read, the unreadable ones counted,
 with a per-class report (precision-recall curves, confusion matrix)."""
+
 import contextlib
 import io
 import logging
 import os
-from typing import List, Optional
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
@@ -25,8 +25,11 @@ def forget_missing_converted_json(dataset_name: str) -> None:
     dataset's own ``json_file`` (any other name) is left as it is."""
     metadata = MetadataCatalog.get(dataset_name)
     json_file = metadata.get("json_file")
-    if json_file is not None and os.path.basename(json_file) == f"{dataset_name}_coco_format.json" \
-            and not PathManager.exists(json_file):
+    if (
+        json_file is not None
+        and os.path.basename(json_file) == f"{dataset_name}_coco_format.json"
+        and not PathManager.exists(json_file)
+    ):
         logger.info(f"The COCO json converted earlier for '{dataset_name}' ({json_file}) is gone; converting again.")
         delattr(metadata, "json_file")
 
@@ -45,8 +48,9 @@ class ReadableImagesCOCOEvaluator(COCOEvaluator):
     pycocotools' printed summary goes to the log file, not the screen (the
     same figures are logged as detectron2's results table)."""
 
-    def __init__(self, dataset_name: str, image_ids: List, skipped: List[str], output_dir=None,
-                 report_score: Optional[float] = None):
+    def __init__(
+        self, dataset_name: str, image_ids: list, skipped: list[str], output_dir=None, report_score: float | None = None
+    ):
         forget_missing_converted_json(dataset_name)
         super().__init__(dataset_name, output_dir=output_dir)
         self._image_ids = list(image_ids)
@@ -61,14 +65,22 @@ class ReadableImagesCOCOEvaluator(COCOEvaluator):
             logger.info("pycocotools:\n" + printed.getvalue().rstrip())
         if self._skipped and results and "bbox" in results:
             results["bbox"]["skipped images"] = float(len(self._skipped))
-            on_screen(logger, f"Evaluated on {len(self._image_ids)} images; {len(self._skipped)} unreadable images "
-                              f"skipped: {', '.join(self._skipped[:5])}{' ...' if len(self._skipped) > 5 else ''}")
+            on_screen(
+                logger,
+                f"Evaluated on {len(self._image_ids)} images; {len(self._skipped)} unreadable images "
+                f"skipped: {', '.join(self._skipped[:5])}{' ...' if len(self._skipped) > 5 else ''}",
+            )
         return results
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
-        if coco_eval is not None and iou_type == "bbox" and self._report_score is not None and self._output_dir \
-                and class_names:
+        if (
+            coco_eval is not None
+            and iou_type == "bbox"
+            and self._report_score is not None
+            and self._output_dir
+            and class_names
+        ):
             files = write_class_report(coco_eval, class_names, self._output_dir, self._report_score)
             on_screen(logger, "Per-class report: " + ", ".join(files))
         return results

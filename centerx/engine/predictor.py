@@ -1,6 +1,7 @@
 """detectron2's DefaultPredictor for any image a user can hand it, with the
 weights loaded strictly."""
-from typing import Dict, List, Optional, Sequence
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class Predictor(DefaultPredictor):
     def __call__(self, original_image, name: str = "image"):
         return self.predict_batch([original_image], [name])[0]
 
-    def prepare(self, original_image, name: str = "image") -> Dict:
+    def prepare(self, original_image, name: str = "image") -> dict:
         """The model's input dict for one image, as DefaultPredictor builds it:
         channels to ``INPUT.FORMAT``, test-time resize, "height" / "width" of the
         image (after any padding for an extreme aspect ratio, see the class)."""
@@ -73,7 +74,7 @@ class Predictor(DefaultPredictor):
         tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)).to(self.cfg.MODEL.DEVICE)
         return {"image": tensor, "height": image.shape[0], "width": image.shape[1], "original_size": (h, w)}
 
-    def predict_batch(self, images: Sequence[np.ndarray], names: Optional[Sequence[str]] = None) -> List[Dict]:
+    def predict_batch(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[dict]:
         """Several images in one forward pass; one ``{"instances": Instances}`` per
         image, as ``__call__`` returns for each."""
         names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]

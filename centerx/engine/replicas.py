@@ -1,7 +1,7 @@
 """Check that the processes of a distributed run end with the same weights."""
+
 import hashlib
 import logging
-from typing import Dict
 
 import torch
 from detectron2.engine import HookBase
@@ -10,7 +10,7 @@ from detectron2.utils import comm
 logger = logging.getLogger(__name__)
 
 
-def tensors_digest(tensors: Dict[str, torch.Tensor]) -> str:
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-1 of named tensors (names, shapes and bytes, in the dict's order)."""
     h = hashlib.sha1()
     for name, value in tensors.items():
@@ -46,10 +46,14 @@ class ReplicaCheck(HookBase):
         for i, part in enumerate(("parameters", "buffers")):
             digests = [g[i] for g in gathered]
             if len(set(digests)) == 1:
-                logger.info(f"Model {part} after training are identical on all {len(digests)} processes "
-                            f"(sha1 {digests[0]}).")
+                logger.info(
+                    f"Model {part} after training are identical on all {len(digests)} processes (sha1 {digests[0]})."
+                )
             else:
                 listing = ", ".join(f"rank {r}: {d}" for r, d in enumerate(digests))
-                hint = " (per-process BatchNorm statistics: use a SyncBN norm to keep them equal)" \
-                    if part == "buffers" else ""
+                hint = (
+                    " (per-process BatchNorm statistics: use a SyncBN norm to keep them equal)"
+                    if part == "buffers"
+                    else ""
+                )
                 logger.warning(f"Model {part} after training differ between processes{hint}: {listing}.")

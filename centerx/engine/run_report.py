@@ -3,12 +3,12 @@
 them under ``plots/``, the best weights by the evaluation metric
 (``model_best.pth``) and the final weights without optimizer state
 (``model_final_weights.pth``)."""
+
 import csv
 import io
 import logging
 import math
 import os
-from typing import Dict, List, Optional
 
 import torch
 from detectron2.engine import HookBase
@@ -26,20 +26,20 @@ FINAL_WEIGHTS = "model_final_weights.pth"
 EVAL_PREFIX = "bbox/"
 
 
-def read_results(path: str) -> List[Dict[str, float]]:
+def read_results(path: str) -> list[dict[str, float]]:
     """The rows of a ``results.csv`` (empty cells left out), as floats."""
     with open(path, newline="") as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
-def _columns(rows: List[Dict[str, float]]) -> List[str]:
+def _columns(rows: list[dict[str, float]]) -> list[str]:
     seen = dict.fromkeys(["iteration"])
     for row in rows:
         seen.update(dict.fromkeys(row))
     return list(seen)
 
 
-def _csv_text(rows: List[Dict[str, float]]) -> str:
+def _csv_text(rows: list[dict[str, float]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=_columns(rows), lineterminator="\n")
     writer.writeheader()
@@ -48,7 +48,7 @@ def _csv_text(rows: List[Dict[str, float]]) -> str:
     return out.getvalue()
 
 
-def plot_results(rows: List[Dict[str, float]], out_dir: str) -> List[str]:
+def plot_results(rows: list[dict[str, float]], out_dir: str) -> list[str]:
     """``losses.png``, ``lr.png`` and (when there are evaluations) ``ap.png`` of
     the ``results.csv`` rows in ``out_dir``; returns the files written."""
     import matplotlib
@@ -58,10 +58,16 @@ def plot_results(rows: List[Dict[str, float]], out_dir: str) -> List[str]:
 
     os.makedirs(out_dir, exist_ok=True)
     columns = _columns(rows)
-    panels = [("losses.png", "loss (median over the logging period)", [c for c in columns if "loss" in c], True),
-              ("lr.png", "learning rate", ["lr"], False),
-              ("ap.png", "COCO AP on DATASETS.TEST (%)",
-               [c for c in (f"{EVAL_PREFIX}AP", f"{EVAL_PREFIX}AP50", f"{EVAL_PREFIX}AP75") if c in columns], False)]
+    panels = [
+        ("losses.png", "loss (median over the logging period)", [c for c in columns if "loss" in c], True),
+        ("lr.png", "learning rate", ["lr"], False),
+        (
+            "ap.png",
+            "COCO AP on DATASETS.TEST (%)",
+            [c for c in (f"{EVAL_PREFIX}AP", f"{EVAL_PREFIX}AP50", f"{EVAL_PREFIX}AP75") if c in columns],
+            False,
+        ),
+    ]
     written = []
     for name, title, keys, log_scale in panels:
         series = [(k, [(r["iteration"], r[k]) for r in rows if k in r and math.isfinite(r[k])]) for k in keys]
@@ -101,8 +107,8 @@ class RunReport(HookBase):
         self.period = max(1, period)
         self.batch_size = batch_size
         self.metric = metric
-        self.rows: List[Dict[str, float]] = []
-        self.best: Optional[float] = None
+        self.rows: list[dict[str, float]] = []
+        self.best: float | None = None
         self._last_eval_iter = -1
 
     @property
@@ -117,7 +123,7 @@ class RunReport(HookBase):
         scores = [r[self.metric] for r in self.rows if self.metric in r]
         self.best = max(scores) if scores else None
 
-    def _training_row(self, iteration: int) -> Dict[str, float]:
+    def _training_row(self, iteration: int) -> dict[str, float]:
         """Medians of the last period after ``iteration`` completed iterations."""
         histories = self.trainer.storage.histories()
         row = {"iteration": iteration}
@@ -132,7 +138,7 @@ class RunReport(HookBase):
             row["images_per_s"] = self.batch_size / max(step, 1e-9)
         return row
 
-    def _new_evaluation(self) -> Dict[str, float]:
+    def _new_evaluation(self) -> dict[str, float]:
         latest = self.trainer.storage.latest()
         found = {k: v for k, (v, it) in latest.items() if k.startswith(EVAL_PREFIX) and it > self._last_eval_iter}
         if found:
@@ -169,7 +175,7 @@ class RunReport(HookBase):
         shown = [self.csv_path] + plots + [f for f in kept if os.path.isfile(f)]
         on_screen(logger, "Run report: " + ", ".join(shown))
 
-    def _write(self, evaluation: Dict[str, float]) -> None:
+    def _write(self, evaluation: dict[str, float]) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
         text = _csv_text(self.rows)
         _atomic_write(self.csv_path, lambda f: f.write(text.encode()))
@@ -181,9 +187,12 @@ class RunReport(HookBase):
             self.best = score
             self._save_weights(BEST_WEIGHTS, {self.metric: score})
 
-    def _save_weights(self, name: str, extra: Optional[Dict[str, float]] = None) -> None:
+    def _save_weights(self, name: str, extra: dict[str, float] | None = None) -> None:
         with self.trainer.eval_weights():
             weights = {k: v.detach().cpu().clone() for k, v in self.trainer.unwrapped_model.state_dict().items()}
-        data = {"model": weights, "iteration": self.rows[-1]["iteration"] if self.rows else self.trainer.iter,
-                **(extra or {})}
+        data = {
+            "model": weights,
+            "iteration": self.rows[-1]["iteration"] if self.rows else self.trainer.iter,
+            **(extra or {}),
+        }
         _atomic_write(os.path.join(self.output_dir, name), lambda f: torch.save(data, f))

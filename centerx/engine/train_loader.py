@@ -2,8 +2,8 @@
 stream (:mod:`centerx.data.samplers`) with its per-step reseeding, as pieces the
 trainer registers: a loader, a hook that places the stream on ``--resume``, and a
 forward pre-hook that seeds each training forward."""
+
 import logging
-from typing import Dict
 
 import numpy as np
 import torch
@@ -15,8 +15,16 @@ from ..data import CenterNetDatasetMapper
 from ..data.mixup import Mixup
 from ..data.samplers import PositionedDataset, ResumableTrainingSampler
 
-__all__ = ["RESUMABLE_SAMPLER", "StreamStart", "build_resumable_train_loader", "build_train_mapper", "data_seed",
-           "reseed_training_forward", "step_seed", "stream_augmentations"]
+__all__ = [
+    "RESUMABLE_SAMPLER",
+    "StreamStart",
+    "build_resumable_train_loader",
+    "build_train_mapper",
+    "data_seed",
+    "reseed_training_forward",
+    "step_seed",
+    "stream_augmentations",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +41,7 @@ def build_train_mapper(cfg):
     return DatasetMapper(cfg, is_train=True)
 
 
-def stream_augmentations(cfg) -> Dict:
+def stream_augmentations(cfg) -> dict:
     """Multi-scale training (INPUT.TRAIN_SIZES) and mixup (INPUT.MIXUP) as the
     :class:`PositionedDataset` arguments ``batch_size`` (SOLVER.IMS_PER_BATCH,
     all processes), ``train_sizes`` and ``mixup`` (None when off), checked.
@@ -45,15 +53,17 @@ def stream_augmentations(cfg) -> Dict:
     sizes = tuple(cfg.INPUT.TRAIN_SIZES)
     bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s <= 0 or s % 32]
     if bad:
-        raise ValueError(f"INPUT.TRAIN_SIZES must hold positive multiples of 32 (input pixels), got {bad} "
-                         f"in {sizes}.")
+        raise ValueError(f"INPUT.TRAIN_SIZES must hold positive multiples of 32 (input pixels), got {bad} in {sizes}.")
     features = [k for k, on in (("INPUT.TRAIN_SIZES", sizes), ("INPUT.MIXUP.ENABLED", cfg.INPUT.MIXUP.ENABLED)) if on]
     if features and cfg.DATALOADER.SAMPLER_TRAIN != RESUMABLE_SAMPLER:
-        raise ValueError(f"{' and '.join(features)} need DATALOADER.SAMPLER_TRAIN '{RESUMABLE_SAMPLER}', "
-                         f"got '{cfg.DATALOADER.SAMPLER_TRAIN}'.")
+        raise ValueError(
+            f"{' and '.join(features)} need DATALOADER.SAMPLER_TRAIN '{RESUMABLE_SAMPLER}', "
+            f"got '{cfg.DATALOADER.SAMPLER_TRAIN}'."
+        )
     if features and cfg.DATALOADER.TRAIN_MAPPER != "centernet":
-        raise ValueError(f"{' and '.join(features)} need DATALOADER.TRAIN_MAPPER 'centernet', "
-                         f"got '{cfg.DATALOADER.TRAIN_MAPPER}'.")
+        raise ValueError(
+            f"{' and '.join(features)} need DATALOADER.TRAIN_MAPPER 'centernet', got '{cfg.DATALOADER.TRAIN_MAPPER}'."
+        )
     return {
         "batch_size": cfg.SOLVER.IMS_PER_BATCH,
         "train_sizes": sizes,
@@ -108,10 +118,12 @@ def reseed_training_forward(trainer_ref):
     global generator (CPU and CUDA) with :func:`step_seed` of the trainer's data
     seed (``trainer.data_seed``), its current iteration and this process's rank.
     ``trainer_ref`` is a weak reference, so the model does not keep its trainer alive."""
+
     def hook(module, args):
         trainer = trainer_ref()
         if module.training and trainer is not None:
             torch.manual_seed(step_seed(trainer.data_seed, trainer.iter, comm.get_rank()))
+
     return hook
 
 
@@ -132,5 +144,7 @@ class StreamStart(HookBase):
             self.dataset.seed = trainer.data_seed
             self.sampler.start = trainer.start_iter * trainer.cfg.SOLVER.IMS_PER_BATCH
         elif trainer.start_iter > 0:
-            logger.warning(f"DATALOADER.SAMPLER_TRAIN={trainer.cfg.DATALOADER.SAMPLER_TRAIN} restarts its stream on "
-                           f"resume; use '{RESUMABLE_SAMPLER}' to continue it exactly.")
+            logger.warning(
+                f"DATALOADER.SAMPLER_TRAIN={trainer.cfg.DATALOADER.SAMPLER_TRAIN} restarts its stream on "
+                f"resume; use '{RESUMABLE_SAMPLER}' to continue it exactly."
+            )

@@ -4,11 +4,11 @@ config, assembled from parts that live beside their features: model EMA
 resumable data stream (:mod:`.train_loader`), atomic checkpoints
 (:mod:`.checkpoint`), the replica check (:mod:`.replicas`) and prediction images
 (:mod:`.visualization`)."""
+
 import contextlib
 import logging
 import os
 import weakref
-from typing import List, Optional
 
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -91,8 +91,9 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     return maybe_add_gradient_clipping(cfg, optimizer)
 
 
-def clip_full_model_gradients(optimizer: torch.optim.Optimizer, max_norm: float,
-                              norm_type: float = 2.0) -> torch.optim.Optimizer:
+def clip_full_model_gradients(
+    optimizer: torch.optim.Optimizer, max_norm: float, norm_type: float = 2.0
+) -> torch.optim.Optimizer:
     """Make ``optimizer.step`` first scale all its parameters' gradients together so
     that their joint ``norm_type`` norm is at most ``max_norm`` (one factor for the
     whole model, so the step keeps its direction). Under AMP, ``GradScaler.step``
@@ -100,8 +101,10 @@ def clip_full_model_gradients(optimizer: torch.optim.Optimizer, max_norm: float,
     would otherwise take them scaled), so the clip sees true gradients. Returns the
     same optimizer object, its class extended."""
     if max_norm <= 0:
-        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be positive to clip the full model's gradient "
-                         f"norm, got {max_norm}; e.g. 35.0 (the TTFNet authors' value).")
+        raise ValueError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be positive to clip the full model's gradient "
+            f"norm, got {max_norm}; e.g. 35.0 (the TTFNet authors' value)."
+        )
     base = type(optimizer)
 
     class FullModelGradientClipping(base):
@@ -118,7 +121,7 @@ def clip_full_model_gradients(optimizer: torch.optim.Optimizer, max_norm: float,
     return optimizer
 
 
-def _insert_after(hook_list: List[HookBase], hook_type: type, new: List[HookBase]) -> None:
+def _insert_after(hook_list: list[HookBase], hook_type: type, new: list[HookBase]) -> None:
     """Insert ``new`` right after the first hook of ``hook_type`` in ``hook_list``."""
     at = next(i for i, h in enumerate(hook_list) if isinstance(h, hook_type)) + 1
     hook_list[at:at] = new
@@ -128,7 +131,7 @@ def _insert_after(hook_list: List[HookBase], hook_type: type, new: List[HookBase
 DISTILLATION_TERMS_KEY = "distillation_terms"
 
 
-def distillation_term_state(model: torch.nn.Module) -> Optional[torch.nn.Module]:
+def distillation_term_state(model: torch.nn.Module) -> torch.nn.Module | None:
     """The extra distillation terms of a Distiller (``model.extra_terms``, the
     ``nn.Module`` ones) when they hold any state (parameters or buffers), else None."""
     model = model.module if hasattr(model, "module") else model
@@ -194,8 +197,7 @@ class Trainer(DefaultTrainer):
         self.discriminator_step = DiscriminatorStep.from_config(cfg, model)
 
         on_gpu = torch.device(cfg.MODEL.DEVICE).type == "cuda"
-        model = create_ddp_model(model, broadcast_buffers=False,
-                                 device_ids=[comm.get_local_rank()] if on_gpu else None)
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=[comm.get_local_rank()] if on_gpu else None)
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         if comm.is_main_process() and os.path.isdir(cfg.OUTPUT_DIR):
@@ -221,7 +223,7 @@ class Trainer(DefaultTrainer):
         """The :class:`ModelEMA` (MODEL_EMA.ENABLED), else None."""
         return self.ema_hook.ema if self.ema_hook is not None else None
 
-    def step_hooks(self) -> List[HookBase]:
+    def step_hooks(self) -> list[HookBase]:
         """The hooks that change state after each training step, in order: the
         discriminators' step, then the EMA update (so a checkpoint of iteration k
         holds both after their step k)."""
@@ -260,22 +262,29 @@ class Trainer(DefaultTrainer):
                 self._last_eval_results = self.test(self.cfg, self.model)
             return self._last_eval_results
 
-        ret = [hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, test_and_save_results) if isinstance(h, hooks.EvalHook)
-               else h for h in ret]
+        ret = [
+            hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, test_and_save_results) if isinstance(h, hooks.EvalHook) else h
+            for h in ret
+        ]
         after_eval = [ReplicaCheck(self.unwrapped_model)]
         if comm.is_main_process():
-            after_eval.append(PredictionImages(self.cfg, self.cfg.TEST.EVAL_PERIOD,
-                                               os.path.join(self.cfg.OUTPUT_DIR, "predictions")))
-            after_eval.append(RunReport(self.cfg.OUTPUT_DIR, LOG_PERIOD, self.cfg.SOLVER.IMS_PER_BATCH,
-                                        metric=self.cfg.TEST.BEST_METRIC))
+            after_eval.append(
+                PredictionImages(self.cfg, self.cfg.TEST.EVAL_PERIOD, os.path.join(self.cfg.OUTPUT_DIR, "predictions"))
+            )
+            after_eval.append(
+                RunReport(
+                    self.cfg.OUTPUT_DIR, LOG_PERIOD, self.cfg.SOLVER.IMS_PER_BATCH, metric=self.cfg.TEST.BEST_METRIC
+                )
+            )
         _insert_after(ret, hooks.EvalHook, after_eval)
         return ret
 
     def build_writers(self):
         """detectron2's writers (metrics line, metrics.json, TensorBoard) and a
         :class:`~centerx.console.ProgressPrinter` line for the console."""
-        return super().build_writers() + [ProgressPrinter(self.max_iter, self.cfg.SOLVER.IMS_PER_BATCH,
-                                                          window=LOG_PERIOD)]
+        return super().build_writers() + [
+            ProgressPrinter(self.max_iter, self.cfg.SOLVER.IMS_PER_BATCH, window=LOG_PERIOD)
+        ]
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -293,10 +302,13 @@ class Trainer(DefaultTrainer):
             raise NotImplementedError("TEST.EVALUATOR is 'none'")
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         dicts, skipped = readable_dataset_dicts(dataset_name)
-        return ReadableImagesCOCOEvaluator(dataset_name, [d["image_id"] for d in dicts], skipped,
-                                           output_dir=output_folder,
-                                           report_score=cfg.TEST.REPORT_SCORE_THRESH if cfg.TEST.CLASS_REPORT
-                                           else None)
+        return ReadableImagesCOCOEvaluator(
+            dataset_name,
+            [d["image_id"] for d in dicts],
+            skipped,
+            output_dir=output_folder,
+            report_score=cfg.TEST.REPORT_SCORE_THRESH if cfg.TEST.CLASS_REPORT else None,
+        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -1,10 +1,11 @@
 """Drawing detections: shared by the demo (projects/demo) and the training hook
 that puts the predictions on a few test images into TensorBoard."""
+
 import contextlib
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -29,9 +30,7 @@ logger = logging.getLogger(__name__)
 _CLASS_COLOURS = colormap(rgb=True, maximum=1)
 
 
-def draw_detections(
-    image: np.ndarray, instances: Instances, class_names: Optional[Sequence[str]] = None
-) -> np.ndarray:
+def draw_detections(image: np.ndarray, instances: Instances, class_names: Sequence[str] | None = None) -> np.ndarray:
     """
     Draw boxes labelled "class score%" with detectron2's ``Visualizer``.
 
@@ -53,14 +52,11 @@ def draw_detections(
     classes = instances.pred_classes.tolist()
     names = list(class_names or [])
     labels = [
-        f"{names[c] if 0 <= c < len(names) else c} {s * 100:.0f}%"
-        for c, s in zip(classes, instances.scores.tolist())
+        f"{names[c] if 0 <= c < len(names) else c} {s * 100:.0f}%" for c, s in zip(classes, instances.scores.tolist())
     ]
     colours = [_CLASS_COLOURS[c % len(_CLASS_COLOURS)] for c in classes]
     vis = Visualizer(image)
-    vis.overlay_instances(
-        boxes=instances.pred_boxes.tensor.numpy(), labels=labels, assigned_colors=colours
-    )
+    vis.overlay_instances(boxes=instances.pred_boxes.tensor.numpy(), labels=labels, assigned_colors=colours)
     return vis.output.get_image()
 
 
@@ -88,7 +84,7 @@ class PredictionImages(HookBase):
     the images after the last iteration.
     """
 
-    def __init__(self, cfg, period: int, save_dir: Optional[str] = None):
+    def __init__(self, cfg, period: int, save_dir: str | None = None):
         """
         Args:
             cfg: the training config.
@@ -106,7 +102,7 @@ class PredictionImages(HookBase):
         self._dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
         self._input_format = cfg.INPUT.FORMAT
         self._mapper = EvalDatasetMapper(cfg)
-        self._dataset_dicts: Optional[List[Dict]] = None
+        self._dataset_dicts: list[dict] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -123,15 +119,18 @@ class PredictionImages(HookBase):
         if self.trainer.iter + 1 >= self.trainer.max_iter:
             written = self.put_images(self._save_dir)
             if written and self._save_dir:
-                on_screen(logger, f"Predictions (score > {self._score_thresh}) drawn on {written} images of "
-                            f"'{self._dataset}': {os.path.abspath(self._save_dir)}")
+                on_screen(
+                    logger,
+                    f"Predictions (score > {self._score_thresh}) drawn on {written} images of "
+                    f"'{self._dataset}': {os.path.abspath(self._save_dir)}",
+                )
 
-    def _first_images(self) -> List[Dict]:
+    def _first_images(self) -> list[dict]:
         if self._dataset_dicts is None:
             self._dataset_dicts = list(DatasetCatalog.get(self._dataset)[: self._num_images])
         return self._dataset_dicts
 
-    def put_images(self, save_dir: Optional[str] = None) -> int:
+    def put_images(self, save_dir: str | None = None) -> int:
         """
         Draw the predictions now and put them into the current event storage.
 
@@ -183,7 +182,6 @@ class PredictionImages(HookBase):
         logger.info(
             f"Put predictions (score > {self._score_thresh}) on {put} images of "
             f"'{self._dataset}' into the event storage at iteration {storage.iter} "
-            f"in {time.perf_counter() - start:.2f} s"
-            + (f"; {skipped} unreadable images skipped." if skipped else ".")
+            f"in {time.perf_counter() - start:.2f} s" + (f"; {skipped} unreadable images skipped." if skipped else ".")
         )
         return put

@@ -10,8 +10,9 @@ neither reduces nor waits for them. Their own optimizer steps them after each
 training step (:class:`centerx.engine.adversarial.DiscriminatorStep`) on the
 detached maps the forward cached.
 """
+
 import contextlib
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from detectron2.layers import ShapeSpec
@@ -56,8 +57,15 @@ class FeatureAdversaries(nn.Module):
     Module keys are ``<teacher>_<level>``, e.g. ``t0_upsampler``.
     """
 
-    def __init__(self, levels: Sequence[str], teacher_names: Sequence[str], student_shapes: Dict[str, ShapeSpec],
-                 teacher_shapes: Sequence[Dict[str, ShapeSpec]], channels: int = 64, weight: float = 1.0):
+    def __init__(
+        self,
+        levels: Sequence[str],
+        teacher_names: Sequence[str],
+        student_shapes: dict[str, ShapeSpec],
+        teacher_shapes: Sequence[dict[str, ShapeSpec]],
+        channels: int = 64,
+        weight: float = 1.0,
+    ):
         """
         Args:
             levels: names of the distilled maps (MODEL.DISTILL.ADVERSARIAL.FEATURES).
@@ -74,7 +82,7 @@ class FeatureAdversaries(nn.Module):
         if weight < 0:
             raise ValueError(f"MODEL.DISTILL.ADVERSARIAL.WEIGHT must be >= 0, got {weight}.")
         self.weight = weight
-        self.pairs: List[Tuple[str, int, str]] = []  # (module key, teacher index, level)
+        self.pairs: list[tuple[str, int, str]] = []  # (module key, teacher index, level)
         self.adapters = nn.ModuleDict()
         self.discriminators = nn.ModuleDict()
         for i, (name, shapes) in enumerate(zip(teacher_names, teacher_shapes)):
@@ -85,10 +93,11 @@ class FeatureAdversaries(nn.Module):
                 self.discriminators[key] = PatchDiscriminator(t_ch, channels)
                 self.pairs.append((key, i, level))
         self.discriminators.requires_grad_(False)
-        self._cached: List[Tuple[str, torch.Tensor, torch.Tensor]] = []
+        self._cached: list[tuple[str, torch.Tensor, torch.Tensor]] = []
 
-    def forward(self, student_features: Dict[str, torch.Tensor],
-                teacher_features: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, student_features: dict[str, torch.Tensor], teacher_features: Sequence[dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
         """The student's fooling terms; caches the detached (teacher, adapted
         student) maps for the discriminators' step.
 
@@ -108,20 +117,24 @@ class FeatureAdversaries(nn.Module):
         self._cached = cached
         return losses
 
-    def discriminator_losses(self) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+    def discriminator_losses(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per module key: (discriminator loss BCE(D(t), 1) + BCE(D(s), 0), its
         accuracy), computed in FP32 on the maps the last :meth:`forward` cached,
         which are then released. Differentiable in the discriminators' parameters
         inside :meth:`trainable_discriminators`."""
         if not self._cached:
-            raise RuntimeError("No feature maps cached for the discriminator step: run a training forward of the "
-                               "Distiller first (once per discriminator step).")
+            raise RuntimeError(
+                "No feature maps cached for the discriminator step: run a training forward of the "
+                "Distiller first (once per discriminator step)."
+            )
         out = {}
         for key, real, fake in self._cached:
             d = self.discriminators[key]
             real_logits, fake_logits = d(real.float()), d(fake.float())
-            out[key] = (discriminator_loss(real_logits, fake_logits),
-                        discriminator_accuracy(real_logits.detach(), fake_logits.detach()))
+            out[key] = (
+                discriminator_loss(real_logits, fake_logits),
+                discriminator_accuracy(real_logits.detach(), fake_logits.detach()),
+            )
         self._cached = []
         return out
 
@@ -140,14 +153,20 @@ class FeatureAdversaries(nn.Module):
         saved = {k.split(".")[1] for k in state_dict if k.startswith("discriminators.")}
         ours = {key for key, _, _ in self.pairs}
         if strict and saved != ours:
-            raise ValueError(f"The checkpoint's adversarial state has discriminators {sorted(saved)}, this config "
-                             f"{sorted(ours)}: MODEL.DISTILL.ADVERSARIAL.FEATURES or MODEL.DISTILL.TEACHERS changed "
-                             "since it was saved.")
+            raise ValueError(
+                f"The checkpoint's adversarial state has discriminators {sorted(saved)}, this config "
+                f"{sorted(ours)}: MODEL.DISTILL.ADVERSARIAL.FEATURES or MODEL.DISTILL.TEACHERS changed "
+                "since it was saved."
+            )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def _check_levels(levels: Sequence[str], student_shapes: Dict[str, ShapeSpec], teacher_names: Sequence[str],
-                  teacher_shapes: Sequence[Dict[str, ShapeSpec]]) -> None:
+def _check_levels(
+    levels: Sequence[str],
+    student_shapes: dict[str, ShapeSpec],
+    teacher_names: Sequence[str],
+    teacher_shapes: Sequence[dict[str, ShapeSpec]],
+) -> None:
     """Every level is a map of the student and of each teacher, at the same stride."""
     key = "MODEL.DISTILL.ADVERSARIAL.FEATURES"
     if not levels:
@@ -156,12 +175,16 @@ def _check_levels(levels: Sequence[str], student_shapes: Dict[str, ShapeSpec], t
         raise ValueError(f"{key} {list(levels)} names a level twice.")
     unknown = [level for level in levels if level not in student_shapes]
     if unknown:
-        raise ValueError(f"{key}: unknown levels {unknown}; the student's maps are {sorted(student_shapes)} "
-                         "(its backbone's output features and 'upsampler').")
+        raise ValueError(
+            f"{key}: unknown levels {unknown}; the student's maps are {sorted(student_shapes)} "
+            "(its backbone's output features and 'upsampler')."
+        )
     for name, shapes in zip(teacher_names, teacher_shapes):
         for level in levels:
             if level not in shapes:
                 raise ValueError(f"{key}: teacher {name} has no map '{level}'; its maps are {sorted(shapes)}.")
             if shapes[level].stride != student_shapes[level].stride:
-                raise ValueError(f"{key}: teacher {name}'s '{level}' has stride {shapes[level].stride}, the "
-                                 f"student's {student_shapes[level].stride}; the maps must share the grid.")
+                raise ValueError(
+                    f"{key}: teacher {name}'s '{level}' has stride {shapes[level].stride}, the "
+                    f"student's {student_shapes[level].stride}; the maps must share the grid."
+                )

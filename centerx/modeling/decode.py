@@ -3,7 +3,6 @@
 Written with ops every exporter supports (max-pool, subtract, multiply,
 clip, top-K, gather): no ``==``, no data-dependent Python branches.
 """
-from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +60,9 @@ def topk_peaks(heat: torch.Tensor, k: int):
     return scores, classes, index, xs.to(heat.dtype), ys.to(heat.dtype)
 
 
-def decode_centernet(heatmap_logits: torch.Tensor, wh: torch.Tensor, offset: torch.Tensor,
-                     k: int, stride: int) -> Dict[str, torch.Tensor]:
+def decode_centernet(
+    heatmap_logits: torch.Tensor, wh: torch.Tensor, offset: torch.Tensor, k: int, stride: int
+) -> dict[str, torch.Tensor]:
     """CenterNet outputs -> top-``k`` boxes in input pixels.
 
     Args:
@@ -101,8 +101,9 @@ def ltrb_to_boxes(ltrb: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, stride
     return torch.stack((px - ltrb[..., 0], py - ltrb[..., 1], px + ltrb[..., 2], py + ltrb[..., 3]), dim=-1)
 
 
-def ttfnet_scores(heatmap_logits: torch.Tensor, iou_logits: Optional[torch.Tensor] = None,
-                  iou_alpha: float = 0.5) -> torch.Tensor:
+def ttfnet_scores(
+    heatmap_logits: torch.Tensor, iou_logits: torch.Tensor | None = None, iou_alpha: float = 0.5
+) -> torch.Tensor:
     """TTFNet's detection scores: the heatmap's sigmoid, or with IoU-aware
     scoring (PP-YOLO) sigmoid(heatmap)^(1 - iou_alpha) * sigmoid(iou)^iou_alpha.
 
@@ -120,8 +121,14 @@ def ttfnet_scores(heatmap_logits: torch.Tensor, iou_logits: Optional[torch.Tenso
     return heat.pow(1.0 - iou_alpha) * torch.sigmoid(iou_logits).pow(iou_alpha)
 
 
-def decode_ttfnet(heatmap_logits: torch.Tensor, ltrb: torch.Tensor, k: int, stride: int,
-                  iou_logits: Optional[torch.Tensor] = None, iou_alpha: float = 0.5) -> Dict[str, torch.Tensor]:
+def decode_ttfnet(
+    heatmap_logits: torch.Tensor,
+    ltrb: torch.Tensor,
+    k: int,
+    stride: int,
+    iou_logits: torch.Tensor | None = None,
+    iou_alpha: float = 0.5,
+) -> dict[str, torch.Tensor]:
     """TTFNet outputs -> top-``k`` boxes in input pixels.
 
     Args:

@@ -1,4 +1,5 @@
 """Modulated deformable convolution (DCNv2) on ``torchvision.ops.deform_conv2d``."""
+
 import math
 
 import torch

@@ -4,15 +4,20 @@ MODEL.DISTILL.LOGIT_KD and ADVERSARIAL; every name in MODEL.DISTILL.TERMS adds
 a term from :data:`DISTILLATION_TERM_REGISTRY`, and MODEL.DISTILL.HEATMAP_LOSS
 names the output-map term's heatmap loss in :data:`HEATMAP_DISTILLATION_LOSS_REGISTRY`.
 A user's module registers its own (``--import``, docs/extending.md)."""
-from typing import Callable, List, Optional, Sequence
+
+from collections.abc import Callable, Sequence
 
 import torch
 from fvcore.common.registry import Registry
 
 from .losses.distillation import quality_focal_distillation_loss
 
-__all__ = ["DISTILLATION_TERM_REGISTRY", "HEATMAP_DISTILLATION_LOSS_REGISTRY", "build_distillation_terms",
-           "heatmap_distillation_loss"]
+__all__ = [
+    "DISTILLATION_TERM_REGISTRY",
+    "HEATMAP_DISTILLATION_LOSS_REGISTRY",
+    "build_distillation_terms",
+    "heatmap_distillation_loss",
+]
 
 DISTILLATION_TERM_REGISTRY = Registry("DISTILLATION_TERM")
 DISTILLATION_TERM_REGISTRY.__doc__ = """Distillation terms, by the name MODEL.DISTILL.TERMS gives.
@@ -37,25 +42,29 @@ def quality_focal(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
     return quality_focal_distillation_loss(student_logits, teacher_logits)
 
 
-def heatmap_distillation_loss(name: str) -> Optional[Callable]:
+def heatmap_distillation_loss(name: str) -> Callable | None:
     """The registered heatmap loss called ``name``; None for "" (the student's own term)."""
     if not name:
         return None
     if name not in HEATMAP_DISTILLATION_LOSS_REGISTRY:
-        raise ValueError(f"MODEL.DISTILL.HEATMAP_LOSS='{name}' is not '' (the student's own term) or one of the "
-                         f"registered heatmap losses {sorted(n for n, _ in HEATMAP_DISTILLATION_LOSS_REGISTRY)}.")
+        raise ValueError(
+            f"MODEL.DISTILL.HEATMAP_LOSS='{name}' is not '' (the student's own term) or one of the "
+            f"registered heatmap losses {sorted(n for n, _ in HEATMAP_DISTILLATION_LOSS_REGISTRY)}."
+        )
     return HEATMAP_DISTILLATION_LOSS_REGISTRY.get(name)
 
 
-def build_distillation_terms(cfg, student, teachers: Sequence, links: Sequence) -> List[Callable]:
+def build_distillation_terms(cfg, student, teachers: Sequence, links: Sequence) -> list[Callable]:
     """The terms MODEL.DISTILL.TERMS names, in order (each built once)."""
     names = list(cfg.MODEL.DISTILL.TERMS)
     unknown = [n for n in names if n not in DISTILLATION_TERM_REGISTRY]
     if unknown:
         registered = sorted(n for n, _ in DISTILLATION_TERM_REGISTRY)
-        raise ValueError(f"MODEL.DISTILL.TERMS: {unknown} are not registered distillation terms (registered: "
-                         f"{registered or 'none'}). Register yours with @DISTILLATION_TERM_REGISTRY.register() in a "
-                         "module given to --import (or the config's IMPORTS).")
+        raise ValueError(
+            f"MODEL.DISTILL.TERMS: {unknown} are not registered distillation terms (registered: "
+            f"{registered or 'none'}). Register yours with @DISTILLATION_TERM_REGISTRY.register() in a "
+            "module given to --import (or the config's IMPORTS)."
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"MODEL.DISTILL.TERMS names a term twice: {names}.")
     return [DISTILLATION_TERM_REGISTRY.get(n)(cfg, student, teachers, links) for n in names]

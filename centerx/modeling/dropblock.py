@@ -1,6 +1,5 @@
 """DropBlock ("DropBlock: A regularization method for convolutional networks",
 Ghiasi et al., NeurIPS 2018): dropout of contiguous square blocks of a feature map."""
-from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +31,10 @@ class DropBlock(nn.Module):
         if not 0.0 <= drop_prob < 1.0:
             raise ValueError(f"MODEL.CENTERX.DROPBLOCK.DROP_PROB must be in [0, 1); got {drop_prob}.")
         if block_size < 1 or block_size % 2 == 0:
-            raise ValueError(f"MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE must be a positive odd number (blocks are centred "
-                             f"on a cell); got {block_size}.")
+            raise ValueError(
+                f"MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE must be a positive odd number (blocks are centred "
+                f"on a cell); got {block_size}."
+            )
         self.drop_prob = float(drop_prob)
         self.block_size = int(block_size)
 
@@ -46,8 +47,10 @@ class DropBlock(nn.Module):
         N, C, H, W = x.shape
         k = self.block_size
         if H < k or W < k:
-            raise ValueError(f"DropBlock: the {H}x{W} feature map is smaller than MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE "
-                             f"{k}; use a smaller block or larger training images.")
+            raise ValueError(
+                f"DropBlock: the {H}x{W} feature map is smaller than MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE "
+                f"{k}; use a smaller block or larger training images."
+            )
         valid_h, valid_w = H - k + 1, W - k + 1
         gamma = self.drop_prob / (k * k) * (H * W) / (valid_h * valid_w)
         # the mask in FP32 whatever x is: a count of kept units overflows FP16
@@ -60,7 +63,7 @@ class DropBlock(nn.Module):
         return x * (keep * scale).to(x.dtype)
 
 
-def drop_block_args(cfg) -> Optional[Tuple[float, int]]:
+def drop_block_args(cfg) -> tuple[float, int] | None:
     """(MODEL.CENTERX.DROPBLOCK.DROP_PROB, BLOCK_SIZE) when DropBlock is enabled, else
     None: the ``drop_block`` argument of the heads."""
     d = cfg.MODEL.CENTERX.DROPBLOCK

@@ -1,5 +1,4 @@
 """Dense prediction heads on the stride-4 feature map."""
-from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +20,17 @@ class ConvHead(nn.Module):
     ``nn.Sequential``), so the parameter names are the same with and without it.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_convs: int = 1, bias_init: float = 0.0, std: float = 0.0, norm: str = "",
-                 drop_block: Optional[Tuple[float, int]] = None):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_convs: int = 1,
+        bias_init: float = 0.0,
+        std: float = 0.0,
+        norm: str = "",
+        drop_block: tuple[float, int] | None = None,
+    ):
         super().__init__()
         layers = []
         for _ in range(num_convs):
@@ -59,15 +66,23 @@ class CenterNetHeads(nn.Module):
     ``drop_block``: (drop_prob, block_size) of a DropBlock in every head, or None.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, hidden_channels: int = 64,
-                 heatmap_bias: float = -2.19, norm: str = "", drop_block: Optional[Tuple[float, int]] = None):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden_channels: int = 64,
+        heatmap_bias: float = -2.19,
+        norm: str = "",
+        drop_block: tuple[float, int] | None = None,
+    ):
         super().__init__()
-        self.heatmap = ConvHead(in_channels, hidden_channels, num_classes, bias_init=heatmap_bias, norm=norm,
-                                drop_block=drop_block)
+        self.heatmap = ConvHead(
+            in_channels, hidden_channels, num_classes, bias_init=heatmap_bias, norm=norm, drop_block=drop_block
+        )
         self.wh = ConvHead(in_channels, hidden_channels, 2, std=0.001, norm=norm, drop_block=drop_block)
         self.offset = ConvHead(in_channels, hidden_channels, 2, std=0.001, norm=norm, drop_block=drop_block)
 
-    def forward(self, x) -> Dict[str, torch.Tensor]:
+    def forward(self, x) -> dict[str, torch.Tensor]:
         return {"heatmap": self.heatmap(x), "wh": self.wh(x), "offset": self.offset(x)}
 
 
@@ -89,15 +104,35 @@ class TTFNetHeads(nn.Module):
     ``drop_block``: (drop_prob, block_size) of a DropBlock in both heads, or None.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, heatmap_channels: int = 128, heatmap_convs: int = 2,
-                 box_channels: int = 64, box_convs: int = 2, heatmap_bias: float = -2.19, box_base: float = 16.0,
-                 box_bias: float = 0.0, norm: str = "", drop_block: Optional[Tuple[float, int]] = None,
-                 iou_aware: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        heatmap_channels: int = 128,
+        heatmap_convs: int = 2,
+        box_channels: int = 64,
+        box_convs: int = 2,
+        heatmap_bias: float = -2.19,
+        box_base: float = 16.0,
+        box_bias: float = 0.0,
+        norm: str = "",
+        drop_block: tuple[float, int] | None = None,
+        iou_aware: bool = False,
+    ):
         super().__init__()
-        self.heatmap = ConvHead(in_channels, heatmap_channels, num_classes, heatmap_convs,
-                                bias_init=heatmap_bias, std=0.01, norm=norm, drop_block=drop_block)
-        self.ltrb = ConvHead(in_channels, box_channels, 4, box_convs, bias_init=box_bias, std=0.001, norm=norm,
-                             drop_block=drop_block)
+        self.heatmap = ConvHead(
+            in_channels,
+            heatmap_channels,
+            num_classes,
+            heatmap_convs,
+            bias_init=heatmap_bias,
+            std=0.01,
+            norm=norm,
+            drop_block=drop_block,
+        )
+        self.ltrb = ConvHead(
+            in_channels, box_channels, 4, box_convs, bias_init=box_bias, std=0.001, norm=norm, drop_block=drop_block
+        )
         self.iou = None
         if iou_aware:
             self.iou = nn.Conv2d(box_channels if box_convs > 0 else in_channels, 1, 1)
@@ -105,7 +140,7 @@ class TTFNetHeads(nn.Module):
             nn.init.zeros_(self.iou.bias)
         self.box_base = box_base
 
-    def forward(self, x) -> Dict[str, torch.Tensor]:
+    def forward(self, x) -> dict[str, torch.Tensor]:
         out = {"heatmap": self.heatmap(x)}
         if self.iou is None:
             out["ltrb"] = F.relu(self.ltrb(x)) * self.box_base

@@ -7,9 +7,10 @@ magnitude. With D = L the term's value is exactly ``c`` and its gradient is
 which makes training insensitive to too-large learning rates and makes loss
 weights (distillation ones included) need no hand tuning.
 """
+
 import logging
 import math
-from typing import Dict, Mapping, Optional
+from collections.abc import Mapping
 
 import torch
 from detectron2.utils.events import get_event_storage
@@ -50,8 +51,13 @@ class LossBalancer:
     Under DDP each process balances its own (local) losses.
     """
 
-    def __init__(self, magnitudes: Mapping[str, float], normalizer: str = "current", momentum: float = 0.99,
-                 min_normalizer: float = 1e-6):
+    def __init__(
+        self,
+        magnitudes: Mapping[str, float],
+        normalizer: str = "current",
+        momentum: float = 0.99,
+        min_normalizer: float = 1e-6,
+    ):
         if normalizer not in NORMALIZERS:
             raise ValueError(f"MODEL.LOSS_BALANCE.NORMALIZER='{normalizer}' is not one of {NORMALIZERS}.")
         if not 0.0 <= momentum < 1.0:
@@ -60,17 +66,18 @@ class LossBalancer:
             raise ValueError(f"MODEL.LOSS_BALANCE.MIN_NORMALIZER must be > 0, got {min_normalizer}.")
         for name, c in magnitudes.items():
             if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
-                raise ValueError(f"MODEL.LOSS_BALANCE.MAGNITUDES: magnitude of '{name}' must be a finite "
-                                 f"number > 0, got {c!r}.")
+                raise ValueError(
+                    f"MODEL.LOSS_BALANCE.MAGNITUDES: magnitude of '{name}' must be a finite number > 0, got {c!r}."
+                )
         self.magnitudes = {name: float(c) for name, c in magnitudes.items()}
         self.normalizer = normalizer
         self.momentum = momentum
         self.min_normalizer = min_normalizer
-        self.running_means: Dict[str, float] = {}
+        self.running_means: dict[str, float] = {}
         self.num_skipped = 0
         self._reported = False
 
-    def __call__(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def __call__(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Loss dict (scalar tensors) -> loss dict with the listed terms rescaled."""
         if not self._reported:
             self._report(losses)
@@ -99,7 +106,7 @@ class LossBalancer:
         self.running_means[name] = mean
         return mean
 
-    def _skip(self, skipped, out: Dict[str, torch.Tensor]) -> None:
+    def _skip(self, skipped, out: dict[str, torch.Tensor]) -> None:
         others = [v for name, v in out.items() if name not in skipped]
         if not any(v.requires_grad and torch.isfinite(v).all() for v in others):
             raise FloatingPointError(
@@ -113,7 +120,7 @@ class LossBalancer:
             n=60,
         )
 
-    def _report(self, losses: Dict[str, torch.Tensor]) -> None:
+    def _report(self, losses: dict[str, torch.Tensor]) -> None:
         """Say once which terms are rescaled, which are left as they are, and
         which listed names this model does not produce."""
         self._reported = True
@@ -132,7 +139,7 @@ def _event_storage():
         return None
 
 
-def build_loss_balancer(cfg) -> Optional[LossBalancer]:
+def build_loss_balancer(cfg) -> LossBalancer | None:
     """The ``LossBalancer`` configured by ``MODEL.LOSS_BALANCE``, or None when disabled."""
     c = cfg.MODEL.LOSS_BALANCE
     if not c.ENABLED:
@@ -140,8 +147,9 @@ def build_loss_balancer(cfg) -> Optional[LossBalancer]:
     magnitudes = {}
     for index, entry in enumerate(c.MAGNITUDES):
         if isinstance(entry, (str, bytes)) or len(entry) != 2 or not isinstance(entry[0], str):
-            raise ValueError(f"MODEL.LOSS_BALANCE.MAGNITUDES[{index}] must be a (loss name, magnitude) pair, "
-                             f"got {entry!r}.")
+            raise ValueError(
+                f"MODEL.LOSS_BALANCE.MAGNITUDES[{index}] must be a (loss name, magnitude) pair, got {entry!r}."
+            )
         if entry[0] in magnitudes:
             raise ValueError(f"MODEL.LOSS_BALANCE.MAGNITUDES lists '{entry[0]}' twice.")
         magnitudes[entry[0]] = entry[1]

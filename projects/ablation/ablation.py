@@ -38,6 +38,7 @@ deviation over the seeds, and each seed's AP) is printed and written to
 
 Trailing ``KEY VALUE`` pairs override every model's config alike.
 """
+
 import argparse
 import json
 import os
@@ -74,8 +75,14 @@ def trick_variants(args):
     spp = ["MODEL.CENTERX.SPP.ENABLED", True]
     dropblock = ["MODEL.CENTERX.DROPBLOCK.ENABLED", True]
     iou = ["MODEL.TTFNET.IOU_AWARE.ENABLED", True] if args.arch == "ttfnet" else []
-    variants = [("baseline", []), ("mixup", mixup), ("multi-scale", multiscale), ("coordconv", coord),
-                ("spp", spp), ("dropblock", dropblock)]
+    variants = [
+        ("baseline", []),
+        ("mixup", mixup),
+        ("multi-scale", multiscale),
+        ("coordconv", coord),
+        ("spp", spp),
+        ("dropblock", dropblock),
+    ]
     if iou:
         variants.append(("iou-aware", iou))
     variants.append(("all tricks", mixup + multiscale + coord + spp + dropblock + iou))
@@ -88,17 +95,21 @@ def kd_variants(args, teacher):
     """(name, config overrides) of the distillation group, all with labels."""
     kd = distill_overrides(args, [teacher], use_labels=True)
     adv = ["MODEL.DISTILL.ADVERSARIAL.ENABLED", True]
-    return [("logit KD", kd), ("adversarial KD", kd + adv + ["MODEL.DISTILL.LOGIT_KD", False]),
-            ("logit + adversarial KD", kd + adv)]
+    return [
+        ("logit KD", kd),
+        ("adversarial KD", kd + adv + ["MODEL.DISTILL.LOGIT_KD", False]),
+        ("logit + adversarial KD", kd + adv),
+    ]
 
 
 def radius_variants(args):
     """(name, config overrides) of CenterNet's Gaussian radius settings."""
     if args.arch != "centernet":
         raise SystemExit("--groups radius compares CenterNet's Gaussian radius settings: use --arch centernet.")
-    return [(f"{mode} roots at {overlap}",
-             ["MODEL.CENTERNET.RADIUS_MODE", mode, "MODEL.CENTERNET.MIN_OVERLAP", overlap])
-            for mode, overlap in (("original", 0.7), ("corrected", 0.3), ("corrected", 0.7))]
+    return [
+        (f"{mode} roots at {overlap}", ["MODEL.CENTERNET.RADIUS_MODE", mode, "MODEL.CENTERNET.MIN_OVERLAP", overlap])
+        for mode, overlap in (("original", 0.7), ("corrected", 0.3), ("corrected", 0.7))
+    ]
 
 
 def measure_latencies(cfgs, reps: int) -> list:
@@ -115,8 +126,9 @@ def measure_latencies(cfgs, reps: int) -> list:
         SafeCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
         models.append(model.eval())
         size = cfg.INPUT.MAX_SIZE_TEST
-        inputs.append([{"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8),
-                        "height": size, "width": size}])
+        inputs.append(
+            [{"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8), "height": size, "width": size}]
+        )
     times = [[] for _ in models]
     with torch.no_grad():
         for round_ in range(reps + 2):
@@ -143,11 +155,18 @@ def figures_table(named_runs) -> str:
         results = [run_cached(cfg) for cfg in cfgs]
         aps = [r.get("AP") for r in results]
         latency = read_latency(cfgs[0])
-        rows.append([name, results[0]["iterations"], mean_std(aps), " / ".join(
-            "-" if ap is None else f"{ap:.1f}" for ap in aps), mean_std([r.get("AP50") for r in results]),
-            round(statistics.mean(r["train_s"] for r in results)), latency])
-    return format_table(["variant", "iterations", "AP", "AP per seed", "AP50", "train time (s)", "latency (ms)"],
-                        rows)
+        rows.append(
+            [
+                name,
+                results[0]["iterations"],
+                mean_std(aps),
+                " / ".join("-" if ap is None else f"{ap:.1f}" for ap in aps),
+                mean_std([r.get("AP50") for r in results]),
+                round(statistics.mean(r["train_s"] for r in results)),
+                latency,
+            ]
+        )
+    return format_table(["variant", "iterations", "AP", "AP per seed", "AP50", "train time (s)", "latency (ms)"], rows)
 
 
 def read_latency(cfg):
@@ -172,8 +191,15 @@ def teacher_entry(args, train, test):
     config = os.path.join(args.teacher_dir, "config.yaml")
     weights = os.path.join(args.teacher_dir, "model_final.pth")
     if not (os.path.exists(config) and os.path.exists(weights)):
-        cfg = experiment_cfg(demo_config(args), args, args.teacher_dir, train, test,
-                             ["MODEL.RESNETS.DEPTH", args.teacher_depth], iters=args.teacher_iters or args.iters)
+        cfg = experiment_cfg(
+            demo_config(args),
+            args,
+            args.teacher_dir,
+            train,
+            test,
+            ["MODEL.RESNETS.DEPTH", args.teacher_depth],
+            iters=args.teacher_iters or args.iters,
+        )
         run_cached(cfg)
     return config, weights, ()
 
@@ -182,14 +208,20 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--groups", nargs="+", choices=("tricks", "kd", "radius"), default=["tricks", "kd"])
     p.add_argument("--only", nargs="+", default=[], help="run only the variants of these names")
-    p.add_argument("--teacher-dir", default="output/distill_single_teacher/teacher_r34",
-                   help="KD teacher: config.yaml + model_final.pth, trained here if missing")
+    p.add_argument(
+        "--teacher-dir",
+        default="output/distill_single_teacher/teacher_r34",
+        help="KD teacher: config.yaml + model_final.pth, trained here if missing",
+    )
     p.add_argument("--teacher-depth", type=int, default=34, help="ResNet depth of a teacher trained here")
     p.add_argument("--teacher-iters", type=int, default=300, help="iterations of a teacher trained here")
     p.add_argument("--latency-reps", type=int, default=10)
-    p.add_argument("--remeasure-latency", action="store_true",
-                   help="measure the latency of all selected trained variants again, taking turns, and "
-                        "update their figures (for a quiet machine after training under load)")
+    p.add_argument(
+        "--remeasure-latency",
+        action="store_true",
+        help="measure the latency of all selected trained variants again, taking turns, and "
+        "update their figures (for a quiet machine after training under load)",
+    )
     p.add_argument("--output-dir", default="output/ablation")
     add_common_args(p)
     return p.parse_args(argv)
@@ -206,9 +238,19 @@ def main(argv=None):
     unknown = set(args.only) - {name for name, _ in variants}
     if unknown:
         raise SystemExit(f"--only: unknown variants {sorted(unknown)}; choose from {[n for n, _ in variants]}")
-    selected = [(name, [experiment_cfg(demo_config(args), args, seed_dir(variant_dir(args, name), seed), train, test,
-                                       overrides, seed=seed) for seed in args.seeds])
-                for name, overrides in variants if not args.only or name in args.only]
+    selected = [
+        (
+            name,
+            [
+                experiment_cfg(
+                    demo_config(args), args, seed_dir(variant_dir(args, name), seed), train, test, overrides, seed=seed
+                )
+                for seed in args.seeds
+            ],
+        )
+        for name, overrides in variants
+        if not args.only or name in args.only
+    ]
     for i, (_, cfgs) in enumerate(selected):
         for cfg in cfgs:
             run_cached(cfg, args.rerun)

@@ -17,12 +17,12 @@ images / s of the loader, images / s per worker (0 workers: the main process
 does the work, counted as one) and images / s over the 0-worker loader's of
 the same run.
 """
+
 import argparse
 import gc
 import logging
 import os
 import time
-from typing import Dict, List
 
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
@@ -60,7 +60,7 @@ def load_cfg(args):
     return cfg
 
 
-def measure(cfg, workers: int, warmup: int, batches: int) -> Dict:
+def measure(cfg, workers: int, warmup: int, batches: int) -> dict:
     """Iterate the training loader of ``cfg`` with ``workers`` workers: one table row."""
     cfg = cfg.clone()
     cfg.DATALOADER.NUM_WORKERS = workers
@@ -79,32 +79,48 @@ def measure(cfg, workers: int, warmup: int, batches: int) -> Dict:
     del it, loader
     gc.collect()
     row = {
-        "workers": workers, "batch": cfg.SOLVER.IMS_PER_BATCH, "batches": batches, "first_batch_s": first,
-        "s_per_batch": seconds / batches, "images_per_s": images / seconds,
+        "workers": workers,
+        "batch": cfg.SOLVER.IMS_PER_BATCH,
+        "batches": batches,
+        "first_batch_s": first,
+        "s_per_batch": seconds / batches,
+        "images_per_s": images / seconds,
         "images_per_s_per_worker": images / seconds / max(workers, 1),
     }
     logger.info(f"{workers} workers: {row['images_per_s']:.1f} images / s, first batch after {first:.1f} s")
     return row
 
 
-def add_ratios(rows: List[Dict]) -> None:
+def add_ratios(rows: list[dict]) -> None:
     """Set each row's ``vs_main``: its images / s over the 0-worker row's (None without one)."""
     main_process = next((r["images_per_s"] for r in rows if r["workers"] == 0), None)
     for r in rows:
         r["vs_main"] = r["images_per_s"] / main_process if main_process else None
 
 
-def format_table(rows: List[Dict]) -> str:
+def format_table(rows: list[dict]) -> str:
     """Rows -> markdown table."""
-    table = [[r["workers"] or "0 (main process)", f"{r['first_batch_s']:.2f}", f"{r['s_per_batch']:.3f}",
-              f"{r['images_per_s']:.1f}", f"{r['images_per_s_per_worker']:.1f}",
-              "" if r["vs_main"] is None else f"{r['vs_main']:.2f}"] for r in rows]
-    return tabulate(table, headers=["workers", "first batch s", "s / batch", "images/s", "images/s per worker",
-                                    "/ 0 workers"], tablefmt="pipe", disable_numparse=True,
-                    colalign=("left",) + ("right",) * 5)
+    table = [
+        [
+            r["workers"] or "0 (main process)",
+            f"{r['first_batch_s']:.2f}",
+            f"{r['s_per_batch']:.3f}",
+            f"{r['images_per_s']:.1f}",
+            f"{r['images_per_s_per_worker']:.1f}",
+            "" if r["vs_main"] is None else f"{r['vs_main']:.2f}",
+        ]
+        for r in rows
+    ]
+    return tabulate(
+        table,
+        headers=["workers", "first batch s", "s / batch", "images/s", "images/s per worker", "/ 0 workers"],
+        tablefmt="pipe",
+        disable_numparse=True,
+        colalign=("left",) + ("right",) * 5,
+    )
 
 
-def main(argv=None) -> List[Dict]:
+def main(argv=None) -> list[dict]:
     """Measure, print the table (and write it to ``--output``); returns the rows."""
     args = parse_args(argv)
     if args.warmup < 1 or args.batches < 1 or min(args.workers) < 0:
@@ -114,9 +130,11 @@ def main(argv=None) -> List[Dict]:
     ensure_datasets(cfg.DATASETS.TRAIN)
     rows = [measure(cfg, w, args.warmup, args.batches) for w in args.workers]
     add_ratios(rows)
-    settings = (f"{os.path.relpath(args.config_file, REPO)}, {', '.join(cfg.DATASETS.TRAIN)}, batch "
-                f"{cfg.SOLVER.IMS_PER_BATCH}, {cfg.INPUT.TRAIN_SIZE} px, mapper {cfg.DATALOADER.TRAIN_MAPPER}, "
-                f"{args.warmup} warm-up + {args.batches} timed batches, {os.cpu_count()} CPU cores")
+    settings = (
+        f"{os.path.relpath(args.config_file, REPO)}, {', '.join(cfg.DATASETS.TRAIN)}, batch "
+        f"{cfg.SOLVER.IMS_PER_BATCH}, {cfg.INPUT.TRAIN_SIZE} px, mapper {cfg.DATALOADER.TRAIN_MAPPER}, "
+        f"{args.warmup} warm-up + {args.batches} timed batches, {os.cpu_count()} CPU cores"
+    )
     report(f"Data pipeline throughput ({settings}):", format_table(rows), args.output)
     return rows
 

@@ -30,6 +30,7 @@ It installs nothing: TensorRT comes from ``pip install tensorrt-cu12`` (TensorRT
 ONNX Runtime's CUDA provider from ``pip install onnxruntime-gpu`` in place of
 ``onnxruntime``.
 """
+
 import argparse
 import os
 import subprocess
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Callable, Tuple
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -67,8 +68,19 @@ def cuda() -> bool:
 def demo_cfg(arch: str, device: str, *opts):
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(os.path.join(REPO, DEMOS[arch]))
-    cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.TTFNET.DEFORMABLE", False, "TEST.VIS_IMAGES", 0,
-                         "DATALOADER.NUM_WORKERS", 2 if device == "cuda" else 0, *opts])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            device,
+            "MODEL.TTFNET.DEFORMABLE",
+            False,
+            "TEST.VIS_IMAGES",
+            0,
+            "DATALOADER.NUM_WORKERS",
+            2 if device == "cuda" else 0,
+            *opts,
+        ]
+    )
     return cfg
 
 
@@ -76,8 +88,20 @@ def train(cfg, iters: int):
     """``iters`` steps of centerX's Trainer (no evaluation); (total loss of each step, trainer)."""
     from centerx.engine import Trainer
 
-    cfg.merge_from_list(["SOLVER.MAX_ITER", iters, "SOLVER.CHECKPOINT_PERIOD", 10 ** 9, "TEST.EVAL_PERIOD", 0,
-                         "DATASETS.TEST", (), "SOLVER.WARMUP_ITERS", min(10, iters // 4)])
+    cfg.merge_from_list(
+        [
+            "SOLVER.MAX_ITER",
+            iters,
+            "SOLVER.CHECKPOINT_PERIOD",
+            10**9,
+            "TEST.EVAL_PERIOD",
+            0,
+            "DATASETS.TEST",
+            (),
+            "SOLVER.WARMUP_ITERS",
+            min(10, iters // 4),
+        ]
+    )
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -90,8 +114,21 @@ def check_amp_training(arch: str) -> Callable[[], str]:
             if cuda():
                 losses, _ = train(demo_cfg(arch, "cuda", "SOLVER.AMP.ENABLED", True, "OUTPUT_DIR", out), 100)
             else:
-                losses, _ = train(demo_cfg(arch, "cpu", "SOLVER.AMP.ENABLED", True, "OUTPUT_DIR", out,
-                                           "INPUT.TRAIN_SIZE", 64, "SOLVER.IMS_PER_BATCH", 2), 3)
+                losses, _ = train(
+                    demo_cfg(
+                        arch,
+                        "cpu",
+                        "SOLVER.AMP.ENABLED",
+                        True,
+                        "OUTPUT_DIR",
+                        out,
+                        "INPUT.TRAIN_SIZE",
+                        64,
+                        "SOLVER.IMS_PER_BATCH",
+                        2,
+                    ),
+                    3,
+                )
         if not all(np.isfinite(losses)):
             raise AssertionError(f"non-finite loss: {losses}")
         if not cuda():
@@ -100,14 +137,25 @@ def check_amp_training(arch: str) -> Callable[[], str]:
         if not last < first:
             raise AssertionError(f"loss did not fall: first 10 {first:.3f}, last 10 {last:.3f}")
         return f"100 it float16, loss {first:.2f} -> {last:.2f}"
+
     return run
 
 
 def check_ema():
     with tempfile.TemporaryDirectory() as out:
         device, iters = ("cuda", 30) if cuda() else ("cpu", 3)
-        opts = ["SOLVER.AMP.ENABLED", True, "MODEL_EMA.ENABLED", True, "MODEL_EMA.WARMUP_ITERS", 0,
-                "MODEL_EMA.DECAY", 0.9, "OUTPUT_DIR", out]
+        opts = [
+            "SOLVER.AMP.ENABLED",
+            True,
+            "MODEL_EMA.ENABLED",
+            True,
+            "MODEL_EMA.WARMUP_ITERS",
+            0,
+            "MODEL_EMA.DECAY",
+            0.9,
+            "OUTPUT_DIR",
+            out,
+        ]
         if device == "cpu":
             opts += ["INPUT.TRAIN_SIZE", 64, "SOLVER.IMS_PER_BATCH", 2]
         _, trainer = train(demo_cfg("TTFNet", device, *opts), iters)
@@ -130,9 +178,26 @@ def check_ddp():
         raise Skip("one GPU: NCCL gives each process its own GPU, so 2-process DDP needs 2 GPUs")
     with tempfile.TemporaryDirectory() as out:
         ensure_datasets(["shapes_train"])
-        cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", os.path.join(REPO, DEMOS["TTFNet"]),
-               "--num-gpus", "2", "SOLVER.MAX_ITER", "20", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()",
-               "MODEL.CENTERX.NECK_NORM", "SyncBN", "SOLVER.AMP.ENABLED", "True", "OUTPUT_DIR", out]
+        cmd = [
+            sys.executable,
+            os.path.join(REPO, "train_net.py"),
+            "--config-file",
+            os.path.join(REPO, DEMOS["TTFNet"]),
+            "--num-gpus",
+            "2",
+            "SOLVER.MAX_ITER",
+            "20",
+            "TEST.EVAL_PERIOD",
+            "0",
+            "DATASETS.TEST",
+            "()",
+            "MODEL.CENTERX.NECK_NORM",
+            "SyncBN",
+            "SOLVER.AMP.ENABLED",
+            "True",
+            "OUTPUT_DIR",
+            out,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
         if proc.returncode != 0:
             raise AssertionError((proc.stdout + proc.stderr)[-1500:])
@@ -152,14 +217,16 @@ def check_fp16_peaks():
     exact = peak_mask(heat.half().double()) > 0  # the FP32 mask of the same float16 values
     if not torch.equal(half, exact):
         raise AssertionError(f"{int((half != exact).sum())} cells differ from the mask of the same float16 scores")
-    detail = f"{int(half.sum())} peaks, identical to the FP64 mask of the float16 scores " \
-             f"({int((half != reference).sum())} differ from FP64 of the FP32 scores: float16 ties)"
+    detail = (
+        f"{int(half.sum())} peaks, identical to the FP64 mask of the float16 scores "
+        f"({int((half != reference).sum())} differ from FP64 of the FP32 scores: float16 ties)"
+    )
     if not cuda():
         raise Skip(f"no CUDA device; CPU float16 run: {detail}")
     return detail
 
 
-def _tiny_exported(tmp: str, arch: str = "CenterNet") -> Tuple:
+def _tiny_exported(tmp: str, arch: str = "CenterNet") -> tuple:
     """A random-weight demo model at 256 px, exported to ONNX; (cfg, DeployModel, onnx path)."""
     from centerx.deploy.onnx_export import export_onnx
 
@@ -185,8 +252,9 @@ def check_onnxruntime_cuda():
         _, wrapper, path = _tiny_exported(tmp)
         x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(2)) * 255
         session = ort.InferenceSession(path, providers=[provider])
-        out = dict(zip(["boxes", "scores", "classes"], session.run(["boxes", "scores", "classes"],
-                                                                   {"images": x.numpy()})))
+        out = dict(
+            zip(["boxes", "scores", "classes"], session.run(["boxes", "scores", "classes"], {"images": x.numpy()}))
+        )
         with torch.no_grad():
             ref = {k: v.numpy() for k, v in wrapper(x).items()}
     agreement = compare_detections(out, ref, **FP32_TOLERANCE)
@@ -219,11 +287,13 @@ def check_tensorrt(fp16: bool) -> Callable[[], str]:
             out = execute(engine, engine.create_execution_context(), x.cuda(), torch.cuda.Stream())
             with torch.no_grad():
                 ref = {k: v.numpy() for k, v in wrapper(x).items()}
-        agreement = compare_detections({k: v.cpu().numpy() for k, v in out.items()}, ref,
-                                       **(FP16_TOLERANCE if fp16 else FP32_TOLERANCE))
+        agreement = compare_detections(
+            {k: v.cpu().numpy() for k, v in out.items()}, ref, **(FP16_TOLERANCE if fp16 else FP32_TOLERANCE)
+        )
         if not agreement.ok:
             raise AssertionError(str(agreement))
         return str(agreement)
+
     return run
 
 
@@ -231,11 +301,39 @@ def check_benchmarks():
     if not cuda():
         raise Skip("no CUDA device: the GPU benchmark rows need one")
     rows = []
-    for cmd in ([sys.executable, "projects/speedup/benchmark.py", "--models", "centernet", "ttfnet", "retinanet",
-                 "--runtimes", "pytorch", "onnxruntime", "tensorrt", "--batches", "1", "8", "--reps", "50",
-                 "--warmup", "10"],
-                [sys.executable, "projects/benchmarks/train_throughput.py", "--amp", "both", "--iters", "20",
-                 "--batch", "32", "--size", "512"]):
+    for cmd in (
+        [
+            sys.executable,
+            "projects/speedup/benchmark.py",
+            "--models",
+            "centernet",
+            "ttfnet",
+            "retinanet",
+            "--runtimes",
+            "pytorch",
+            "onnxruntime",
+            "tensorrt",
+            "--batches",
+            "1",
+            "8",
+            "--reps",
+            "50",
+            "--warmup",
+            "10",
+        ],
+        [
+            sys.executable,
+            "projects/benchmarks/train_throughput.py",
+            "--amp",
+            "both",
+            "--iters",
+            "20",
+            "--batch",
+            "32",
+            "--size",
+            "512",
+        ],
+    ):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
         if proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd[1:2])}: {(proc.stdout + proc.stderr)[-1500:]}")

@@ -39,6 +39,7 @@ its seconds per iteration, iterations and AP within the budget (2). Runs already
 in ``--output-dir`` with the same config are read back. Trailing ``KEY VALUE``
 pairs override every model's config alike.
 """
+
 import argparse
 import json
 import logging
@@ -55,11 +56,23 @@ from centerx.engine import Trainer
 from centerx.experiments import ARCHS, check_same_config, format_table, prepare_shapes, write_table
 
 logger = logging.getLogger("centerx.benchmarks")
-MODELS = {"centernet": "CenterNet-R18", "ttfnet": "TTFNet-R18", "retinanet": "RetinaNet-R18-FPN",
-          "retinanet-sgd": "RetinaNet-R18-FPN, SGD"}
+MODELS = {
+    "centernet": "CenterNet-R18",
+    "ttfnet": "TTFNet-R18",
+    "retinanet": "RetinaNet-R18-FPN",
+    "retinanet-sgd": "RetinaNet-R18-FPN, SGD",
+}
 # detectron2's own RetinaNet solver (lr 0.01 at batch 16, weight decay 1e-4), for the fairness check
-RETINANET_SGD = ["SOLVER.OPTIMIZER", "SGD", "SOLVER.BASE_LR", 0.01, "SOLVER.WEIGHT_DECAY", 0.0001,
-                 "SOLVER.MOMENTUM", 0.9]
+RETINANET_SGD = [
+    "SOLVER.OPTIMIZER",
+    "SGD",
+    "SOLVER.BASE_LR",
+    0.01,
+    "SOLVER.WEIGHT_DECAY",
+    0.0001,
+    "SOLVER.MOMENTUM",
+    0.9,
+]
 RESULT_FILE = "learning.json"
 
 
@@ -85,9 +98,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iters", type=int, default=1000, help="iterations of the equal-iteration runs")
     p.add_argument("--eval-period", type=int, default=250, help="evaluate every this many iterations")
-    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
-                   help="retinanet-sgd: RetinaNet with detectron2's own solver (SGD, lr 0.01) instead of the "
-                        "demo's Adam, to check that the schedule is not what holds it back")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODELS),
+        default=list(MODELS),
+        help="retinanet-sgd: RetinaNet with detectron2's own solver (SGD, lr 0.01) instead of the "
+        "demo's Adam, to check that the schedule is not what holds it back",
+    )
     p.add_argument("--seed", type=int, default=1, help="SEED of every run: data stream and initial weights")
     p.add_argument("--train-images", type=int, default=0, help="use only the first N training images (0: all)")
     p.add_argument("--test-images", type=int, default=0, help="evaluate on the first N test images (0: all)")
@@ -105,26 +123,61 @@ def model_cfg(model: str, args, iters: int, eval_period: int, output_dir: str, t
         reference = get_centerx_cfg()
         reference.merge_from_file(ARCHS["ttfnet"][0])
         cfg.merge_from_other_cfg(_solver_input_data(reference))
-        cfg.merge_from_list([
-            "MODEL.META_ARCHITECTURE", "RetinaNetFP32Losses", "MODEL.WEIGHTS", "",
-            "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.RESNETS.NORM", "BN",
-            "MODEL.BACKBONE.FREEZE_AT", 0, "MODEL.RETINANET.NUM_CLASSES", reference.MODEL.TTFNET.NUM_CLASSES,
-            "MODEL.ANCHOR_GENERATOR.SIZES", [[s // 2, int(s * 2 ** (1 / 3)) // 2, int(s * 2 ** (2 / 3)) // 2]
-                                             for s in (32, 64, 128, 256, 512)],
-            "MODEL.PIXEL_MEAN", list(reference.MODEL.PIXEL_MEAN), "MODEL.PIXEL_STD", list(reference.MODEL.PIXEL_STD),
-            "MODEL.DEVICE", reference.MODEL.DEVICE, "MODEL.CENTERX.CHANNELS_LAST",
-            reference.MODEL.CENTERX.CHANNELS_LAST,
-        ])
+        cfg.merge_from_list(
+            [
+                "MODEL.META_ARCHITECTURE",
+                "RetinaNetFP32Losses",
+                "MODEL.WEIGHTS",
+                "",
+                "MODEL.RESNETS.DEPTH",
+                18,
+                "MODEL.RESNETS.RES2_OUT_CHANNELS",
+                64,
+                "MODEL.RESNETS.NORM",
+                "BN",
+                "MODEL.BACKBONE.FREEZE_AT",
+                0,
+                "MODEL.RETINANET.NUM_CLASSES",
+                reference.MODEL.TTFNET.NUM_CLASSES,
+                "MODEL.ANCHOR_GENERATOR.SIZES",
+                [[s // 2, int(s * 2 ** (1 / 3)) // 2, int(s * 2 ** (2 / 3)) // 2] for s in (32, 64, 128, 256, 512)],
+                "MODEL.PIXEL_MEAN",
+                list(reference.MODEL.PIXEL_MEAN),
+                "MODEL.PIXEL_STD",
+                list(reference.MODEL.PIXEL_STD),
+                "MODEL.DEVICE",
+                reference.MODEL.DEVICE,
+                "MODEL.CENTERX.CHANNELS_LAST",
+                reference.MODEL.CENTERX.CHANNELS_LAST,
+            ]
+        )
         if model == "retinanet-sgd":
             cfg.merge_from_list(RETINANET_SGD)
     else:
         cfg.merge_from_file(ARCHS[model][0])
     scale = iters / cfg.SOLVER.MAX_ITER
-    cfg.merge_from_list([
-        "SOLVER.MAX_ITER", iters, "SOLVER.WARMUP_ITERS", max(1, round(cfg.SOLVER.WARMUP_ITERS * scale)),
-        "SOLVER.CHECKPOINT_PERIOD", iters, "TEST.EVAL_PERIOD", eval_period, "TEST.VIS_IMAGES", 0,
-        "DATASETS.TRAIN", (train,), "DATASETS.TEST", (test,), "OUTPUT_DIR", output_dir, "SEED", args.seed,
-    ])
+    cfg.merge_from_list(
+        [
+            "SOLVER.MAX_ITER",
+            iters,
+            "SOLVER.WARMUP_ITERS",
+            max(1, round(cfg.SOLVER.WARMUP_ITERS * scale)),
+            "SOLVER.CHECKPOINT_PERIOD",
+            iters,
+            "TEST.EVAL_PERIOD",
+            eval_period,
+            "TEST.VIS_IMAGES",
+            0,
+            "DATASETS.TRAIN",
+            (train,),
+            "DATASETS.TEST",
+            (test,),
+            "OUTPUT_DIR",
+            output_dir,
+            "SEED",
+            args.seed,
+        ]
+    )
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     return cfg
@@ -178,8 +231,10 @@ def main(argv=None):
     args = parse_args(argv)
     train, test = prepare_shapes(args)
     out = args.output_dir
-    equal_iters = {m: train_timed(model_cfg(m, args, args.iters, args.eval_period, os.path.join(out, m), train, test),
-                                  args.rerun) for m in args.models}
+    equal_iters = {
+        m: train_timed(model_cfg(m, args, args.iters, args.eval_period, os.path.join(out, m), train, test), args.rerun)
+        for m in args.models
+    }
     per_iter = {m: r["train_s"] / r["iterations"] for m, r in equal_iters.items()}
     fastest = min(per_iter, key=per_iter.get)
     budget = equal_iters[fastest]["train_s"]
@@ -189,22 +244,38 @@ def main(argv=None):
             equal_time[m] = equal_iters[m]
             continue
         iters = max(1, int(budget / per_iter[m]))
-        equal_time[m] = train_timed(model_cfg(m, args, iters, 0, os.path.join(out, f"{m}_equal_time"), train, test),
-                                    args.rerun)
+        equal_time[m] = train_timed(
+            model_cfg(m, args, iters, 0, os.path.join(out, f"{m}_equal_time"), train, test), args.rerun
+        )
 
     iterations = sorted({it for r in equal_iters.values() for it, _, _ in r["curve"]})
-    rows = [[it] + [next((f"{ap:.1f}" for i, ap, _ in equal_iters[m]["curve"] if i == it), "-") for m in args.models]
-            for it in iterations]
+    rows = [
+        [it] + [next((f"{ap:.1f}" for i, ap, _ in equal_iters[m]["curve"] if i == it), "-") for m in args.models]
+        for it in iterations
+    ]
     table = f"AP on shapes_val at equal iterations (schedule of {args.iters} iterations, seed {args.seed}):\n\n"
     table += format_table(["iteration"] + [f"{MODELS[m]} AP" for m in args.models], rows)
-    rows = [[MODELS[m], f"{per_iter[m]:.3f}", f"{equal_iters[m]['curve'][-1][1]:.1f}", equal_time[m]["iterations"],
-             round(equal_time[m]["train_s"]), f"{equal_time[m]['curve'][-1][1]:.1f}",
-             f"{equal_time[m]['curve'][-1][2]:.1f}"] for m in args.models]
-    table += (f"\n\nAP at equal wall time (budget: {MODELS[fastest]}'s {budget:.0f} s of training for "
-              f"{args.iters} iterations; each model trained once more with a full schedule of the iterations that "
-              "fit):\n\n")
-    table += format_table(["model", "s / iteration", f"AP after {args.iters} it", "iterations in budget",
-                           "train time (s)", "AP", "AP50"], rows)
+    rows = [
+        [
+            MODELS[m],
+            f"{per_iter[m]:.3f}",
+            f"{equal_iters[m]['curve'][-1][1]:.1f}",
+            equal_time[m]["iterations"],
+            round(equal_time[m]["train_s"]),
+            f"{equal_time[m]['curve'][-1][1]:.1f}",
+            f"{equal_time[m]['curve'][-1][2]:.1f}",
+        ]
+        for m in args.models
+    ]
+    table += (
+        f"\n\nAP at equal wall time (budget: {MODELS[fastest]}'s {budget:.0f} s of training for "
+        f"{args.iters} iterations; each model trained once more with a full schedule of the iterations that "
+        "fit):\n\n"
+    )
+    table += format_table(
+        ["model", "s / iteration", f"AP after {args.iters} it", "iterations in budget", "train time (s)", "AP", "AP50"],
+        rows,
+    )
     write_table(out, table)
     return equal_iters, equal_time
 

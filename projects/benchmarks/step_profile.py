@@ -26,6 +26,7 @@ does). ``--warmup`` steps are untimed, ``--iters`` timed. Trailing ``KEY VALUE``
 pairs override the config. Printed: ms per step and share of the total per
 phase, the measured step time and images / s.
 """
+
 import argparse
 import contextlib
 import logging
@@ -52,8 +53,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 logger = logging.getLogger("centerx.benchmarks")
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 PHASES = ("data", "preprocess", "network forward", "targets", "losses", "backward", "optimizer", "hooks")
-TARGET_FUNCTIONS = {centernet_module: ("batch_ground_truth", "centernet_targets"),
-                    ttfnet_module: ("batch_ground_truth", "ttfnet_targets")}
+TARGET_FUNCTIONS = {
+    centernet_module: ("batch_ground_truth", "centernet_targets"),
+    ttfnet_module: ("batch_ground_truth", "ttfnet_targets"),
+}
 
 
 def parse_args(argv=None):
@@ -89,8 +92,11 @@ def profile(trainer: Trainer, warmup: int, iters: int):
         (seconds per phase summed over the timed steps, wall seconds of the timed steps).
     """
     model, optimizer = trainer.unwrapped_model, trainer.optimizer
-    autocast = (torch.autocast("cpu", dtype=trainer._trainer.precision)
-                if isinstance(trainer._trainer, CPUAutocastTrainer) else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cpu", dtype=trainer._trainer.precision)
+        if isinstance(trainer._trainer, CPUAutocastTrainer)
+        else contextlib.nullcontext()
+    )
     clock = defaultdict(float)
     time_target_builders(clock)
     loader = iter(trainer.data_loader)
@@ -123,8 +129,10 @@ def profile(trainer: Trainer, warmup: int, iters: int):
             storage.put_scalars(total_loss=float(loss))
             trainer.after_step()
             t7 = time.perf_counter()
-            for name, dt in zip(("data", "preprocess", "network forward", "backward", "optimizer", "hooks"),
-                                (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t6 - t5, t7 - t6)):
+            for name, dt in zip(
+                ("data", "preprocess", "network forward", "backward", "optimizer", "hooks"),
+                (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t6 - t5, t7 - t6),
+            ):
                 clock[name] += dt
             clock["losses"] += (t4 - t3) - (clock["targets"] - targets_before)
         wall = time.perf_counter() - start
@@ -138,7 +146,7 @@ def main(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.TEST.EVAL_PERIOD = 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10 ** 9
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**9
     ensure_datasets(list(cfg.DATASETS.TRAIN))
     with tempfile.TemporaryDirectory(prefix="step_profile_") as scratch:  # the trainer's logs; nothing kept
         cfg.OUTPUT_DIR = scratch
@@ -149,11 +157,13 @@ def main(args):
     rows = [[p, f"{1000 * clock[p] / args.iters:.1f}", f"{100 * clock[p] / total:.1f}"] for p in PHASES]
     rows.append(["sum", f"{1000 * total / args.iters:.1f}", "100.0"])
     batch = cfg.SOLVER.IMS_PER_BATCH
-    title = (f"Training step of {os.path.relpath(args.config_file, REPO)} {' '.join(args.opts)}: batch {batch} at "
-             f"{cfg.INPUT.TRAIN_SIZE} px, {type(trainer._trainer).__name__}, channels-last "
-             f"{cfg.MODEL.CENTERX.CHANNELS_LAST}, {cfg.DATALOADER.NUM_WORKERS} loader workers, "
-             f"{torch.get_num_threads()} threads; {args.iters} steps after {args.warmup} untimed: "
-             f"{wall / args.iters:.3f} s / step, {batch * args.iters / wall:.1f} images / s")
+    title = (
+        f"Training step of {os.path.relpath(args.config_file, REPO)} {' '.join(args.opts)}: batch {batch} at "
+        f"{cfg.INPUT.TRAIN_SIZE} px, {type(trainer._trainer).__name__}, channels-last "
+        f"{cfg.MODEL.CENTERX.CHANNELS_LAST}, {cfg.DATALOADER.NUM_WORKERS} loader workers, "
+        f"{torch.get_num_threads()} threads; {args.iters} steps after {args.warmup} untimed: "
+        f"{wall / args.iters:.3f} s / step, {batch * args.iters / wall:.1f} images / s"
+    )
     report(title, tabulate(rows, headers=["phase", "ms / step", "% of step"], tablefmt="github"), args.output)
     return {p: 1000 * clock[p] / args.iters for p in PHASES}, 1000 * wall / args.iters
 

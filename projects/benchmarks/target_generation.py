@@ -15,9 +15,9 @@ half the image. Times are per image (batch time / ``--batch``), measured with
 torch.cuda.synchronize on a GPU. Goal: under 1 ms per image on the device
 that builds the targets.
 """
+
 import argparse
 import time
-from typing import Dict, List
 
 import numpy as np
 import torch
@@ -50,15 +50,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def random_batch(rng: np.random.Generator, batch: int, objects: int, size: int) -> List[Instances]:
+def random_batch(rng: np.random.Generator, batch: int, objects: int, size: int) -> list[Instances]:
     """``batch`` host Instances with ``objects`` random boxes each (input pixels)."""
     out = []
     for _ in range(batch):
         centre = rng.uniform(0, size, (objects, 2))
         wh = rng.uniform(8, size / 2, (objects, 2))
         boxes = np.clip(np.concatenate([centre - wh / 2, centre + wh / 2], 1), 0, size)
-        out.append(Instances((size, size), gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
-                             gt_classes=torch.tensor(rng.integers(0, NUM_CLASSES, objects))))
+        out.append(
+            Instances(
+                (size, size),
+                gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
+                gt_classes=torch.tensor(rng.integers(0, NUM_CLASSES, objects)),
+            )
+        )
     return out
 
 
@@ -77,7 +82,7 @@ def build_ttfnet(gt, device, size):
 BUILDERS = {"CenterNet": build_centernet, "TTFNet": build_ttfnet}
 
 
-def time_per_image(build, batches: List[List[Instances]], device: torch.device, size: int, warmup: int) -> float:
+def time_per_image(build, batches: list[list[Instances]], device: torch.device, size: int, warmup: int) -> float:
     """Mean milliseconds per image over ``batches`` after ``warmup`` untimed ones."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for gt in batches[:warmup]:
@@ -91,7 +96,7 @@ def time_per_image(build, batches: List[List[Instances]], device: torch.device, 
     return (time.perf_counter() - start) * 1000 / images
 
 
-def main(argv=None) -> List[Dict]:
+def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,11 +108,15 @@ def main(argv=None) -> List[Dict]:
         for name, build in BUILDERS.items():
             ms = time_per_image(build, batches, device, args.size, args.warmup)
             rows.append({"model": name, "objects": objects, "ms_per_image": ms})
-    header = (f"Target generation on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
-              f", {torch.get_num_threads()} threads), {args.size} px input, batch {args.batch}, {NUM_CLASSES} classes")
+    header = (
+        f"Target generation on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
+        f", {torch.get_num_threads()} threads), {args.size} px input, batch {args.batch}, {NUM_CLASSES} classes"
+    )
     lines = ["| model | objects / image | ms / image | goal < 1 ms |", "|:--|--:|--:|:--|"]
-    lines += [f"| {r['model']} | {r['objects']} | {r['ms_per_image']:.3f} | "
-              f"{'yes' if r['ms_per_image'] < 1 else 'no'} |" for r in rows]
+    lines += [
+        f"| {r['model']} | {r['objects']} | {r['ms_per_image']:.3f} | {'yes' if r['ms_per_image'] < 1 else 'no'} |"
+        for r in rows
+    ]
     report(header, "\n".join(lines), args.output)
     return rows
 

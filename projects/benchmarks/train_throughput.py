@@ -40,6 +40,7 @@ during the model's build and steps minus its resident size before, in MiB),
 and images / s divided by RetinaNet-R18-FPN's in the same AMP mode of the
 same run.
 """
+
 import argparse
 import ctypes
 import gc
@@ -48,7 +49,6 @@ import os
 import re
 import resource
 import time
-from typing import Dict, List
 
 import torch
 from detectron2 import model_zoo
@@ -83,11 +83,14 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32, help="images per iteration")
     p.add_argument("--iters", type=int, default=20, help="timed iterations per model and AMP mode")
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations before timing")
-    p.add_argument("--amp", choices=sorted(AMP_MODES), default="both",
-                   help="FP32 steps (off), mixed-precision steps (on, CUDA only) or both")
+    p.add_argument(
+        "--amp",
+        choices=sorted(AMP_MODES),
+        default="both",
+        help="FP32 steps (off), mixed-precision steps (on, CUDA only) or both",
+    )
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--distinct-batches", type=int, default=4,
-                   help="batches mapped once and cycled by every model")
+    p.add_argument("--distinct-batches", type=int, default=4, help="batches mapped once and cycled by every model")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="PyTorch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="seed of the data augmentation and of the weights")
     p.add_argument("--output", default="", help="also write the markdown table to this file")
@@ -99,8 +102,7 @@ def centerx_cfg(config_file: str, args):
     """A demo config at ``--size`` on the default device, with the user's overrides."""
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu",
-                         "INPUT.TRAIN_SIZE", args.size])
+    cfg.merge_from_list(["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu", "INPUT.TRAIN_SIZE", args.size])
     cfg.merge_from_list(args.opts)
     return cfg
 
@@ -110,17 +112,25 @@ def retinanet_cfg(data_cfg):
     normalisation of the CenterNet config ``data_cfg``."""
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(MODELS["retinanet"][1]))
-    cfg.merge_from_list(RETINANET_R18 + [
-        "MODEL.RETINANET.NUM_CLASSES", data_cfg.MODEL.CENTERNET.NUM_CLASSES,
-        "MODEL.DEVICE", data_cfg.MODEL.DEVICE,
-        "MODEL.PIXEL_MEAN", list(data_cfg.MODEL.PIXEL_MEAN),
-        "MODEL.PIXEL_STD", list(data_cfg.MODEL.PIXEL_STD),
-        "INPUT.FORMAT", data_cfg.INPUT.FORMAT,
-    ])
+    cfg.merge_from_list(
+        RETINANET_R18
+        + [
+            "MODEL.RETINANET.NUM_CLASSES",
+            data_cfg.MODEL.CENTERNET.NUM_CLASSES,
+            "MODEL.DEVICE",
+            data_cfg.MODEL.DEVICE,
+            "MODEL.PIXEL_MEAN",
+            list(data_cfg.MODEL.PIXEL_MEAN),
+            "MODEL.PIXEL_STD",
+            list(data_cfg.MODEL.PIXEL_STD),
+            "INPUT.FORMAT",
+            data_cfg.INPUT.FORMAT,
+        ]
+    )
     return cfg
 
 
-def build_batches(cfg, batch: int, count: int, seed: int) -> List[List[Dict]]:
+def build_batches(cfg, batch: int, count: int, seed: int) -> list[list[dict]]:
     """``count`` lists of ``batch`` training dicts of DATASETS.TRAIN mapped by
     CenterNetDatasetMapper (images [3, S, S] uint8, S = INPUT.TRAIN_SIZE), in
     dataset order (cycled if too short), augmentation seeded with ``seed``."""
@@ -136,7 +146,7 @@ def build_batches(cfg, batch: int, count: int, seed: int) -> List[List[Dict]]:
         i += 1
         if out is not None:
             mapped.append(out)
-    return [mapped[k * batch:(k + 1) * batch] for k in range(count)]
+    return [mapped[k * batch : (k + 1) * batch] for k in range(count)]
 
 
 def _malloc_trim() -> None:
@@ -207,7 +217,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_training(model, optimizer, batches, iters: int, warmup: int, amp: bool) -> List[float]:
+def time_training(model, optimizer, batches, iters: int, warmup: int, amp: bool) -> list[float]:
     """Run ``warmup`` + ``iters`` training steps cycling through ``batches``;
     returns the wall time of each timed step in seconds."""
     device = next(model.parameters()).device
@@ -238,7 +248,7 @@ def time_training(model, optimizer, batches, iters: int, warmup: int, amp: bool)
     return times
 
 
-def measure(cfg, name: str, batches, args, amp: bool, memory: PeakMemory) -> Dict:
+def measure(cfg, name: str, batches, args, amp: bool, memory: PeakMemory) -> dict:
     """Build the model of ``cfg`` and its optimizer, train and time it: one table row."""
     memory.start()
     torch.manual_seed(args.seed)
@@ -250,33 +260,55 @@ def measure(cfg, name: str, batches, args, amp: bool, memory: PeakMemory) -> Dic
     del model, optimizer
     seconds = sum(times)
     row = {
-        "model": name, "amp": "on" if amp else "off", "optimizer": cfg.SOLVER.OPTIMIZER.upper(),
-        "device": cfg.MODEL.DEVICE, "batch": args.batch, "size": args.size, "iters": args.iters,
-        "images_per_s": args.batch * len(times) / seconds, "s_per_iter": seconds / len(times), "peak_mib": peak,
+        "model": name,
+        "amp": "on" if amp else "off",
+        "optimizer": cfg.SOLVER.OPTIMIZER.upper(),
+        "device": cfg.MODEL.DEVICE,
+        "batch": args.batch,
+        "size": args.size,
+        "iters": args.iters,
+        "images_per_s": args.batch * len(times) / seconds,
+        "s_per_iter": seconds / len(times),
+        "peak_mib": peak,
     }
-    logger.info(f"{name}, AMP {row['amp']}: {row['s_per_iter']:.3f} s / iteration, {row['images_per_s']:.1f} "
-                f"images / s, {memory.label} {peak:.0f}")
+    logger.info(
+        f"{name}, AMP {row['amp']}: {row['s_per_iter']:.3f} s / iteration, {row['images_per_s']:.1f} "
+        f"images / s, {memory.label} {peak:.0f}"
+    )
     return row
 
 
-def add_ratios(rows: List[Dict]) -> None:
+def add_ratios(rows: list[dict]) -> None:
     """Set each row's ``vs_retinanet``: its images / s over RetinaNet's in the same AMP mode (None without one)."""
     reference = {r["amp"]: r["images_per_s"] for r in rows if r["model"] == MODELS["retinanet"][0]}
     for r in rows:
         r["vs_retinanet"] = r["images_per_s"] / reference[r["amp"]] if r["amp"] in reference else None
 
 
-def format_table(rows: List[Dict], memory_label: str) -> str:
+def format_table(rows: list[dict], memory_label: str) -> str:
     """Rows -> markdown table."""
-    table = [[r["model"], r["amp"], r["optimizer"], f"{r['images_per_s']:.2f}", f"{r['s_per_iter']:.3f}",
-              f"{r['peak_mib']:.0f}", "" if r["vs_retinanet"] is None else f"{r['vs_retinanet']:.2f}"]
-             for r in rows]
-    return tabulate(table, headers=["model", "AMP", "optimizer", "images/s", "s / iteration", memory_label,
-                                    "images/s / RetinaNet"], tablefmt="pipe", disable_numparse=True,
-                    colalign=("left",) * 3 + ("right",) * 4)
+    table = [
+        [
+            r["model"],
+            r["amp"],
+            r["optimizer"],
+            f"{r['images_per_s']:.2f}",
+            f"{r['s_per_iter']:.3f}",
+            f"{r['peak_mib']:.0f}",
+            "" if r["vs_retinanet"] is None else f"{r['vs_retinanet']:.2f}",
+        ]
+        for r in rows
+    ]
+    return tabulate(
+        table,
+        headers=["model", "AMP", "optimizer", "images/s", "s / iteration", memory_label, "images/s / RetinaNet"],
+        tablefmt="pipe",
+        disable_numparse=True,
+        colalign=("left",) * 3 + ("right",) * 4,
+    )
 
 
-def main(argv=None) -> List[Dict]:
+def main(argv=None) -> list[dict]:
     """Measure, print the table (and write it to ``--output``); returns the rows."""
     args = parse_args(argv)
     if args.iters < 1 or args.warmup < 0 or args.batch < 1 or args.distinct_batches < 1:
@@ -290,16 +322,18 @@ def main(argv=None) -> List[Dict]:
         print(f"AMP rows need CUDA: skipped on {device}.")
         amps = [a for a in amps if not a]
     batches = build_batches(data_cfg, args.batch, min(args.distinct_batches, args.warmup + args.iters), args.seed)
-    cfgs = {key: retinanet_cfg(data_cfg) if key == "retinanet" else centerx_cfg(MODELS[key][1], args)
-            for key in args.models}
+    cfgs = {
+        key: retinanet_cfg(data_cfg) if key == "retinanet" else centerx_cfg(MODELS[key][1], args) for key in args.models
+    }
     memory = PeakMemory(device)
     rows = [measure(cfgs[key], MODELS[key][0], batches, args, amp, memory) for amp in amps for key in args.models]
     add_ratios(rows)
-    settings = (f"{data_cfg.MODEL.DEVICE}, {torch.get_num_threads()} CPU threads, batch {args.batch}, "
-                f"{args.size}x{args.size} px, {args.warmup} warm-up + {args.iters} timed iterations, "
-                f"{len(batches)} distinct batches of {', '.join(data_cfg.DATASETS.TRAIN)}")
-    report(f"Training throughput ({settings}):", format_table(rows, memory.label) if rows else "(no rows)",
-           args.output)
+    settings = (
+        f"{data_cfg.MODEL.DEVICE}, {torch.get_num_threads()} CPU threads, batch {args.batch}, "
+        f"{args.size}x{args.size} px, {args.warmup} warm-up + {args.iters} timed iterations, "
+        f"{len(batches)} distinct batches of {', '.join(data_cfg.DATASETS.TRAIN)}"
+    )
+    report(f"Training throughput ({settings}):", format_table(rows, memory.label) if rows else "(no rows)", args.output)
     return rows
 
 

@@ -20,6 +20,7 @@ prints and writes to ``--output`` (default OUTPUT_DIR/check_data/<dataset>):
 So "my AP is low" can be answered by looking: boxes of one or two cells, a class
 with ten objects, images with hundreds of objects, boxes off the image.
 """
+
 import argparse
 import json
 import os
@@ -56,7 +57,7 @@ def parse_args(argv=None):
     if args.datasets:  # --datasets a b KEY VALUE: the names stop at the first config key
         keys = [i for i, token in enumerate(args.datasets) if CONFIG_KEY.match(token)]
         if keys:
-            args.datasets, args.opts = args.datasets[:keys[0]], args.datasets[keys[0]:] + args.opts
+            args.datasets, args.opts = args.datasets[: keys[0]], args.datasets[keys[0] :] + args.opts
     return args
 
 
@@ -85,8 +86,11 @@ def plot_histograms(stats, path: str) -> None:
 
 def draw_examples(name: str, dicts, count: int, folder: str) -> int:
     os.makedirs(folder, exist_ok=True)
-    picks = np.unique(np.linspace(0, len(dicts) - 1, num=min(count, len(dicts))).round().astype(int)) \
-        if dicts and count > 0 else []
+    picks = (
+        np.unique(np.linspace(0, len(dicts) - 1, num=min(count, len(dicts))).round().astype(int))
+        if dicts and count > 0
+        else []
+    )
     written = 0
     for i in tqdm(picks, desc=f"drawing {name}", disable=len(picks) < 20):
         d = dicts[i]
@@ -125,9 +129,13 @@ def main(argv=None) -> int:
         stats = box_statistics(name, dicts, MetadataCatalog.get(name).get("thing_classes"), cfg, stride)
         folder = os.path.join(out_root, name)
         os.makedirs(folder, exist_ok=True)
-        summary = dict(stats.summary(), examples=stats.examples, size_histogram=dict(
-            zip([str(e) for e in CELL_BINS], stats.size_histogram())), stride=stride,
-            train_size=cfg.INPUT.TRAIN_SIZE)
+        summary = dict(
+            stats.summary(),
+            examples=stats.examples,
+            size_histogram=dict(zip([str(e) for e in CELL_BINS], stats.size_histogram())),
+            stride=stride,
+            train_size=cfg.INPUT.TRAIN_SIZE,
+        )
         missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
         summary["missing_image_files"] = len(missing)
         with open(os.path.join(folder, "stats.json"), "w") as f:
@@ -142,8 +150,10 @@ def main(argv=None) -> int:
             for example in examples:
                 print(f"    {flag}: {example}")
         if missing:
-            print(f"  missing image files: {len(missing)} of {len(dicts)} (e.g. {', '.join(missing[:3])}); training "
-                  "and evaluation skip them, and count them")
+            print(
+                f"  missing image files: {len(missing)} of {len(dicts)} (e.g. {', '.join(missing[:3])}); training "
+                "and evaluation skip them, and count them"
+            )
         print(f"  written: {folder}/stats.json, histograms.png, {drawn} images in images/")
     return 0
 

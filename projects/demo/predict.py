@@ -37,6 +37,7 @@ and videos. Exit code 1 when no input image could be read, 2 for a bad command l
 the command line is checked before any image is read (outputs writable, --model
 present and of the runtime's kind, its class count against the config's).
 """
+
 import argparse
 import json
 import logging
@@ -44,8 +45,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -86,28 +87,48 @@ class Summary:
     seconds: float = 0.0
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     preimport(argv, saved_config_text)  # a user's module may register runtimes
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", metavar="FILE",
-                        help="the model's config (needed for a checkpoint; an exported --model carries its own)")
-    parser.add_argument("--input", required=True, metavar="PATH",
-                        help=f"an image ({', '.join(IMAGE_EXTENSIONS)}), a folder of such images (not recursive), "
-                             f"a video ({', '.join(VIDEO_EXTENSIONS)}) or a camera index (0, 1, ...)")
+    parser.add_argument(
+        "--config-file",
+        metavar="FILE",
+        help="the model's config (needed for a checkpoint; an exported --model carries its own)",
+    )
+    parser.add_argument(
+        "--input",
+        required=True,
+        metavar="PATH",
+        help=f"an image ({', '.join(IMAGE_EXTENSIONS)}), a folder of such images (not recursive), "
+        f"a video ({', '.join(VIDEO_EXTENSIONS)}) or a camera index (0, 1, ...)",
+    )
     parser.add_argument("--output", metavar="DIR", help="folder for the drawn images / video")
     parser.add_argument("--save-json", metavar="FILE", help="write the detections in COCO results format")
-    parser.add_argument("--runtime", choices=runtime_names(),
-                        help="where the model runs (default: the runtime of --model's file ending, else pytorch)")
+    parser.add_argument(
+        "--runtime",
+        choices=runtime_names(),
+        help="where the model runs (default: the runtime of --model's file ending, else pytorch)",
+    )
     parser.add_argument("--model", default="", metavar="FILE", help="an exported file (every runtime but pytorch)")
     parser.add_argument("--batch", type=int, default=1, help="images (or frames) per forward pass")
-    parser.add_argument("--confidence-threshold", type=float, default=0.3, metavar="SCORE",
-                        help="keep only detections scoring above this (default: 0.3)")
-    parser.add_argument("--heatmap", action="store_true",
-                        help="pytorch: blend the highest class score of each cell into the drawn images")
-    parser.add_argument("--max-frames", type=int, default=0,
-                        help="stop a video or camera after this many frames (0: at its end)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="config overrides: KEY VALUE pairs, MODEL.WEIGHTS included")
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.3,
+        metavar="SCORE",
+        help="keep only detections scoring above this (default: 0.3)",
+    )
+    parser.add_argument(
+        "--heatmap",
+        action="store_true",
+        help="pytorch: blend the highest class score of each cell into the drawn images",
+    )
+    parser.add_argument(
+        "--max-frames", type=int, default=0, help="stop a video or camera after this many frames (0: at its end)"
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs, MODEL.WEIGHTS included"
+    )
     add_imports_argument(parser)
     args = parser.parse_args(argv)
     late = [token for token in args.opts if token.startswith("--")]
@@ -127,8 +148,10 @@ def setup_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace):
     if args.runtime == "pytorch":
         weights = cfg.MODEL.WEIGHTS
         if not weights:
-            parser.error("MODEL.WEIGHTS is empty: pass the trained model as an override, e.g. "
-                         "MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth")
+            parser.error(
+                "MODEL.WEIGHTS is empty: pass the trained model as an override, e.g. "
+                "MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth"
+            )
         if "://" not in weights and not os.path.isfile(os.path.expanduser(weights)):
             parser.error(f"MODEL.WEIGHTS {weights}: no such file")
     centerx.register_config_datasets(cfg)
@@ -148,8 +171,9 @@ def check_output_paths(parser: argparse.ArgumentParser, args: argparse.Namespace
         folder = os.path.dirname(os.path.abspath(args.save_json))
         if not os.path.isdir(folder):
             parser.error(f"--save-json {args.save_json}: the folder {folder} does not exist")
-        if not os.access(folder, os.W_OK) or (os.path.exists(args.save_json) and not os.access(args.save_json,
-                                                                                             os.W_OK)):
+        if not os.access(folder, os.W_OK) or (
+            os.path.exists(args.save_json) and not os.access(args.save_json, os.W_OK)
+        ):
             parser.error(f"--save-json {args.save_json}: not writable")
 
 
@@ -173,8 +197,10 @@ def dataset_metadata(cfg):
             logger.warning(f"Dataset '{name}' cannot be read for its class names ({e}).")
     names = names or meta.get("thing_classes")
     if names is None:
-        logger.warning("No class names (MODEL.CENTERX.CLASS_NAMES is empty and DATASETS.TEST[0] has none); classes "
-                       "are shown by index.")
+        logger.warning(
+            "No class names (MODEL.CENTERX.CLASS_NAMES is empty and DATASETS.TEST[0] has none); classes "
+            "are shown by index."
+        )
     mapping = meta.get("thing_dataset_id_to_contiguous_id")
     if mapping and names is not None and len(mapping) != len(names):
         mapping = None
@@ -194,18 +220,23 @@ class Detector:
         else:
             self.predictor, self.runtime = None, build_runtime(runtime, cfg, model_file)
 
-    def __call__(self, images: Sequence[np.ndarray], names: Sequence[str]) -> List[Dict[str, np.ndarray]]:
+    def __call__(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[dict[str, np.ndarray]]:
         if self.runtime is not None:
             results = self.runtime(list(images))
         else:
             results = []
             for out in self.predictor.predict_batch(images, names):
                 inst = out["instances"].to("cpu")
-                results.append({"boxes": inst.pred_boxes.tensor.numpy(), "scores": inst.scores.numpy(),
-                                "classes": inst.pred_classes.numpy()})
+                results.append(
+                    {
+                        "boxes": inst.pred_boxes.tensor.numpy(),
+                        "scores": inst.scores.numpy(),
+                        "classes": inst.pred_classes.numpy(),
+                    }
+                )
         return [{k: v[r["scores"] > self.threshold] for k, v in r.items()} for r in results]
 
-    def heatmaps(self, images: Sequence[np.ndarray], names: Sequence[str]) -> List[np.ndarray]:
+    def heatmaps(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
         """Per image, [H, W] float in [0, 1]: the highest class score of the cell
         under each pixel (pytorch; before peak masking)."""
         model = self.predictor.model
@@ -213,8 +244,13 @@ class Detector:
         with torch.no_grad():
             batch = model.preprocess_image(inputs)
             scores = model.heatmap_scores(model.predict(batch.tensor)).amax(dim=1, keepdim=True)
-            full = torch.nn.functional.interpolate(scores.float(), size=batch.tensor.shape[-2:], mode="bilinear",
-                                                   align_corners=False)[:, 0].cpu().numpy()
+            full = (
+                torch.nn.functional.interpolate(
+                    scores.float(), size=batch.tensor.shape[-2:], mode="bilinear", align_corners=False
+                )[:, 0]
+                .cpu()
+                .numpy()
+            )
         maps = []
         for m, (h, w), x in zip(full, batch.image_sizes, inputs):
             oh, ow = x["original_size"]
@@ -223,27 +259,36 @@ class Detector:
         return maps
 
 
-def draw(image: np.ndarray, det: Dict[str, np.ndarray], names, heat: Optional[np.ndarray]) -> np.ndarray:
+def draw(image: np.ndarray, det: dict[str, np.ndarray], names, heat: np.ndarray | None) -> np.ndarray:
     """BGR image with the detections (and the heatmap blended in) drawn."""
     if heat is not None:
         colour = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
         image = cv2.addWeighted(image, 0.55, colour, 0.45, 0)
-    inst = Instances(image.shape[:2], pred_boxes=Boxes(torch.as_tensor(det["boxes"]).reshape(-1, 4)),
-                     scores=torch.as_tensor(det["scores"]), pred_classes=torch.as_tensor(det["classes"]).long())
+    inst = Instances(
+        image.shape[:2],
+        pred_boxes=Boxes(torch.as_tensor(det["boxes"]).reshape(-1, 4)),
+        scores=torch.as_tensor(det["scores"]),
+        pred_classes=torch.as_tensor(det["classes"]).long(),
+    )
     return np.ascontiguousarray(draw_detections(np.ascontiguousarray(image[:, :, ::-1]), inst, names)[:, :, ::-1])
 
 
-def coco_results(det: Dict[str, np.ndarray], image_id: int, file_name: str, ids) -> List[Dict]:
+def coco_results(det: dict[str, np.ndarray], image_id: int, file_name: str, ids) -> list[dict]:
     out = []
     for (x1, y1, x2, y2), score, cls in zip(det["boxes"].tolist(), det["scores"].tolist(), det["classes"].tolist()):
-        out.append({"image_id": image_id, "file_name": file_name,
-                    "category_id": int(ids[int(cls)]) if ids else int(cls),
-                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                    "score": round(float(score), 5)})
+        out.append(
+            {
+                "image_id": image_id,
+                "file_name": file_name,
+                "category_id": int(ids[int(cls)]) if ids else int(cls),
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(float(score), 5),
+            }
+        )
     return out
 
 
-def list_inputs(parser: argparse.ArgumentParser, path: str) -> Tuple[List[str], Optional[object]]:
+def list_inputs(parser: argparse.ArgumentParser, path: str) -> tuple[list[str], object | None]:
     """(image files, video file or camera index or None)."""
     if path.isdigit() and not os.path.exists(path):
         return [], int(path)
@@ -261,27 +306,36 @@ def list_inputs(parser: argparse.ArgumentParser, path: str) -> Tuple[List[str], 
         return [path], None
     if path.lower().endswith(VIDEO_EXTENSIONS):
         return [], path
-    parser.error(f"--input {path}: not an image ({', '.join(IMAGE_EXTENSIONS)}), a video "
-                 f"({', '.join(VIDEO_EXTENSIONS)}) nor a camera index")
+    parser.error(
+        f"--input {path}: not an image ({', '.join(IMAGE_EXTENSIONS)}), a video "
+        f"({', '.join(VIDEO_EXTENSIONS)}) nor a camera index"
+    )
 
 
-def batches(items: Sequence, size: int) -> Iterator[List]:
+def batches(items: Sequence, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
-        yield list(items[i:i + size])
+        yield list(items[i : i + size])
 
 
 class Job:
     """Runs the detector over the inputs and writes what was asked."""
 
-    def __init__(self, detector: Detector, names, ids, output: Optional[str], heatmap: bool,
-                 num_classes: Optional[Tuple[str, int]] = None):
+    def __init__(
+        self,
+        detector: Detector,
+        names,
+        ids,
+        output: str | None,
+        heatmap: bool,
+        num_classes: tuple[str, int] | None = None,
+    ):
         self.detector, self.names, self.ids = detector, names, ids
         self.num_classes = num_classes
         self.output, self.heatmap = output, heatmap
-        self.results: List[Dict] = []
+        self.results: list[dict] = []
         self.summary = Summary()
 
-    def process(self, frames: List[np.ndarray], labels: List[str], image_ids: List[int]) -> List[np.ndarray]:
+    def process(self, frames: list[np.ndarray], labels: list[str], image_ids: list[int]) -> list[np.ndarray]:
         """Detect on a batch; record the COCO results; return the drawn frames (when drawing)."""
         dets = self.detector(frames, labels)
         heats = self.detector.heatmaps(frames, labels) if self.heatmap else [None] * len(frames)
@@ -294,7 +348,7 @@ class Job:
                 drawn.append(draw(frame, det, self.names, heat))
         return drawn
 
-    def check_classes(self, det: Dict[str, np.ndarray]) -> None:
+    def check_classes(self, det: dict[str, np.ndarray]) -> None:
         """Stop at the first class index the config's model cannot have: the model
         file was exported from a config with more classes."""
         if self.num_classes is None or not len(det["classes"]):
@@ -302,9 +356,11 @@ class Job:
         key, num = self.num_classes
         highest = int(det["classes"].max())
         if highest >= num:
-            raise SystemExit(f"The model outputs class index {highest}, but the config's model has {num} classes "
-                             f"({key} {num}): the model file was exported from another config. Give that config "
-                             "with --config-file.")
+            raise SystemExit(
+                f"The model outputs class index {highest}, but the config's model has {num} classes "
+                f"({key} {num}): the model file was exported from another config. Give that config "
+                "with --config-file."
+            )
 
     def images(self, paths: Sequence[str], batch: int) -> None:
         with tqdm(total=len(paths), desc="images", unit="img", disable=len(paths) < 2) as bar:
@@ -314,8 +370,9 @@ class Job:
                     image = cv2.imread(path, cv2.IMREAD_COLOR)
                     if image is None or min(image.shape[:2]) < 2:
                         self.summary.images_skipped += 1
-                        logger.warning(f"Cannot use {path} as an image; skipped "
-                                       f"({self.summary.images_skipped} so far).")
+                        logger.warning(
+                            f"Cannot use {path} as an image; skipped ({self.summary.images_skipped} so far)."
+                        )
                         continue
                     frames.append(image)
                     labels.append(path)
@@ -336,8 +393,10 @@ class Job:
         capture = cv2.VideoCapture(source)
         label = f"camera{source}" if isinstance(source, int) else source
         if not capture.isOpened():
-            raise SystemExit(f"Cannot open {'camera ' + str(source) if isinstance(source, int) else source} with "
-                             "OpenCV (no such device, unsupported codec or damaged file).")
+            raise SystemExit(
+                f"Cannot open {'camera ' + str(source) if isinstance(source, int) else source} with "
+                "OpenCV (no such device, unsupported codec or damaged file)."
+            )
         fps = capture.get(cv2.CAP_PROP_FPS)
         if not (fps > 0 and math.isfinite(fps)):
             logger.warning(f"{label} reports no frame rate; writing at {FALLBACK_FPS} fps.")
@@ -352,8 +411,9 @@ class Job:
             ended = False
             while not ended:
                 frames = []
-                while len(frames) < batch and not (max_frames and self.summary.frames_written + len(frames)
-                                                   >= max_frames):
+                while len(frames) < batch and not (
+                    max_frames and self.summary.frames_written + len(frames) >= max_frames
+                ):
                     ok, frame = capture.read()
                     if not ok:
                         ended = True
@@ -381,11 +441,13 @@ class Job:
                 writer.release()
         if self.summary.frames_written == 0:
             raise SystemExit(f"No frame could be read from {label}.")
-        logger.info(f"{label}: {self.summary.frames_written} frames at {fps:g} fps, {self.summary.detections} "
-                    f"detections (score > {self.detector.threshold})" + (f" -> {out}" if out else ""))
+        logger.info(
+            f"{label}: {self.summary.frames_written} frames at {fps:g} fps, {self.summary.detections} "
+            f"detections (score > {self.detector.threshold})" + (f" -> {out}" if out else "")
+        )
 
 
-def open_video_writer(stem: str, fps: float, size: Tuple[int, int]) -> Tuple[cv2.VideoWriter, str]:
+def open_video_writer(stem: str, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, str]:
     """(opened writer, its file path): the first of VIDEO_CODECS that OpenCV can write,
     for frames of ``size`` (width, height) at ``fps``."""
     for fourcc, ext in VIDEO_CODECS:
@@ -395,11 +457,13 @@ def open_video_writer(stem: str, fps: float, size: Tuple[int, int]) -> Tuple[cv2
             return writer, path
         writer.release()
     tried = ", ".join(f"{fourcc} {ext}" for fourcc, ext in VIDEO_CODECS)
-    raise OSError(f"OpenCV cannot write a video to {stem}.* (tried {tried}); check that the output folder is "
-                  "writable and that this OpenCV build has video I/O (opencv-python ships FFmpeg).")
+    raise OSError(
+        f"OpenCV cannot write a video to {stem}.* (tried {tried}); check that the output folder is "
+        "writable and that this OpenCV build has video I/O (opencv-python ships FFmpeg)."
+    )
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Summary:
+def run(argv: Sequence[str] | None = None) -> Summary:
     """Parse ``argv``, process the input and return what was done (errors exit via SystemExit)."""
     parser, args = parse_args(argv)
     setup_logger(name="centerx")
@@ -428,8 +492,9 @@ def run(argv: Optional[Sequence[str]] = None) -> Summary:
         input_dir = args.input if os.path.isdir(args.input) else os.path.dirname(args.input)
         if video is None or not isinstance(video, int):
             if os.path.realpath(args.output) == os.path.realpath(input_dir or "."):
-                parser.error(f"--output {args.output} is the input's folder: the drawn files would overwrite the "
-                             "inputs")
+                parser.error(
+                    f"--output {args.output} is the input's folder: the drawn files would overwrite the inputs"
+                )
         os.makedirs(args.output, exist_ok=True)
     start = time.perf_counter()
     try:
@@ -443,8 +508,10 @@ def run(argv: Optional[Sequence[str]] = None) -> Summary:
     except Exception as e:  # the runtime's own loader refusing the file (not a model of its kind, damaged)
         if args.runtime == "pytorch":
             raise
-        parser.error(f"--model {args.model}: the {args.runtime} runtime cannot load it ({type(e).__name__}: "
-                     f"{str(e).splitlines()[0] if str(e) else ''})")
+        parser.error(
+            f"--model {args.model}: the {args.runtime} runtime cannot load it ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        )
     logger.info(f"Running {args.model or cfg.MODEL.WEIGHTS} on {args.runtime}.")
     names, ids = dataset_metadata(cfg)
     job = Job(detector, names, ids, args.output, args.heatmap, model_num_classes(cfg))
@@ -461,12 +528,14 @@ def run(argv: Optional[Sequence[str]] = None) -> Summary:
     if video is not None:
         logger.info(f"Done: {summary.frames_written} frames in {summary.seconds:.1f} s.")
     else:
-        logger.info(f"Done: {summary.images_written} images, {summary.images_skipped} unreadable skipped, "
-                    f"{summary.detections} detections, in {summary.seconds:.1f} s.")
+        logger.info(
+            f"Done: {summary.images_written} images, {summary.images_skipped} unreadable skipped, "
+            f"{summary.detections} detections, in {summary.seconds:.1f} s."
+        )
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; exit code 1 when no input image could be read."""
     summary = run(argv)
     if summary.images_written == 0 and summary.frames_written == 0:

@@ -27,6 +27,7 @@ Runs already in ``--output-dir`` with the same config are read back, not
 retrained; two_teachers.py reads the baseline students from the same folder.
 Trailing ``KEY VALUE`` pairs override every model's config alike.
 """
+
 import argparse
 import os
 import statistics
@@ -48,10 +49,16 @@ from centerx.experiments import (
 # distilled student variants: (row name, output folder, overrides on top of the distillation ones)
 STUDENTS = {
     "kd": ("student R18, labels + distillation", "student_r18_kd", []),
-    "balanced": ("student R18, labels + distillation, constant-magnitude weighting", "student_r18_kd_balanced",
-                 balanced_distill_overrides(1)),
-    "quality_focal": ("student R18, labels + distillation, quality focal heatmap term", "student_r18_kd_qfl",
-                      ["MODEL.DISTILL.HEATMAP_LOSS", "quality_focal"]),
+    "balanced": (
+        "student R18, labels + distillation, constant-magnitude weighting",
+        "student_r18_kd_balanced",
+        balanced_distill_overrides(1),
+    ),
+    "quality_focal": (
+        "student R18, labels + distillation, quality focal heatmap term",
+        "student_r18_kd_qfl",
+        ["MODEL.DISTILL.HEATMAP_LOSS", "quality_focal"],
+    ),
 }
 
 
@@ -60,24 +67,46 @@ def parse_args(argv=None):
     p.add_argument("--teacher-depth", type=int, default=34, help="ResNet depth of the teacher")
     p.add_argument("--teacher-iters", type=int, default=0, help="training iterations of the teacher (0: --iters)")
     p.add_argument("--output-dir", default="output/distillation")
-    p.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS),
-                   help="distilled student variants to train (each over --seeds)")
+    p.add_argument(
+        "--students",
+        nargs="+",
+        choices=STUDENTS,
+        default=list(STUDENTS),
+        help="distilled student variants to train (each over --seeds)",
+    )
     add_common_args(p)
     return p.parse_args(argv)
 
 
 def student_runs(args, train, test, name, extra=()):
     """One config per seed of an R18 student with labels (``extra``: its distillation)."""
-    return [experiment_cfg(demo_config(args), args, seed_dir(os.path.join(args.output_dir, name), seed), train, test,
-                           list(extra), seed=seed) for seed in args.seeds]
+    return [
+        experiment_cfg(
+            demo_config(args),
+            args,
+            seed_dir(os.path.join(args.output_dir, name), seed),
+            train,
+            test,
+            list(extra),
+            seed=seed,
+        )
+        for seed in args.seeds
+    ]
 
 
 def main(argv=None):
     args = parse_args(argv)
     train, test = ([name] for name in prepare_shapes(args))
     teacher_dir = os.path.join(args.output_dir, f"teacher_r{args.teacher_depth}")
-    teacher_cfg = experiment_cfg(demo_config(args), args, teacher_dir, train, test,
-                                 ["MODEL.RESNETS.DEPTH", args.teacher_depth], iters=args.teacher_iters or args.iters)
+    teacher_cfg = experiment_cfg(
+        demo_config(args),
+        args,
+        teacher_dir,
+        train,
+        test,
+        ["MODEL.RESNETS.DEPTH", args.teacher_depth],
+        iters=args.teacher_iters or args.iters,
+    )
     teacher = (os.path.join(teacher_dir, "config.yaml"), os.path.join(teacher_dir, "model_final.pth"), ())
     runs = {
         f"teacher R{args.teacher_depth}, labels": [teacher_cfg],
@@ -85,23 +114,34 @@ def main(argv=None):
     }
     for key in args.students:
         name, folder, extra = STUDENTS[key]
-        runs[name] = student_runs(args, train, test, folder,
-                                  distill_overrides(args, [teacher], use_labels=True) + extra)
+        runs[name] = student_runs(
+            args, train, test, folder, distill_overrides(args, [teacher], use_labels=True) + extra
+        )
     rows, aps = [], {}
     for name, cfgs in runs.items():
         results = [run_cached(cfg, args.rerun) for cfg in cfgs]
         aps[name] = [r.get("AP") for r in results]
-        rows.append([name, results[0]["iterations"], mean_std(aps[name]),
-                     " / ".join("-" if a is None else f"{a:.1f}" for a in aps[name]),
-                     mean_std([r.get("AP50") for r in results]),
-                     round(statistics.mean(r["train_s"] for r in results))])
+        rows.append(
+            [
+                name,
+                results[0]["iterations"],
+                mean_std(aps[name]),
+                " / ".join("-" if a is None else f"{a:.1f}" for a in aps[name]),
+                mean_std([r.get("AP50") for r in results]),
+                round(statistics.mean(r["train_s"] for r in results)),
+            ]
+        )
     table = format_table(["model", "iterations", "AP", "AP per seed", "AP50", "train time (s)"], rows)
     for name in list(runs)[2:]:
-        gains = [kd - plain for kd, plain in zip(aps[name], aps["student R18, labels"])
-                 if kd is not None and plain is not None]
+        gains = [
+            kd - plain
+            for kd, plain in zip(aps[name], aps["student R18, labels"])
+            if kd is not None and plain is not None
+        ]
         if gains:
-            table += f"\n\nGain of '{name}' over the student without distillation (per-seed differences): " \
-                     f"{mean_std(gains)}"
+            table += (
+                f"\n\nGain of '{name}' over the student without distillation (per-seed differences): {mean_std(gains)}"
+            )
     write_table(args.output_dir, table)
 
 

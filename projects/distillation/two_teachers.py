@@ -33,6 +33,7 @@ teacher on that teacher's classes:
 
 Trailing ``KEY VALUE`` pairs override every model's config alike.
 """
+
 import argparse
 import os
 import statistics
@@ -59,10 +60,16 @@ SPLIT = {"a": ("circle", "rectangle"), "b": ("triangle", "cross")}
 # label-free student variants: (row name, output folder, extra overrides given the number of teachers)
 STUDENTS = {
     "plain": ("student, label-free from A + B", "student_label_free", lambda n: []),
-    "balanced": ("student, label-free from A + B, constant-magnitude weighting", "student_label_free_balanced",
-                 balanced_distill_overrides),
-    "quality_focal": ("student, label-free from A + B, quality focal heatmap term", "student_label_free_qfl",
-                      lambda n: ["MODEL.DISTILL.HEATMAP_LOSS", "quality_focal"]),
+    "balanced": (
+        "student, label-free from A + B, constant-magnitude weighting",
+        "student_label_free_balanced",
+        balanced_distill_overrides,
+    ),
+    "quality_focal": (
+        "student, label-free from A + B, quality focal heatmap term",
+        "student_label_free_qfl",
+        lambda n: ["MODEL.DISTILL.HEATMAP_LOSS", "quality_focal"],
+    ),
 }
 
 
@@ -70,8 +77,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="output/distillation")
     p.add_argument("--teacher-iters", type=int, default=0, help="training iterations of each teacher (0: --iters)")
-    p.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS),
-                   help="label-free student variants to train (each over --seeds)")
+    p.add_argument(
+        "--students",
+        nargs="+",
+        choices=STUDENTS,
+        default=list(STUDENTS),
+        help="label-free student variants to train (each over --seeds)",
+    )
     add_common_args(p)
     return p.parse_args(argv)
 
@@ -84,9 +96,15 @@ def main(argv=None):
     teachers, results = [], {}
     for part, (tag, classes) in enumerate(SPLIT.items()):
         directory = os.path.join(out, f"teacher_{tag}")
-        cfg = experiment_cfg(demo_config(args), args, directory, [class_split_dataset(train, classes, (part, 2))],
-                             [class_split_dataset(test, classes)], [num_classes_key(args), len(classes)],
-                             iters=args.teacher_iters or args.iters)
+        cfg = experiment_cfg(
+            demo_config(args),
+            args,
+            directory,
+            [class_split_dataset(train, classes, (part, 2))],
+            [class_split_dataset(test, classes)],
+            [num_classes_key(args), len(classes)],
+            iters=args.teacher_iters or args.iters,
+        )
         results[f"teacher {tag.upper()} ({', '.join(classes)})"] = [run_cached(cfg, args.rerun)]
         teachers.append((os.path.join(directory, "config.yaml"), os.path.join(directory, "model_final.pth"), classes))
 
@@ -95,28 +113,53 @@ def main(argv=None):
     student_train = [train] if args.train_images > 0 else ["shapes_train_images"]
     images = [("shapes_train_images", os.path.join(datasets_root(), "shapes", "train"))]
     label_free = distill_overrides(args, teachers, use_labels=False) + [
-        "DATASETS.IMAGE_FOLDERS", images, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", False]
+        "DATASETS.IMAGE_FOLDERS",
+        images,
+        "DATALOADER.FILTER_EMPTY_ANNOTATIONS",
+        False,
+    ]
     students = [STUDENTS[key] for key in args.students]
     for name, folder, extra in students:
         results[name] = [
-            run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, folder), seed), student_train,
-                                      [test], label_free + extra(len(teachers)), seed=seed), args.rerun)
-            for seed in args.seeds]
+            run_cached(
+                experiment_cfg(
+                    demo_config(args),
+                    args,
+                    seed_dir(os.path.join(out, folder), seed),
+                    student_train,
+                    [test],
+                    label_free + extra(len(teachers)),
+                    seed=seed,
+                ),
+                args.rerun,
+            )
+            for seed in args.seeds
+        ]
     results["same student with all labels (reference)"] = [
-        run_cached(experiment_cfg(demo_config(args), args, seed_dir(os.path.join(out, "student_r18"), seed), [train],
-                                  [test], seed=seed), args.rerun) for seed in args.seeds]
+        run_cached(
+            experiment_cfg(
+                demo_config(args), args, seed_dir(os.path.join(out, "student_r18"), seed), [train], [test], seed=seed
+            ),
+            args.rerun,
+        )
+        for seed in args.seeds
+    ]
 
-    rows = [[name] + [mean_std([r.get(f"AP-{c}") for r in runs]) for c in SHAPES_CLASSES]
-            + [mean_std([r.get("AP") for r in runs]), round(statistics.mean(r["train_s"] for r in runs))]
-            for name, runs in results.items()]
-    table = format_table(["model"] + [f"AP {c}" for c in SHAPES_CLASSES] + ["AP (its classes)", "train time (s)"],
-                         rows)
+    rows = [
+        [name]
+        + [mean_std([r.get(f"AP-{c}") for r in runs]) for c in SHAPES_CLASSES]
+        + [mean_std([r.get("AP") for r in runs]), round(statistics.mean(r["train_s"] for r in runs))]
+        for name, runs in results.items()
+    ]
+    table = format_table(["model"] + [f"AP {c}" for c in SHAPES_CLASSES] + ["AP (its classes)", "train time (s)"], rows)
     for name, _, _ in students:
         for (tag, classes), teacher_runs in zip(SPLIT.items(), list(results.values())[:2]):
             own = [statistics.mean(r[f"AP-{c}"] for c in classes) for r in results[name] if "AP" in r]
             gap = [o - statistics.mean(teacher_runs[0][f"AP-{c}"] for c in classes) for o in own]
-            table += (f"\n\n'{name}' minus teacher {tag.upper()} on {' and '.join(classes)} "
-                      f"(mean AP of the two classes): {mean_std(gap)}")
+            table += (
+                f"\n\n'{name}' minus teacher {tag.upper()} on {' and '.join(classes)} "
+                f"(mean AP of the two classes): {mean_std(gap)}"
+            )
     write_table(out, table)
 
 

@@ -20,6 +20,7 @@ kept per run under ``--output-dir`` and reused when the config is the same.
 Step time = training wall time / iterations (data loading included), so runs
 are comparable only when nothing else shares the CPU.
 """
+
 import argparse
 import os
 import statistics
@@ -48,8 +49,10 @@ PARTS = {
     "heatmap": {"centernet": ("heads.heatmap",), "ttfnet": ("heads.heatmap",)},
     "box": {"centernet": ("heads.wh", "heads.offset"), "ttfnet": ("heads.ltrb",)},
     # the last convolution of every head: the logits and the regression maps themselves
-    "outputs": {"centernet": ("heads.heatmap.layers.2", "heads.wh.layers.2", "heads.offset.layers.2"),
-                "ttfnet": ("heads.heatmap.layers.4", "heads.ltrb.layers.4")},
+    "outputs": {
+        "centernet": ("heads.heatmap.layers.2", "heads.wh.layers.2", "heads.offset.layers.2"),
+        "ttfnet": ("heads.heatmap.layers.4", "heads.ltrb.layers.4"),
+    },
     "upsampler": {"centernet": ("upsampler",), "ttfnet": ("upsampler",)},
     "backbone": {"centernet": ("backbone",), "ttfnet": ("backbone",)},
 }
@@ -67,7 +70,7 @@ def setting_overrides(setting: str, arch: str) -> list:
     if not setting.startswith(prefix):
         raise SystemExit(f"--settings {setting}: expected fp32, bf16 or bf16-fp32-<parts> (parts: {sorted(PARTS)}).")
     modules = []
-    for part in setting[len(prefix):].split("+"):
+    for part in setting[len(prefix) :].split("+"):
         if part not in PARTS:
             raise SystemExit(f"--settings {setting}: unknown part '{part}'; parts: {sorted(PARTS)}.")
         modules += PARTS[part][arch]
@@ -96,10 +99,13 @@ def main(argv=None) -> str:
             cfg = experiment_cfg(config, args, out, [train], [test], extra=extra, seed=seed)
             results.append(run_cached(cfg, rerun=args.rerun))
         step = [r["train_s"] / max(1, r["iterations"]) for r in results]
-        rows.append([setting] + [mean_std([r.get(m) for r in results]) for m in METRICS]
-                    + [f"{statistics.mean(step):.2f}"])
-    table = (f"{ARCHS[args.arch][1]}-R18 on {args.dataset}, {args.iters} iterations, seeds {args.seeds}\n\n"
-             + format_table(["precision", *METRICS, "s / step"], rows))
+        rows.append(
+            [setting] + [mean_std([r.get(m) for r in results]) for m in METRICS] + [f"{statistics.mean(step):.2f}"]
+        )
+    table = (
+        f"{ARCHS[args.arch][1]}-R18 on {args.dataset}, {args.iters} iterations, seeds {args.seeds}\n\n"
+        + format_table(["precision", *METRICS, "s / step"], rows)
+    )
     write_table(os.path.join(args.output_dir, f"{args.arch}_{args.dataset}_{args.iters}"), table)
     return table
 

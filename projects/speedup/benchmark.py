@@ -30,6 +30,7 @@ Latency is the median time of one batch; throughput is images per second
 over all timed repetitions. "/ backbone" divides a latency by the backbone's
 on the same runtime and batch, "/ CenterNet" by CenterNet-R18's.
 """
+
 import argparse
 import logging
 import os
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -72,13 +73,27 @@ def parse_args(argv=None):
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
     parser.add_argument("--reps", type=int, default=10, help="timed runs per model, runtime and batch")
-    parser.add_argument("--models", nargs="+", default=["centernet", "ttfnet", "retinanet"],
-                        choices=["centernet", "ttfnet", "retinanet"], help="detectors besides the backbone")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["centernet", "ttfnet", "retinanet"],
+        choices=["centernet", "ttfnet", "retinanet"],
+        help="detectors besides the backbone",
+    )
     runtimes = ["pytorch", "torchscript", "onnxruntime", "onnxruntime-int8", "openvino", "tensorrt"]
-    parser.add_argument("--runtimes", nargs="+", default=runtimes, choices=runtimes,
-                        help="runtimes to time (unavailable ones are reported and skipped)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="CPU threads of PyTorch and ONNX Runtime (default: all cores)")
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=runtimes,
+        choices=runtimes,
+        help="runtimes to time (unavailable ones are reported and skipped)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="CPU threads of PyTorch and ONNX Runtime (default: all cores)",
+    )
     return parser.parse_args(argv)
 
 
@@ -108,7 +123,7 @@ class RetinaNetOnTensor(nn.Module):
         return torch.cat([r["instances"].pred_boxes.tensor for r in results])
 
 
-def centerx_model(config: str, opts: List[str]) -> DeployModel:
+def centerx_model(config: str, opts: list[str]) -> DeployModel:
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(os.path.join(REPO, config))
     cfg.merge_from_list(opts + ["MODEL.DEVICE", "cpu"])
@@ -118,12 +133,22 @@ def centerx_model(config: str, opts: List[str]) -> DeployModel:
 def retinanet_model() -> nn.Module:
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/retinanet_R_50_FPN_1x.yaml"))
-    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-                         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    cfg.merge_from_list(
+        [
+            "MODEL.RESNETS.DEPTH",
+            "18",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            "64",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            "",
+        ]
+    )
     return RetinaNetOnTensor(build_model(cfg).eval()).eval()
 
 
-def measure(fn: Callable[[], None], batch: int, warmup: int, reps: int) -> Dict[str, float]:
+def measure(fn: Callable[[], None], batch: int, warmup: int, reps: int) -> dict[str, float]:
     """Median latency (ms per batch) and throughput (images / s) of ``fn``."""
     for _ in range(warmup):
         fn()
@@ -156,12 +181,25 @@ def export_plain_onnx(module: nn.Module, path: str, x: torch.Tensor, dynamic_bat
         warnings.simplefilter("ignore")
         if isinstance(module, RetinaNetOnTensor):
             adapter = TracingAdapter(module.model, [{"image": im} for im in x])
-            torch.onnx.export(adapter, adapter.flattened_inputs, path, dynamo=False, opset_version=17,
-                              input_names=[f"image{i}" for i in range(len(x))])
+            torch.onnx.export(
+                adapter,
+                adapter.flattened_inputs,
+                path,
+                dynamo=False,
+                opset_version=17,
+                input_names=[f"image{i}" for i in range(len(x))],
+            )
         else:
-            torch.onnx.export(module, (x,), path, dynamo=False, opset_version=17, input_names=["images"],
-                              output_names=["features"],
-                              dynamic_axes={"images": {0: "batch"}} if dynamic_batch else None)
+            torch.onnx.export(
+                module,
+                (x,),
+                path,
+                dynamo=False,
+                opset_version=17,
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_axes={"images": {0: "batch"}} if dynamic_batch else None,
+            )
     import onnx
 
     onnx.save(simplify(onnx.load(path)), path)
@@ -183,8 +221,9 @@ def openvino_runner(onnx_path: str, x: torch.Tensor, threads: int) -> Callable[[
     device at FP32 precision (as the other CPU rows) with ``threads`` threads."""
     import openvino as ov
 
-    compiled = ov.Core().compile_model(ov.convert_model(onnx_path), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
+    compiled = ov.Core().compile_model(
+        ov.convert_model(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+    )
     names = [port.get_any_name() for port in compiled.inputs]
     feeds = {"images": x.numpy()} if names == ["images"] else {n: im.numpy() for n, im in zip(names, x)}
     request = compiled.create_infer_request()
@@ -212,7 +251,7 @@ def tensorrt_runner(engine_path: str, x: torch.Tensor) -> Callable[[], None]:
     return lambda: execute(engine, context, images, stream)
 
 
-def available_runtimes(requested: List[str]) -> Dict[str, str]:
+def available_runtimes(requested: list[str]) -> dict[str, str]:
     """Runtime label -> what runs it, for the requested runtimes present here."""
     found = {}
     if "pytorch" in requested:
@@ -275,8 +314,9 @@ class Runners:
             raise NotImplementedError("the TensorRT rows cover the centerX graphs and the backbone")
         engine = f"{onnx_path[:-5]}-{how}.engine"
         if engine not in self.files:
-            self.files[engine] = build_engine(onnx_path, engine, self.size, max_batch=self.max_batch,
-                                              fp16=how == "fp16")
+            self.files[engine] = build_engine(
+                onnx_path, engine, self.size, max_batch=self.max_batch, fp16=how == "fp16"
+            )
         return tensorrt_runner(engine, x)
 
     def _int8(self, onnx_path: str, module: nn.Module) -> str:
@@ -345,13 +385,22 @@ def _table(rows) -> str:
             continue
         backbone = ms.get((BACKBONE, runtime, batch))
         centernet = ms.get((CONFIGS["centernet"][0], runtime, batch))
-        table.append([
-            name, runtime, batch, f"{res['ms']:.1f}", f"{res['ips']:.1f}",
-            f"{res['ms'] / backbone:.2f}" if backbone else "",
-            f"{res['ms'] / centernet:.2f}" if centernet else "",
-        ])
-    return tabulate(table, headers=["model", "runtime", "batch", "latency ms", "images/s", "/ backbone",
-                                    "/ CenterNet"], tablefmt="pipe")
+        table.append(
+            [
+                name,
+                runtime,
+                batch,
+                f"{res['ms']:.1f}",
+                f"{res['ips']:.1f}",
+                f"{res['ms'] / backbone:.2f}" if backbone else "",
+                f"{res['ms'] / centernet:.2f}" if centernet else "",
+            ]
+        )
+    return tabulate(
+        table,
+        headers=["model", "runtime", "batch", "latency ms", "images/s", "/ backbone", "/ CenterNet"],
+        tablefmt="pipe",
+    )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ EXPORT.INPUT_SIZE to the test size the model is evaluated at in PyTorch (e.g.
 (256, 256) for the shapes demo configs, whose test resize fits the longer side
 to 256) to compare the two.
 """
+
 import argparse
 import logging
-from typing import Dict
 
 from detectron2.utils.logger import setup_logger
 
@@ -41,25 +41,34 @@ logger = logging.getLogger("centerx.evaluate")
 def parse_args(argv=None):
     preimport(argv, saved_config_text)  # a user's module may register runtimes
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", metavar="FILE",
-                        help="the model's config (needed for a checkpoint; an exported --model carries its own)")
-    parser.add_argument("--runtime", choices=runtime_names(),
-                        help="where the model runs (default: the runtime of --model's file ending, else pytorch)")
+    parser.add_argument(
+        "--config-file",
+        metavar="FILE",
+        help="the model's config (needed for a checkpoint; an exported --model carries its own)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=runtime_names(),
+        help="where the model runs (default: the runtime of --model's file ending, else pytorch)",
+    )
     parser.add_argument("--model", default="", metavar="FILE", help="an exported file (every runtime but pytorch)")
     parser.add_argument("--dataset", metavar="NAME", help="registered dataset (default DATASETS.TEST[0])")
-    parser.add_argument("--output", metavar="DIR",
-                        help="write the detections (COCO results json, the dataset's ids) and the per-class report")
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="write the detections (COCO results json, the dataset's ids) and the per-class report",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     add_imports_argument(parser)
     return parser, parser.parse_args(argv)
 
 
-def evaluate(runtime, dataset: str, output_dir: str = "") -> Dict[str, float]:
+def evaluate(runtime, dataset: str, output_dir: str = "") -> dict[str, float]:
     """COCO box metrics (AP, AP50, ..., in percent) of ``runtime`` on every image of ``dataset``."""
     return evaluate_runtime(runtime, dataset, output_dir=output_dir or None)
 
 
-def main(argv=None) -> Dict[str, float]:
+def main(argv=None) -> dict[str, float]:
     parser, args = parse_args(argv)
     setup_logger(name="centerx")
     setup_logger(name="detectron2", abbrev_name="d2")
@@ -80,8 +89,10 @@ def main(argv=None) -> Dict[str, float]:
     except ValueError as e:
         parser.error(str(e))
     metrics = evaluate(runtime, dataset, args.output or "")
-    logger.info(f"{args.runtime} {args.model or cfg.MODEL.WEIGHTS} on {dataset}: AP {metrics['AP']:.2f}, "
-                f"AP50 {metrics['AP50']:.2f}, AP75 {metrics['AP75']:.2f}")
+    logger.info(
+        f"{args.runtime} {args.model or cfg.MODEL.WEIGHTS} on {dataset}: AP {metrics['AP']:.2f}, "
+        f"AP50 {metrics['AP50']:.2f}, AP75 {metrics['AP75']:.2f}"
+    )
     return metrics
 
 

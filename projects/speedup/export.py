@@ -33,6 +33,7 @@ leaves a parameter of the config's model missing or mis-shaped, stops the
 export with exit code 2 and the reason; ``--allow-random-weights`` exports a
 randomly initialised model on purpose.
 """
+
 import argparse
 import logging
 import os
@@ -55,33 +56,56 @@ logger = logging.getLogger("centerx.export")
 # a KEY of a KEY VALUE override (where the --format names end)
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 # export.py flag -> the exporter option it sets (an exporter lists the options it reads)
-FLAGS = {"--raw": "raw", "--opset": "opset", "--fp16": "fp16", "--calibration-images": "calibration_images",
-         "--calibration-dataset": "calibration_dataset"}
+FLAGS = {
+    "--raw": "raw",
+    "--opset": "opset",
+    "--fp16": "fp16",
+    "--calibration-images": "calibration_images",
+    "--calibration-dataset": "calibration_dataset",
+}
 
 
 def parse_args(argv=None):
     preimport(argv)  # a user's module may register formats
-    formats = "\n".join(f"  {cls.format:<10} {cls.description}" for _, cls in
-                         sorted(EXPORTER_REGISTRY, key=lambda item: item[1].format))
-    parser = argparse.ArgumentParser(description=__doc__ + "\nformats:\n" + formats,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    formats = "\n".join(
+        f"  {cls.format:<10} {cls.description}" for _, cls in sorted(EXPORTER_REGISTRY, key=lambda item: item[1].format)
+    )
+    parser = argparse.ArgumentParser(
+        description=__doc__ + "\nformats:\n" + formats, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config")
-    parser.add_argument("--format", required=True, nargs="+", metavar="FORMAT",
-                        help="what to export, one or several (see formats)")
+    parser.add_argument(
+        "--format", required=True, nargs="+", metavar="FORMAT", help="what to export, one or several (see formats)"
+    )
     parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET}; deformable convs need 19)")
-    parser.add_argument("--raw", action="store_true", default=None,
-                        help="ONNX: output the peak-masked heatmap and regression maps instead of decoded boxes")
-    parser.add_argument("--fp16", action="store_true", default=None,
-                        help="TensorRT: build an FP16 engine (FP32 otherwise)")
-    parser.add_argument("--calibration-images", type=int, metavar="N",
-                        help="onnx-int8: number of calibration images, evenly spread over the dataset "
-                             "(default EXPORT.CALIBRATION_IMAGES)")
-    parser.add_argument("--calibration-dataset", metavar="NAME",
-                        help="onnx-int8: registered dataset to calibrate on (default EXPORT.CALIBRATION_DATASET, else "
-                             "DATASETS.TEST[0], else DATASETS.TRAIN[0])")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        default=None,
+        help="ONNX: output the peak-masked heatmap and regression maps instead of decoded boxes",
+    )
+    parser.add_argument(
+        "--fp16", action="store_true", default=None, help="TensorRT: build an FP16 engine (FP32 otherwise)"
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        metavar="N",
+        help="onnx-int8: number of calibration images, evenly spread over the dataset "
+        "(default EXPORT.CALIBRATION_IMAGES)",
+    )
+    parser.add_argument(
+        "--calibration-dataset",
+        metavar="NAME",
+        help="onnx-int8: registered dataset to calibrate on (default EXPORT.CALIBRATION_DATASET, else "
+        "DATASETS.TEST[0], else DATASETS.TRAIN[0])",
+    )
     parser.add_argument("--output", metavar="DIR", help="output folder (default OUTPUT_DIR/deploy)")
-    parser.add_argument("--allow-random-weights", action="store_true",
-                        help="export a randomly initialised model when MODEL.WEIGHTS is empty (refused otherwise)")
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="export a randomly initialised model when MODEL.WEIGHTS is empty (refused otherwise)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     add_imports_argument(parser)
     args = parser.parse_args(argv)
@@ -91,8 +115,10 @@ def parse_args(argv=None):
     args.format, args.opts = args.format[:count], args.format[count:] + args.opts
     unknown = [name for name in args.format if name not in known]
     if unknown or not args.format:
-        parser.error(f"--format: {'unknown ' + ', '.join(unknown) + '; ' if unknown else ''}registered formats: "
-                     f"{', '.join(known)}")
+        parser.error(
+            f"--format: {'unknown ' + ', '.join(unknown) + '; ' if unknown else ''}registered formats: "
+            f"{', '.join(known)}"
+        )
     return args
 
 
@@ -117,8 +143,11 @@ def exporter_options(args, exporter_classes) -> list:
         if value is None:
             continue
         if not any(option in cls.options for cls in exporter_classes):
-            takers = [cls.format for _, cls in sorted(EXPORTER_REGISTRY, key=lambda item: item[1].format)
-                      if option in cls.options]
+            takers = [
+                cls.format
+                for _, cls in sorted(EXPORTER_REGISTRY, key=lambda item: item[1].format)
+                if option in cls.options
+            ]
             asked = " / ".join(cls.format for cls in exporter_classes)
             raise SystemExit(f"{flag} applies to --format {' / '.join(takers)}, not {asked}.")
         for options, cls in zip(chosen, exporter_classes):
@@ -134,8 +163,10 @@ def main(argv=None) -> int:
     formats = list(dict.fromkeys(args.format))
     classes = [get_exporter(fmt) for fmt in formats]
     out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "deploy")
-    exporters = [cls(cfg, out_dir, args.allow_random_weights, **options)
-                 for cls, options in zip(classes, exporter_options(args, classes))]
+    exporters = [
+        cls(cfg, out_dir, args.allow_random_weights, **options)
+        for cls, options in zip(classes, exporter_options(args, classes))
+    ]
     written = []
     try:
         for exporter in exporters:  # every format's requirements before the first file is written

@@ -29,6 +29,7 @@ Timed on ``--images`` images of the dataset (BGR, as read from disk), with
 to the backbone alone and to detectron2's RetinaNet-R18-FPN on the same
 runtimes: projects/speedup/benchmark.py.
 """
+
 import argparse
 import importlib.util
 import logging
@@ -36,7 +37,6 @@ import os
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -61,8 +61,12 @@ def parse_args(argv=None):
     preimport(argv)  # a user's module may register formats
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE")
-    p.add_argument("--formats", nargs="+", choices=["pytorch"] + exporter_formats(),
-                   help="default: pytorch and every format whose runtime is available here")
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        choices=["pytorch"] + exporter_formats(),
+        help="default: pytorch and every format whose runtime is available here",
+    )
     p.add_argument("--batch", type=int, default=1, help="images per run")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--reps", type=int, default=50, help="timed runs per format")
@@ -77,23 +81,31 @@ def parse_args(argv=None):
     late = [token for token in args.opts if token.startswith("--")]
     if late:
         p.error(f"{late[0]} came after the KEY VALUE overrides; put every --flag before them")
-    for flag, value, least in (("--batch", args.batch, 1), ("--reps", args.reps, 1), ("--images", args.images, 1),
-                               ("--threads", args.threads, 1), ("--warmup", args.warmup, 0),
-                               ("--ap-images", args.ap_images, -1)):
+    for flag, value, least in (
+        ("--batch", args.batch, 1),
+        ("--reps", args.reps, 1),
+        ("--images", args.images, 1),
+        ("--threads", args.threads, 1),
+        ("--warmup", args.warmup, 0),
+        ("--ap-images", args.ap_images, -1),
+    ):
         if value < least:
             p.error(f"{flag} must be at least {least}, got {value}")
     return args
 
 
-def available_formats(cfg) -> List[str]:
+def available_formats(cfg) -> list[str]:
     """pytorch and the registered formats whose exporter takes this model here
     (``Exporter.unsupported``) and whose runtime's packages are installed
     (``Runtime.requires``); each one left out is logged with the reason."""
     formats = ["pytorch"]
     for fmt in exporter_formats():
         exporter = get_exporter(fmt)
-        missing = [p for p in (get_runtime(exporter.runtime).requires if exporter.runtime else ())
-                   if importlib.util.find_spec(p) is None]
+        missing = [
+            p
+            for p in (get_runtime(exporter.runtime).requires if exporter.runtime else ())
+            if importlib.util.find_spec(p) is None
+        ]
         if not exporter.runtime:
             reason = "no runtime runs it"
         elif exporter.unsupported(cfg):
@@ -111,10 +123,10 @@ def files_size(path: str) -> float:
     """MiB of the file and its companions (.bin of an OpenVINO .xml, .caffemodel of a .prototxt)."""
     stem, ext = os.path.splitext(path)
     companions = {".xml": [".bin"], ".prototxt": [".caffemodel"]}.get(ext, [])
-    return sum(os.path.getsize(p) for p in [path] + [stem + c for c in companions] if os.path.exists(p)) / 2 ** 20
+    return sum(os.path.getsize(p) for p in [path] + [stem + c for c in companions] if os.path.exists(p)) / 2**20
 
 
-def time_stages(runtime, images: List[np.ndarray], batch: int, warmup: int, reps: int) -> Dict[str, List[float]]:
+def time_stages(runtime, images: list[np.ndarray], batch: int, warmup: int, reps: int) -> dict[str, list[float]]:
     """Seconds of each stage and in total, per timed run."""
     times = {stage: [] for stage in STAGES + ("total",)}
     for rep in range(warmup + reps):
@@ -147,8 +159,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"--config-file {args.config_file}: {e}") from None
     cfg.freeze()
     if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("MODEL.WEIGHTS is empty: the benchmark measures a trained model; give its checkpoint, e.g. "
-                         "MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth")
+        raise SystemExit(
+            "MODEL.WEIGHTS is empty: the benchmark measures a trained model; give its checkpoint, e.g. "
+            "MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth"
+        )
     centerx.register_config_datasets(cfg)
     dataset = resolve_dataset(cfg, args.dataset)
     images = timing_images(DatasetCatalog.get(dataset), args.images, dataset)
@@ -164,7 +178,7 @@ def main(argv=None) -> int:
                 path = export(cfg, fmt, os.path.join(out_dir, fmt))
                 runtime, size = _runtime(get_exporter(fmt).runtime, cfg, path, args.threads), files_size(path)
             times = time_stages(runtime, images, args.batch, args.warmup, args.reps)
-            ap: Optional[float] = None
+            ap: float | None = None
             if args.ap_images != 0:
                 ap = evaluate_runtime(runtime, dataset, None if args.ap_images < 0 else args.ap_images)["AP"]
         except WEIGHTS_ERRORS as e:
@@ -175,16 +189,30 @@ def main(argv=None) -> int:
             failed.append(fmt)
             continue
         total = np.asarray(times["total"]) * 1000
-        rows.append([fmt, f"{size:.1f}", f"{np.median(total):.1f}", f"{np.percentile(total, 90):.1f}",
-                     f"{args.batch * len(total) / (total.sum() / 1000):.1f}", "-" if ap is None else f"{ap:.1f}", ""])
+        rows.append(
+            [
+                fmt,
+                f"{size:.1f}",
+                f"{np.median(total):.1f}",
+                f"{np.percentile(total, 90):.1f}",
+                f"{args.batch * len(total) / (total.sum() / 1000):.1f}",
+                "-" if ap is None else f"{ap:.1f}",
+                "",
+            ]
+        )
         scopes.append(f"{fmt}: " + ", ".join(f"{s} {1000 * statistics.median(times[s]):.2f} ms" for s in STAGES))
         logger.info(f"{fmt}: {np.median(total):.1f} ms per batch of {args.batch}")
     size = tuple(cfg.EXPORT.INPUT_SIZE)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    header = (f"{cfg.MODEL.META_ARCHITECTURE} ({os.path.basename(args.config_file)}), input {size[0]} x {size[1]}, "
-              f"batch {args.batch}, {args.threads} threads, {device}; latency over {args.reps} runs; AP on {dataset}")
-    table = tabulate(rows, headers=["format", "size MiB", "latency ms (median)", "latency ms (p90)", "images / s",
-                                    "AP", "note"], tablefmt="github")
+    header = (
+        f"{cfg.MODEL.META_ARCHITECTURE} ({os.path.basename(args.config_file)}), input {size[0]} x {size[1]}, "
+        f"batch {args.batch}, {args.threads} threads, {device}; latency over {args.reps} runs; AP on {dataset}"
+    )
+    table = tabulate(
+        rows,
+        headers=["format", "size MiB", "latency ms (median)", "latency ms (p90)", "images / s", "AP", "note"],
+        tablefmt="github",
+    )
     text = header + "\n\n" + table + "\n\nTiming scope, median per batch:\n" + "\n".join(f"- {s}" for s in scopes)
     print("\n" + text)
     os.makedirs(out_dir, exist_ok=True)
@@ -192,13 +220,15 @@ def main(argv=None) -> int:
     with open(table_file, "w") as f:
         f.write(text + "\n")
     if failed:
-        logger.error(f"{len(failed)} of {len(formats)} formats failed ({', '.join(failed)}); the reasons are logged "
-                     f"above and the table is in {table_file}.")
+        logger.error(
+            f"{len(failed)} of {len(formats)} formats failed ({', '.join(failed)}); the reasons are logged "
+            f"above and the table is in {table_file}."
+        )
         return 1
     return 0
 
 
-def timing_images(records: List[Dict], count: int, dataset: str) -> List[np.ndarray]:
+def timing_images(records: list[dict], count: int, dataset: str) -> list[np.ndarray]:
     """The first ``count`` readable images of ``records`` (BGR); unreadable ones are
     skipped and counted in the log; none readable stops the benchmark."""
     images, skipped = [], []
@@ -211,11 +241,15 @@ def timing_images(records: List[Dict], count: int, dataset: str) -> List[np.ndar
         else:
             images.append(image)
     if skipped:
-        logger.warning(f"Dataset '{dataset}': {len(skipped)} unreadable images skipped for timing "
-                       f"({', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}).")
+        logger.warning(
+            f"Dataset '{dataset}': {len(skipped)} unreadable images skipped for timing "
+            f"({', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''})."
+        )
     if not images:
-        raise SystemExit(f"Dataset '{dataset}' has no readable image to time the formats on"
-                         + (f" (e.g. {skipped[0]} cannot be read)." if skipped else "."))
+        raise SystemExit(
+            f"Dataset '{dataset}' has no readable image to time the formats on"
+            + (f" (e.g. {skipped[0]} cannot be read)." if skipped else ".")
+        )
     return images
 
 

@@ -15,6 +15,7 @@ walks through this file.
   with centerX's properties beside it; ``--runtime npz`` rebuilds the detector
   from them and runs it in PyTorch.
 """
+
 import os
 import tempfile
 
@@ -107,14 +108,18 @@ class ToyNet(PointDetector):
     def losses(self, outputs, gt):
         H, W = outputs["heatmap"].shape[-2:]
         boxes, classes, _, window = batch_ground_truth(
-            gt, self.device, lambda b, c: centernet_window(b, c, self.stride, (H, W)))
+            gt, self.device, lambda b, c: centernet_window(b, c, self.stride, (H, W))
+        )
         t = centernet_targets(boxes, classes, self.num_classes, (H, W), self.stride, window=window)
-        return {"loss_heatmap": penalty_reduced_focal_loss(outputs["heatmap"], t["heatmap"]),
-                "loss_wh": 0.1 * masked_l1_loss(outputs["wh"], t["index"], t["wh"], t["mask"])}
+        return {
+            "loss_heatmap": penalty_reduced_focal_loss(outputs["heatmap"], t["heatmap"]),
+            "loss_wh": 0.1 * masked_l1_loss(outputs["wh"], t["index"], t["wh"], t["mask"]),
+        }
 
     def decode(self, outputs):
-        return decode_centernet(outputs["heatmap"], outputs["wh"], torch.zeros_like(outputs["wh"]), self.test_topk,
-                                self.stride)
+        return decode_centernet(
+            outputs["heatmap"], outputs["wh"], torch.zeros_like(outputs["wh"]), self.test_topk, self.stride
+        )
 
     def distillation_losses(self, student, teacher):
         return {"heatmap": heatmap_distillation_loss(student["heatmap"], teacher["heatmap"])}
@@ -143,9 +148,10 @@ def toy_squares(name: str):
             side = int(rng.integers(16, 41))
             x, y = (int(v) for v in rng.integers(0, 96 - side, size=2))
             label = int(rng.integers(0, 2))
-            image[y:y + side, x:x + side] = list(SQUARE_COLOURS.values())[label]
-            annotations.append({"bbox": [x, y, x + side, y + side], "bbox_mode": BoxMode.XYXY_ABS,
-                                "category_id": label})
+            image[y : y + side, x : x + side] = list(SQUARE_COLOURS.values())[label]
+            annotations.append(
+                {"bbox": [x, y, x + side, y + side], "bbox_mode": BoxMode.XYXY_ABS, "category_id": label}
+            )
         path = os.path.join(root, f"{i:03d}.png")
         if not os.path.isfile(path):
             cv2.imwrite(path, image)

@@ -7,8 +7,9 @@ plus the input). Every conv is followed by a norm and LeakyReLU(0.1). Stage
 ``dark{k}`` has stride 2^k input pixels per cell; DarkNet-53 has blocks
 (1, 2, 8, 8, 4): 52 convs plus ImageNet's classifier.
 """
+
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
@@ -20,11 +21,15 @@ from .weights import load_configured_backbone_weights
 _LEAKY_SLOPE = 0.1
 
 
-def conv_norm_leaky(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                    norm: str = "BN") -> Conv2d:
+def conv_norm_leaky(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, norm: str = "BN") -> Conv2d:
     """Conv (no bias) + norm + LeakyReLU(0.1), 'same' padding."""
     return Conv2d(
-        in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=kernel_size // 2,
+        bias=False,
         norm=get_norm(norm, out_channels),
         activation=functools.partial(F.leaky_relu, negative_slope=_LEAKY_SLOPE, inplace=True),
     )
@@ -49,8 +54,12 @@ class DarkNet(Backbone):
     ``dark{k}`` of shape [N, 32 * 2^k, H / 2^k, W / 2^k].
     """
 
-    def __init__(self, blocks: Sequence[int] = (1, 2, 8, 8, 4),
-                 out_features: Sequence[str] = ("dark2", "dark3", "dark4", "dark5"), norm: str = "BN"):
+    def __init__(
+        self,
+        blocks: Sequence[int] = (1, 2, 8, 8, 4),
+        out_features: Sequence[str] = ("dark2", "dark3", "dark4", "dark5"),
+        norm: str = "BN",
+    ):
         super().__init__()
         self.stem = conv_norm_leaky(3, 32, 3, norm=norm)
         channels = 32
@@ -63,7 +72,7 @@ class DarkNet(Backbone):
             stage += [DarkNetBlock(channels, norm) for _ in range(num_blocks)]
             self.add_module(name, nn.Sequential(*stage))
             self._stage_names.append(name)
-            self._out_feature_strides[name] = 2 ** k
+            self._out_feature_strides[name] = 2**k
             self._out_feature_channels[name] = channels
         unknown = [f for f in out_features if f not in self._stage_names]
         if unknown or not out_features:

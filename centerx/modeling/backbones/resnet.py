@@ -4,6 +4,7 @@ Torchvision's layout keeps ImageNet ``.pth`` files loadable as they are and
 exports to ONNX / Caffe with plain ops. Outputs ``res2``..``res5`` at strides
 4, 8, 16, 32 (input pixels per cell).
 """
+
 import torchvision
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone

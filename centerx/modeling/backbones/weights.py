@@ -13,10 +13,11 @@ are translated to torchvision's layout (``conv1``, ``bn1``,
 ``layer1.0.conv1``, ...); missing, unexpected and shape-mismatched keys are
 reported in the log, never silently dropped.
 """
+
 import logging
 import os
 import re
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -45,17 +46,17 @@ def _d2_name_to_torchvision(name: str) -> str:
     return name
 
 
-def _strip_prefixes(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in state.items():
         for prefix in ("module.", "backbone.bottom_up.", "backbone."):
             if k.startswith(prefix):
-                k = k[len(prefix):]
+                k = k[len(prefix) :]
         out[k] = v
     return out
 
 
-def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
+def read_weights_file(path: str) -> dict[str, torch.Tensor]:
     """Read a ``.pth``/``.pt``/``.pkl`` file (a local path or a URL, see
     :func:`~centerx.checkpoint.local_weights_path`) into a flat name -> tensor dict
     (names as stored in the file, minus DataParallel / detector prefixes)."""
@@ -86,8 +87,8 @@ def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
 def load_configured_backbone_weights(
     module: torch.nn.Module,
     cfg,
-    rename: Optional[Callable[[str], str]] = _d2_name_to_torchvision,
-) -> Optional[Dict[str, list]]:
+    rename: Callable[[str], str] | None = _d2_name_to_torchvision,
+) -> dict[str, list] | None:
     """MODEL.CENTERX.BACKBONE_WEIGHTS into ``module`` when set (:func:`load_backbone_weights`);
     None when it is empty. With MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL, a file that
     cannot be fetched or found (no network, a wrong path, a checksum that differs)
@@ -101,8 +102,10 @@ def load_configured_backbone_weights(
     except OSError as e:
         if not cfg.MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL:
             raise
-        logger.warning(f"MODEL.CENTERX.BACKBONE_WEIGHTS cannot be read ({e}); the backbone starts from random "
-                       "initialisation (MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL is True).")
+        logger.warning(
+            f"MODEL.CENTERX.BACKBONE_WEIGHTS cannot be read ({e}); the backbone starts from random "
+            "initialisation (MODEL.CENTERX.BACKBONE_WEIGHTS_OPTIONAL is True)."
+        )
         return None
     return load_backbone_weights(module, path, rename, state=state)
 
@@ -110,9 +113,9 @@ def load_configured_backbone_weights(
 def load_backbone_weights(
     module: torch.nn.Module,
     path: str,
-    rename: Optional[Callable[[str], str]] = _d2_name_to_torchvision,
-    state: Optional[Dict[str, torch.Tensor]] = None,
-) -> Dict[str, list]:
+    rename: Callable[[str], str] | None = _d2_name_to_torchvision,
+    state: dict[str, torch.Tensor] | None = None,
+) -> dict[str, list]:
     """Load a local weights file into ``module`` (non-strict, reported).
 
     Args:
@@ -149,8 +152,10 @@ def load_backbone_weights(
         if report[kind]:
             logger.warning(
                 "Backbone weights %s: %d %s key(s): %s",
-                path, len(report[kind]), kind, ", ".join(report[kind][:20])
-                + (" ..." if len(report[kind]) > 20 else ""),
+                path,
+                len(report[kind]),
+                kind,
+                ", ".join(report[kind][:20]) + (" ..." if len(report[kind]) > 20 else ""),
             )
     if not loadable:
         raise ValueError(

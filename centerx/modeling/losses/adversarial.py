@@ -4,6 +4,7 @@ A discriminator D outputs one real/fake logit per cell of its logit map; the
 teacher's feature maps are real, the student's fake. Both losses are binary
 cross-entropies with logits, averaged over every cell of the batch, in FP32.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -19,8 +20,9 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
         scalar: mean over cells of softplus(-real) plus mean over cells of softplus(fake).
     """
     real, fake = real_logits.float(), fake_logits.float()
-    return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+    return F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
+        fake, torch.zeros_like(fake)
+    )
 
 
 def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:

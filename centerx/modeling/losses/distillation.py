@@ -11,7 +11,6 @@ counts" there means only non-negative scores are compared, never raw logits.
 Applying ReLU to our logits instead would zero the loss on every cell where both
 models say p < 0.5, i.e. on almost the whole background, and is not done.
 """
-from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +34,9 @@ def heatmap_distillation_loss(student_logits: torch.Tensor, teacher_logits: torc
     return ((torch.sigmoid(student_logits.float()) - torch.sigmoid(teacher_logits.float())) ** 2).mean()
 
 
-def quality_focal_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                                    beta: float = 2.0) -> torch.Tensor:
+def quality_focal_distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float = 2.0
+) -> torch.Tensor:
     """Quality focal loss (GFL, Li et al. 2020) with the teacher's probabilities
     as soft targets, per object the teacher sees (``MODEL.DISTILL.HEATMAP_LOSS``
     "quality_focal"; not in centerX, whose term is :func:`heatmap_distillation_loss`).
@@ -80,8 +80,9 @@ def teacher_peak_weight(teacher_logits: torch.Tensor) -> torch.Tensor:
     return heat.max(dim=1, keepdim=True).values
 
 
-def weighted_l1_distillation_loss(student_map: torch.Tensor, teacher_map: torch.Tensor,
-                                  weight: torch.Tensor) -> torch.Tensor:
+def weighted_l1_distillation_loss(
+    student_map: torch.Tensor, teacher_map: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
     """sum over cells of w * |s - t| (summed over channels) / sum of w.
 
     Args:
@@ -97,8 +98,9 @@ def weighted_l1_distillation_loss(student_map: torch.Tensor, teacher_map: torch.
     return total / w.sum().clamp(min=_EPS)
 
 
-def weighted_giou_distillation_loss(student_ltrb: torch.Tensor, teacher_ltrb: torch.Tensor, weight: torch.Tensor,
-                                    stride: int) -> torch.Tensor:
+def weighted_giou_distillation_loss(
+    student_ltrb: torch.Tensor, teacher_ltrb: torch.Tensor, weight: torch.Tensor, stride: int
+) -> torch.Tensor:
     """sum over cells of w * (1 - GIoU(student box, teacher box)) / sum of w.
 
     Boxes are decoded at every cell as TTFNet does (docs/design.md). Cells where the
@@ -114,8 +116,9 @@ def weighted_giou_distillation_loss(student_ltrb: torch.Tensor, teacher_ltrb: to
         scalar in [0, 2]; 0 when no weighted cell is left.
     """
     B, _, H, W = student_ltrb.shape
-    ys, xs = torch.meshgrid(torch.arange(H, device=student_ltrb.device),
-                            torch.arange(W, device=student_ltrb.device), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(H, device=student_ltrb.device), torch.arange(W, device=student_ltrb.device), indexing="ij"
+    )
     s = ltrb_to_boxes(student_ltrb.float().permute(0, 2, 3, 1), xs, ys, stride)
     t = ltrb_to_boxes(teacher_ltrb.detach().float().permute(0, 2, 3, 1), xs, ys, stride)
     nonempty = ((t[..., 2] > t[..., 0]) & (t[..., 3] > t[..., 1])).float()
@@ -124,8 +127,9 @@ def weighted_giou_distillation_loss(student_ltrb: torch.Tensor, teacher_ltrb: to
     return total / w.sum().clamp(min=_EPS)
 
 
-def centernet_distillation_losses(student: Dict[str, torch.Tensor], teacher: Dict[str, torch.Tensor]
-                                  ) -> Dict[str, torch.Tensor]:
+def centernet_distillation_losses(
+    student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """CenterNet: heatmap MSE, and size / offset L1 weighted by the teacher's peaks.
 
     Args:
@@ -143,8 +147,9 @@ def centernet_distillation_losses(student: Dict[str, torch.Tensor], teacher: Dic
     }
 
 
-def ttfnet_distillation_losses(student: Dict[str, torch.Tensor], teacher: Dict[str, torch.Tensor],
-                               stride: int) -> Dict[str, torch.Tensor]:
+def ttfnet_distillation_losses(
+    student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], stride: int
+) -> dict[str, torch.Tensor]:
     """TTFNet: heatmap MSE, and box GIoU loss weighted by the teacher's peaks.
 
     Args:

@@ -1,12 +1,16 @@
 """Penalty-reduced pixel-wise focal loss (CornerNet / CenterNet)."""
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 
-def penalty_reduced_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
-                               beta: float = 4.0, pos_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+def penalty_reduced_focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Focal loss against a Gaussian heatmap, normalised by the number of objects.
 
         L = -1/N sum { w (1 - p)^alpha log p                 where y = 1

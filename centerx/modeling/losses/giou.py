@@ -1,5 +1,4 @@
 """Generalized IoU (Rezatofighi et al. 2019) and the weighted GIoU loss of TTFNet."""
-from typing import Optional
 
 import torch
 
@@ -50,8 +49,9 @@ def generalized_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return iou - (enclosure - union) / enclosure.clamp(min=_EPS)
 
 
-def weighted_giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-                       normalizer: Optional[torch.Tensor] = None) -> torch.Tensor:
+def weighted_giou_loss(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, normalizer: torch.Tensor | None = None
+) -> torch.Tensor:
     """sum_i w_i (1 - GIoU(pred_i, target_i)) / Z, in FP32, Z = sum_i w_i by default.
 
     Args:

@@ -1,6 +1,5 @@
 """IoU-aware scoring loss (PP-YOLO's IoU-aware branch, for TTFNet): each
 regression sample learns to predict the IoU of its own predicted box."""
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +22,13 @@ def iou_targets(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return paired_iou(pred.detach(), target.detach())
 
 
-def weighted_iou_aware_loss(iou_logits: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
-                            weight: torch.Tensor, normalizer: Optional[torch.Tensor] = None) -> torch.Tensor:
+def weighted_iou_aware_loss(
+    iou_logits: torch.Tensor,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    normalizer: torch.Tensor | None = None,
+) -> torch.Tensor:
     """sum_i w_i BCE(iou_logits_i, IoU(pred_i, target_i)) / Z, in FP32, Z = sum_i w_i by default.
 
     Weighted and normalised like :func:`~centerx.modeling.losses.giou.weighted_giou_loss`:

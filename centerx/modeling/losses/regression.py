@@ -1,5 +1,4 @@
 """L1 regression losses taken at object centre cells."""
-from typing import Optional
 
 import torch
 
@@ -18,8 +17,13 @@ def gather_at(fmap: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, index.unsqueeze(1).expand(B, D, index.shape[1])).permute(0, 2, 1)
 
 
-def masked_l1_loss(pred_map: torch.Tensor, index: torch.Tensor, target: torch.Tensor,
-                   mask: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+def masked_l1_loss(
+    pred_map: torch.Tensor,
+    index: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean absolute error at the objects' centre cells (FP32).
 
     Args:

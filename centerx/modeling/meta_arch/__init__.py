@@ -4,5 +4,13 @@ from .distiller import Distiller
 from .point_detector import PointDetector
 from .ttfnet import TTFNet
 
-__all__ = ["CenterNet", "Distiller", "PointDetector", "TTFNet", "detector_class", "detector_config", "student_config",
-           "trains_student"]
+__all__ = [
+    "CenterNet",
+    "Distiller",
+    "PointDetector",
+    "TTFNet",
+    "detector_class",
+    "detector_config",
+    "student_config",
+    "trains_student",
+]

@@ -3,7 +3,6 @@ the point detector ``MODEL.META_ARCHITECTURE`` names, or, for a meta-architectur
 that trains one (``trains_student``: the Distiller), its student, named by
 ``MODEL.DISTILL.STUDENT_META_ARCHITECTURE``. Data checks, deployment and the
 scripts ask these instead of naming the Distiller."""
-from typing import Optional
 
 from detectron2.modeling import META_ARCH_REGISTRY
 
@@ -37,7 +36,7 @@ def detector_config(cfg):
     return student_config(cfg) if trains_student(cfg) else cfg
 
 
-def detector_class(cfg) -> Optional[type]:
+def detector_class(cfg) -> type | None:
     """The point detector class a config trains, evaluates and exports (a
     Distiller's student), or None when MODEL.META_ARCHITECTURE is not a point detector."""
     name = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE if trains_student(cfg) else cfg.MODEL.META_ARCHITECTURE

@@ -1,7 +1,7 @@
 """CenterNet ("Objects as Points", Zhou et al. 2019) as a detectron2 meta-architecture."""
+
 import logging
 import time
-from typing import Dict, List
 
 import numpy as np
 import torch
@@ -40,8 +40,19 @@ class CenterNet(PointDetector):
     output_maps = ("heatmap", "wh", "offset")
 
     @configurable
-    def __init__(self, *, min_overlap=0.7, radius_mode="original", max_objects=128, focal_alpha=2.0,
-                 focal_beta=4.0, heatmap_loss_weight=1.0, wh_loss_weight=0.1, offset_loss_weight=1.0, **kwargs):
+    def __init__(
+        self,
+        *,
+        min_overlap=0.7,
+        radius_mode="original",
+        max_objects=128,
+        focal_alpha=2.0,
+        focal_beta=4.0,
+        heatmap_loss_weight=1.0,
+        wh_loss_weight=0.1,
+        offset_loss_weight=1.0,
+        **kwargs,
+    ):
         """
         Args:
             min_overlap, radius_mode: the Gaussian radius rule
@@ -73,8 +84,14 @@ class CenterNet(PointDetector):
     @classmethod
     def build_heads(cls, cfg, in_channels):
         c = cfg.MODEL.CENTERNET
-        return CenterNetHeads(in_channels, c.NUM_CLASSES, c.HEAD_CHANNELS, c.HEATMAP_BIAS,
-                              cfg.MODEL.CENTERX.HEAD_NORM, drop_block_args(cfg))
+        return CenterNetHeads(
+            in_channels,
+            c.NUM_CLASSES,
+            c.HEAD_CHANNELS,
+            c.HEATMAP_BIAS,
+            cfg.MODEL.CENTERX.HEAD_NORM,
+            drop_block_args(cfg),
+        )
 
     @classmethod
     def from_config(cls, cfg):
@@ -91,7 +108,7 @@ class CenterNet(PointDetector):
             "offset_loss_weight": c.OFFSET_LOSS_WEIGHT,
         }
 
-    def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
+    def losses(self, outputs: dict[str, torch.Tensor], gt: list[Instances]) -> dict[str, torch.Tensor]:
         """``loss_heatmap``, ``loss_wh``, ``loss_offset``, already weighted.
 
         Objects with ``gt_weights`` (mixup) weigh their size and offset L1 terms
@@ -99,13 +116,26 @@ class CenterNet(PointDetector):
         focal terms and the divisor (the number of objects) are unchanged."""
         H, W = outputs["heatmap"].shape[-2:]
         boxes, classes, weights, window = batch_ground_truth(
-            gt, self.device,
-            lambda b, c: centernet_window(b, c, self.stride, (H, W), self.min_overlap, self.radius_mode))
-        targets = centernet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.min_overlap,
-                                    self.radius_mode, self.max_objects, window, weights)
+            gt,
+            self.device,
+            lambda b, c: centernet_window(b, c, self.stride, (H, W), self.min_overlap, self.radius_mode),
+        )
+        targets = centernet_targets(
+            boxes,
+            classes,
+            self.num_classes,
+            (H, W),
+            self.stride,
+            self.min_overlap,
+            self.radius_mode,
+            self.max_objects,
+            window,
+            weights,
+        )
         self._log_skipped(targets["num_skipped"])
-        hm = penalty_reduced_focal_loss(outputs["heatmap"], targets["heatmap"], self.focal_alpha, self.focal_beta,
-                                        targets.get("pos_weight"))
+        hm = penalty_reduced_focal_loss(
+            outputs["heatmap"], targets["heatmap"], self.focal_alpha, self.focal_beta, targets.get("pos_weight")
+        )
         object_weight = targets.get("object_weight")
         wh = masked_l1_loss(outputs["wh"], targets["index"], targets["wh"], targets["mask"], object_weight)
         off = masked_l1_loss(outputs["offset"], targets["index"], targets["offset"], targets["mask"], object_weight)
@@ -139,8 +169,9 @@ class CenterNet(PointDetector):
         except AssertionError:  # called outside a detectron2 training loop
             pass
 
-    def merge_flipped(self, outputs: Dict[str, torch.Tensor], mirrored: Dict[str, torch.Tensor]
-                      ) -> Dict[str, torch.Tensor]:
+    def merge_flipped(
+        self, outputs: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """As the original CenterNet's flip test: heatmap probabilities and sizes
         averaged over the two passes, the sub-cell offset of the unflipped pass
         only (a mirrored offset o would be 1 - o of the neighbouring cell)."""
@@ -161,12 +192,20 @@ class CenterNet(PointDetector):
         ``over_max_objects``: beyond MAX_OBJECTS in their image (its smallest
         objects, which get no size / offset target). Degenerate boxes are not flagged."""
         c = cfg.MODEL.CENTERNET
-        radius = gaussian_radius(torch.from_numpy(np.ceil(h_cells)), torch.from_numpy(np.ceil(w_cells)),
-                                 c.MIN_OVERLAP, c.RADIUS_MODE).clamp(min=0).long().numpy()
-        return {"radius_0": (radius == 0) & (w_cells > 0) & (h_cells > 0),
-                "over_max_objects": beyond_max_objects(image_index.astype(int), area_px, c.MAX_OBJECTS)}
+        radius = (
+            gaussian_radius(
+                torch.from_numpy(np.ceil(h_cells)), torch.from_numpy(np.ceil(w_cells)), c.MIN_OVERLAP, c.RADIUS_MODE
+            )
+            .clamp(min=0)
+            .long()
+            .numpy()
+        )
+        return {
+            "radius_0": (radius == 0) & (w_cells > 0) & (h_cells > 0),
+            "over_max_objects": beyond_max_objects(image_index.astype(int), area_px, c.MAX_OBJECTS),
+        }
 
-    def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Peak masking + top-K; boxes from size and offset at each peak (input pixels)."""
         return decode_centernet(outputs["heatmap"], outputs["wh"], outputs["offset"], self.test_topk, self.stride)
 

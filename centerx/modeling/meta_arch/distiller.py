@@ -8,8 +8,9 @@ output-map (logit) distillation (``MODEL.DISTILL.LOGIT_KD``) and / or
 adversarial feature distillation (``MODEL.DISTILL.ADVERSARIAL``,
 :mod:`centerx.modeling.adversarial`).
 """
+
 import logging
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -59,11 +60,22 @@ class Distiller(nn.Module):
     trains_student = True
 
     @configurable
-    def __init__(self, *, student: PointDetector, teachers: Sequence[PointDetector], links: Sequence[TeacherLink],
-                 use_labels: bool = True, weight: float = 10.0, head_weights: Optional[Dict[str, float]] = None,
-                 loss_balancer: Optional[LossBalancer] = None, logit_kd: bool = True,
-                 adversarial: Optional[FeatureAdversaries] = None, config_terms: Sequence[Callable] = (),
-                 extra_terms: Sequence[Callable] = (), heatmap_loss: Optional[Callable] = None):
+    def __init__(
+        self,
+        *,
+        student: PointDetector,
+        teachers: Sequence[PointDetector],
+        links: Sequence[TeacherLink],
+        use_labels: bool = True,
+        weight: float = 10.0,
+        head_weights: dict[str, float] | None = None,
+        loss_balancer: LossBalancer | None = None,
+        logit_kd: bool = True,
+        adversarial: FeatureAdversaries | None = None,
+        config_terms: Sequence[Callable] = (),
+        extra_terms: Sequence[Callable] = (),
+        heatmap_loss: Callable | None = None,
+    ):
         """
         Args:
             student: the detector being trained.
@@ -114,8 +126,11 @@ class Distiller(nn.Module):
         self.extra_terms = nn.ModuleList(t for t in extra_terms if isinstance(t, nn.Module))
         # every distillation term, in order: (distiller, outputs, features, teacher outputs,
         # teacher features) -> losses
-        self.terms: List[Callable] = ([logit_distillation] if logit_kd else []) + \
-            ([adversarial_distillation] if adversarial is not None else []) + list(extra_terms)
+        self.terms: list[Callable] = (
+            ([logit_distillation] if logit_kd else [])
+            + ([adversarial_distillation] if adversarial is not None else [])
+            + list(extra_terms)
+        )
 
     @classmethod
     def from_config(cls, cfg):
@@ -125,8 +140,9 @@ class Distiller(nn.Module):
             raise ValueError(_NOTHING_TO_LEARN)
         heatmap_loss = heatmap_distillation_loss(d.HEATMAP_LOSS)
         if not d.TEACHERS:
-            raise ValueError("MODEL.DISTILL.TEACHERS is empty: give at least one (config file, weights file, "
-                             "classes) triple.")
+            raise ValueError(
+                "MODEL.DISTILL.TEACHERS is empty: give at least one (config file, weights file, classes) triple."
+            )
         entries = [parse_teacher_entry(i, entry) for i, entry in enumerate(d.TEACHERS)]
         tcfgs = [teacher_config(i, config_file, cfg) for i, (config_file, _, _) in enumerate(entries)]
         _check_training_datasets(cfg)
@@ -136,21 +152,32 @@ class Distiller(nn.Module):
         taught = {c for link in links for c in link.student_classes}
         untaught = sorted(set(range(student.num_classes)) - taught)
         if untaught and not d.USE_LABELS:
-            logger.warning(f"Student classes {untaught} have no teacher: label-free training gives them no "
-                           "training signal.")
+            logger.warning(
+                f"Student classes {untaught} have no teacher: label-free training gives them no training signal."
+            )
         adversarial = None
         if d.ADVERSARIAL.ENABLED:
             a = d.ADVERSARIAL
-            adversarial = FeatureAdversaries(tuple(a.FEATURES), [link.name for link in links], student.feature_shapes(),
-                                             [t.feature_shapes() for t in teachers], a.CHANNELS, a.WEIGHT)
+            adversarial = FeatureAdversaries(
+                tuple(a.FEATURES),
+                [link.name for link in links],
+                student.feature_shapes(),
+                [t.feature_shapes() for t in teachers],
+                a.CHANNELS,
+                a.WEIGHT,
+            )
         return {
             "student": student,
             "teachers": teachers,
             "links": links,
             "use_labels": d.USE_LABELS,
             "weight": d.WEIGHT,
-            "head_weights": {"heatmap": d.HEATMAP_WEIGHT, "wh": d.WH_WEIGHT, "offset": d.OFFSET_WEIGHT,
-                             "box": d.BOX_WEIGHT},
+            "head_weights": {
+                "heatmap": d.HEATMAP_WEIGHT,
+                "wh": d.WH_WEIGHT,
+                "offset": d.OFFSET_WEIGHT,
+                "box": d.BOX_WEIGHT,
+            },
             "loss_balancer": build_loss_balancer(cfg),
             "logit_kd": d.LOGIT_KD,
             "adversarial": adversarial,
@@ -176,7 +203,7 @@ class Distiller(nn.Module):
         """Load a (plain or distilled) student checkpoint into the student."""
         return self.student.load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def forward(self, batched_inputs: List[Dict]):
+    def forward(self, batched_inputs: list[dict]):
         if not self.training:
             return self.student(batched_inputs)
         images = self.student.preprocess_image(batched_inputs)
@@ -189,15 +216,17 @@ class Distiller(nn.Module):
             losses = self.loss_balancer(losses)
         return losses
 
-    def student_losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+    def student_losses(self, outputs: dict[str, torch.Tensor], batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
         """The student's own losses on the images that have labels.
 
         A batch without any labelled image gives the same terms, multiplied by 0
         (the loss dict keeps its keys from step to step and across processes).
         """
         if not all("instances" in x for x in batched_inputs):
-            raise ValueError("Distiller training with MODEL.DISTILL.USE_LABELS needs 'instances' in every "
-                             "input dict; set it False for label-free training.")
+            raise ValueError(
+                "Distiller training with MODEL.DISTILL.USE_LABELS needs 'instances' in every "
+                "input dict; set it False for label-free training."
+            )
         labeled = [i for i, x in enumerate(batched_inputs) if not x.get("unlabeled", False)]
         rows = labeled or list(range(len(batched_inputs)))
         index = torch.as_tensor(rows, device=self.device)
@@ -207,8 +236,9 @@ class Distiller(nn.Module):
             losses = {k: v * 0.0 for k, v in losses.items()}
         return losses
 
-    def teacher_predictions(self, batched_inputs: List[Dict], images: torch.Tensor
-                            ) -> Tuple[List[Dict[str, torch.Tensor]], List[Dict[str, torch.Tensor]]]:
+    def teacher_predictions(
+        self, batched_inputs: list[dict], images: torch.Tensor
+    ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
         """Every teacher's (raw output maps, named feature maps) for the batch,
         without gradients (see ``PointDetector.predict_with_features``).
 
@@ -228,9 +258,13 @@ class Distiller(nn.Module):
                 features.append(feats)
         return outputs, features
 
-    def distillation_losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict],
-                            images: torch.Tensor, teacher_outputs: Optional[Sequence[Dict[str, torch.Tensor]]] = None
-                            ) -> Dict[str, torch.Tensor]:
+    def distillation_losses(
+        self,
+        outputs: dict[str, torch.Tensor],
+        batched_inputs: list[dict],
+        images: torch.Tensor,
+        teacher_outputs: Sequence[dict[str, torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """``loss_kd_<teacher>_<head>`` for every teacher, weighted.
 
         Args:
@@ -256,8 +290,9 @@ class Distiller(nn.Module):
                 losses[f"loss_kd_{link.name}_{head}"] = value * (self.weight * self.head_weights.get(head, 1.0))
         return losses
 
-    def _teacher_images(self, teacher: PointDetector, link: TeacherLink, batched_inputs: List[Dict],
-                        images: torch.Tensor) -> torch.Tensor:
+    def _teacher_images(
+        self, teacher: PointDetector, link: TeacherLink, batched_inputs: list[dict], images: torch.Tensor
+    ) -> torch.Tensor:
         """The batch as the teacher's own preprocessing sees it, padded like the student's."""
         if not link.own_normalization:
             return images
@@ -270,37 +305,49 @@ class Distiller(nn.Module):
         return ImageList.from_tensors(tensors, self.student.backbone.size_divisibility).tensor
 
 
-def logit_distillation(distiller: Distiller, outputs, features, teacher_outputs, teacher_features
-                       ) -> Dict[str, torch.Tensor]:
+def logit_distillation(
+    distiller: Distiller, outputs, features, teacher_outputs, teacher_features
+) -> dict[str, torch.Tensor]:
     """The output-map terms ``loss_kd_<teacher>_<head>`` (MODEL.DISTILL.LOGIT_KD)."""
     return distiller.distillation_losses(outputs, [], outputs[distiller.student.class_map], teacher_outputs)
 
 
-def adversarial_distillation(distiller: Distiller, outputs, features, teacher_outputs, teacher_features
-                             ) -> Dict[str, torch.Tensor]:
+def adversarial_distillation(
+    distiller: Distiller, outputs, features, teacher_outputs, teacher_features
+) -> dict[str, torch.Tensor]:
     """The adversarial feature terms ``loss_adv_<teacher>_<level>`` (MODEL.DISTILL.ADVERSARIAL)."""
     return distiller.adversarial(features, teacher_features)
 
 
-_NOTHING_TO_LEARN = ("MODEL.DISTILL.LOGIT_KD and MODEL.DISTILL.ADVERSARIAL.ENABLED are both False and "
-                      "MODEL.DISTILL.TERMS is empty: the student would learn nothing from its teachers; set one of "
-                      "them True or name a term.")
+_NOTHING_TO_LEARN = (
+    "MODEL.DISTILL.LOGIT_KD and MODEL.DISTILL.ADVERSARIAL.ENABLED are both False and "
+    "MODEL.DISTILL.TERMS is empty: the student would learn nothing from its teachers; set one of "
+    "them True or name a term."
+)
 
 
 def _check_can_be_student(student_class: type) -> None:
     """A student is a point detector that defines its distillation terms."""
-    if not (isinstance(student_class, type) and issubclass(student_class, PointDetector)) or \
-            student_class.distillation_losses is PointDetector.distillation_losses:
-        raise ValueError(f"MODEL.DISTILL.STUDENT_META_ARCHITECTURE: {student_class.__name__} is not a point "
-                         "detector with distillation_losses (e.g. CenterNet, TTFNet); see docs/extending.md.")
+    if (
+        not (isinstance(student_class, type) and issubclass(student_class, PointDetector))
+        or student_class.distillation_losses is PointDetector.distillation_losses
+    ):
+        raise ValueError(
+            f"MODEL.DISTILL.STUDENT_META_ARCHITECTURE: {student_class.__name__} is not a point "
+            "detector with distillation_losses (e.g. CenterNet, TTFNet); see docs/extending.md."
+        )
 
 
 def _check_training_datasets(cfg) -> None:
     folders = {name for name, _ in cfg.DATASETS.IMAGE_FOLDERS}
     used = [n for n in cfg.DATASETS.TRAIN if n in folders]
     if used and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
-        raise ValueError(f"DATASETS.TRAIN uses image folders {used}, whose images have no annotations; set "
-                         "DATALOADER.FILTER_EMPTY_ANNOTATIONS False or detectron2 drops every one of them.")
+        raise ValueError(
+            f"DATASETS.TRAIN uses image folders {used}, whose images have no annotations; set "
+            "DATALOADER.FILTER_EMPTY_ANNOTATIONS False or detectron2 drops every one of them."
+        )
     if used and len(used) == len(cfg.DATASETS.TRAIN) and cfg.MODEL.DISTILL.USE_LABELS:
-        raise ValueError("Every dataset in DATASETS.TRAIN is an image folder (no labels); set "
-                         "MODEL.DISTILL.USE_LABELS False for label-free distillation.")
+        raise ValueError(
+            "Every dataset in DATASETS.TRAIN is an image folder (no labels); set "
+            "MODEL.DISTILL.USE_LABELS False for label-free distillation."
+        )

@@ -1,5 +1,4 @@
 """What CenterNet and TTFNet share: objects found as peaks of a per-class heatmap."""
-from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -55,14 +54,29 @@ class PointDetector(nn.Module):
     # Config node of the detector's own keys, e.g. "MODEL.CENTERNET".
     config_prefix = ""
     # Names of the raw output maps the heads return.
-    output_maps: Tuple[str, ...] = ("heatmap",)
+    output_maps: tuple[str, ...] = ("heatmap",)
     # The raw output map of per-class score logits, [N, C, H, W].
     class_map: str = "heatmap"
     # The raw output maps that heatmap_scores folds into the detection scores.
-    score_maps: Tuple[str, ...] = ("heatmap",)
+    score_maps: tuple[str, ...] = ("heatmap",)
 
-    def __init__(self, *, backbone, upsampler, heads, num_classes, pixel_mean, pixel_std, coord_conv=None, spp=None,
-                 test_topk=100, score_thresh_test=0.01, loss_balancer=None, channels_last=False, flip_test=False):
+    def __init__(
+        self,
+        *,
+        backbone,
+        upsampler,
+        heads,
+        num_classes,
+        pixel_mean,
+        pixel_std,
+        coord_conv=None,
+        spp=None,
+        test_topk=100,
+        score_thresh_test=0.01,
+        loss_balancer=None,
+        channels_last=False,
+        flip_test=False,
+    ):
         super().__init__()
         self.channels_last = channels_last
         self.flip_test = flip_test
@@ -114,7 +128,7 @@ class PointDetector(nn.Module):
         return True
 
     @classmethod
-    def build_upsampler(cls, cfg, input_shapes: Dict[str, ShapeSpec]) -> nn.Module:
+    def build_upsampler(cls, cfg, input_shapes: dict[str, ShapeSpec]) -> nn.Module:
         """The upsampler on the backbone's ``output_shape()`` ``input_shapes``."""
         raise NotImplementedError
 
@@ -124,7 +138,7 @@ class PointDetector(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls, cfg) -> Dict:
+    def from_config(cls, cfg) -> dict:
         """The constructor arguments every subclass takes the same way from a
         config; subclasses add their own (targets, loss weights)."""
         node = cls.config_node(cfg)
@@ -151,7 +165,7 @@ class PointDetector(nn.Module):
     def device(self):
         return self.pixel_mean.device
 
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
         """Normalise and pad to a multiple of the backbone's size divisibility (32);
         channels-last layout when MODEL.CENTERX.CHANNELS_LAST."""
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
@@ -160,11 +174,11 @@ class PointDetector(nn.Module):
             images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
         return images
 
-    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Normalised [N, 3, H, W] -> dict of raw output maps (used by the exporters)."""
         return self.predict_with_features(images)[0]
 
-    def predict_with_features(self, images: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    def predict_with_features(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Normalised [N, 3, H, W] -> (raw output maps :attr:`output_maps` at
         ``stride``, named intermediate maps: the backbone's outputs and
         "upsampler", the map the heads read), as described by :meth:`feature_shapes`."""
@@ -173,14 +187,14 @@ class PointDetector(nn.Module):
         x = self.upsampler({**features, first: self.spp(self.coord_conv(features[first]))})
         return self.heads(x), {**features, "upsampler": x}
 
-    def feature_shapes(self) -> Dict[str, ShapeSpec]:
+    def feature_shapes(self) -> dict[str, ShapeSpec]:
         """Channels and stride (input pixels per cell) of each map
         :meth:`predict_with_features` names."""
         shapes = dict(self.backbone.output_shape())
         shapes["upsampler"] = ShapeSpec(channels=self.upsampler.out_channels, stride=self.stride)
         return shapes
 
-    def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
+    def losses(self, outputs: dict[str, torch.Tensor], gt: list[Instances]) -> dict[str, torch.Tensor]:
         """Raw output maps + ground truth -> dict of weighted losses.
 
         ``gt`` stays where the data loader put it (host memory): the targets are
@@ -188,13 +202,14 @@ class PointDetector(nn.Module):
         (:func:`~centerx.modeling.targets.batch_ground_truth`)."""
         raise NotImplementedError
 
-    def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw output maps -> ``boxes`` [N, K, 4] in input pixels of the padded
         batch, ``scores`` [N, K], ``classes`` [N, K] int64 (K = ``test_topk``)."""
         raise NotImplementedError
 
-    def distillation_losses(self, student: Dict[str, torch.Tensor], teacher: Dict[str, torch.Tensor]
-                            ) -> Dict[str, torch.Tensor]:
+    def distillation_losses(
+        self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """Distillation terms between this detector's raw maps and a teacher's of the
         same class (the Distiller's ``loss_kd_<teacher>_<head>``).
 
@@ -205,17 +220,19 @@ class PointDetector(nn.Module):
         Returns:
             {head: unweighted scalar}.
         """
-        raise NotImplementedError(f"{type(self).__name__} defines no distillation losses and cannot be a "
-                                  "Distiller's student.")
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no distillation losses and cannot be a Distiller's student."
+        )
 
-    def heatmap_scores(self, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def heatmap_scores(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Raw output maps -> [N, C, H, W] detection scores in [0, 1], whose 3x3
         peaks ``decode`` takes: the sigmoid of the class-score logits (``class_map``)."""
         return torch.sigmoid(outputs[self.class_map])
 
     @classmethod
-    def box_flags(cls, cfg, w_cells: np.ndarray, h_cells: np.ndarray, area_px: np.ndarray,
-                  image_index: np.ndarray) -> Dict[str, np.ndarray]:
+    def box_flags(
+        cls, cfg, w_cells: np.ndarray, h_cells: np.ndarray, area_px: np.ndarray, image_index: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """The boxes of a dataset that this detector's targets treat specially, for
         ``./run.sh check-data`` (centerx.data.statistics): {flag name: [B] bool}.
 
@@ -226,7 +243,7 @@ class PointDetector(nn.Module):
         The base has none."""
         return {}
 
-    def predict_flip_averaged(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def predict_flip_averaged(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Flip test-time augmentation (CenterNet's ``--flip_test``): the raw maps of
         ``images`` merged with those of their mirror images by :meth:`merge_flipped`,
         both passes in one batch of 2N.
@@ -241,8 +258,9 @@ class PointDetector(nn.Module):
         both = self.predict(torch.cat([images, images.flip(-1)]))
         return self.merge_flipped({k: v[:n] for k, v in both.items()}, {k: v[n:].flip(-1) for k, v in both.items()})
 
-    def merge_flipped(self, outputs: Dict[str, torch.Tensor], mirrored: Dict[str, torch.Tensor]
-                      ) -> Dict[str, torch.Tensor]:
+    def merge_flipped(
+        self, outputs: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """Merge the raw maps of images and of their mirror images.
 
         Args:
@@ -255,10 +273,13 @@ class PointDetector(nn.Module):
             raw maps whose score maps (:attr:`score_maps`) hold the logit of the
             mean of the two passes' sigmoids; subclasses add their regression maps.
         """
-        return {k: torch.logit((torch.sigmoid(outputs[k].float()) + torch.sigmoid(mirrored[k].float())) / 2)
-                for k in self.score_maps if k in outputs}
+        return {
+            k: torch.logit((torch.sigmoid(outputs[k].float()) + torch.sigmoid(mirrored[k].float())) / 2)
+            for k in self.score_maps
+            if k in outputs
+        }
 
-    def forward(self, batched_inputs: List[Dict]):
+    def forward(self, batched_inputs: list[dict]):
         images = self.preprocess_image(batched_inputs)
         if self.training:
             if not all("instances" in x for x in batched_inputs):
@@ -268,7 +289,7 @@ class PointDetector(nn.Module):
         outputs = self.predict_flip_averaged(images.tensor) if self.flip_test else self.predict(images.tensor)
         return self.postprocess(self.inference(outputs, images.image_sizes), batched_inputs, images.image_sizes)
 
-    def inference(self, outputs: Dict[str, torch.Tensor], image_sizes) -> List[Instances]:
+    def inference(self, outputs: dict[str, torch.Tensor], image_sizes) -> list[Instances]:
         """Decode the top-K peaks of each image into ``Instances`` in input pixels,
         dropping scores not above ``score_thresh_test`` and clipping to the image."""
         det = self.decode(outputs)
@@ -285,7 +306,7 @@ class PointDetector(nn.Module):
         return results
 
     @staticmethod
-    def postprocess(results: List[Instances], batched_inputs: List[Dict], image_sizes):
+    def postprocess(results: list[Instances], batched_inputs: list[dict], image_sizes):
         """Rescale to each input's requested "height"/"width" (its original size)."""
         processed = []
         for inst, x, size in zip(results, batched_inputs, image_sizes):

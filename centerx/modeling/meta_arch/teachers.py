@@ -1,10 +1,11 @@
 """The frozen teachers of a Distiller: reading and checking their entries in
 ``MODEL.DISTILL.TEACHERS``, building each from its own config and weights, and
 lining up its heatmap channels with the student's classes (:class:`TeacherLink`)."""
+
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
 
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
@@ -15,8 +16,17 @@ from ...config import add_centerx_config
 from ...config_files import check_config_file
 from .point_detector import PointDetector
 
-__all__ = ["TeacherLink", "build_teachers", "class_names", "check_disjoint", "check_same_grid", "load_teacher_weights",
-           "map_classes", "parse_teacher_entry", "teacher_config"]
+__all__ = [
+    "TeacherLink",
+    "build_teachers",
+    "class_names",
+    "check_disjoint",
+    "check_same_grid",
+    "load_teacher_weights",
+    "map_classes",
+    "parse_teacher_entry",
+    "teacher_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +47,15 @@ class TeacherLink:
     """
 
     name: str
-    student_classes: Tuple[int, ...]
-    teacher_channels: Tuple[int, ...]
+    student_classes: tuple[int, ...]
+    teacher_channels: tuple[int, ...]
     swap_channels: bool
     own_normalization: bool
 
 
-def build_teachers(cfg, student: PointDetector, entries: Sequence[Tuple], tcfgs: Sequence
-                   ) -> Tuple[List[PointDetector], List[TeacherLink]]:
+def build_teachers(
+    cfg, student: PointDetector, entries: Sequence[tuple], tcfgs: Sequence
+) -> tuple[list[PointDetector], list[TeacherLink]]:
     """Each teacher built from its config, checked against the student's grid, its
     weights loaded strictly, and its :class:`TeacherLink`.
 
@@ -64,19 +75,23 @@ def build_teachers(cfg, student: PointDetector, entries: Sequence[Tuple], tcfgs:
             i, classes, teacher.num_classes, class_names(tcfg), student.num_classes, student_names
         )
         swap = cfg.INPUT.FORMAT != tcfg.INPUT.FORMAT
-        own = swap or list(cfg.MODEL.PIXEL_MEAN) != list(tcfg.MODEL.PIXEL_MEAN) or \
-            list(cfg.MODEL.PIXEL_STD) != list(tcfg.MODEL.PIXEL_STD)
+        own = (
+            swap
+            or list(cfg.MODEL.PIXEL_MEAN) != list(tcfg.MODEL.PIXEL_MEAN)
+            or list(cfg.MODEL.PIXEL_STD) != list(tcfg.MODEL.PIXEL_STD)
+        )
         links.append(TeacherLink(f"t{i}", tuple(student_classes), tuple(channels), swap, own))
         teachers.append(teacher)
-        logger.info(f"Distillation teacher t{i}: {tcfg.MODEL.META_ARCHITECTURE} from {config_file} with "
-                    f"weights {weights_file}; teacher channel -> student class: "
-                    f"{dict(zip(channels, student_classes))}"
-                    + ("; own input channel order / normalisation" if own else ""))
+        logger.info(
+            f"Distillation teacher t{i}: {tcfg.MODEL.META_ARCHITECTURE} from {config_file} with "
+            f"weights {weights_file}; teacher channel -> student class: "
+            f"{dict(zip(channels, student_classes))}" + ("; own input channel order / normalisation" if own else "")
+        )
     check_disjoint(links, student_names)
     return teachers, links
 
 
-def parse_teacher_entry(i: int, entry) -> Tuple[str, str, Tuple]:
+def parse_teacher_entry(i: int, entry) -> tuple[str, str, tuple]:
     """(config file, local weights file, classes) of one teacher, checked before any
     model is built: both files exist (weights may be a URL, fetched here); the
     classes are all names or all indices, none twice."""
@@ -114,17 +129,22 @@ def teacher_config(i: int, config_file: str, cfg):
     if tcfg.MODEL.META_ARCHITECTURE == "Distiller":
         raise ValueError(f"{where}: is a Distiller config; give the plain config of the trained teacher.")
     if tcfg.MODEL.META_ARCHITECTURE != cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE:
-        raise ValueError(f"{where}: the teacher is a {tcfg.MODEL.META_ARCHITECTURE}, the student a "
-                         f"{cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE}; distillation compares their heads one by "
-                         "one and needs the same meta-architecture.")
+        raise ValueError(
+            f"{where}: the teacher is a {tcfg.MODEL.META_ARCHITECTURE}, the student a "
+            f"{cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE}; distillation compares their heads one by "
+            "one and needs the same meta-architecture."
+        )
     formats = {cfg.INPUT.FORMAT, tcfg.INPUT.FORMAT}
     if len(formats) > 1 and not formats <= _SWAPPABLE_FORMATS:
-        raise ValueError(f"{where}: INPUT.FORMAT '{tcfg.INPUT.FORMAT}' vs the student's '{cfg.INPUT.FORMAT}'; "
-                         f"only {sorted(_SWAPPABLE_FORMATS)} can be converted into each other.")
+        raise ValueError(
+            f"{where}: INPUT.FORMAT '{tcfg.INPUT.FORMAT}' vs the student's '{cfg.INPUT.FORMAT}'; "
+            f"only {sorted(_SWAPPABLE_FORMATS)} can be converted into each other."
+        )
     for key in ("PIXEL_MEAN", "PIXEL_STD"):
         if len(tcfg.MODEL[key]) != len(cfg.MODEL[key]):
-            raise ValueError(f"{where}: MODEL.{key} has {len(tcfg.MODEL[key])} channels, the student's "
-                             f"{len(cfg.MODEL[key])}.")
+            raise ValueError(
+                f"{where}: MODEL.{key} has {len(tcfg.MODEL[key])} channels, the student's {len(cfg.MODEL[key])}."
+            )
     tcfg.MODEL.DEVICE = cfg.MODEL.DEVICE
     tcfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
     tcfg.freeze()
@@ -136,11 +156,15 @@ def check_same_grid(i: int, config_file: str, student: PointDetector, teacher: P
     cell with the student's (another output stride or input padding)."""
     where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
     if teacher.stride != student.stride:
-        raise ValueError(f"{where}: output stride {teacher.stride} differs from the student's {student.stride}; "
-                         "distillation compares the maps cell by cell.")
+        raise ValueError(
+            f"{where}: output stride {teacher.stride} differs from the student's {student.stride}; "
+            "distillation compares the maps cell by cell."
+        )
     if teacher.backbone.size_divisibility != student.backbone.size_divisibility:
-        raise ValueError(f"{where}: pads inputs to a multiple of {teacher.backbone.size_divisibility}, the student "
-                         f"to {student.backbone.size_divisibility}; their maps would differ in size.")
+        raise ValueError(
+            f"{where}: pads inputs to a multiple of {teacher.backbone.size_divisibility}, the student "
+            f"to {student.backbone.size_divisibility}; their maps would differ in size."
+        )
 
 
 def load_teacher_weights(i: int, teacher: PointDetector, weights_file: str) -> None:
@@ -150,7 +174,7 @@ def load_teacher_weights(i: int, teacher: PointDetector, weights_file: str) -> N
         raise ValueError(f"MODEL.DISTILL.TEACHERS[{i}]: '{weights_file}': {e}") from e
 
 
-def class_names(cfg) -> Optional[List[str]]:
+def class_names(cfg) -> list[str] | None:
     """Names of a config's model classes in heatmap channel order:
     MODEL.CENTERX.CLASS_NAMES when set, else the first ``thing_classes`` in the
     metadata of DATASETS.TEST then TRAIN, else None. Metadata only: no dataset is
@@ -163,8 +187,14 @@ def class_names(cfg) -> Optional[List[str]]:
     return None
 
 
-def map_classes(i: int, classes: Tuple, teacher_num: int, teacher_names: Optional[List[str]], student_num: int,
-                 student_names: Optional[List[str]]) -> Tuple[List[int], List[int]]:
+def map_classes(
+    i: int,
+    classes: tuple,
+    teacher_num: int,
+    teacher_names: list[str] | None,
+    student_num: int,
+    student_names: list[str] | None,
+) -> tuple[list[int], list[int]]:
     """(student class of each taught teacher channel, taught teacher channels).
 
     ``classes`` are all names or all student indices (see :func:`parse_teacher_entry`)."""
@@ -176,46 +206,60 @@ def map_classes(i: int, classes: Tuple, teacher_num: int, teacher_names: Optiona
             logger.warning(f"{where}: no class names on one side; teacher channel i teaches student class i.")
             return list(range(teacher_num)), list(range(teacher_num))
         else:
-            raise ValueError(f"{where}: the teacher has {teacher_num} classes, the student {student_num}, and the "
-                             "class names are unknown; give the student classes it teaches as indices.")
+            raise ValueError(
+                f"{where}: the teacher has {teacher_num} classes, the student {student_num}, and the "
+                "class names are unknown; give the student classes it teaches as indices."
+            )
     if all(isinstance(c, str) for c in classes):
         t_names = _names_or_raise(f"{where}: classes are given by name but the teacher's", teacher_names, teacher_num)
         s_names = _names_or_raise(f"{where}: classes are given by name but the student's", student_names, student_num)
         for c in classes:
             if c not in s_names:
-                raise ValueError(f"{where}: teaches class '{c}', which the student does not have "
-                                 f"(student classes: {s_names}).")
+                raise ValueError(
+                    f"{where}: teaches class '{c}', which the student does not have (student classes: {s_names})."
+                )
             if c not in t_names:
                 raise ValueError(f"{where}: class '{c}' is not one of the teacher's classes {t_names}.")
         return [s_names.index(c) for c in classes], [t_names.index(c) for c in classes]
     if len(classes) != teacher_num:
-        raise ValueError(f"{where}: classes given as student indices {list(classes)} must name one student "
-                         f"class per teacher channel ({teacher_num}).")
+        raise ValueError(
+            f"{where}: classes given as student indices {list(classes)} must name one student "
+            f"class per teacher channel ({teacher_num})."
+        )
     bad = [c for c in classes if not 0 <= c < student_num]
     if bad:
-        raise ValueError(f"{where}: teaches student class indices {bad}, which the student (classes 0.."
-                         f"{student_num - 1}) does not have.")
+        raise ValueError(
+            f"{where}: teaches student class indices {bad}, which the student (classes 0.."
+            f"{student_num - 1}) does not have."
+        )
     return list(classes), list(range(teacher_num))
 
 
-def _names_or_raise(what: str, names: Optional[List[str]], num: int) -> List[str]:
+def _names_or_raise(what: str, names: list[str] | None, num: int) -> list[str]:
     if names is None:
-        raise ValueError(f"{what} config sets no MODEL.CENTERX.CLASS_NAMES and the metadata of its datasets "
-                         "(DATASETS.TEST / TRAIN) has no thing_classes (a COCO json dataset's are known only once "
-                         "it is read); set MODEL.CENTERX.CLASS_NAMES, or give student class indices instead.")
+        raise ValueError(
+            f"{what} config sets no MODEL.CENTERX.CLASS_NAMES and the metadata of its datasets "
+            "(DATASETS.TEST / TRAIN) has no thing_classes (a COCO json dataset's are known only once "
+            "it is read); set MODEL.CENTERX.CLASS_NAMES, or give student class indices instead."
+        )
     if len(names) != num:
-        raise ValueError(f"{what} class names {names} number {len(names)} while its model has {num} classes; "
-                         "fix MODEL.CENTERX.CLASS_NAMES or its datasets' thing_classes.")
+        raise ValueError(
+            f"{what} class names {names} number {len(names)} while its model has {num} classes; "
+            "fix MODEL.CENTERX.CLASS_NAMES or its datasets' thing_classes."
+        )
     return names
 
 
-def check_disjoint(links: Sequence[TeacherLink], student_names: Optional[List[str]]) -> None:
-    owner: Dict[int, str] = {}
+def check_disjoint(links: Sequence[TeacherLink], student_names: list[str] | None) -> None:
+    owner: dict[int, str] = {}
     for i, link in enumerate(links):
         for c in link.student_classes:
             if c in owner:
-                label = f"'{student_names[c]}' ({c})" if student_names is not None and c < len(student_names) \
-                    else str(c)
-                raise ValueError(f"MODEL.DISTILL.TEACHERS[{owner[c]}] and [{i}] both teach student class {label}; "
-                                 "each class must have one teacher.")
+                label = (
+                    f"'{student_names[c]}' ({c})" if student_names is not None and c < len(student_names) else str(c)
+                )
+                raise ValueError(
+                    f"MODEL.DISTILL.TEACHERS[{owner[c]}] and [{i}] both teach student class {label}; "
+                    "each class must have one teacher."
+                )
             owner[c] = str(i)

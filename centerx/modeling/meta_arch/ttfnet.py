@@ -1,6 +1,5 @@
 """TTFNet ("Training-Time-Friendly Network for Real-Time Object Detection",
 Liu et al., AAAI 2020) as a detectron2 meta-architecture."""
-from typing import Dict, List
 
 import torch
 from detectron2.config import configurable
@@ -38,8 +37,17 @@ class TTFNet(PointDetector):
     output_maps = ("heatmap", "ltrb", "iou")
 
     @configurable
-    def __init__(self, *, alpha=0.54, beta=0.54, heatmap_loss_weight=1.0, box_loss_weight=5.0, iou_loss_weight=1.0,
-                 iou_alpha=0.5, **kwargs):
+    def __init__(
+        self,
+        *,
+        alpha=0.54,
+        beta=0.54,
+        heatmap_loss_weight=1.0,
+        box_loss_weight=5.0,
+        iou_loss_weight=1.0,
+        iou_alpha=0.5,
+        **kwargs,
+    ):
         """
         Args:
             alpha, beta: Gaussian extent of the heatmap and of the box samples.
@@ -61,15 +69,32 @@ class TTFNet(PointDetector):
     @classmethod
     def build_upsampler(cls, cfg, input_shapes):
         t = cfg.MODEL.TTFNET
-        return TTFNetUpsampler(input_shapes, list(input_shapes), t.UPSAMPLE_CHANNELS, t.SHORTCUT_CONVS, t.DEFORMABLE,
-                               cfg.MODEL.CENTERX.NECK_NORM)
+        return TTFNetUpsampler(
+            input_shapes,
+            list(input_shapes),
+            t.UPSAMPLE_CHANNELS,
+            t.SHORTCUT_CONVS,
+            t.DEFORMABLE,
+            cfg.MODEL.CENTERX.NECK_NORM,
+        )
 
     @classmethod
     def build_heads(cls, cfg, in_channels):
         t = cfg.MODEL.TTFNET
-        return TTFNetHeads(in_channels, t.NUM_CLASSES, t.HEATMAP_HEAD_CHANNELS, t.HEATMAP_HEAD_CONVS,
-                           t.BOX_HEAD_CHANNELS, t.BOX_HEAD_CONVS, t.HEATMAP_BIAS, t.BOX_BASE, t.BOX_HEAD_BIAS,
-                           cfg.MODEL.CENTERX.HEAD_NORM, drop_block_args(cfg), t.IOU_AWARE.ENABLED)
+        return TTFNetHeads(
+            in_channels,
+            t.NUM_CLASSES,
+            t.HEATMAP_HEAD_CHANNELS,
+            t.HEATMAP_HEAD_CONVS,
+            t.BOX_HEAD_CHANNELS,
+            t.BOX_HEAD_CONVS,
+            t.HEATMAP_BIAS,
+            t.BOX_BASE,
+            t.BOX_HEAD_BIAS,
+            cfg.MODEL.CENTERX.HEAD_NORM,
+            drop_block_args(cfg),
+            t.IOU_AWARE.ENABLED,
+        )
 
     @classmethod
     def from_config(cls, cfg):
@@ -84,7 +109,7 @@ class TTFNet(PointDetector):
             "iou_alpha": t.IOU_AWARE.ALPHA,
         }
 
-    def losses(self, outputs: Dict[str, torch.Tensor], gt: List[Instances]) -> Dict[str, torch.Tensor]:
+    def losses(self, outputs: dict[str, torch.Tensor], gt: list[Instances]) -> dict[str, torch.Tensor]:
         """``loss_heatmap`` (focal), ``loss_box`` (weighted GIoU) and, when ``outputs``
         has ``iou`` (IoU-aware heads), ``loss_iou``, already weighted, FP32.
 
@@ -94,25 +119,34 @@ class TTFNet(PointDetector):
         and the focal divisor (the number of objects) are unchanged."""
         H, W = outputs["heatmap"].shape[-2:]
         boxes, classes, weights, window = batch_ground_truth(
-            gt, self.device, lambda b, c: ttfnet_window(b, c, self.stride, (H, W), self.alpha, self.beta))
-        targets = ttfnet_targets(boxes, classes, self.num_classes, (H, W), self.stride, self.alpha, self.beta, window,
-                                 weights)
+            gt, self.device, lambda b, c: ttfnet_window(b, c, self.stride, (H, W), self.alpha, self.beta)
+        )
+        targets = ttfnet_targets(
+            boxes, classes, self.num_classes, (H, W), self.stride, self.alpha, self.beta, window, weights
+        )
         hm = penalty_reduced_focal_loss(outputs["heatmap"], targets["heatmap"], pos_weight=targets.get("pos_weight"))
         # GIoU at every cell, weighted: cells that are not samples have weight 0
         # (a dense, shape-static form of gathering the samples)
-        ys, xs = torch.meshgrid(torch.arange(H, device=self.device), torch.arange(W, device=self.device),
-                                indexing="ij")
+        ys, xs = torch.meshgrid(torch.arange(H, device=self.device), torch.arange(W, device=self.device), indexing="ij")
         pred_boxes = ltrb_to_boxes(outputs["ltrb"].float().permute(0, 2, 3, 1), xs, ys, self.stride)
-        box = weighted_giou_loss(pred_boxes.reshape(-1, 4), targets["box"].permute(0, 2, 3, 1).reshape(-1, 4),
-                                 targets["weight"].reshape(-1), targets["weight_sum"])
+        box = weighted_giou_loss(
+            pred_boxes.reshape(-1, 4),
+            targets["box"].permute(0, 2, 3, 1).reshape(-1, 4),
+            targets["weight"].reshape(-1),
+            targets["weight_sum"],
+        )
         w = self.loss_weights
         losses = {"loss_heatmap": hm * w["heatmap"], "loss_box": box * w["box"]}
         if "iou" in outputs:
             # IoU-aware: BCE against the IoU of each (detached) predicted box with
             # its target, at the GIoU loss's samples with its weights and divisor
-            iou = weighted_iou_aware_loss(outputs["iou"].permute(0, 2, 3, 1).reshape(-1), pred_boxes.reshape(-1, 4),
-                                          targets["box"].permute(0, 2, 3, 1).reshape(-1, 4),
-                                          targets["weight"].reshape(-1), targets["weight_sum"])
+            iou = weighted_iou_aware_loss(
+                outputs["iou"].permute(0, 2, 3, 1).reshape(-1),
+                pred_boxes.reshape(-1, 4),
+                targets["box"].permute(0, 2, 3, 1).reshape(-1, 4),
+                targets["weight"].reshape(-1),
+                targets["weight_sum"],
+            )
             losses["loss_iou"] = iou * w["iou"]
         return losses
 
@@ -123,8 +157,9 @@ class TTFNet(PointDetector):
         (:func:`~centerx.modeling.losses.distillation.ttfnet_distillation_losses`)."""
         return ttfnet_distillation_losses(student, teacher, self.stride)
 
-    def merge_flipped(self, outputs: Dict[str, torch.Tensor], mirrored: Dict[str, torch.Tensor]
-                      ) -> Dict[str, torch.Tensor]:
+    def merge_flipped(
+        self, outputs: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """Heatmap (and IoU) probabilities and box distances averaged over the two
         passes. The mirror pass's left and right distances swap, and since a cell
         sits at x * stride (no +0.5), the mirror of cell x's point is one stride
@@ -137,7 +172,7 @@ class TTFNet(PointDetector):
         merged["ltrb"] = (outputs["ltrb"] + back) / 2
         return merged
 
-    def heatmap_scores(self, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def heatmap_scores(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """[N, C, H, W] detection scores in [0, 1]: sigmoid of the heatmap, fused
         with the predicted IoU when ``outputs`` has ``iou`` (:func:`ttfnet_scores`)."""
         return ttfnet_scores(outputs["heatmap"], outputs.get("iou"), self.iou_alpha)
@@ -150,8 +185,9 @@ class TTFNet(PointDetector):
         alpha = cfg.MODEL.TTFNET.ALPHA
         return {"single_cell": (alpha * w_cells / 2 < 1) & (alpha * h_cells / 2 < 1) & (w_cells > 0) & (h_cells > 0)}
 
-    def decode(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def decode(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Peak masking + top-K of :meth:`heatmap_scores`; boxes from l, t, r, b at
         each peak (input pixels)."""
-        return decode_ttfnet(outputs["heatmap"], outputs["ltrb"], self.test_topk, self.stride, outputs.get("iou"),
-                             self.iou_alpha)
+        return decode_ttfnet(
+            outputs["heatmap"], outputs["ltrb"], self.test_topk, self.stride, outputs.get("iou"), self.iou_alpha
+        )

@@ -3,5 +3,13 @@ from .coord_conv import CoordConv, build_coord_conv, coordinate_channels
 from .spp import SPP, build_spp
 from .ttfnet_upsampler import TTFNetUpsampler
 
-__all__ = ["CenterNetUpsampler", "bilinear_init_", "CoordConv", "build_coord_conv", "coordinate_channels", "SPP",
-           "build_spp", "TTFNetUpsampler"]
+__all__ = [
+    "CenterNetUpsampler",
+    "bilinear_init_",
+    "CoordConv",
+    "build_coord_conv",
+    "coordinate_channels",
+    "SPP",
+    "build_spp",
+    "TTFNetUpsampler",
+]

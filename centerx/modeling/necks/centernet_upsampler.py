@@ -1,5 +1,6 @@
 """CenterNet's upsampler for ResNet backbones (stride 32 -> 4)."""
-from typing import Dict, Sequence
+
+from collections.abc import Sequence
 
 import torch
 from detectron2.layers import ShapeSpec, get_norm
@@ -39,8 +40,13 @@ class CenterNetUpsampler(nn.Module):
     Output: [N, channels[-1], H/out_stride, W/out_stride], out_stride = S / 2^len(channels).
     """
 
-    def __init__(self, input_shapes: Dict[str, ShapeSpec], channels: Sequence[int] = (256, 128, 64),
-                 deformable: bool = False, norm: str = "BN"):
+    def __init__(
+        self,
+        input_shapes: dict[str, ShapeSpec],
+        channels: Sequence[int] = (256, 128, 64),
+        deformable: bool = False,
+        norm: str = "BN",
+    ):
         """
         Args:
             input_shapes: the backbone's ``output_shape()``.
@@ -53,16 +59,18 @@ class CenterNetUpsampler(nn.Module):
         in_channels = input_shapes[self.in_feature].channels
         layers = []
         for out in channels:
-            conv = (ModulatedDeformConv2d(in_channels, out, 3, padding=1, bias=False) if deformable
-                    else nn.Conv2d(in_channels, out, 3, padding=1, bias=False))
+            conv = (
+                ModulatedDeformConv2d(in_channels, out, 3, padding=1, bias=False)
+                if deformable
+                else nn.Conv2d(in_channels, out, 3, padding=1, bias=False)
+            )
             up = nn.ConvTranspose2d(out, out, 4, stride=2, padding=1, bias=False)
             bilinear_init_(up)
-            layers += [conv, get_norm(norm, out), nn.ReLU(inplace=True),
-                       up, get_norm(norm, out), nn.ReLU(inplace=True)]
+            layers += [conv, get_norm(norm, out), nn.ReLU(inplace=True), up, get_norm(norm, out), nn.ReLU(inplace=True)]
             in_channels = out
         self.layers = nn.Sequential(*layers)
         self.out_channels = in_channels
         self.out_stride = input_shapes[self.in_feature].stride // 2 ** len(channels)
 
-    def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.layers(features[self.in_feature])

@@ -1,6 +1,7 @@
 """CoordConv ("An intriguing failing of convolutional neural networks and the
 CoordConv solution", Liu et al. 2018), as PP-YOLO uses it: two coordinate
 channels appended to a feature map before a convolution."""
+
 import torch
 from torch import nn
 

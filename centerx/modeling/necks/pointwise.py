@@ -1,4 +1,5 @@
 """The 1x1 conv + norm + ReLU that CoordConv and SPP end with."""
+
 from detectron2.layers import get_norm
 from torch import nn
 

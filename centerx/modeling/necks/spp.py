@@ -1,6 +1,7 @@
 """Spatial pyramid pooling as YOLOv3-SPP and PP-YOLO use it: a feature map
 concatenated with stride-1 max-pools of several sizes, fused back by a 1x1 conv."""
-from typing import Sequence
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +31,10 @@ class SPP(nn.Module):
         super().__init__()
         pool_sizes = tuple(int(k) for k in pool_sizes)
         if not pool_sizes or any(k < 1 or k % 2 == 0 for k in pool_sizes):
-            raise ValueError(f"MODEL.CENTERX.SPP.POOL_SIZES must be one or more positive odd sizes (a stride-1 pool "
-                             f"keeps the map's size only with an odd kernel); got {pool_sizes}.")
+            raise ValueError(
+                f"MODEL.CENTERX.SPP.POOL_SIZES must be one or more positive odd sizes (a stride-1 pool "
+                f"keeps the map's size only with an odd kernel); got {pool_sizes}."
+            )
         self.pool_sizes = pool_sizes
         self.fuse = pointwise_conv_block(channels * (1 + len(pool_sizes)), channels, norm)
 

@@ -1,6 +1,7 @@
 """TTFNet's upsampler: CenterNet-like upsampling path with shortcut connections
 from the backbone stages of the same stride."""
-from typing import Dict, Sequence
+
+from collections.abc import Sequence
 
 from detectron2.layers import ShapeSpec, get_norm
 from torch import nn
@@ -40,9 +41,15 @@ class TTFNetUpsampler(nn.Module):
     Output: [N, channels[-1], H / out_stride, W / out_stride], out_stride = S / 2^len(channels).
     """
 
-    def __init__(self, input_shapes: Dict[str, ShapeSpec], in_features: Sequence[str],
-                 channels: Sequence[int] = (256, 128, 64), num_shortcut_convs: Sequence[int] = (1, 2, 3),
-                 deformable: bool = False, norm: str = "BN"):
+    def __init__(
+        self,
+        input_shapes: dict[str, ShapeSpec],
+        in_features: Sequence[str],
+        channels: Sequence[int] = (256, 128, 64),
+        num_shortcut_convs: Sequence[int] = (1, 2, 3),
+        deformable: bool = False,
+        norm: str = "BN",
+    ):
         """
         Args:
             input_shapes: the backbone's ``output_shape()``.
@@ -66,12 +73,19 @@ class TTFNetUpsampler(nn.Module):
         self.shortcuts = nn.ModuleDict()
         self.shortcut_features = []
         for out, n in zip(channels, num_shortcut_convs):
-            conv = (ModulatedDeformConv2d(in_channels, out, 3, padding=1, bias=False) if deformable
-                    else nn.Conv2d(in_channels, out, 3, padding=1, bias=False))
-            self.stages.append(nn.Sequential(
-                conv, get_norm(norm, out), nn.ReLU(inplace=True),
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            ))
+            conv = (
+                ModulatedDeformConv2d(in_channels, out, 3, padding=1, bias=False)
+                if deformable
+                else nn.Conv2d(in_channels, out, 3, padding=1, bias=False)
+            )
+            self.stages.append(
+                nn.Sequential(
+                    conv,
+                    get_norm(norm, out),
+                    nn.ReLU(inplace=True),
+                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                )
+            )
             stride //= 2
             if n > 0:
                 if stride not in by_stride:

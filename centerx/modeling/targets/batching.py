@@ -1,5 +1,6 @@
 """Ground truth of a batch as padded tensors, the input of every target builder."""
-from typing import List, Optional, Sequence, Tuple
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -7,7 +8,7 @@ from detectron2.structures import Instances
 from torch.nn.utils.rnn import pad_sequence
 
 
-def pad_objects(boxes: Sequence[torch.Tensor], classes: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+def pad_objects(boxes: Sequence[torch.Tensor], classes: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image boxes and classes -> one padded pair, on the inputs' device.
 
     Args:
@@ -28,7 +29,7 @@ def pad_objects(boxes: Sequence[torch.Tensor], classes: Sequence[torch.Tensor]) 
     return out_boxes, out_classes
 
 
-def pad_object_weights(weights: Sequence[Optional[torch.Tensor]], num_objects: Sequence[int]) -> torch.Tensor:
+def pad_object_weights(weights: Sequence[torch.Tensor | None], num_objects: Sequence[int]) -> torch.Tensor:
     """Per-image object weights -> one padded tensor, laid out as :func:`pad_objects`.
 
     Args:
@@ -47,8 +48,9 @@ def pad_object_weights(weights: Sequence[Optional[torch.Tensor]], num_objects: S
     return F.pad(out, (0, 1), value=1.0) if out.shape[1] == 0 else out
 
 
-def batch_ground_truth(gt: List[Instances], device: torch.device, window_fn=None
-                       ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[Tuple[int, int]]]:
+def batch_ground_truth(
+    gt: list[Instances], device: torch.device, window_fn=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[int, int] | None]:
     """Pad the ground truth where it is (the data loader's host memory), size the
     splat window there if asked, then move it to ``device`` in one copy per tensor.
 
@@ -70,11 +72,9 @@ def batch_ground_truth(gt: List[Instances], device: torch.device, window_fn=None
     boxes, classes = pad_objects([g.gt_boxes.tensor for g in gt], [g.gt_classes for g in gt])
     weights = None
     if any(g.has("gt_weights") for g in gt):
-        weights = pad_object_weights([g.gt_weights if g.has("gt_weights") else None for g in gt],
-                                     [len(g) for g in gt])
+        weights = pad_object_weights([g.gt_weights if g.has("gt_weights") else None for g in gt], [len(g) for g in gt])
     window = window_fn(boxes, classes) if (window_fn is not None and boxes.device.type == "cpu") else None
     non_blocking = boxes.device.type == "cpu" and torch.device(device).type == "cuda"
     if weights is not None:
         weights = weights.to(device, non_blocking=non_blocking)
-    return (boxes.to(device, non_blocking=non_blocking), classes.to(device, non_blocking=non_blocking), weights,
-            window)
+    return (boxes.to(device, non_blocking=non_blocking), classes.to(device, non_blocking=non_blocking), weights, window)

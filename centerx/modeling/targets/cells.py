@@ -1,10 +1,9 @@
 """Boxes in output-stride cells, as the reference target code takes them."""
-from typing import Tuple
 
 import torch
 
 
-def clip_to_last_cell(boxes: torch.Tensor, stride: int, output_size: Tuple[int, int]) -> torch.Tensor:
+def clip_to_last_cell(boxes: torch.Tensor, stride: int, output_size: tuple[int, int]) -> torch.Tensor:
     """Boxes in input pixels -> boxes in cells, clipped to the centres of the map's
     first and last cells: x to [0, W - 1], y to [0, H - 1].
 

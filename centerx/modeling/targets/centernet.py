@@ -1,5 +1,4 @@
 """CenterNet training targets, built as batched tensor code on the boxes' device."""
-from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -7,8 +6,7 @@ from .cells import clip_to_last_cell
 from .gaussian import draw_gaussians, draw_peak_weights, gaussian_radius
 
 
-def centernet_radii(cell_boxes: torch.Tensor, min_overlap: float = 0.7,
-                    radius_mode: str = "original") -> torch.Tensor:
+def centernet_radii(cell_boxes: torch.Tensor, min_overlap: float = 0.7, radius_mode: str = "original") -> torch.Tensor:
     """Gaussian radius of each box: [..., 4] cells -> [...] int64 cells >= 0
     (CornerNet's radius of the box size rounded up to whole cells, then
     truncated, as the original CenterNet's ``gaussian_radius((ceil(h), ceil(w)))``)."""
@@ -16,8 +14,14 @@ def centernet_radii(cell_boxes: torch.Tensor, min_overlap: float = 0.7,
     return gaussian_radius(wh[..., 1], wh[..., 0], min_overlap, radius_mode).clamp(min=0).long()
 
 
-def centernet_window(boxes: torch.Tensor, classes: torch.Tensor, stride: int, output_size: Tuple[int, int],
-                     min_overlap: float = 0.7, radius_mode: str = "original") -> Tuple[int, int]:
+def centernet_window(
+    boxes: torch.Tensor,
+    classes: torch.Tensor,
+    stride: int,
+    output_size: tuple[int, int],
+    min_overlap: float = 0.7,
+    radius_mode: str = "original",
+) -> tuple[int, int]:
     """The smallest splat window for these objects: (r, r), r the largest radius
     of the real objects (classes >= 0). Reads values: call it on host tensors.
 
@@ -50,14 +54,14 @@ def centernet_targets(
     boxes: torch.Tensor,
     classes: torch.Tensor,
     num_classes: int,
-    output_size: Tuple[int, int],
+    output_size: tuple[int, int],
     stride: int,
     min_overlap: float = 0.7,
     radius_mode: str = "original",
     max_objects: int = 128,
-    window: Optional[Tuple[int, int]] = None,
-    weights: Optional[torch.Tensor] = None,
-) -> Dict[str, torch.Tensor]:
+    window: tuple[int, int] | None = None,
+    weights: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Build CenterNet's targets for a batch, as shape-static tensor code on the
     boxes' device (no value is read back to the host).
 
@@ -121,8 +125,15 @@ def centernet_targets(
     radius = centernet_radii(box, min_overlap, radius_mode)
     bidx = torch.arange(B, device=device)[:, None].expand(B, M)
     heatmap = torch.zeros(B, num_classes, H, W, device=device)
-    draw_gaussians(heatmap, bidx.reshape(-1), cls.reshape(-1), cell.reshape(-1, 2),
-                   radius.reshape(-1, 1).expand(-1, 2), window, keep.reshape(-1))
+    draw_gaussians(
+        heatmap,
+        bidx.reshape(-1),
+        cls.reshape(-1),
+        cell.reshape(-1, 2),
+        radius.reshape(-1, 1).expand(-1, 2),
+        window,
+        keep.reshape(-1),
+    )
 
     # objects that are not kept write to a spare slot K, dropped at the end
     slot = torch.where(keep, slot, torch.full_like(slot, K))
@@ -134,13 +145,20 @@ def centernet_targets(
     wh_t.scatter_(1, slot[..., None].expand(-1, -1, 2), wh)
     offset_t.scatter_(1, slot[..., None].expand(-1, -1, 2), center - cell.float())
     mask.scatter_(1, slot, keep.float())
-    out = {"heatmap": heatmap, "index": index[:, :K], "wh": wh_t[:, :K], "offset": offset_t[:, :K],
-           "mask": mask[:, :K], "num_skipped": num_skipped}
+    out = {
+        "heatmap": heatmap,
+        "index": index[:, :K],
+        "wh": wh_t[:, :K],
+        "offset": offset_t[:, :K],
+        "mask": mask[:, :K],
+        "num_skipped": num_skipped,
+    }
     if weights is not None:
         w = weights.float()
         object_weight = torch.zeros(B, K + 1, device=device)
         object_weight.scatter_(1, slot, w * keep)
         out["object_weight"] = object_weight[:, :K]
-        out["pos_weight"] = draw_peak_weights(heatmap.shape, bidx.reshape(-1), cls.reshape(-1), cell.reshape(-1, 2),
-                                              w.reshape(-1), keep.reshape(-1))
+        out["pos_weight"] = draw_peak_weights(
+            heatmap.shape, bidx.reshape(-1), cls.reshape(-1), cell.reshape(-1, 2), w.reshape(-1), keep.reshape(-1)
+        )
     return out

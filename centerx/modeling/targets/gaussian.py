@@ -2,15 +2,15 @@
 
 All coordinates here are output-stride cells.
 """
-from typing import Optional, Tuple
 
 import torch
 
 RADIUS_MODES = ("corrected", "original")
 
 
-def gaussian_radius(heights: torch.Tensor, widths: torch.Tensor, min_overlap: float = 0.7,
-                    mode: str = "original") -> torch.Tensor:
+def gaussian_radius(
+    heights: torch.Tensor, widths: torch.Tensor, min_overlap: float = 0.7, mode: str = "original"
+) -> torch.Tensor:
     """CornerNet's Gaussian radius for boxes of the given size.
 
     The radius r is the largest corner shift that keeps IoU >= ``min_overlap``
@@ -33,15 +33,15 @@ def gaussian_radius(heights: torch.Tensor, widths: torch.Tensor, min_overlap: fl
     h, w = heights.float(), widths.float()
     b1 = h + w
     c1 = w * h * (1 - min_overlap) / (1 + min_overlap)
-    sq1 = torch.sqrt((b1 ** 2 - 4 * c1).clamp(min=0))
+    sq1 = torch.sqrt((b1**2 - 4 * c1).clamp(min=0))
     a2 = 4.0
     b2 = 2 * (h + w)
     c2 = (1 - min_overlap) * w * h
-    sq2 = torch.sqrt((b2 ** 2 - 4 * a2 * c2).clamp(min=0))
+    sq2 = torch.sqrt((b2**2 - 4 * a2 * c2).clamp(min=0))
     a3 = 4 * min_overlap
     b3 = -2 * min_overlap * (h + w)
     c3 = (min_overlap - 1) * w * h
-    sq3 = torch.sqrt((b3 ** 2 - 4 * a3 * c3).clamp(min=0))
+    sq3 = torch.sqrt((b3**2 - 4 * a3 * c3).clamp(min=0))
     if mode == "original":
         r1, r2, r3 = (b1 + sq1) / 2, (b2 + sq2) / 2, (b3 + sq3) / 2
     else:
@@ -49,8 +49,7 @@ def gaussian_radius(heights: torch.Tensor, widths: torch.Tensor, min_overlap: fl
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
-def gaussian_patches(centers: torch.Tensor, radii: torch.Tensor, output_size: Tuple[int, int],
-                     window: Tuple[int, int]):
+def gaussian_patches(centers: torch.Tensor, radii: torch.Tensor, output_size: tuple[int, int], window: tuple[int, int]):
     """Truncated (elliptical) Gaussians of many objects on windows around their centres.
 
     Object n gets exp(-dx^2 / (2 sx^2) - dy^2 / (2 sy^2)) on the cells with
@@ -92,9 +91,15 @@ def gaussian_patches(centers: torch.Tensor, radii: torch.Tensor, output_size: Tu
     return values, xs.clamp(0, W - 1), ys.clamp(0, H - 1)
 
 
-def draw_gaussians(heatmap: torch.Tensor, batch_idx: torch.Tensor, classes: torch.Tensor,
-                   centers: torch.Tensor, radii: torch.Tensor, window: Tuple[int, int],
-                   valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+def draw_gaussians(
+    heatmap: torch.Tensor,
+    batch_idx: torch.Tensor,
+    classes: torch.Tensor,
+    centers: torch.Tensor,
+    radii: torch.Tensor,
+    window: tuple[int, int],
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Splat truncated (elliptical) Gaussians into ``heatmap``, combining by max.
 
     The Gaussians are those of :func:`gaussian_patches` (sigma = (2r + 1) / 6
@@ -124,8 +129,14 @@ def draw_gaussians(heatmap: torch.Tensor, batch_idx: torch.Tensor, classes: torc
     return heatmap
 
 
-def draw_peak_weights(shape: Tuple[int, int, int, int], batch_idx: torch.Tensor, classes: torch.Tensor,
-                      centers: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def draw_peak_weights(
+    shape: tuple[int, int, int, int],
+    batch_idx: torch.Tensor,
+    classes: torch.Tensor,
+    centers: torch.Tensor,
+    weights: torch.Tensor,
+    valid: torch.Tensor,
+) -> torch.Tensor:
     """Per-object loss weights placed at the objects' heatmap peaks: the
     ``pos_weight`` of :func:`~centerx.modeling.losses.penalty_reduced_focal_loss`.
 

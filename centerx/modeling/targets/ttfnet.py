@@ -5,7 +5,6 @@ Conventions: boxes are (x1, y1, x2, y2) in input pixels; the map cell (x, y)
 sits at the point (x * stride, y * stride) input pixels, with no +0.5 (the same
 point :func:`centerx.modeling.decode.ltrb_to_boxes` decodes from).
 """
-from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -17,13 +16,13 @@ def ttfnet_targets(
     boxes: torch.Tensor,
     classes: torch.Tensor,
     num_classes: int,
-    output_size: Tuple[int, int],
+    output_size: tuple[int, int],
     stride: int,
     alpha: float = 0.54,
     beta: float = 0.54,
-    window: Optional[Tuple[int, int]] = None,
-    weights: Optional[torch.Tensor] = None,
-) -> Dict[str, torch.Tensor]:
+    window: tuple[int, int] | None = None,
+    weights: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Build TTFNet's heatmap and box-regression targets for a batch.
 
     Conventions, those of the authors' ``ttf_head.py`` (the code behind the
@@ -139,8 +138,14 @@ def ttfnet_targets(
     return out
 
 
-def ttfnet_window(boxes: torch.Tensor, classes: torch.Tensor, stride: int, output_size: Tuple[int, int],
-                  alpha: float = 0.54, beta: float = 0.54) -> Tuple[int, int]:
+def ttfnet_window(
+    boxes: torch.Tensor,
+    classes: torch.Tensor,
+    stride: int,
+    output_size: tuple[int, int],
+    alpha: float = 0.54,
+    beta: float = 0.54,
+) -> tuple[int, int]:
     """The smallest splat window (wx, wy) for these objects' heatmap and sample
     Gaussians. Reads values: call it on host tensors.
 
