@@ -157,7 +157,7 @@ case "$cmd" in
     if has_model_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
     "$PY" projects/speedup/evaluate.py "$@" ;;
   help|-h|--help)
-    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
     if [ -x "$PY" ]; then  # the registered export formats and runtimes, once the environment exists
       "$PY" -c "from centerx.deploy.exporters import exporter_formats
 from centerx.deploy.runtimes import runtime_names
