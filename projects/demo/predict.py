@@ -15,13 +15,13 @@ exported before centerX saved one). The runtime is the one that reads the file's
 ending (ONNX Runtime for .onnx, OpenVINO for .xml, TorchScript for .ts, ...)
 unless ``--runtime`` names another (any registered runtime; ``./run.sh help``
 lists them); without ``--model``, PyTorch runs the checkpoint MODEL.WEIGHTS of
-``--config-file``. The runtime used is logged. PyTorch runs through centerx.engine.Predictor (detectron2's
-DefaultPredictor: the config's test-time resize, MODEL.WEIGHTS loaded strictly,
-the EMA weights with MODEL_EMA.USE_FOR_EVAL); the exported runtimes letterbox
-to EXPORT.INPUT_SIZE (centerx.deploy.runtimes). Images go through in batches of
-``--batch``; with PyTorch a batch is padded to its largest image (detectron2's
-ImageList), which can move the scores of smaller images slightly (the network
-sees more zero padding), as in detectron2's own batched inference.
+``--config-file``. The runtime used is logged. Every runtime, PyTorch included, is
+the registered one (centerx.deploy.runtimes): images are letterboxed to
+EXPORT.INPUT_SIZE, run, decoded and mapped back to their own pixels the same way,
+so ``--runtime pytorch`` and an exported file agree (within the format's
+tolerance) and ``./run.sh evaluate`` scores what predict shows (PyTorch loads
+MODEL.WEIGHTS strictly, the EMA weights with MODEL_EMA.USE_FOR_EVAL). Images go
+through in batches of ``--batch``, each letterboxed on its own canvas.
 
 Outputs: with ``--output``, images are written as OUTPUT/<file name>, a video or
 camera stream as OUTPUT/<stem>.mp4 (or .avi where OpenCV cannot write mp4) at the
@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import setup_logger
@@ -62,7 +63,6 @@ from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import model_num_classes
 from centerx.deploy.model_info import load_model_config, saved_config_text
 from centerx.deploy.runtimes import build_runtime, runtime_for_file, runtime_names
-from centerx.engine import Predictor
 from centerx.engine.visualization import draw_detections
 from centerx.plugins import add_imports_argument, preimport
 
@@ -214,48 +214,30 @@ class Detector:
     def __init__(self, cfg, runtime: str, model_file: str, threshold: float, heatmap: bool):
         self.threshold = threshold
         self.heatmap = heatmap
-        if runtime == "pytorch":
-            # weights loaded strictly, the EMA weights when the config says so; any image shape
-            self.predictor, self.runtime = Predictor(cfg), None
-        else:
-            self.predictor, self.runtime = None, build_runtime(runtime, cfg, model_file)
+        # every runtime, pytorch included, through its registered class: the same letterbox to
+        # EXPORT.INPUT_SIZE, decode and mapping back (pytorch: MODEL.WEIGHTS loaded strictly, EMA weights
+        # when the config says so), so what predict shows is what ./run.sh evaluate scores
+        self.runtime = build_runtime(runtime, cfg, model_file)
 
     def __call__(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        if self.runtime is not None:
-            results = self.runtime(list(images))
-        else:
-            results = []
-            for out in self.predictor.predict_batch(images, names):
-                inst = out["instances"].to("cpu")
-                results.append(
-                    {
-                        "boxes": inst.pred_boxes.tensor.numpy(),
-                        "scores": inst.scores.numpy(),
-                        "classes": inst.pred_classes.numpy(),
-                    }
-                )
+        results = self.runtime(list(images))
         return [{k: v[r["scores"] > self.threshold] for k, v in r.items()} for r in results]
 
     def heatmaps(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
         """Per image, [H, W] float in [0, 1]: the highest class score of the cell
-        under each pixel (pytorch; before peak masking)."""
-        model = self.predictor.model
-        inputs = [self.predictor.prepare(image, name) for image, name in zip(images, names)]
+        under each pixel (pytorch; before peak masking), on the letterboxed input
+        the detections come from."""
+        model = self.runtime.model.model
+        batch, scales = self.runtime.letterbox(list(images))
         with torch.no_grad():
-            batch = model.preprocess_image(inputs)
-            scores = model.heatmap_scores(model.predict(batch.tensor)).amax(dim=1, keepdim=True)
-            full = (
-                torch.nn.functional.interpolate(
-                    scores.float(), size=batch.tensor.shape[-2:], mode="bilinear", align_corners=False
-                )[:, 0]
-                .cpu()
-                .numpy()
-            )
+            x = (torch.from_numpy(batch).to(model.device) - model.pixel_mean) / model.pixel_std
+            scores = model.heatmap_scores(model.predict(x)).amax(dim=1, keepdim=True)
+            full = F.interpolate(scores.float(), size=batch.shape[-2:], mode="bilinear", align_corners=False)
         maps = []
-        for m, (h, w), x in zip(full, batch.image_sizes, inputs):
-            oh, ow = x["original_size"]
-            valid = cv2.resize(m[:h, :w], (x["width"], x["height"]), interpolation=cv2.INTER_LINEAR)
-            maps.append(valid[:oh, :ow])
+        for m, (sy, sx), image in zip(full[:, 0].cpu().numpy(), scales, images):
+            h, w = image.shape[:2]
+            valid = m[: max(1, round(h * sy)), : max(1, round(w * sx))]
+            maps.append(cv2.resize(valid, (w, h), interpolation=cv2.INTER_LINEAR))
         return maps
 
 

@@ -14,6 +14,7 @@ from detectron2.modeling import build_model
 from ...checkpoint import StrictCheckpointer, UnsafeWeightsError, local_weights_path
 from ...config import add_centerx_config
 from ...config_files import check_config_file
+from .build import detector_class
 from .point_detector import PointDetector
 
 __all__ = [
@@ -177,13 +178,17 @@ def load_teacher_weights(i: int, teacher: PointDetector, weights_file: str) -> N
 def class_names(cfg) -> list[str] | None:
     """Names of a config's model classes in heatmap channel order:
     MODEL.CENTERX.CLASS_NAMES when set, else the first ``thing_classes`` in the
-    metadata of DATASETS.TEST then TRAIN, else None. Metadata only: no dataset is
-    registered or loaded here."""
+    metadata of DATASETS.TEST then TRAIN that has as many names as the model has
+    classes (a dataset of another class count names other classes), else None.
+    Metadata only: no dataset is registered or loaded here."""
     if cfg.MODEL.CENTERX.CLASS_NAMES:
         return list(cfg.MODEL.CENTERX.CLASS_NAMES)
+    detector = detector_class(cfg)
+    count = detector.config_node(cfg).NUM_CLASSES if detector is not None and detector.has_config(cfg) else None
     for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
-        if name in MetadataCatalog.list() and MetadataCatalog.get(name).get("thing_classes") is not None:
-            return list(MetadataCatalog.get(name).thing_classes)
+        names = MetadataCatalog.get(name).get("thing_classes") if name in MetadataCatalog.list() else None
+        if names is not None and (count is None or len(names) == count):
+            return list(names)
     return None
 
 
