@@ -4,6 +4,7 @@ so on the same images ``predict --runtime pytorch``, ``onnxruntime``,
 ``torchscript`` and ``openvino`` give the same detections (within the FP32
 tolerance the exporters check: centerx.deploy.verify.FP32_TOLERANCE), and
 ``./run.sh evaluate`` gives the same AP with PyTorch and with the exported file."""
+
 import json
 
 import cv2
