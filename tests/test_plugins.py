@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from centerx.config import load_config, load_saved_config
 from centerx.plugins import PluginImportError, import_modules, imports_in_config_file, imports_in_opts, preimport
@@ -146,11 +147,12 @@ def run(argv, env, cwd):
 
 @pytest.mark.slow
 def test_a_user_project_runs_through_every_command_from_its_saved_config(tmp_path):
-    """Trained with --import (a few iterations); then evaluation, export to the
-    project's own format, prediction with its own runtime and with PyTorch, and the
-    benchmark, each given only the saved config.yaml or the exported file, from
-    another directory. The project's runtime rebuilds the detector from the
-    exported archive: its detections equal PyTorch's on the same image."""
+    """Trained with --import (a few iterations); then evaluation, distillation with
+    the project's own term, export to the project's own format, prediction with its
+    own runtime and with PyTorch, and the benchmark, each given only the saved
+    config.yaml or the exported file, from another directory. The project's runtime
+    rebuilds the detector from the exported archive: its detections equal PyTorch's
+    on the same image."""
     env = dict(os.environ, TOY_SQUARES_ROOT=str(tmp_path / "data"), OMP_NUM_THREADS="2", PYTHONPATH="")
     config = write(
         tmp_path / "toy.yaml",
@@ -195,6 +197,39 @@ def test_a_user_project_runs_through_every_command_from_its_saved_config(tmp_pat
         elsewhere,
     )
     assert "Evaluation results for bbox" in (run_dir / "eval" / "log.txt").read_text()
+
+    # the trained ToyNet teaches a ToyNet student through the project's own distillation term, named in
+    # the config; the term's adapter is in the checkpoint beside the plain student
+    distill_dir = tmp_path / "distill"
+    teachers = f"[('{saved}', '{weights}', ())]"
+    run(
+        [
+            os.path.join(REPO, "train_net.py"),
+            "--config-file",
+            saved,
+            "MODEL.META_ARCHITECTURE",
+            "Distiller",
+            "MODEL.DISTILL.STUDENT_META_ARCHITECTURE",
+            "ToyNet",
+            "MODEL.DISTILL.TEACHERS",
+            teachers,
+            "MODEL.DISTILL.TERMS",
+            "('ToyFeatureMimic',)",
+            "SOLVER.MAX_ITER",
+            "3",
+            "TEST.EVAL_PERIOD",
+            "0",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(distill_dir),
+        ],
+        env,
+        elsewhere,
+    )
+    assert "loss_mimic_t0" in (distill_dir / "metrics.json").read_text()
+    checkpoint = torch.load(distill_dir / "model_final.pth", map_location="cpu", weights_only=False)
+    assert {k.split(".")[-1] for k in checkpoint["distillation_terms"]} == {"weight", "bias"}
 
     run(
         [

@@ -14,6 +14,8 @@ walks through this file.
 - ``--format npz-weights``: the deployment model's weights as a numpy archive,
   with centerX's properties beside it; ``--runtime npz`` rebuilds the detector
   from them and runs it in PyTorch.
+- ``MODEL.DISTILL.TERMS ("ToyFeatureMimic",)``: a FitNet-style distillation term
+  with its own adapter (state the checkpoint keeps).
 """
 
 import os
@@ -36,6 +38,7 @@ from centerx.deploy.model_info import write_sidecar
 from centerx.deploy.runtimes import RUNTIME_REGISTRY, Runtime
 from centerx.deploy.wrapper import deploy_config
 from centerx.modeling.decode import decode_centernet
+from centerx.modeling.distillation_terms import DISTILLATION_TERM_REGISTRY
 from centerx.modeling.heads import ConvHead
 from centerx.modeling.losses import masked_l1_loss, penalty_reduced_focal_loss
 from centerx.modeling.losses.distillation import heatmap_distillation_loss
@@ -211,3 +214,25 @@ class NpzRuntime(Runtime):
         with torch.no_grad():
             out = self.model(torch.from_numpy(batch))
         return {k: v.numpy() for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- #
+# a distillation term
+# --------------------------------------------------------------------------- #
+
+
+@DISTILLATION_TERM_REGISTRY.register()
+class ToyFeatureMimic(nn.Module):
+    """Mean squared difference of the student's upsampled map, through a 1x1
+    adapter, and each teacher's: ``loss_mimic_<teacher>``."""
+
+    def __init__(self, cfg, student, teachers, links):
+        super().__init__()
+        self.adapter = nn.Conv2d(student.upsampler.out_channels, teachers[0].upsampler.out_channels, 1)
+        self.names = [link.name for link in links]
+
+    def forward(self, distiller, outputs, features, teacher_outputs, teacher_features):
+        return {
+            f"loss_mimic_{name}": ((self.adapter(features["upsampler"]) - t["upsampler"]) ** 2).mean()
+            for name, t in zip(self.names, teacher_features)
+        }
