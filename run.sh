@@ -144,7 +144,7 @@ case "$cmd" in
   benchmark)
     setup_env
     if has_config_arg "$@"; then set -- "$@"; else set -- --config-file "$DEMO_CONFIG" "$@"; fi
-    "$PY" projects/speedup/formats.py "$@" ;;
+    "$PY" projects/speedup/benchmark.py "$@" ;;
   gpu-check)
     setup_env
     "$PY" projects/benchmarks/gpu_check.py "$@" ;;

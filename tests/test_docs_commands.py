@@ -34,7 +34,7 @@ SUBCOMMANDS = {
     "eval": ("train_net.py", ["--eval-only"], "config"),
     "export": ("projects/speedup/export.py", [], "config"),
     "check-data": ("projects/data/check_data.py", [], "config"),
-    "benchmark": ("projects/speedup/formats.py", [], "config"),
+    "benchmark": ("projects/speedup/benchmark.py", [], "config"),
     "gpu-check": ("projects/benchmarks/gpu_check.py", [], None),
     "predict": ("projects/demo/predict.py", [], "model"),
     "demo": ("projects/demo/predict.py", [], "model"),

@@ -1,4 +1,4 @@
-"""./run.sh benchmark (projects/speedup/formats.py): one row per format with size,
+"""./run.sh benchmark (projects/speedup/benchmark.py): one row per format with size,
 latency, throughput and AP, the timing scope of each stage, written to table.md."""
 
 import os
@@ -13,7 +13,7 @@ from tiny_models import randomize_, tiny_cfg
 
 @pytest.mark.slow
 def test_formats_table(tiny_shapes, tmp_path):
-    cli = load_script("speedup", "formats")
+    cli = load_script("speedup", "benchmark")
     name, _ = tiny_shapes
     cfg = tiny_cfg("TTFNet", "MODEL.TTFNET.NUM_CLASSES", "4")  # the tiny shapes' classes
     weights = tmp_path / "w.pth"

@@ -278,7 +278,7 @@ def test_a_user_project_runs_through_every_command_from_its_saved_config(tmp_pat
 
     result = run(
         [
-            os.path.join(REPO, "projects", "speedup", "formats.py"),
+            os.path.join(REPO, "projects", "speedup", "benchmark.py"),
             "--config-file",
             saved,
             "--formats",

@@ -400,14 +400,14 @@ def test_predict_takes_class_names_from_the_model_config(tiny_shapes, tmp_path):
 
 @pytest.mark.parametrize("flag", ["--images", "--batch", "--reps"])
 def test_benchmark_refuses_zero_counts(flag, capsys):
-    formats = load_script("speedup", "formats")
+    formats = load_script("speedup", "benchmark")
     with pytest.raises(SystemExit) as info:
         formats.main(["--config-file", DEMO, flag, "0", "MODEL.WEIGHTS", "x.pth"])
     assert info.value.code == 2 and f"{flag} must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_benchmark_without_weights_suggests_no_flag_it_lacks():
-    formats = load_script("speedup", "formats")
+    formats = load_script("speedup", "benchmark")
     with pytest.raises(SystemExit, match="MODEL.WEIGHTS is empty") as info:
         formats.main(["--config-file", DEMO])
     assert "--allow-random-weights" not in str(info.value)
@@ -444,7 +444,7 @@ def test_benchmark_skips_a_missing_image_and_exits_1_when_a_row_fails(tiny_shape
     a missing image used to fail every row."""
     _with_a_missing_image(tiny_shapes, tmp_path, 0, "t_bench_missing")
     config, weights = _tiny_model_files(tmp_path)
-    cli = load_script("speedup", "formats")
+    cli = load_script("speedup", "benchmark")
     code = cli.main(
         [
             "--config-file",

@@ -17,7 +17,7 @@ on one GPU), with a pass / fail / skip table at the end:
 5. ONNX Runtime with its CUDA provider: detections match PyTorch's;
 6. TensorRT FP32 and FP16 engines (where ``tensorrt`` imports): detections match
    PyTorch's (FP16: the score tolerance of float16);
-7. the GPU rows of the inference benchmark (projects/speedup/benchmark.py) and
+7. the GPU rows of the inference benchmark (projects/speedup/latency_vs_retinanet.py) and
    of the training benchmark (projects/benchmarks/train_throughput.py), printed.
 
 Without a GPU it runs the CPU counterpart of what can run on a CPU (a few
@@ -304,7 +304,7 @@ def check_benchmarks():
     for cmd in (
         [
             sys.executable,
-            "projects/speedup/benchmark.py",
+            "projects/speedup/latency_vs_retinanet.py",
             "--models",
             "centernet",
             "ttfnet",

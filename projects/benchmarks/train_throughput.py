@@ -13,7 +13,7 @@ Models:
   cuda when available, else cpu. Trailing ``KEY VALUE`` pairs override both
   configs (MODEL.DEVICE, DATASETS.TRAIN, ...).
 - RetinaNet-R18-FPN: detectron2's COCO-Detection/retinanet_R_50_FPN_1x.yaml
-  with RESNETS.DEPTH 18 and RES2_OUT_CHANNELS 64 (as projects/speedup/benchmark.py
+  with RESNETS.DEPTH 18 and RES2_OUT_CHANNELS 64 (as projects/speedup/latency_vs_retinanet.py
   builds it), RETINANET.NUM_CLASSES, MODEL.DEVICE and the pixel mean / std of
   the CenterNet config. As in detectron2's model zoo it trains with frozen
   BatchNorm and a frozen stem and res2 (BACKBONE.FREEZE_AT 2), whereas the

@@ -1,406 +1,272 @@
 #!/usr/bin/env python
-"""Latency and throughput of CenterNet-R18 and TTFNet-R18 against their backbone
-and against detectron2's RetinaNet-R18-FPN, on each available runtime.
+"""One table per model: every export format's file size, latency, throughput and AP,
+with the timing scope measured stage by stage (``./run.sh benchmark``).
 
-    python projects/speedup/benchmark.py [--size 512] [--batches 1 8] [--warmup 2] [--reps 10]
-        [--models centernet ttfnet retinanet]
-        [--runtimes pytorch torchscript onnxruntime onnxruntime-int8 openvino tensorrt]
-        [--threads N]
+    ./run.sh benchmark MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth
+    ./run.sh benchmark --config-file CFG --formats pytorch onnx openvino --batch 8 --reps 30 MODEL.WEIGHTS ...
 
-Every model gets the same input: float32 [N, 3, size, size] pixels. Rows:
+For each ``--formats`` entry (default: pytorch and every registered export format
+whose runtime is installed here: torchscript, onnx, onnx-int8, openvino; caffe
+for CenterNet; tensorrt with a GPU), the model (MODEL.WEIGHTS, loaded strictly)
+is exported with centerx.deploy.exporters into ``--output`` and run by its
+runtime (centerx.deploy.runtimes), exactly as ``./run.sh predict --runtime``
+runs it. Columns:
 
-- CenterNet-R18 / TTFNet-R18 end to end: the deployment graph (normalisation,
-  network, peak masking, top-K decode to boxes); TTFNet with plain convs
-  (MODEL.TTFNET.DEFORMABLE False), the exportable variant.
-- ResNet-18 backbone: the same normalisation and ResNet-18 body alone.
-- RetinaNet-R18-FPN: detectron2's RetinaNet (COCO-Detection/retinanet_R_50_FPN_1x
-  with RESNETS.DEPTH 18, RES2_OUT_CHANNELS 64), end to end with its
-  pre-processing, NMS and post-processing (ONNX through detectron2's
-  TracingAdapter, which fixes the batch). Random weights leave it few boxes
-  above its 0.05 score threshold, so its NMS time is a lower bound.
+- size: the files the runtime loads (weights included), MiB;
+- latency: median and 90th percentile, in ms per batch of ``--batch`` images,
+  over ``--reps`` timed runs after ``--warmup`` untimed ones, of the whole path
+  an application calls: pre-processing (letterbox to EXPORT.INPUT_SIZE,
+  normalisation is in the graph), network (the graph: backbone, heads, peak
+  masking and, for decoded graphs, top-K decode), decode (raw graphs only: the
+  detector's decode in PyTorch), post-processing (score threshold, boxes back to
+  image pixels); the median of each stage is printed below the table;
+- throughput: images per second over the timed runs;
+- AP: COCO box AP on ``--dataset`` (default DATASETS.TEST[0]; ``--ap-images N``
+  for its first N images, 0 to skip), images run one at a time.
 
-Runtimes: PyTorch eager (CUDA when available, else CPU), the same traced with
-TorchScript, OpenVINO on CPU (the ONNX graph converted, FP32), ONNX Runtime on CPU
-and on CUDA (where onnxruntime has the CUDA provider), ONNX Runtime on CPU with
-the static INT8 graph of centerx.deploy.quantize (centerX graphs; calibrated on
-random images, which sets its ranges but not its speed), TensorRT FP32 and FP16
-(where TensorRT and a GPU are present; centerX graphs and the backbone).
-Models are randomly initialised: speed does not depend on the weights.
-Latency is the median time of one batch; throughput is images per second
-over all timed repetitions. "/ backbone" divides a latency by the backbone's
-on the same runtime and batch, "/ CenterNet" by CenterNet-R18's.
+Timed on ``--images`` images of the dataset (BGR, as read from disk), with
+``--threads`` CPU threads for PyTorch, ONNX Runtime and OpenVINO. Speed ratios
+to the backbone alone and to detectron2's RetinaNet-R18-FPN on the same
+runtimes: projects/speedup/latency_vs_retinanet.py.
 """
 
 import argparse
+import importlib.util
 import logging
 import os
 import statistics
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Callable
 
+import cv2
 import numpy as np
 import torch
-from detectron2 import model_zoo
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
+from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
-from torch import nn
 
 import centerx
-from centerx.deploy import DeployModel, ExportError
-from centerx.deploy.letterbox import Letterbox
-from centerx.deploy.onnx_export import export_onnx, simplify
-from centerx.deploy.quantize import CalibrationImages, import_quantization, quantize_onnx
-from centerx.deploy.tensorrt_engine import TensorRTUnavailable, build_engine, import_tensorrt
+from centerx.checkpoint import WEIGHTS_ERRORS
+from centerx.config import load_config
+from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
+from centerx.deploy.exporters import export, exporter_formats, get_exporter
+from centerx.deploy.runtimes import TorchRuntime, build_runtime, get_runtime
+from centerx.plugins import PluginImportError, add_imports_argument, preimport
 
 logger = logging.getLogger("centerx.benchmark")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = {
-    "centernet": ("CenterNet-R18", "configs/COCO-Detection/centernet_r18_140e.yaml", []),
-    "ttfnet": ("TTFNet-R18", "configs/COCO-Detection/ttfnet_r18_1x.yaml", ["MODEL.TTFNET.DEFORMABLE", "False"]),
-}
-BACKBONE = "ResNet-18 backbone"
-RETINANET = "RetinaNet-R18-FPN"
+STAGES = ("pre-processing", "network", "decode", "post-processing")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512, help="square input side in pixels (multiple of 32)")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
-    parser.add_argument("--reps", type=int, default=10, help="timed runs per model, runtime and batch")
-    parser.add_argument(
-        "--models",
+    preimport(argv)  # a user's module may register formats
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument(
+        "--formats",
         nargs="+",
-        default=["centernet", "ttfnet", "retinanet"],
-        choices=["centernet", "ttfnet", "retinanet"],
-        help="detectors besides the backbone",
+        choices=["pytorch"] + exporter_formats(),
+        help="default: pytorch and every format whose runtime is available here",
     )
-    runtimes = ["pytorch", "torchscript", "onnxruntime", "onnxruntime-int8", "openvino", "tensorrt"]
-    parser.add_argument(
-        "--runtimes",
-        nargs="+",
-        default=runtimes,
-        choices=runtimes,
-        help="runtimes to time (unavailable ones are reported and skipped)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=os.cpu_count(),
-        help="CPU threads of PyTorch and ONNX Runtime (default: all cores)",
-    )
-    return parser.parse_args(argv)
+    p.add_argument("--batch", type=int, default=1, help="images per run")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--reps", type=int, default=50, help="timed runs per format")
+    p.add_argument("--images", type=int, default=16, help="dataset images cycled through the timed runs")
+    p.add_argument("--dataset", metavar="NAME", help="registered dataset (default DATASETS.TEST[0])")
+    p.add_argument("--ap-images", type=int, default=-1, help="images of the dataset for AP (-1: all, 0: no AP)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every runtime")
+    p.add_argument("--output", metavar="DIR", help="exported files and table.md (default OUTPUT_DIR/benchmark)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    add_imports_argument(p)
+    args = p.parse_args(argv)
+    late = [token for token in args.opts if token.startswith("--")]
+    if late:
+        p.error(f"{late[0]} came after the KEY VALUE overrides; put every --flag before them")
+    for flag, value, least in (
+        ("--batch", args.batch, 1),
+        ("--reps", args.reps, 1),
+        ("--images", args.images, 1),
+        ("--threads", args.threads, 1),
+        ("--warmup", args.warmup, 0),
+        ("--ap-images", args.ap_images, -1),
+    ):
+        if value < least:
+            p.error(f"{flag} must be at least {least}, got {value}")
+    return args
 
 
-class BackboneOnly(nn.Module):
-    """Pixels [N, 3, H, W] -> normalised -> ResNet body -> its stride-32 map."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images):
-        x = (images - self.model.pixel_mean) / self.model.pixel_std
-        return self.model.backbone(x)["res5"]
-
-
-class RetinaNetOnTensor(nn.Module):
-    """detectron2's RetinaNet end to end on a pixel batch [N, 3, H, W]: one
-    detectron2 input dict per image (its own normalisation, padding, NMS and
-    post-processing); returns the boxes of every image, concatenated."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images):
-        results = self.model([{"image": im} for im in images])
-        return torch.cat([r["instances"].pred_boxes.tensor for r in results])
-
-
-def centerx_model(config: str, opts: list[str]) -> DeployModel:
-    cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(os.path.join(REPO, config))
-    cfg.merge_from_list(opts + ["MODEL.DEVICE", "cpu"])
-    return DeployModel(build_model(cfg)).eval()
-
-
-def retinanet_model() -> nn.Module:
-    cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/retinanet_R_50_FPN_1x.yaml"))
-    cfg.merge_from_list(
-        [
-            "MODEL.RESNETS.DEPTH",
-            "18",
-            "MODEL.RESNETS.RES2_OUT_CHANNELS",
-            "64",
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.WEIGHTS",
-            "",
+def available_formats(cfg) -> list[str]:
+    """pytorch and the registered formats whose exporter takes this model here
+    (``Exporter.unsupported``) and whose runtime's packages are installed
+    (``Runtime.requires``); each one left out is logged with the reason."""
+    formats = ["pytorch"]
+    for fmt in exporter_formats():
+        exporter = get_exporter(fmt)
+        missing = [
+            p
+            for p in (get_runtime(exporter.runtime).requires if exporter.runtime else ())
+            if importlib.util.find_spec(p) is None
         ]
-    )
-    return RetinaNetOnTensor(build_model(cfg).eval()).eval()
-
-
-def measure(fn: Callable[[], None], batch: int, warmup: int, reps: int) -> dict[str, float]:
-    """Median latency (ms per batch) and throughput (images / s) of ``fn``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"ms": 1000 * statistics.median(times), "ips": batch * reps / sum(times)}
-
-
-def eager_runner(module: nn.Module, device: torch.device, x: torch.Tensor) -> Callable[[], None]:
-    module = module.to(device)
-    x = x.to(device)
-
-    def run():
-        with torch.no_grad():
-            module(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    return run
-
-
-def export_plain_onnx(module: nn.Module, path: str, x: torch.Tensor, dynamic_batch: bool) -> None:
-    """Trace a benchmark module (backbone, RetinaNet) to ONNX with input ``images``."""
-    from detectron2.export import TracingAdapter
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if isinstance(module, RetinaNetOnTensor):
-            adapter = TracingAdapter(module.model, [{"image": im} for im in x])
-            torch.onnx.export(
-                adapter,
-                adapter.flattened_inputs,
-                path,
-                dynamo=False,
-                opset_version=17,
-                input_names=[f"image{i}" for i in range(len(x))],
-            )
+        if not exporter.runtime:
+            reason = "no runtime runs it"
+        elif exporter.unsupported(cfg):
+            reason = exporter.unsupported(cfg)
+        elif missing:
+            reason = f"{', '.join(missing)} is not installed"
         else:
-            torch.onnx.export(
-                module,
-                (x,),
-                path,
-                dynamo=False,
-                opset_version=17,
-                input_names=["images"],
-                output_names=["features"],
-                dynamic_axes={"images": {0: "batch"}} if dynamic_batch else None,
-            )
-    import onnx
-
-    onnx.save(simplify(onnx.load(path)), path)
+            formats.append(fmt)
+            continue
+        logger.info(f"--format {fmt} left out: {reason}.")
+    return formats
 
 
-def ort_runner(path: str, x: torch.Tensor, provider: str, threads: int) -> Callable[[], None]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(path, options, providers=[provider])
-    names = [i.name for i in session.get_inputs()]
-    feeds = {"images": x.numpy()} if names == ["images"] else {n: im.numpy() for n, im in zip(names, x)}
-    return lambda: session.run(None, feeds)
+def files_size(path: str) -> float:
+    """MiB of the file and its companions (.bin of an OpenVINO .xml, .caffemodel of a .prototxt)."""
+    stem, ext = os.path.splitext(path)
+    companions = {".xml": [".bin"], ".prototxt": [".caffemodel"]}.get(ext, [])
+    return sum(os.path.getsize(p) for p in [path] + [stem + c for c in companions] if os.path.exists(p)) / 2**20
 
 
-def openvino_runner(onnx_path: str, x: torch.Tensor, threads: int) -> Callable[[], None]:
-    """The ONNX file converted to OpenVINO (in memory) and compiled for its CPU
-    device at FP32 precision (as the other CPU rows) with ``threads`` threads."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(
-        ov.convert_model(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-    )
-    names = [port.get_any_name() for port in compiled.inputs]
-    feeds = {"images": x.numpy()} if names == ["images"] else {n: im.numpy() for n, im in zip(names, x)}
-    request = compiled.create_infer_request()
-    return lambda: request.infer(feeds)
-
-
-def torchscript_runner(module: nn.Module, device: torch.device, x: torch.Tensor) -> Callable[[], None]:
-    """``module`` traced with torch.jit.trace, as the torchscript export does."""
-    if isinstance(module, RetinaNetOnTensor):
-        raise NotImplementedError("the TorchScript rows cover the centerX graphs and the backbone")
-    module, x = module.to(device), x.to(device)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module, x, strict=False, check_trace=False)
-    return eager_runner(traced, device, x)
-
-
-def tensorrt_runner(engine_path: str, x: torch.Tensor) -> Callable[[], None]:
-    from centerx.deploy.tensorrt_engine import execute, load_engine
-
-    engine = load_engine(engine_path)
-    context = engine.create_execution_context()
-    stream = torch.cuda.Stream()
-    images = x.cuda()
-    return lambda: execute(engine, context, images, stream)
-
-
-def available_runtimes(requested: list[str]) -> dict[str, str]:
-    """Runtime label -> what runs it, for the requested runtimes present here."""
-    found = {}
-    if "pytorch" in requested:
-        found[f"pytorch-{'cuda' if torch.cuda.is_available() else 'cpu'}"] = "eager"
-    if "onnxruntime" in requested:
-        try:
-            import onnxruntime as ort
-
-            found["onnxruntime-cpu"] = "CPUExecutionProvider"
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                found["onnxruntime-cuda"] = "CUDAExecutionProvider"
-        except ImportError:
-            logger.warning("onnxruntime is not installed: ONNX Runtime rows skipped.")
-    if "onnxruntime-int8" in requested:
-        try:
-            import_quantization()
-            found["onnxruntime-int8-cpu"] = "int8"
-        except ExportError as e:
-            logger.warning(f"ONNX Runtime INT8 rows skipped: {e}")
-    if "openvino" in requested:
-        try:
-            import openvino  # noqa: F401
-
-            found["openvino-cpu"] = "openvino"
-        except ImportError:
-            logger.warning("openvino is not installed: OpenVINO rows skipped.")
-    if "torchscript" in requested:
-        found[f"torchscript-{'cuda' if torch.cuda.is_available() else 'cpu'}"] = "torchscript"
-    if "tensorrt" in requested:
-        try:
-            import_tensorrt()
-            found["tensorrt-fp32"], found["tensorrt-fp16"] = "fp32", "fp16"
-        except TensorRTUnavailable as e:
-            logger.warning(f"TensorRT rows skipped: {e}")
-    return found
-
-
-class Runners:
-    """Makes the callable that runs a model on a batch in a runtime; exports
-    ONNX files and builds engines once per model (per batch where the graph
-    fixes it) into ``folder``."""
-
-    def __init__(self, folder: str, size, max_batch: int, threads: int):
-        self.folder, self.size, self.max_batch, self.threads = folder, size, max_batch, threads
-        self.files = {}
-
-    def __call__(self, runtime: str, how: str, name: str, module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-        if how == "eager":
-            return eager_runner(module, torch.device("cuda" if runtime.endswith("cuda") else "cpu"), x)
-        if how == "torchscript":
-            return torchscript_runner(module, torch.device("cuda" if runtime.endswith("cuda") else "cpu"), x)
-        onnx_path = self._onnx(name, module.cpu(), x)
-        if how == "openvino":
-            return openvino_runner(onnx_path, x, self.threads)
-        if how == "int8":
-            return ort_runner(self._int8(onnx_path, module), x, "CPUExecutionProvider", self.threads)
-        if runtime.startswith("onnxruntime"):
-            return ort_runner(onnx_path, x, how, self.threads)
-        if name == RETINANET:
-            raise NotImplementedError("the TensorRT rows cover the centerX graphs and the backbone")
-        engine = f"{onnx_path[:-5]}-{how}.engine"
-        if engine not in self.files:
-            self.files[engine] = build_engine(
-                onnx_path, engine, self.size, max_batch=self.max_batch, fp16=how == "fp16"
-            )
-        return tensorrt_runner(engine, x)
-
-    def _int8(self, onnx_path: str, module: nn.Module) -> str:
-        """The INT8 graph of a centerX ONNX file, calibrated on 4 random images."""
-        if not isinstance(module, DeployModel):
-            raise NotImplementedError("the INT8 rows cover the centerX graphs")
-        path = f"{onnx_path[:-5]}-int8.onnx"
-        if path not in self.files:
-            rng = np.random.RandomState(0)
-            images = [rng.randint(0, 256, (*self.size, 3), dtype=np.uint8) for _ in range(4)]
-            letterbox = Letterbox(self.size, "BGR", module.model.pixel_mean.flatten().tolist())
-            self.files[path] = quantize_onnx(onnx_path, path, CalibrationImages(images, letterbox))
-        return path
-
-    def _onnx(self, name: str, module: nn.Module, x: torch.Tensor) -> str:
-        stem = name.replace(" ", "_") + (f"-batch{len(x)}" if name == RETINANET else "")
-        path = os.path.join(self.folder, f"{stem}.onnx")
-        if path not in self.files:
-            if isinstance(module, DeployModel):
-                export_onnx(module, path, self.size)
-            else:
-                export_plain_onnx(module, path, x, dynamic_batch=name != RETINANET)
-            self.files[path] = path
-        return path
+def time_stages(runtime, images: list[np.ndarray], batch: int, warmup: int, reps: int) -> dict[str, list[float]]:
+    """Seconds of each stage and in total, per timed run."""
+    times = {stage: [] for stage in STAGES + ("total",)}
+    for rep in range(warmup + reps):
+        chosen = [images[(rep * batch + i) % len(images)] for i in range(batch)]
+        t0 = time.perf_counter()
+        letterboxed, scales = runtime.letterbox(chosen)
+        t1 = time.perf_counter()
+        out = runtime.run(letterboxed)
+        t2 = time.perf_counter()
+        det = runtime.decode(out)
+        t3 = time.perf_counter()
+        runtime.postprocess(det, scales, chosen)
+        t4 = time.perf_counter()
+        if rep >= warmup:
+            for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
+                times[stage].append(b - a)
+            times["total"].append(t4 - t0)
+    return times
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")
     torch.set_num_threads(args.threads)
-    centernet = centerx_model(*CONFIGS["centernet"][1:])
-    modules = {}
-    if "centernet" in args.models:
-        modules[CONFIGS["centernet"][0]] = centernet
-    if "ttfnet" in args.models:
-        modules[CONFIGS["ttfnet"][0]] = centerx_model(*CONFIGS["ttfnet"][1:])
-    modules[BACKBONE] = BackboneOnly(centernet.model).eval()
-    if "retinanet" in args.models:
-        modules[RETINANET] = retinanet_model()
-
-    rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        runners = Runners(folder, (args.size, args.size), max(args.batches), args.threads)
-        for runtime, how in available_runtimes(args.runtimes).items():
-            for name, module in modules.items():
-                for batch in args.batches:
-                    x = torch.rand(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)) * 255
-                    try:
-                        result = measure(runners(runtime, how, name, module, x), batch, args.warmup, args.reps)
-                        logger.info(f"{name} on {runtime}, batch {batch}: {result['ms']:.1f} ms")
-                    except Exception as e:  # a model a runtime cannot take is a row, not a crash
-                        logger.warning(f"{name} on {runtime}, batch {batch}: not measured ({type(e).__name__}: {e})")
-                        result = None
-                    rows.append((name, runtime, batch, result))
-    print(_table(rows))
+    try:
+        cfg = load_config(args.config_file, args.opts, args.imports)
+    except PluginImportError as e:
+        raise SystemExit(str(e)) from None
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--config-file {args.config_file}: {e}") from None
+    cfg.freeze()
+    if not cfg.MODEL.WEIGHTS:
+        raise SystemExit(
+            "MODEL.WEIGHTS is empty: the benchmark measures a trained model; give its checkpoint, e.g. "
+            "MODEL.WEIGHTS output/ttfnet_r18_demo/model_final.pth"
+        )
+    centerx.register_config_datasets(cfg)
+    dataset = resolve_dataset(cfg, args.dataset)
+    images = timing_images(DatasetCatalog.get(dataset), args.images, dataset)
+    out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "benchmark")
+    formats = args.formats or available_formats(cfg)
+    rows, scopes, failed = [], [], []
+    for fmt in formats:
+        try:
+            if fmt == "pytorch":
+                weights = os.path.expanduser(cfg.MODEL.WEIGHTS)
+                runtime, size = TorchRuntime(cfg), files_size(weights) if os.path.isfile(weights) else float("nan")
+            else:
+                path = export(cfg, fmt, os.path.join(out_dir, fmt))
+                runtime, size = _runtime(get_exporter(fmt).runtime, cfg, path, args.threads), files_size(path)
+            times = time_stages(runtime, images, args.batch, args.warmup, args.reps)
+            ap: float | None = None
+            if args.ap_images != 0:
+                ap = evaluate_runtime(runtime, dataset, None if args.ap_images < 0 else args.ap_images)["AP"]
+        except WEIGHTS_ERRORS as e:
+            raise SystemExit(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {e}") from e
+        except Exception as e:  # a format that fails here is a row saying why, the others still run
+            logger.warning(f"{fmt}: not measured ({type(e).__name__}: {e})")
+            rows.append([fmt, "-", "-", "-", "-", "-", f"failed: {type(e).__name__}"])
+            failed.append(fmt)
+            continue
+        total = np.asarray(times["total"]) * 1000
+        rows.append(
+            [
+                fmt,
+                f"{size:.1f}",
+                f"{np.median(total):.1f}",
+                f"{np.percentile(total, 90):.1f}",
+                f"{args.batch * len(total) / (total.sum() / 1000):.1f}",
+                "-" if ap is None else f"{ap:.1f}",
+                "",
+            ]
+        )
+        scopes.append(f"{fmt}: " + ", ".join(f"{s} {1000 * statistics.median(times[s]):.2f} ms" for s in STAGES))
+        logger.info(f"{fmt}: {np.median(total):.1f} ms per batch of {args.batch}")
+    size = tuple(cfg.EXPORT.INPUT_SIZE)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    header = (
+        f"{cfg.MODEL.META_ARCHITECTURE} ({os.path.basename(args.config_file)}), input {size[0]} x {size[1]}, "
+        f"batch {args.batch}, {args.threads} threads, {device}; latency over {args.reps} runs; AP on {dataset}"
+    )
+    table = tabulate(
+        rows,
+        headers=["format", "size MiB", "latency ms (median)", "latency ms (p90)", "images / s", "AP", "note"],
+        tablefmt="github",
+    )
+    text = header + "\n\n" + table + "\n\nTiming scope, median per batch:\n" + "\n".join(f"- {s}" for s in scopes)
+    print("\n" + text)
+    os.makedirs(out_dir, exist_ok=True)
+    table_file = os.path.join(out_dir, "table.md")
+    with open(table_file, "w") as f:
+        f.write(text + "\n")
+    if failed:
+        logger.error(
+            f"{len(failed)} of {len(formats)} formats failed ({', '.join(failed)}); the reasons are logged "
+            f"above and the table is in {table_file}."
+        )
+        return 1
     return 0
 
 
-def _table(rows) -> str:
-    """The results with latency ratios to the backbone and to CenterNet-R18."""
-    ms = {(n, r, b): res["ms"] for n, r, b, res in rows if res}
-    table = []
-    for name, runtime, batch, res in rows:
-        if not res:
-            table.append([name, runtime, batch, "n/a", "n/a", "", ""])
-            continue
-        backbone = ms.get((BACKBONE, runtime, batch))
-        centernet = ms.get((CONFIGS["centernet"][0], runtime, batch))
-        table.append(
-            [
-                name,
-                runtime,
-                batch,
-                f"{res['ms']:.1f}",
-                f"{res['ips']:.1f}",
-                f"{res['ms'] / backbone:.2f}" if backbone else "",
-                f"{res['ms'] / centernet:.2f}" if centernet else "",
-            ]
+def timing_images(records: list[dict], count: int, dataset: str) -> list[np.ndarray]:
+    """The first ``count`` readable images of ``records`` (BGR); unreadable ones are
+    skipped and counted in the log; none readable stops the benchmark."""
+    images, skipped = [], []
+    for record in records:
+        if len(images) == count:
+            break
+        image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
+        if image is None:
+            skipped.append(record["file_name"])
+        else:
+            images.append(image)
+    if skipped:
+        logger.warning(
+            f"Dataset '{dataset}': {len(skipped)} unreadable images skipped for timing "
+            f"({', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''})."
         )
-    return tabulate(
-        table,
-        headers=["model", "runtime", "batch", "latency ms", "images/s", "/ backbone", "/ CenterNet"],
-        tablefmt="pipe",
-    )
+    if not images:
+        raise SystemExit(
+            f"Dataset '{dataset}' has no readable image to time the formats on"
+            + (f" (e.g. {skipped[0]} cannot be read)." if skipped else ".")
+        )
+    return images
+
+
+def _runtime(name: str, cfg, path: str, threads: int):
+    if name == "openvino":
+        from centerx.deploy.runtimes import OpenVINORuntime
+
+        return OpenVINORuntime(cfg, path, threads=threads)
+    if name == "onnxruntime":
+        import onnxruntime as ort
+
+        from centerx.deploy.runtimes import OnnxRuntime
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        return OnnxRuntime(cfg, path, providers=None, session_options=options)
+    return build_runtime(name, cfg, path)
 
 
 if __name__ == "__main__":
