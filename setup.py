@@ -26,6 +26,7 @@ setup(
     install_requires=[
         "torch>=2.0",
         "torchvision>=0.15",
+        "timm>=1.0",  # backbones (MODEL.BACKBONE.NAME build_timm_backbone)
         "numpy",
         "opencv-python-headless<5",
         "pycocotools>=2.0.2",

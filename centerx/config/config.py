@@ -32,6 +32,7 @@ from .model import (
     add_distill_config,
     add_loss_balance_config,
     add_point_detector_config,
+    add_timm_config,
     add_ttfnet_config,
 )
 
@@ -46,6 +47,7 @@ FEATURE_CONFIGS = (
     add_centernet_config,
     add_ttfnet_config,
     add_darknet_config,
+    add_timm_config,
     add_export_config,
     add_distill_config,
     add_loss_balance_config,

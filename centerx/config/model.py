@@ -13,6 +13,7 @@ __all__ = [
     "add_distill_config",
     "add_loss_balance_config",
     "add_point_detector_config",
+    "add_timm_config",
     "add_ttfnet_config",
 ]
 
@@ -210,6 +211,29 @@ def add_darknet_config(cfg):
     _C.MODEL.DARKNET.STAGE_BLOCKS = [1, 2, 8, 8, 4]
     # Stages returned to the detector: dark{k} has stride 2^k and 32 * 2^k channels.
     _C.MODEL.DARKNET.OUT_FEATURES = ["dark2", "dark3", "dark4", "dark5"]
+    return cfg
+
+
+def add_timm_config(cfg):
+    """The timm backbone's keys (MODEL.TIMM).
+
+    Part of :func:`centerx.add_centerx_config`; the comment above each key is its
+    documentation (docs/config.md is generated from it)."""
+    _C = cfg
+
+    # -------------------------------------------------------------------- timm
+    # Any image model of timm that supports features_only (MODEL.BACKBONE.NAME "build_timm_backbone"),
+    # e.g. "mobilenetv3_small_100", "efficientnet_lite0", "lcnet_050", "ghostnet_100", "dla34", "resnet18"
+    # (timm.list_models() lists them). Its features at strides 4, 8, 16 and 32 are the backbone's outputs,
+    # named res2..res5 as detectron2's ResNet names its own; MODEL.BACKBONE.FREEZE_AT freezes the stem (1)
+    # and the stages up to res<k> (k), MODEL.CENTERX.BACKBONE_NORM converts its BatchNorms ("FrozenBN",
+    # "SyncBN").
+    _C.MODEL.TIMM = CN()
+    _C.MODEL.TIMM.NAME = "mobilenetv3_small_100"
+    # Its ImageNet weights: "" = random initialisation; "timm" = timm's own pretrained weights from its hub
+    # (needs the network); else a local path or http(s) URL of a .pth / .safetensors state dict of that timm
+    # model (the classifier may be left out), loaded strictly: a key missing or of another shape is an error.
+    _C.MODEL.TIMM.WEIGHTS = ""
     return cfg
 
 

@@ -1,5 +1,6 @@
 from .darknet import DarkNet, build_darknet_backbone
 from .resnet import TorchvisionResNet, build_torchvision_resnet_backbone
+from .timm import TimmBackbone, build_timm_backbone
 from .weights import load_backbone_weights, read_weights_file
 
 __all__ = [
@@ -9,4 +10,6 @@ __all__ = [
     "read_weights_file",
     "DarkNet",
     "build_darknet_backbone",
+    "TimmBackbone",
+    "build_timm_backbone",
 ]

@@ -1,0 +1,151 @@
+"""Any image model of timm as a detectron2 backbone (MODEL.BACKBONE.NAME
+"build_timm_backbone", keys MODEL.TIMM).
+
+timm builds the model with ``features_only=True`` at the levels whose output
+stride is 4, 8, 16 and 32 input pixels per cell (whatever their index in the
+model: DLA-34's start at stride 1, MobileNetV3's at 2); they are returned as
+``res2``..``res5``, the names detectron2's ResNet gives the same strides, so the
+CenterNet and TTFNet upsamplers take them as they take the ResNet's.
+
+Weights (MODEL.TIMM.WEIGHTS): none; timm's own pretrained ones from its hub; or
+a local path or URL, fetched by centerX's weight loading (cache, checksums, a
+complete file only) and read by timm's loader (``torch.load`` with
+``weights_only=True``, or safetensors: no code runs from the file), strictly.
+detectron2's controls: MODEL.BACKBONE.FREEZE_AT (with pretrained weights only:
+freezing randomly initialised layers would keep them random) and
+MODEL.CENTERX.BACKBONE_NORM ("FrozenBN", "SyncBN" convert the BatchNorms).
+"""
+
+import logging
+import math
+
+import timm
+import torch
+from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from torch import nn
+
+from ...checkpoint import local_weights_path
+
+__all__ = ["TIMM_STRIDES", "TimmBackbone", "build_timm_backbone"]
+
+logger = logging.getLogger(__name__)
+
+# output strides the detectors' upsamplers take, input pixels per cell
+TIMM_STRIDES = (4, 8, 16, 32)
+NORMS = ("BN", "SyncBN", "FrozenBN")
+
+
+def feature_levels(name: str) -> list[dict]:
+    """timm's feature_info of model ``name`` (one dict per level: ``num_chs``,
+    ``reduction``, ``module``), read from a model built without weights."""
+    if name not in timm.list_models():
+        close = [m for m in timm.list_models() if name.split("_")[0] in m][:8]
+        raise ValueError(
+            f"MODEL.TIMM.NAME '{name}' is not a timm model" + (f" (close: {', '.join(close)})" if close else "") + "."
+        )
+    return list(timm.create_model(name, pretrained=False).feature_info)
+
+
+class TimmBackbone(Backbone):
+    """A timm model's features at strides 4, 8, 16, 32.
+
+    Input: [N, 3, H, W] normalised image (H, W multiples of 32). Output: dict of
+    ``res2``..``res5`` feature maps [N, C_k, H / s_k, W / s_k], s_k = 4, 8, 16, 32
+    (C_k: the model's channels at that level).
+    """
+
+    def __init__(self, name: str, weights: str = "", norm: str = "BN", freeze_at: int = 0):
+        """
+        Args:
+            name: a timm model name.
+            weights: "" (random), "timm" (timm's hub), or a local path / URL.
+            norm: "BN", "SyncBN" or "FrozenBN".
+            freeze_at: 0 = train everything; 1 = freeze the stem (what comes before the
+                stride-4 level); k >= 2 = also the levels up to res<k>.
+        """
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"MODEL.CENTERX.BACKBONE_NORM '{norm}' is not one of {NORMS} for a timm backbone.")
+        levels = feature_levels(name)
+        by_stride = {level["reduction"]: i for i, level in enumerate(levels)}
+        missing = [s for s in TIMM_STRIDES if s not in by_stride]
+        if missing:
+            raise ValueError(
+                f"timm model '{name}' has no features at stride(s) {missing} (its levels: "
+                f"{[level['reduction'] for level in levels]}); the detectors need strides {list(TIMM_STRIDES)}."
+            )
+        indices = tuple(by_stride[s] for s in TIMM_STRIDES)
+        self.body = self._create(name, weights, indices)
+        self._out_features = [f"res{int(math.log2(s))}" for s in TIMM_STRIDES]
+        self._out_feature_strides = dict(zip(self._out_features, TIMM_STRIDES))
+        self._out_feature_channels = dict(zip(self._out_features, self.body.feature_info.channels()))
+        if freeze_at and not weights:
+            logger.info(
+                f"MODEL.BACKBONE.FREEZE_AT {freeze_at} left out: the timm backbone '{name}' starts from random "
+                "initialisation (MODEL.TIMM.WEIGHTS is empty), and frozen random layers would stay random."
+            )
+        elif freeze_at:
+            self.freeze(freeze_at)
+        if norm == "FrozenBN":
+            self.body = FrozenBatchNorm2d.convert_frozen_batchnorm(self.body)
+        elif norm == "SyncBN":
+            self.body = nn.SyncBatchNorm.convert_sync_batchnorm(self.body)
+
+    @staticmethod
+    def _create(name: str, weights: str, indices: tuple) -> nn.Module:
+        """timm's features_only model, with its weights loaded strictly."""
+        if not weights:
+            return timm.create_model(name, pretrained=False, features_only=True, out_indices=indices)
+        overlay = {} if weights == "timm" else {"file": local_weights_path(weights, "MODEL.TIMM.WEIGHTS")}
+        try:
+            return timm.create_model(
+                name, pretrained=True, pretrained_cfg_overlay=overlay, features_only=True, out_indices=indices
+            )
+        except RuntimeError as e:  # load_state_dict(strict=True): keys or shapes that do not fit
+            first = " ".join(str(e).split())[:600]
+            raise ValueError(
+                f"MODEL.TIMM.WEIGHTS '{weights}' does not fit the timm model '{name}' ({first}). Give a state "
+                f"dict of '{name}' itself, or '' for random initialisation."
+            ) from None
+
+    def freeze(self, freeze_at: int) -> None:
+        """Stop the gradients of the stem (``freeze_at`` 1: every parameter before the
+        stride-4 level's module) and of the levels up to res<freeze_at> (k >= 2), in the
+        order timm registers them (its forward order), and turn the BatchNorms whose
+        parameters are all frozen into FrozenBatchNorm2d."""
+        names = [n for n, _ in self.body.named_parameters()]
+        levels = self.body.feature_info.module_name()
+
+        def span(module: str) -> list[int]:
+            return [i for i, n in enumerate(names) if n.startswith(module + ".")]
+
+        if freeze_at == 1:
+            end = min(span(levels[0]))
+        else:
+            end = max(span(levels[min(freeze_at, len(levels) + 1) - 2])) + 1
+        params = dict(self.body.named_parameters())
+        for n in names[:end]:
+            params[n].requires_grad_(False)
+        for module_name, module in list(self.body.named_modules()):
+            if isinstance(module, nn.BatchNorm2d) and not any(p.requires_grad for p in module.parameters()):
+                parent_name, _, child = module_name.rpartition(".")
+                parent = self.body.get_submodule(parent_name) if parent_name else self.body
+                setattr(parent, child, FrozenBatchNorm2d.convert_frozen_batchnorm(module))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self._out_features, self.body(x)))
+
+    @property
+    def size_divisibility(self) -> int:
+        return 32
+
+
+@BACKBONE_REGISTRY.register()
+def build_timm_backbone(cfg, input_shape: ShapeSpec) -> TimmBackbone:
+    """The timm model MODEL.TIMM.NAME with MODEL.TIMM.WEIGHTS (see the module docstring)."""
+    if input_shape.channels != 3:
+        raise ValueError(f"The timm backbone expects 3 input channels, got {input_shape.channels}.")
+    return TimmBackbone(
+        cfg.MODEL.TIMM.NAME, cfg.MODEL.TIMM.WEIGHTS, cfg.MODEL.CENTERX.BACKBONE_NORM, cfg.MODEL.BACKBONE.FREEZE_AT
+    )

@@ -1,0 +1,116 @@
+"""Backbones from timm (centerx/modeling/backbones/timm.py), offline: every light
+model offered builds at strides 4..32 with timm's own channel counts, runs forward
+and backward, serves as CenterNet's and TTFNet's backbone, loads a weights file by
+path and by URL (a local HTTP server) strictly, refuses another model's file, and
+follows FREEZE_AT and BACKBONE_NORM."""
+
+import io
+
+import pytest
+import timm
+import torch
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling import build_model
+from test_downloads import serve  # noqa: F401  (the local HTTP server fixture)
+
+import centerx
+from centerx.modeling.backbones import TimmBackbone
+
+# light ImageNet backbones a CPU detector would use, plus the CenterNet paper's DLA-34 and a ResNet
+NAMES = ["mobilenetv3_small_100", "lcnet_050", "efficientnet_lite0", "ghostnet_100", "dla34", "resnet18"]
+
+
+def timm_channels(name):
+    """timm's channel count of ``name`` at each stride 4, 8, 16, 32, from the full model's feature_info."""
+    info = {level["reduction"]: level["num_chs"] for level in timm.create_model(name).feature_info}
+    return [info[s] for s in (4, 8, 16, 32)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_timm_backbone_gives_strides_4_to_32_and_trains(name, one_thread):
+    backbone = TimmBackbone(name)
+    shapes = backbone.output_shape()
+    assert list(shapes) == ["res2", "res3", "res4", "res5"]
+    assert [shapes[k].stride for k in shapes] == [4, 8, 16, 32]
+    assert [shapes[k].channels for k in shapes] == timm_channels(name)
+    out = backbone(torch.randn(2, 3, 64, 96))
+    assert [tuple(v.shape) for v in out.values()] == [
+        (2, c, 64 // s, 96 // s) for c, s in zip(timm_channels(name), (4, 8, 16, 32))
+    ]
+    sum(v.mean() for v in out.values()).backward()
+    assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
+
+
+def detector_cfg(arch, *opts):
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(f"configs/shapes/{arch.lower()}_r18_demo.yaml")
+    cfg.merge_from_list(
+        [
+            "MODEL.BACKBONE.NAME",
+            "build_timm_backbone",
+            "MODEL.TIMM.NAME",
+            "lcnet_050",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.CENTERX.CHANNELS_LAST",
+            False,
+            *opts,
+        ]
+    )
+    return cfg
+
+
+@pytest.mark.parametrize("arch", ["CenterNet", "TTFNet"])
+def test_the_detectors_take_a_timm_backbone(arch, one_thread, monkeypatch):
+    monkeypatch.chdir(centerx.__path__[0] + "/..")
+    model = build_model(detector_cfg(arch, f"MODEL.{arch.upper()}.DEFORMABLE", False)).eval()
+    with torch.no_grad():
+        maps = model.predict(torch.randn(1, 3, 128, 128))
+    assert maps[model.class_map].shape == (1, 4, 32, 32)
+
+
+def saved_weights(name, seed):
+    """The full timm model's state dict (classifier included), as a user's .pth holds it."""
+    torch.manual_seed(seed)
+    return timm.create_model(name).state_dict()
+
+
+def test_weights_by_path_and_by_url_are_loaded_exactly(tmp_path, serve):  # noqa: F811
+    name = "mobilenetv3_small_100"
+    state = saved_weights(name, seed=3)
+    path = tmp_path / "mine.pth"
+    torch.save(state, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    url, _ = serve({"/mine.pth": buffer.getvalue()})
+    for weights in (str(path), f"{url}/mine.pth"):
+        backbone = TimmBackbone(name, weights=weights)
+        own = backbone.body.state_dict()
+        assert own and all(torch.equal(v, state[k]) for k, v in own.items()), weights
+
+
+def test_another_models_weights_are_refused(tmp_path):
+    path = tmp_path / "lcnet.pth"
+    torch.save(saved_weights("lcnet_050", seed=1), path)
+    with pytest.raises(ValueError, match="MODEL.TIMM.WEIGHTS .* does not fit the timm model 'mobilenetv3_small_100'"):
+        TimmBackbone("mobilenetv3_small_100", weights=str(path))
+    with pytest.raises(FileNotFoundError, match="MODEL.TIMM.WEIGHTS"):
+        TimmBackbone("mobilenetv3_small_100", weights=str(tmp_path / "absent.pth"))
+    with pytest.raises(ValueError, match="'mobilenetv3_smal' is not a timm model"):
+        TimmBackbone("mobilenetv3_smal")
+
+
+def test_freeze_at_and_frozen_batchnorm(tmp_path):
+    name = "resnet18"  # stem conv1 / bn1, then layer1..layer4 at strides 4..32
+    path = tmp_path / "r18.pth"
+    torch.save(saved_weights(name, seed=2), path)
+    frozen = TimmBackbone(name, weights=str(path), freeze_at=2)
+    trainable = {n.split(".")[0] for n, p in frozen.body.named_parameters() if p.requires_grad}
+    fixed = {n.split(".")[0] for n, p in frozen.body.named_parameters() if not p.requires_grad}
+    assert fixed == {"conv1", "layer1"} and trainable == {"layer2", "layer3", "layer4"}
+    assert isinstance(frozen.body.bn1, FrozenBatchNorm2d) and isinstance(frozen.body.layer1[0].bn1, FrozenBatchNorm2d)
+    assert isinstance(frozen.body.layer2[0].bn1, torch.nn.BatchNorm2d)
+    # randomly initialised: nothing frozen, whatever FREEZE_AT says
+    assert all(p.requires_grad for p in TimmBackbone(name, freeze_at=2).parameters())
+    everything = TimmBackbone(name, norm="FrozenBN")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in everything.modules())
