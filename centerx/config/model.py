@@ -102,9 +102,13 @@ def add_centernet_config(cfg):
     _C.MODEL.CENTERNET = CN()
     # Number of object classes (heatmap channels).
     _C.MODEL.CENTERNET.NUM_CLASSES = 80
-    # Output channels of the three upsampling stages (each x2, stride 32 -> 4).
+    # The neck: "deconv" = three 3x3 conv + x2 transposed-conv stages on the stride-32 feature (the
+    # paper's ResNet neck, UPSAMPLE_CHANNELS); "dla_up" = DLA-up + IDA-up over the stride-4..32 features
+    # (the paper's DLA-34 neck; its output has the stride-4 feature's channels).
+    _C.MODEL.CENTERNET.UPSAMPLER = "deconv"
+    # Output channels of the three upsampling stages (each x2, stride 32 -> 4) of the "deconv" neck.
     _C.MODEL.CENTERNET.UPSAMPLE_CHANNELS = [256, 128, 64]
-    # Use modulated deformable 3x3 convs in the upsampler
+    # Use modulated deformable 3x3 convs in the neck
     # (torchvision.ops.deform_conv2d). Off for models meant for export.
     _C.MODEL.CENTERNET.DEFORMABLE = False
     # Hidden channels of each head (3x3 conv + ReLU + 1x1 conv).

@@ -193,9 +193,11 @@ class CaffeExporter(Exporter):
     @classmethod
     def unsupported(cls, cfg) -> str:
         detector = detector_class(cfg)
-        return (
-            "" if detector is not None and issubclass(detector, CenterNet) else "the Caffe exporter supports CenterNet"
-        )
+        if detector is None or not issubclass(detector, CenterNet):
+            return "the Caffe exporter supports CenterNet"
+        if cfg.MODEL.BACKBONE.NAME != "build_torchvision_resnet_backbone" or cfg.MODEL.CENTERNET.UPSAMPLER != "deconv":
+            return "the Caffe exporter supports CenterNet on the ResNet backbone with its deconv neck"
+        return ""
 
     def export(self) -> str:
         import cv2

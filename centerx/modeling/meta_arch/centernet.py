@@ -16,7 +16,7 @@ from ..dropblock import drop_block_args
 from ..heads import CenterNetHeads
 from ..losses import masked_l1_loss, penalty_reduced_focal_loss
 from ..losses.distillation import centernet_distillation_losses
-from ..necks import CenterNetUpsampler
+from ..necks import CenterNetUpsampler, DLAUpsampler
 from ..targets import batch_ground_truth, centernet_targets, centernet_window, gaussian_radius
 from .point_detector import PointDetector
 
@@ -79,6 +79,10 @@ class CenterNet(PointDetector):
     @classmethod
     def build_upsampler(cls, cfg, input_shapes):
         c = cfg.MODEL.CENTERNET
+        if c.UPSAMPLER == "dla_up":
+            return DLAUpsampler(input_shapes, c.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
+        if c.UPSAMPLER != "deconv":
+            raise ValueError(f"MODEL.CENTERNET.UPSAMPLER '{c.UPSAMPLER}' is not 'deconv' or 'dla_up'.")
         return CenterNetUpsampler(input_shapes, c.UPSAMPLE_CHANNELS, c.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
 
     @classmethod
