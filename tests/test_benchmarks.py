@@ -201,3 +201,19 @@ def test_learning_efficiency(tiny_shapes, one_thread, tmp_path):
     assert equal_time[fastest] is equal_iters[fastest]
     assert all(1 <= r["iterations"] <= 2 for r in equal_time.values())
     assert "AP at equal wall time" in (tmp_path / "table.md").read_text()
+
+
+def test_flops_counts_scale_with_the_input_area(tmp_path):
+    """projects/benchmarks/flops.py: one row for the config and one per timm backbone; a fully
+    convolutional network's multiply-adds grow with the input's area (4x from 128 to 256 px,
+    to within the count's rounding), its parameters not at all."""
+    script = _load("flops")
+    config = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "shapes", "ttfnet_nano_demo.yaml"
+    )
+    small = script.main(["--config-file", config, "--size", "128", "--backbones", "mobilenetv3_small_100"])
+    large = script.main(["--config-file", config, "--size", "256", "--output", str(tmp_path / "flops.md")])
+    assert [r[2] for r in small] == ["lcnet_075", "mobilenetv3_small_100"]
+    assert large[0][3] == small[0][3]
+    assert float(large[0][4]) == pytest.approx(4 * float(small[0][4]), rel=0.01)
+    assert "| (the config's) |" in (tmp_path / "flops.md").read_text()
