@@ -217,3 +217,23 @@ def test_flops_counts_scale_with_the_input_area(tmp_path):
     assert large[0][3] == small[0][3]
     assert float(large[0][4]) == pytest.approx(4 * float(small[0][4]), rel=0.01)
     assert "| (the config's) |" in (tmp_path / "flops.md").read_text()
+
+
+def test_onnx_latency_times_graphs_alternately(tmp_path):
+    """projects/benchmarks/onnx_latency.py on two tiny graphs (one conv; three): a row per
+    graph with its input shape (a dynamic side takes --size), the first graph's ratio 1, and
+    the table written as returned."""
+    import torch
+
+    for name, depth in (("small", 1), ("deep", 3)):
+        net = torch.nn.Sequential(*[torch.nn.Conv2d(3, 3, 3, padding=1) for _ in range(depth)]).eval()
+        torch.onnx.export(net, torch.zeros(1, 3, 32, 32), str(tmp_path / f"{name}.onnx"), input_names=["x"],
+                          dynamic_axes={"x": {2: "h", 3: "w"}}, dynamo=False)  # fmt: skip
+    script = _load("onnx_latency")
+    graphs = [str(tmp_path / "small.onnx"), str(tmp_path / "deep.onnx")]
+    timing = ["--threads", "1", "--warmup", "1", "--reps", "5", "--output", str(tmp_path / "t.md")]
+    rows = script.main(["--models", *graphs, "--size", "64", *timing])
+    assert [r["input"] for r in rows] == ["1x3x64x64", "1x3x64x64"] and rows[0]["ratio"] == 1.0
+    assert all(0 < r["median_ms"] <= r["p90_ms"] for r in rows)
+    text = (tmp_path / "t.md").read_text()
+    assert all(f"{r['median_ms']:.2f} " in text and f"{r['ratio']:.2f}x" in text for r in rows)

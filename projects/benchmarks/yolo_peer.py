@@ -17,8 +17,9 @@ linked, not copied, and named by their COCO image id; one label file per image w
 detect train model=<--model> pretrained=False`` (its defaults otherwise, CPU) and
 times it; ``score`` runs ``yolo detect val save_json=True`` on the validation images
 and scores its detections with pycocotools against ``--val-json`` (image ids from
-the file names, classes mapped back to the json's category ids). ``--steps`` picks
-some (default all). The YOLO environment is ``--yolo-venv`` (default ``.venv-yolo``);
+the file names, classes mapped back to the json's category ids); ``export`` writes its
+ONNX graph (``yolo export format=onnx``, batch 1 at ``--imgsz``) for
+``projects/benchmarks/onnx_latency.py``. ``--steps`` picks some (default all). The YOLO environment is ``--yolo-venv`` (default ``.venv-yolo``);
 without it, a clear message says how to make it.
 """
 
@@ -34,7 +35,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STEPS = ("convert", "train", "score")
+STEPS = ("convert", "train", "score", "export")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
@@ -180,6 +181,10 @@ def main(argv=None) -> dict:
             args.output,
         )  # fmt: skip
         result.update(score(os.path.join(runs, "val", "predictions.json"), args.val_json))
+    if "export" in args.steps:
+        command = yolo_command(args.yolo_venv)
+        run_yolo(command, ["export", f"model={weights}", "format=onnx", f"imgsz={args.imgsz}", "batch=1"], args.output)
+        result["onnx"] = os.path.splitext(weights)[0] + ".onnx"
     print(json.dumps(result, indent=1))
     with open(os.path.join(args.output, "result.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Latency of several ONNX graphs in ONNX Runtime on the CPU, timed alternately in one
+process so that what the machine does meanwhile (other jobs, frequency changes)
+falls on all of them alike: per repetition, each graph runs once on the same input,
+in turn. Batch 1, each graph's own input size (``--size`` when its input is dynamic).
+
+    .venv/bin/python projects/benchmarks/onnx_latency.py --models output/ttfnet_nano_demo/deploy/model.onnx \\
+        output/yolo_peer/runs/train/weights/best.onnx --size 256 --threads 2 --reps 100
+
+Prints per graph the median and 90th percentile in ms and the ratio of medians to the
+first graph (and writes the table to ``--output``). The input is uniform noise in
+0..255 for centerX's graphs (they normalise inside; their properties say centerX),
+0..1 for others (YOLO's graphs take 0..1).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+from tabulate import tabulate
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", required=True, metavar="ONNX", help="the graphs; ratios are to the first")
+    p.add_argument("--size", type=int, default=256, help="input side where a graph's input size is dynamic")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--reps", type=int, default=100, help="timed runs of each graph")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="")
+    args = p.parse_args(argv)
+    for path in args.models:
+        if not os.path.isfile(path):
+            p.error(f"--models: {path} does not exist")
+    return args
+
+
+def session_and_input(path: str, size: int, threads: int, rng: np.random.Generator):
+    """(ONNX Runtime session, its input name, a batch-1 input) for the graph at ``path``."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    spec = session.get_inputs()[0]
+    shape = [1 if i == 0 else (d if isinstance(d, int) else (3 if i == 1 else size)) for i, d in enumerate(spec.shape)]
+    # centerX's graphs take pixels (they normalise inside; their properties name centerX), others 0..1
+    scale = 255.0 if session.get_modelmeta().custom_metadata_map.get("producer") == "centerX" else 1.0
+    return session, spec.name, (rng.random(shape, dtype=np.float32) * scale)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    graphs = [session_and_input(path, args.size, args.threads, rng) for path in args.models]
+    times = [[] for _ in graphs]
+    for rep in range(args.warmup + args.reps):
+        for i, (session, name, x) in enumerate(graphs):
+            start = time.perf_counter()
+            session.run(None, {name: x})
+            if rep >= args.warmup:
+                times[i].append((time.perf_counter() - start) * 1000)
+    rows = []
+    first = statistics.median(times[0])
+    for path, (_, _, x), t in zip(args.models, graphs, times):
+        median = statistics.median(t)
+        rows.append(
+            {
+                "model": path,
+                "input": "x".join(str(d) for d in x.shape),
+                "median_ms": median,
+                "p90_ms": float(np.percentile(t, 90)),
+                "ratio": median / first,
+            }
+        )
+    table = tabulate(
+        [[r["model"], r["input"], f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['ratio']:.2f}x"] for r in rows],
+        headers=["graph", "input", "median ms", "p90 ms", "vs the first"],
+        tablefmt="github",
+    )
+    text = (
+        f"ONNX Runtime {ort.__version__}, CPU, {args.threads} threads, batch 1, {args.reps} runs each after "
+        f"{args.warmup}, alternating\n\n{table}"
+    )
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
