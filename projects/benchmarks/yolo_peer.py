@@ -19,8 +19,9 @@ times it; ``score`` runs ``yolo detect val save_json=True`` on the validation im
 and scores its detections with pycocotools against ``--val-json`` (image ids from
 the file names, classes mapped back to the json's category ids); ``export`` writes its
 ONNX graph (``yolo export format=onnx``, batch 1 at ``--imgsz``) for
-``projects/benchmarks/onnx_latency.py``. ``--steps`` picks some (default all). The YOLO environment is ``--yolo-venv`` (default ``.venv-yolo``);
-without it, a clear message says how to make it.
+``projects/benchmarks/onnx_latency.py``. ``--steps`` picks some (default all). The
+YOLO environment is ``--yolo-venv`` (default ``.venv-yolo``); without it, a clear
+message says how to make it.
 """
 
 import argparse
