@@ -4,7 +4,9 @@ and backward, serves as CenterNet's and TTFNet's backbone, loads a weights file 
 path and by URL (a local HTTP server) strictly, refuses another model's file, and
 follows FREEZE_AT and BACKBONE_NORM."""
 
+import glob
 import io
+import os
 
 import pytest
 import timm
@@ -16,8 +18,25 @@ from test_downloads import serve  # noqa: F401  (the local HTTP server fixture)
 import centerx
 from centerx.modeling.backbones import TimmBackbone
 
-# light ImageNet backbones a CPU detector would use, plus the CenterNet paper's DLA-34 and a ResNet
-NAMES = ["mobilenetv3_small_100", "lcnet_050", "efficientnet_lite0", "ghostnet_100", "dla34", "resnet18"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def configured_backbones() -> list[str]:
+    """Every MODEL.TIMM.NAME the shipped configs set (through their _BASE_ chains)."""
+    names = set()
+    for path in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True):
+        cfg = centerx.get_centerx_cfg()
+        cfg.merge_from_file(path)
+        if cfg.MODEL.BACKBONE.NAME == "build_timm_backbone":
+            names.add(cfg.MODEL.TIMM.NAME)
+    return sorted(names)
+
+
+CONFIGURED = configured_backbones()
+# the configs' backbones, light ImageNet ones a CPU detector would use, and a ResNet
+NAMES = sorted(
+    set(CONFIGURED) | {"mobilenetv3_small_100", "lcnet_050", "efficientnet_lite0", "ghostnet_100", "resnet18"}
+)
 
 
 def timm_channels(name):
@@ -75,8 +94,12 @@ def saved_weights(name, seed):
     return timm.create_model(name).state_dict()
 
 
-def test_weights_by_path_and_by_url_are_loaded_exactly(tmp_path, serve):  # noqa: F811
-    name = "mobilenetv3_small_100"
+def test_the_configs_name_timm_backbones():
+    assert {"dla34", "lcnet_075"} <= set(CONFIGURED)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_100", *CONFIGURED])
+def test_weights_by_path_and_by_url_are_loaded_exactly(name, tmp_path, serve):  # noqa: F811
     state = saved_weights(name, seed=3)
     path = tmp_path / "mine.pth"
     torch.save(state, path)
