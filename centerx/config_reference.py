@@ -7,7 +7,7 @@ written above it in the ``add_*_config`` function of its feature (listed in
     python -m centerx.config_reference            # writes docs/config.md
     python -m centerx.config_reference --check    # exit 1 when docs/config.md is stale
 
-``tests/test_config_reference.py`` fails when the file and the code disagree.
+``tests/config/test_config_reference.py`` fails when the file and the code disagree.
 """
 
 import argparse

@@ -173,7 +173,7 @@ def check_ema():
 
 def check_ddp():
     if not cuda():
-        raise Skip("no CUDA device (two-process training is tested on CPU with gloo: tests/test_distributed.py)")
+        raise Skip("no CUDA device (two-process training is tested on CPU with gloo: tests/engine/test_distributed.py)")
     if torch.cuda.device_count() < 2:
         raise Skip("one GPU: NCCL gives each process its own GPU, so 2-process DDP needs 2 GPUs")
     with tempfile.TemporaryDirectory() as out:

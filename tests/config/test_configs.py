@@ -11,7 +11,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_model
 import centerx
 from centerx.engine import build_optimizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 
 

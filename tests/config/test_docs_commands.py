@@ -20,7 +20,7 @@ import sys
 import pytest
 from fvcore.common.registry import Registry
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCS = [
     "README.md",
     "datasets/README.md",

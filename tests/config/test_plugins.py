@@ -19,7 +19,7 @@ import torch
 from centerx.config import load_config, load_saved_config
 from centerx.plugins import PluginImportError, import_modules, imports_in_config_file, imports_in_opts, preimport
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLUGIN = os.path.join(REPO, "tests", "user_project", "toy_plugin.py")
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 

@@ -12,7 +12,7 @@ from centerx.data.statistics import box_statistics
 
 from project_scripts import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # one 100 x 100 image at TRAIN_SIZE 100 (scale 1), stride 4:
 BOXES = {

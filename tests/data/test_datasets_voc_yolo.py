@@ -191,7 +191,10 @@ def _cfg_for(train, test, num_classes=3):
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(
         os.path.join(
-            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "shapes", "centernet_r18_demo.yaml"
+            os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+            "configs",
+            "shapes",
+            "centernet_r18_demo.yaml",
         )
     )
     cfg.merge_from_list(
@@ -349,7 +352,10 @@ def test_the_own_data_recipe_trains_and_reports_ap_on_voc_and_yolo(fmt, tmp_path
         [
             "--config-file",
             os.path.join(
-                os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "own_data", "ttfnet_r18.yaml"
+                os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                "configs",
+                "own_data",
+                "ttfnet_r18.yaml",
             ),
             *data,
             "DATASETS.TRAIN",

@@ -14,7 +14,7 @@ from detectron2.structures import BoxMode
 import centerx
 from centerx.data import CenterNetDatasetMapper
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 
 

@@ -27,7 +27,7 @@ from centerx.engine.train_loader import build_resumable_train_loader, stream_aug
 from centerx.modeling.losses import penalty_reduced_focal_loss
 from centerx.modeling.targets import draw_peak_weights, pad_object_weights
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {
     "CenterNet": os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"),
     "TTFNet": os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml"),

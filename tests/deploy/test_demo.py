@@ -24,7 +24,7 @@ from centerx.engine import PredictionImages
 
 from project_scripts import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_CONFIG = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 # test-time resize: shorter side 48, longer side at most 80 (input pixels)
 MIN_SIZE, MAX_SIZE = 48, 80

@@ -30,7 +30,7 @@ from tiny_models import SIZE, K, build, images, tiny_cfg
 
 ort = pytest.importorskip("onnxruntime")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRIDE = 4
 
 

@@ -33,7 +33,7 @@ from project_scripts import load_script
 
 ort = pytest.importorskip("onnxruntime")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TTFNET_DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 CENTERNET_DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 SIZE = 96

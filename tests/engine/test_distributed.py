@@ -14,7 +14,7 @@ from detectron2.modeling import build_model
 import centerx
 from centerx.engine.replicas import replica_digests
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 
 

@@ -12,7 +12,7 @@ from centerx.engine import ModelEMA, Trainer, load_weights_for_eval
 
 from tiny_models import tiny_train_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 
 

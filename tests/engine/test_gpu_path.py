@@ -28,7 +28,7 @@ from centerx.engine.amp import CPUAutocastTrainer
 from centerx.modeling.adversarial import FeatureAdversaries
 from centerx.modeling.targets import centernet_targets, centernet_window, pad_objects, ttfnet_targets, ttfnet_window
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {
     "CenterNet": os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"),
     "TTFNet": os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml"),
@@ -331,7 +331,8 @@ def test_step_trainer_choice(device, amp, native, expected, monkeypatch, caplog)
     """SOLVER.AMP.ENABLED and MODEL.DEVICE pick the step runner; on a CPU without
     native bfloat16 AMP falls back to FP32 with a warning naming the key."""
     monkeypatch.setattr(amp_module, "cpu_has_native_bf16", lambda: native)
-    cfg = arch_cfg("CenterNet", "MODEL.DEVICE", device, "SOLVER.AMP.ENABLED", str(amp))
+    # a stand-in model: no heads for the demo's float32 modules to name
+    cfg = arch_cfg("CenterNet", "MODEL.DEVICE", device, "SOLVER.AMP.ENABLED", str(amp), "SOLVER.AMP.FP32_MODULES", "()")
     model = torch.nn.Linear(2, 2)
     with caplog.at_level("WARNING", logger="centerx.engine.amp"):
         runner = amp_module.build_step_trainer(cfg, model, [], torch.optim.SGD(model.parameters(), 0.1))

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = pytest.mark.slow  # real processes: about 40 s in all
 DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")

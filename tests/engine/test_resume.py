@@ -14,7 +14,7 @@ from centerx.data.samplers import PositionedDataset, ResumableTrainingSampler
 from centerx.engine import AtomicCheckpointer, Trainer
 from centerx.engine.train_loader import step_seed
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMOS = {
     arch: os.path.join(REPO, "configs", "shapes", f"{arch.lower()}_r18_demo.yaml") for arch in ("CenterNet", "TTFNet")
 }

@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 from centerx.engine.class_report import confusion_matrix, per_class_table
 from centerx.engine.run_report import read_results
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 
 

@@ -23,7 +23,7 @@ from centerx.engine.adversarial import discriminator_step
 from centerx.modeling.adversarial import FeatureAdversaries, PatchDiscriminator
 from centerx.modeling.losses.adversarial import discriminator_accuracy, discriminator_loss, generator_loss
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMOS = {
     "CenterNet": os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"),
     "TTFNet": os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml"),

@@ -1,6 +1,6 @@
 """Checkpoints written by earlier releases still load.
 
-``tests/data/state_dict_72ca759.json`` records, for tiny CenterNet / TTFNet
+``tests/fixtures/state_dict_72ca759.json`` records, for tiny CenterNet / TTFNet
 models with every structural option (CoordConv, SPP, DCN, IoU-aware heads), the
 name and shape of every state-dict entry as the code at commit 72ca759 wrote
 them (``write_manifest`` run in a checkout of that commit). A checkpoint with
@@ -20,7 +20,9 @@ from centerx.checkpoint import StrictCheckpointer
 
 from tiny_models import tiny_cfg
 
-MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "state_dict_72ca759.json")
+MANIFEST = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "state_dict_72ca759.json"
+)
 
 
 def write_manifest(path, cases):

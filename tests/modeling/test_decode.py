@@ -223,7 +223,7 @@ def tiny_cfg():
     from centerx.config import add_centerx_config
 
     cfg = add_centerx_config(get_cfg())
-    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "Base-CenterNet.yaml"))
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "Base-CenterNet.yaml"))
     cfg.merge_from_list(
         [
             "MODEL.DEVICE",

@@ -27,7 +27,7 @@ from centerx.modeling.losses.distillation import (
     ttfnet_distillation_losses,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CENTERNET_DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 TTFNET_DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 SMALL = {

@@ -6,7 +6,7 @@ Distiller's teacher, and ONNX export matched by onnxruntime; the project's
 export format is offered by export.py, and a runtime registered in this file is
 built by name. It is docs/extending.md's example: if centerX needed a table
 edited elsewhere for a new detector, these tests could not pass. (The project
-driven through the shipped commands as subprocesses: tests/test_plugins.py.)
+driven through the shipped commands as subprocesses: tests/config/test_plugins.py.)
 """
 
 import json
@@ -26,7 +26,7 @@ from centerx.plugins import import_modules
 
 from project_scripts import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 
 

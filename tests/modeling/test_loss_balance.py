@@ -18,7 +18,7 @@ from detectron2.utils.events import EventStorage
 import centerx
 from centerx.modeling.loss_balance import LossBalancer, build_loss_balancer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 TTFNET_DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 SMALL = [

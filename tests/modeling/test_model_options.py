@@ -34,7 +34,7 @@ from tiny_models import tiny_cfg as deploy_tiny_cfg
 
 ort = pytest.importorskip("onnxruntime")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRIDE = 4
 NECK_OPTIONS = [
     "MODEL.CENTERX.COORD_CONV",

@@ -18,7 +18,7 @@ from test_downloads import serve  # noqa: F401  (the local HTTP server fixture)
 import centerx
 from centerx.modeling.backbones import TimmBackbone
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def configured_backbones() -> list[str]:

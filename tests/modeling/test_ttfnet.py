@@ -26,7 +26,7 @@ from centerx.modeling.losses.giou import generalized_iou, weighted_giou_loss
 from centerx.modeling.targets import pad_objects
 from centerx.modeling.targets.ttfnet import ttfnet_targets
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 STRIDE = 4
 

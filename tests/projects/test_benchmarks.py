@@ -209,7 +209,10 @@ def test_flops_counts_scale_with_the_input_area(tmp_path):
     to within the count's rounding), its parameters not at all."""
     script = _load("flops")
     config = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "shapes", "ttfnet_nano_demo.yaml"
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        "configs",
+        "shapes",
+        "ttfnet_nano_demo.yaml",
     )
     small = script.main(["--config-file", config, "--size", "128", "--backbones", "mobilenetv3_small_100"])
     large = script.main(["--config-file", config, "--size", "256", "--output", str(tmp_path / "flops.md")])

@@ -3,7 +3,7 @@
 
 Both give detectron2 dataset dicts with boxes in ``BoxMode.XYXY_ABS`` image
 pixels and category ids 0..C-1 in the order of ``thing_classes``, so the same
-boxes give the same dicts in COCO json, VOC and YOLO form (tests/test_datasets_voc_yolo.py).
+boxes give the same dicts in COCO json, VOC and YOLO form (tests/data/test_datasets_voc_yolo.py).
 
 - **Pascal VOC**, detectron2's ``register_pascal_voc`` layout: ``<dir>/ImageSets/Main/<split>.txt``
   lists image ids, ``<dir>/Annotations/<id>.xml`` holds the boxes and
