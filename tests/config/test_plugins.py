@@ -172,6 +172,8 @@ def test_a_user_project_runs_through_every_command_from_its_saved_config(tmp_pat
           MIN_SIZE_TEST: 96
           MAX_SIZE_TEST: 96
         SOLVER:
+          AMP:
+            FP32_MODULES: ("heads.wh",)
           IMS_PER_BATCH: 4
           MAX_ITER: 10
           WARMUP_ITERS: 0

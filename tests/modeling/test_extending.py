@@ -41,6 +41,9 @@ def toy_cfg(output_dir, dataset, *opts):
         [
             "MODEL.META_ARCHITECTURE",
             "ToyNet",
+            # its box head in float32 under bfloat16, as the CenterNet demo keeps CenterNet's
+            "SOLVER.AMP.FP32_MODULES",
+            "('heads.wh',)",
             "MODEL.TOYNET.NUM_CLASSES",
             "4",
             "MODEL.CENTERX.CHANNELS_LAST",
