@@ -76,7 +76,6 @@ RETINANET_SGD = [
 RESULT_FILE = "learning.json"
 
 
-@META_ARCH_REGISTRY.register()
 class RetinaNetFP32Losses(RetinaNet):
     """detectron2's RetinaNet, its input batch in its weights' memory layout and
     its losses computed from FP32 head outputs (under bfloat16 autocast its
@@ -92,6 +91,11 @@ class RetinaNetFP32Losses(RetinaNet):
     def forward_training(self, images, features, predictions, gt_instances):
         predictions = [[p.float() for p in level] for level in predictions]
         return super().forward_training(images, features, predictions, gt_instances)
+
+
+# registered once per process: the tests load this script more than once
+if "RetinaNetFP32Losses" not in META_ARCH_REGISTRY:
+    META_ARCH_REGISTRY.register(RetinaNetFP32Losses)
 
 
 def parse_args(argv=None):

@@ -57,7 +57,18 @@ logger = logging.getLogger("centerx.benchmark")
 STAGES = ("pre-processing", "network", "decode", "post-processing")
 
 
+# flags of the latency comparison with RetinaNet, which this file's name meant before 0.2.0
+LATENCY_FLAGS = ("--models", "--runtimes", "--batches", "--size")
+
+
 def parse_args(argv=None):
+    given = sys.argv[1:] if argv is None else list(argv)
+    old = [flag for flag in LATENCY_FLAGS if flag in given]
+    if old and "--config-file" not in given:
+        raise SystemExit(
+            f"{' '.join(old)}: the latency comparison with RetinaNet is projects/speedup/latency_vs_retinanet.py "
+            "since 0.2.0; this script (./run.sh benchmark) is the per-format table of one model (--config-file)."
+        )
     preimport(argv)  # a user's module may register formats
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE")

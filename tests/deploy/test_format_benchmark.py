@@ -66,3 +66,18 @@ def test_formats_table(tiny_shapes, tmp_path):
         assert f"- {fmt}: pre-processing " in text and "network" in text and "post-processing" in text
     assert os.path.isfile(tmp_path / "b" / "onnx" / "model.onnx")
     assert os.path.isfile(tmp_path / "b" / "torchscript" / "model.ts")
+
+
+def test_the_old_names_say_where_things_went(tmp_path):
+    """Before 0.2.0 this table was formats.py and benchmark.py was the latency comparison
+    with RetinaNet: its flags and the old file name point to the new names."""
+    import subprocess
+    import sys
+
+    cli = load_script("speedup", "benchmark")
+    with pytest.raises(SystemExit, match="latency_vs_retinanet.py since 0.2.0"):
+        cli.parse_args(["--models", "centernet", "ttfnet", "--runtimes", "pytorch"])
+    old = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "projects",
+                       "speedup", "formats.py")  # fmt: skip
+    result = subprocess.run([sys.executable, old], capture_output=True, text=True)
+    assert result.returncode == 1 and "projects/speedup/benchmark.py since 0.2.0" in result.stderr
