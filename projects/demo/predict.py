@@ -219,11 +219,11 @@ class Detector:
         # when the config says so), so what predict shows is what ./run.sh evaluate scores
         self.runtime = build_runtime(runtime, cfg, model_file)
 
-    def __call__(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         results = self.runtime(list(images))
         return [{k: v[r["scores"] > self.threshold] for k, v in r.items()} for r in results]
 
-    def heatmaps(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
+    def heatmaps(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Per image, [H, W] float in [0, 1]: the highest class score of the cell
         under each pixel (pytorch; before peak masking), on the letterboxed input
         the detections come from."""
@@ -319,8 +319,8 @@ class Job:
 
     def process(self, frames: list[np.ndarray], labels: list[str], image_ids: list[int]) -> list[np.ndarray]:
         """Detect on a batch; record the COCO results; return the drawn frames (when drawing)."""
-        dets = self.detector(frames, labels)
-        heats = self.detector.heatmaps(frames, labels) if self.heatmap else [None] * len(frames)
+        dets = self.detector(frames)
+        heats = self.detector.heatmaps(frames) if self.heatmap else [None] * len(frames)
         drawn = []
         for frame, label, image_id, det, heat in zip(frames, labels, image_ids, dets, heats):
             self.check_classes(det)

@@ -9,20 +9,23 @@ from torch import nn
 from ..deform_conv import ModulatedDeformConv2d
 
 
+def bilinear_kernel(k: int) -> torch.Tensor:
+    """[k, k] weights of bilinear upsampling by (k + 1) // 2 as a transposed conv of
+    kernel k (CenterNet's and DLA's initialisation of their upsampling convs)."""
+    factor = (k + 1) // 2
+    center = factor - 1 if k % 2 == 1 else factor - 0.5
+    filt1d = 1 - (torch.arange(k, dtype=torch.float32) - center).abs() / factor
+    return filt1d[:, None] * filt1d[None, :]
+
+
 def bilinear_init_(deconv: nn.ConvTranspose2d) -> None:
     """Initialise a stride-2 transposed conv as bilinear upsampling of each channel
     (identity across channels), as CenterNet does."""
-    k = deconv.kernel_size[0]
-    factor = (k + 1) // 2
-    center = factor - 1 if k % 2 == 1 else factor - 0.5
-    r = torch.arange(k, dtype=torch.float32)
-    filt1d = 1 - (r - center).abs() / factor
-    filt = filt1d[:, None] * filt1d[None, :]
     with torch.no_grad():
         deconv.weight.zero_()
         n = min(deconv.in_channels, deconv.out_channels)
         idx = torch.arange(n)
-        deconv.weight[idx, idx] = filt
+        deconv.weight[idx, idx] = bilinear_kernel(deconv.kernel_size[0])
 
 
 class CenterNetUpsampler(nn.Module):

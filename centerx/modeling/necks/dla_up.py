@@ -28,6 +28,7 @@ from detectron2.layers import ShapeSpec, get_norm
 from torch import nn
 
 from ..deform_conv import ModulatedDeformConv2d
+from .centernet_upsampler import bilinear_kernel
 
 __all__ = ["DLAUp", "DLAUpsampler", "IDAUp", "bilinear_upsampling_"]
 
@@ -35,13 +36,8 @@ __all__ = ["DLAUp", "DLAUpsampler", "IDAUp", "bilinear_upsampling_"]
 def bilinear_upsampling_(up: nn.ConvTranspose2d) -> nn.ConvTranspose2d:
     """Initialise a depthwise transposed conv (kernel 2f, stride f, one group per
     channel) as bilinear upsampling by f of each channel; returns it."""
-    k = up.kernel_size[0]
-    f = (k + 1) // 2
-    center = (2 * f - 1 - f % 2) / (2.0 * f)
-    r = torch.arange(k, dtype=torch.float32) / f
-    kernel1d = 1 - (r - center).abs()
     with torch.no_grad():
-        up.weight.copy_((kernel1d[:, None] * kernel1d[None, :]).expand_as(up.weight))
+        up.weight.copy_(bilinear_kernel(up.kernel_size[0]).expand_as(up.weight))
     return up
 
 
