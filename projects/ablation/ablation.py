@@ -43,13 +43,17 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
 from detectron2.modeling import build_model
 
 from centerx.checkpoint import SafeCheckpointer
-from centerx.experiments import (
+from centerx.modeling.meta_arch.build import student_config
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import (
     add_common_args,
     demo_config,
     distill_overrides,
@@ -61,7 +65,6 @@ from centerx.experiments import (
     seed_dir,
     write_table,
 )
-from centerx.modeling.meta_arch.build import student_config
 
 LATENCY_FILE = "latency.json"
 

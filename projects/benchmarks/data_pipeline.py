@@ -22,6 +22,7 @@ import argparse
 import gc
 import logging
 import os
+import sys
 import time
 
 from detectron2.utils.logger import setup_logger
@@ -30,7 +31,9 @@ from tabulate import tabulate
 import centerx  # (registers everything)
 from centerx.data.datasets import ensure_datasets
 from centerx.engine import Trainer
-from centerx.experiments import report
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

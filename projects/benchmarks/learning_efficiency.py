@@ -44,6 +44,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 
 import torch
@@ -53,7 +54,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
 
 from centerx import get_centerx_cfg
 from centerx.engine import Trainer
-from centerx.experiments import ARCHS, check_same_config, format_table, prepare_shapes, write_table
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import ARCHS, check_same_config, format_table, prepare_shapes, write_table
 
 logger = logging.getLogger("centerx.benchmarks")
 MODELS = {

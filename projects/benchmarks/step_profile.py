@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -46,7 +47,9 @@ import centerx.modeling.meta_arch.ttfnet as ttfnet_module
 from centerx.data.datasets import ensure_datasets
 from centerx.engine import Trainer
 from centerx.engine.amp import CPUAutocastTrainer
-from centerx.experiments import report
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -17,13 +17,14 @@ that builds the targets.
 """
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 
-from centerx.experiments import report
 from centerx.modeling.targets import (
     batch_ground_truth,
     centernet_targets,
@@ -31,6 +32,9 @@ from centerx.modeling.targets import (
     ttfnet_targets,
     ttfnet_window,
 )
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import report
 
 STRIDE = 4
 NUM_CLASSES = 80

@@ -48,6 +48,7 @@ import logging
 import os
 import re
 import resource
+import sys
 import time
 
 import torch
@@ -63,7 +64,9 @@ import centerx  # (registers everything)
 from centerx.data import CenterNetDatasetMapper
 from centerx.data.datasets import ensure_datasets
 from centerx.engine import build_optimizer
-from centerx.experiments import report
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

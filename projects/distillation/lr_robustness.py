@@ -23,8 +23,10 @@ multiply the resulting SOLVER.BASE_LR).
 import argparse
 import os
 import statistics
+import sys
 
-from centerx.experiments import (
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import (
     add_common_args,
     demo_config,
     experiment_cfg,

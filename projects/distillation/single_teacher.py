@@ -31,8 +31,10 @@ Trailing ``KEY VALUE`` pairs override every model's config alike.
 import argparse
 import os
 import statistics
+import sys
 
-from centerx.experiments import (
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import (
     add_common_args,
     balanced_distill_overrides,
     demo_config,

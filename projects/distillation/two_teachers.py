@@ -37,10 +37,13 @@ Trailing ``KEY VALUE`` pairs override every model's config alike.
 import argparse
 import os
 import statistics
+import sys
 
 from centerx.data.datasets import SHAPES_CLASSES
 from centerx.data.datasets.shapes import datasets_root
-from centerx.experiments import (
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import (
     add_common_args,
     balanced_distill_overrides,
     class_split_dataset,

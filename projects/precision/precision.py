@@ -29,7 +29,9 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 from centerx.data.datasets import ensure_datasets
-from centerx.experiments import (
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import (
     ARCHS,
     add_common_args,
     experiment_cfg,

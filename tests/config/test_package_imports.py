@@ -4,6 +4,7 @@ import inside a function, and a config layer that imports only detectron2's
 config and the leaf helpers."""
 
 import ast
+import importlib
 import os
 
 import pytest
@@ -19,6 +20,7 @@ LAYERS = [
     {"data"},
     {"engine"},
     {"deploy"},
+    # the front, and the stubs that name where a module moved out of the package
     {"__init__", "experiments", "config_reference"},
 ]
 LEAF_HELPERS = LAYERS[0]
@@ -159,3 +161,13 @@ def test_the_config_layer_imports_only_detectron2_config_and_leaf_helpers(module
         elif top in ("torch", "torchvision", "numpy", "cv2"):
             wrong.append(name)
     assert not wrong, f"{module} imports {sorted(wrong)}"
+
+
+@pytest.mark.parametrize(
+    "module, new_home",
+    [("centerx.experiments", "projects/experiments.py"), ("centerx.config_reference", "docs/config_reference.py")],
+)
+def test_a_module_that_left_the_package_names_its_new_home(module, new_home):
+    with pytest.raises(ImportError, match=new_home):
+        importlib.import_module(module)
+    assert os.path.isfile(os.path.join(REPO, new_home))

@@ -18,6 +18,8 @@ from detectron2.utils.events import EventStorage
 import centerx
 from centerx.modeling.loss_balance import LossBalancer, build_loss_balancer
 
+from project_scripts import load_experiments
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
 TTFNET_DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
@@ -197,7 +199,7 @@ def test_meta_arch_losses_are_rescaled_to_the_configured_magnitudes(config, expe
 def test_balanced_distillation_overrides_give_each_teacher_term_its_label_terms_magnitude():
     """The experiments' balanced Distiller recipe: teacher t<i>'s heatmap / box terms at
     1.5 (as loss_heatmap / loss_box), its size and offset at 0.3 / 0.1, for each teacher."""
-    from centerx.experiments import balanced_distill_overrides
+    balanced_distill_overrides = load_experiments().balanced_distill_overrides
 
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_list(balanced_distill_overrides(2))

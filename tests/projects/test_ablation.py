@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from project_scripts import load_script
+from project_scripts import load_experiments, load_script
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,8 @@ def test_saved_config_without_a_newer_key_matches_its_default(tmp_path):
     import yaml
 
     from centerx import get_centerx_cfg
-    from centerx.experiments import check_same_config
+
+    check_same_config = load_experiments().check_same_config
 
     cfg = get_centerx_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)
@@ -189,7 +190,8 @@ def test_saved_run_without_detections_counts_as_ap_zero(tmp_path):
     import json
 
     from centerx import get_centerx_cfg
-    from centerx.experiments import run_cached
+
+    run_cached = load_experiments().run_cached
 
     cfg = get_centerx_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)
