@@ -127,7 +127,12 @@ class OnnxExporter(Exporter):
 
     def export(self) -> str:
         raw = bool(self.settings.get("raw", False))
-        model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
+        return self.write(build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random))
+
+    def write(self, model) -> str:
+        """Export the :class:`DeployModel` ``model`` (raw or decoded) and check it;
+        the formats converted from ONNX pass the model they check their own file against."""
+        raw = model.raw
         path = os.path.join(self.out_dir, "model_raw.onnx" if raw else "model.onnx")
         export_onnx(
             model, path, self.size, opset=self.settings.get("opset", DEFAULT_OPSET), metadata=self.model_info(raw)
@@ -311,14 +316,15 @@ class OpenVINOExporter(Exporter):
 
         raw = bool(self.settings.get("raw", False))
         xml = os.path.join(self.out_dir, "model_raw.xml" if raw else "model.xml")
+        # one model, written and checked against: a second build of a random model would differ
+        model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
         with tempfile.TemporaryDirectory() as tmp:  # converted from an ONNX graph that is not left over model.onnx
-            onnx_path = OnnxExporter(self.cfg, tmp, self.allow_random, **self.settings).export()
+            onnx_path = OnnxExporter(self.cfg, tmp, self.allow_random, **self.settings).write(model)
             converted = ov.convert_model(onnx_path)
         converted.set_rt_info(json.dumps(self.model_info(raw)), [OPENVINO_SECTION])
         os.makedirs(self.out_dir, exist_ok=True)
         ov.save_model(converted, xml, compress_to_fp16=False)
         logger.info(f"Wrote {xml} + .bin ({os.path.getsize(xml[:-4] + '.bin') / 2**20:.1f} MiB).")
-        model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
         images = torch.rand(1, 3, *self.size) * 255
         compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         result = compiled(images.numpy())

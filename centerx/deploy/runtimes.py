@@ -62,6 +62,9 @@ class Runtime:
     model_file = ""
     # the Python packages it imports (./run.sh benchmark leaves it out where one is missing)
     requires: tuple[str, ...] = ()
+    # the keyword arguments its from_file takes besides the file ("threads": CPU threads of
+    # a runtime with its own thread pool); build_runtime passes only these
+    options: tuple[str, ...] = ()
 
     @classmethod
     def from_file(cls, cfg, model_path: str) -> "Runtime":
@@ -163,10 +166,17 @@ class OnnxRuntime(Runtime):
     name = "onnxruntime"
     requires = ("onnxruntime",)
     model_file = ".onnx (decoded or raw, FP32 or INT8)"
+    options = ("threads",)
 
     @classmethod
-    def from_file(cls, cfg, model_path: str):
-        return cls(cfg, model_path)
+    def from_file(cls, cfg, model_path: str, threads: int | None = None):
+        options = None
+        if threads:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = int(threads)
+        return cls(cfg, model_path, session_options=options)
 
     def __init__(self, cfg, onnx_path: str, providers: Sequence[str] | None = None, session_options=None):
         """
@@ -284,6 +294,7 @@ class OpenVINORuntime(Runtime):
     name = "openvino"
     requires = ("openvino",)
     model_file = ".xml (its .bin beside it)"
+    options = ("threads",)
 
     def __init__(self, cfg, xml: str, device: str = "CPU", threads: int | None = None, precision: str = "f32"):
         super().__init__(cfg)
@@ -297,8 +308,8 @@ class OpenVINORuntime(Runtime):
         logger.info(f"OpenVINO on {device}: {xml}")
 
     @classmethod
-    def from_file(cls, cfg, model_path: str):
-        return cls(cfg, model_path)
+    def from_file(cls, cfg, model_path: str, threads: int | None = None):
+        return cls(cfg, model_path, threads=threads)
 
     def run(self, batch):
         result = self.compiled(batch)
@@ -336,10 +347,12 @@ def add_runtime_arguments(parser) -> None:
     )
 
 
-def build_runtime(name: str, cfg, model_path: str = "") -> Runtime:
+def build_runtime(name: str, cfg, model_path: str = "", threads: int | None = None) -> Runtime:
     """The registered runtime called ``name`` for ``cfg`` and the exported file
     ``model_path`` (unused by runtimes without a ``model_file``, such as
-    "pytorch", which loads ``MODEL.WEIGHTS``)."""
+    "pytorch", which loads ``MODEL.WEIGHTS``). ``threads``: CPU threads of a
+    runtime with its own pool (those whose ``options`` name it; PyTorch-based
+    runtimes follow ``torch.set_num_threads``); None leaves the runtime's default."""
     by_name = {cls.name: cls for _, cls in RUNTIME_REGISTRY}
     if name not in by_name:
         raise ValueError(f"Unknown runtime {name!r}; registered: {sorted(by_name)}.")
@@ -348,7 +361,8 @@ def build_runtime(name: str, cfg, model_path: str = "") -> Runtime:
         raise ValueError(f"The {name} runtime needs the exported model file ({runtime.model_file}): pass --model.")
     if runtime.model_file:
         check_model_file(name, model_path, by_name)
-    return runtime.from_file(cfg, model_path)
+    options = {"threads": threads} if threads and "threads" in runtime.options else {}
+    return runtime.from_file(cfg, model_path, **options)
 
 
 def runtime_for_file(model_path: str) -> str:

@@ -187,7 +187,7 @@ def main(argv=None) -> int:
                 runtime, size = TorchRuntime(cfg), files_size(weights) if os.path.isfile(weights) else float("nan")
             else:
                 path = export(cfg, fmt, os.path.join(out_dir, fmt))
-                runtime, size = _runtime(get_exporter(fmt).runtime, cfg, path, args.threads), files_size(path)
+                runtime, size = build_runtime(get_exporter(fmt).runtime, cfg, path, args.threads), files_size(path)
             times = time_stages(runtime, images, args.batch, args.warmup, args.reps)
             ap: float | None = None
             if args.ap_images != 0:
@@ -262,22 +262,6 @@ def timing_images(records: list[dict], count: int, dataset: str) -> list[np.ndar
             + (f" (e.g. {skipped[0]} cannot be read)." if skipped else ".")
         )
     return images
-
-
-def _runtime(name: str, cfg, path: str, threads: int):
-    if name == "openvino":
-        from centerx.deploy.runtimes import OpenVINORuntime
-
-        return OpenVINORuntime(cfg, path, threads=threads)
-    if name == "onnxruntime":
-        import onnxruntime as ort
-
-        from centerx.deploy.runtimes import OnnxRuntime
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        return OnnxRuntime(cfg, path, providers=None, session_options=options)
-    return build_runtime(name, cfg, path)
 
 
 if __name__ == "__main__":

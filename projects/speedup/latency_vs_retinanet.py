@@ -19,13 +19,21 @@ Every model gets the same input: float32 [N, 3, size, size] pixels. Rows:
   TracingAdapter, which fixes the batch). Random weights leave it few boxes
   above its 0.05 score threshold, so its NMS time is a lower bound.
 
-Runtimes: PyTorch eager (CUDA when available, else CPU), the same traced with
-TorchScript, OpenVINO on CPU (the ONNX graph converted, FP32), ONNX Runtime on CPU
-and on CUDA (where onnxruntime has the CUDA provider), ONNX Runtime on CPU with
-the static INT8 graph of centerx.deploy.quantize (centerX graphs; calibrated on
-random images, which sets its ranges but not its speed), TensorRT FP32 and FP16
-(where TensorRT and a GPU are present; centerX graphs and the backbone).
-Models are randomly initialised: speed does not depend on the weights.
+The centerX rows run the way every centerX command runs a model: exported by
+the registered exporters (centerx.deploy.exporters: torchscript, onnx,
+onnx-int8, openvino, tensorrt) and timed through the registered runtimes'
+``run`` (centerx.deploy.runtimes: the graph on a letterboxed batch, inputs in
+and outputs out as NumPy arrays, as ``./run.sh predict`` and ``evaluate`` run
+it). The backbone and RetinaNet are not centerX models: their graphs are timed
+in plain sessions of the same runtimes, with the same thread counts.
+
+Runtimes: PyTorch eager (CUDA when available, else CPU), TorchScript on CPU,
+OpenVINO on CPU (FP32), ONNX Runtime on CPU and on CUDA (where onnxruntime has
+the CUDA provider), ONNX Runtime on CPU with the static INT8 graph (centerX
+graphs; calibrated on 4 images of shapes_val, which sets its ranges but not its
+speed), TensorRT FP32 and FP16 (where TensorRT and a GPU are present; centerX
+graphs and the backbone). Models are randomly initialised: speed does not
+depend on the weights.
 Latency is the median time of one batch; throughput is images per second
 over all timed repetitions. "/ backbone" divides a latency by the backbone's
 on the same runtime and batch, "/ CenterNet" by CenterNet-R18's.
@@ -41,7 +49,6 @@ import time
 import warnings
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
@@ -51,10 +58,12 @@ from tabulate import tabulate
 from torch import nn
 
 import centerx
+from centerx.data.datasets import ensure_datasets
 from centerx.deploy import DeployModel, ExportError
-from centerx.deploy.letterbox import Letterbox
-from centerx.deploy.onnx_export import export_onnx, simplify
-from centerx.deploy.quantize import CalibrationImages, import_quantization, quantize_onnx
+from centerx.deploy.exporters import export, get_exporter
+from centerx.deploy.onnx_export import simplify
+from centerx.deploy.quantize import import_quantization
+from centerx.deploy.runtimes import OnnxRuntime, TorchRuntime, build_runtime
 from centerx.deploy.tensorrt_engine import TensorRTUnavailable, build_engine, import_tensorrt
 
 logger = logging.getLogger("centerx.benchmark")
@@ -65,6 +74,8 @@ CONFIGS = {
 }
 BACKBONE = "ResNet-18 backbone"
 RETINANET = "RetinaNet-R18-FPN"
+# the images the INT8 graphs are calibrated on (generated when missing)
+CALIBRATION_DATASET = "shapes_val"
 
 
 def parse_args(argv=None):
@@ -123,11 +134,18 @@ class RetinaNetOnTensor(nn.Module):
         return torch.cat([r["instances"].pred_boxes.tensor for r in results])
 
 
-def centerx_model(config: str, opts: list[str]) -> DeployModel:
+def centerx_config(config: str, opts: list[str], size: int, max_batch: int):
+    """The config of a centerX row: random weights, CPU, exported at ``size``."""
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(os.path.join(REPO, config))
-    cfg.merge_from_list(opts + ["MODEL.DEVICE", "cpu"])
-    return DeployModel(build_model(cfg)).eval()
+    cfg.merge_from_list(opts)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = cfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
+    cfg.EXPORT.INPUT_SIZE = (size, size)
+    cfg.EXPORT.TENSORRT_MAX_BATCH = max_batch
+    cfg.EXPORT.CALIBRATION_DATASET = CALIBRATION_DATASET
+    cfg.freeze()
+    return cfg
 
 
 def retinanet_model() -> nn.Module:
@@ -174,7 +192,7 @@ def eager_runner(module: nn.Module, device: torch.device, x: torch.Tensor) -> Ca
 
 
 def export_plain_onnx(module: nn.Module, path: str, x: torch.Tensor, dynamic_batch: bool) -> None:
-    """Trace a benchmark module (backbone, RetinaNet) to ONNX with input ``images``."""
+    """Trace a reference module (backbone, RetinaNet) to ONNX with input ``images``."""
     from detectron2.export import TracingAdapter
 
     with warnings.catch_warnings():
@@ -230,15 +248,15 @@ def openvino_runner(onnx_path: str, x: torch.Tensor, threads: int) -> Callable[[
     return lambda: request.infer(feeds)
 
 
-def torchscript_runner(module: nn.Module, device: torch.device, x: torch.Tensor) -> Callable[[], None]:
-    """``module`` traced with torch.jit.trace, as the torchscript export does."""
+def torchscript_runner(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """``module`` traced on the CPU with torch.jit.trace, as the torchscript export does."""
     if isinstance(module, RetinaNetOnTensor):
         raise NotImplementedError("the TorchScript rows cover the centerX graphs and the backbone")
-    module, x = module.to(device), x.to(device)
+    module = module.cpu()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, x, strict=False, check_trace=False)
-    return eager_runner(traced, device, x)
+    return eager_runner(traced, torch.device("cpu"), x)
 
 
 def tensorrt_runner(engine_path: str, x: torch.Tensor) -> Callable[[], None]:
@@ -279,7 +297,7 @@ def available_runtimes(requested: list[str]) -> dict[str, str]:
         except ImportError:
             logger.warning("openvino is not installed: OpenVINO rows skipped.")
     if "torchscript" in requested:
-        found[f"torchscript-{'cuda' if torch.cuda.is_available() else 'cpu'}"] = "torchscript"
+        found["torchscript-cpu"] = "torchscript"
     if "tensorrt" in requested:
         try:
             import_tensorrt()
@@ -289,10 +307,62 @@ def available_runtimes(requested: list[str]) -> dict[str, str]:
     return found
 
 
-class Runners:
-    """Makes the callable that runs a model on a batch in a runtime; exports
-    ONNX files and builds engines once per model (per batch where the graph
-    fixes it) into ``folder``."""
+# runtime label's "how" -> (export format, its options) of a centerX row
+CENTERX_EXPORTS = {
+    "torchscript": ("torchscript", {}),
+    "CPUExecutionProvider": ("onnx", {}),
+    "CUDAExecutionProvider": ("onnx", {}),
+    "int8": ("onnx-int8", {"calibration_images": 4}),
+    "openvino": ("openvino", {}),
+    "fp32": ("tensorrt", {"fp16": False}),
+    "fp16": ("tensorrt", {"fp16": True}),
+}
+
+
+class CenterXRunners:
+    """The callable that runs a centerX model's graph on a batch through its
+    registered runtime; each model is exported once per format into ``folder``."""
+
+    def __init__(self, folder: str, threads: int):
+        self.folder, self.threads = folder, threads
+        self.files = {}
+
+    def __call__(self, runtime: str, how: str, name: str, cfg, x: torch.Tensor) -> Callable[[], None]:
+        if how == "eager":
+            device_cfg = cfg.clone()
+            device_cfg.defrost()
+            device_cfg.MODEL.DEVICE = "cuda" if runtime.endswith("cuda") else "cpu"
+            loaded = TorchRuntime(device_cfg, allow_random=True)
+        else:
+            fmt, options = CENTERX_EXPORTS[how]
+            path = self._export(name, cfg, fmt, options)
+            if fmt in ("onnx", "onnx-int8"):  # the provider of the row, not the runtime's preference
+                provider = "CPUExecutionProvider" if fmt == "onnx-int8" else how
+                loaded = OnnxRuntime(cfg, path, providers=[provider], session_options=self._ort_options())
+            else:
+                loaded = build_runtime(get_exporter(fmt).runtime, cfg, path, threads=self.threads)
+        batch = x.numpy()
+        return lambda: loaded.run(batch)
+
+    def _export(self, name: str, cfg, fmt: str, options: dict) -> str:
+        key = (name, fmt, tuple(sorted(options.items())))
+        if key not in self.files:
+            folder = os.path.join(self.folder, f"{name}-{fmt}-{len(self.files)}".replace(" ", "_"))
+            self.files[key] = export(cfg, fmt, folder, allow_random=True, **options)
+        return self.files[key]
+
+    def _ort_options(self):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        return options
+
+
+class ReferenceRunners:
+    """The callable that runs a reference graph (the backbone, RetinaNet) on a
+    batch in a runtime's plain session; ONNX files and engines are made once per
+    model (per batch where the graph fixes it) into ``folder``."""
 
     def __init__(self, folder: str, size, max_batch: int, threads: int):
         self.folder, self.size, self.max_batch, self.threads = folder, size, max_batch, threads
@@ -302,12 +372,12 @@ class Runners:
         if how == "eager":
             return eager_runner(module, torch.device("cuda" if runtime.endswith("cuda") else "cpu"), x)
         if how == "torchscript":
-            return torchscript_runner(module, torch.device("cuda" if runtime.endswith("cuda") else "cpu"), x)
+            return torchscript_runner(module, x)
+        if how == "int8":
+            raise NotImplementedError("the INT8 rows cover the centerX graphs")
         onnx_path = self._onnx(name, module.cpu(), x)
         if how == "openvino":
             return openvino_runner(onnx_path, x, self.threads)
-        if how == "int8":
-            return ort_runner(self._int8(onnx_path, module), x, "CPUExecutionProvider", self.threads)
         if runtime.startswith("onnxruntime"):
             return ort_runner(onnx_path, x, how, self.threads)
         if name == RETINANET:
@@ -319,26 +389,11 @@ class Runners:
             )
         return tensorrt_runner(engine, x)
 
-    def _int8(self, onnx_path: str, module: nn.Module) -> str:
-        """The INT8 graph of a centerX ONNX file, calibrated on 4 random images."""
-        if not isinstance(module, DeployModel):
-            raise NotImplementedError("the INT8 rows cover the centerX graphs")
-        path = f"{onnx_path[:-5]}-int8.onnx"
-        if path not in self.files:
-            rng = np.random.RandomState(0)
-            images = [rng.randint(0, 256, (*self.size, 3), dtype=np.uint8) for _ in range(4)]
-            letterbox = Letterbox(self.size, "BGR", module.model.pixel_mean.flatten().tolist())
-            self.files[path] = quantize_onnx(onnx_path, path, CalibrationImages(images, letterbox))
-        return path
-
     def _onnx(self, name: str, module: nn.Module, x: torch.Tensor) -> str:
         stem = name.replace(" ", "_") + (f"-batch{len(x)}" if name == RETINANET else "")
         path = os.path.join(self.folder, f"{stem}.onnx")
         if path not in self.files:
-            if isinstance(module, DeployModel):
-                export_onnx(module, path, self.size)
-            else:
-                export_plain_onnx(module, path, x, dynamic_batch=name != RETINANET)
+            export_plain_onnx(module, path, x, dynamic_batch=name != RETINANET)
             self.files[path] = path
         return path
 
@@ -347,25 +402,30 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")
     torch.set_num_threads(args.threads)
-    centernet = centerx_model(*CONFIGS["centernet"][1:])
-    modules = {}
-    if "centernet" in args.models:
-        modules[CONFIGS["centernet"][0]] = centernet
-    if "ttfnet" in args.models:
-        modules[CONFIGS["ttfnet"][0]] = centerx_model(*CONFIGS["ttfnet"][1:])
-    modules[BACKBONE] = BackboneOnly(centernet.model).eval()
+    ensure_datasets([CALIBRATION_DATASET])
+    configs = {
+        CONFIGS[key][0]: centerx_config(*CONFIGS[key][1:], args.size, max(args.batches))
+        for key in ("centernet", "ttfnet")
+        if key in args.models
+    }
+    # the backbone of CenterNet-R18 (the same ResNet-18 for both detectors)
+    backbone = DeployModel(build_model(centerx_config(*CONFIGS["centernet"][1:], args.size, 1))).eval()
+    references = {BACKBONE: BackboneOnly(backbone.model).eval()}
     if "retinanet" in args.models:
-        modules[RETINANET] = retinanet_model()
+        references[RETINANET] = retinanet_model()
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        runners = Runners(folder, (args.size, args.size), max(args.batches), args.threads)
+        centerx_runners = CenterXRunners(folder, args.threads)
+        reference_runners = ReferenceRunners(folder, (args.size, args.size), max(args.batches), args.threads)
         for runtime, how in available_runtimes(args.runtimes).items():
-            for name, module in modules.items():
+            models = [(name, cfg, centerx_runners) for name, cfg in configs.items()]
+            models += [(name, module, reference_runners) for name, module in references.items()]
+            for name, model, runners in models:
                 for batch in args.batches:
                     x = torch.rand(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)) * 255
                     try:
-                        result = measure(runners(runtime, how, name, module, x), batch, args.warmup, args.reps)
+                        result = measure(runners(runtime, how, name, model, x), batch, args.warmup, args.reps)
                         logger.info(f"{name} on {runtime}, batch {batch}: {result['ms']:.1f} ms")
                     except Exception as e:  # a model a runtime cannot take is a row, not a crash
                         logger.warning(f"{name} on {runtime}, batch {batch}: not measured ({type(e).__name__}: {e})")
