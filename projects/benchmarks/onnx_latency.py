@@ -8,7 +8,10 @@ in turn. Batch 1, each graph's own input size (``--size`` when its input is dyna
         output/yolo_peer/runs/train/weights/best.onnx --size 256 --threads 2 --reps 100
 
 Prints per graph the median and 90th percentile in ms and the ratio of medians to the
-first graph (and writes the table to ``--output``). The input is uniform noise in
+first graph (and writes the table to ``--output``). ``--runtimes onnxruntime openvino``
+times every graph in OpenVINO too (the ONNX file converted in memory, FP32 inference
+precision, ``--threads`` threads), in the same alternation: one row per graph and runtime,
+ratios to the first graph in ONNX Runtime. The input is uniform noise in
 0..255 for centerX's graphs (they normalise inside; their properties say centerX),
 0..1 for others (YOLO's graphs take 0..1).
 """
@@ -32,6 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--reps", type=int, default=100, help="timed runs of each graph")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--runtimes", nargs="+", default=["onnxruntime"], choices=["onnxruntime", "openvino"], help="where each runs"
+    )
     p.add_argument("--output", default="")
     args = p.parse_args(argv)
     for path in args.models:
@@ -53,24 +59,43 @@ def session_and_input(path: str, size: int, threads: int, rng: np.random.Generat
     return session, spec.name, (rng.random(shape, dtype=np.float32) * scale)
 
 
+def openvino_runner(path: str, input_name: str, threads: int):
+    """The graph at ``path`` converted to OpenVINO and compiled for its CPU device
+    (FP32 inference precision, ``threads`` threads); returns ``run(x)``."""
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+    compiled = ov.Core().compile_model(ov.convert_model(path), "CPU", config)
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({input_name: x})
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    graphs = [session_and_input(path, args.size, args.threads, rng) for path in args.models]
-    times = [[] for _ in graphs]
+    runs = []  # (graph, runtime, run(x), x)
+    for path in args.models:
+        session, name, x = session_and_input(path, args.size, args.threads, rng)
+        for runtime in args.runtimes:
+            if runtime == "onnxruntime":
+                runs.append((path, runtime, lambda x, s=session, n=name: s.run(None, {n: x}), x))
+            else:
+                runs.append((path, runtime, openvino_runner(path, name, args.threads), x))
+    times = [[] for _ in runs]
     for rep in range(args.warmup + args.reps):
-        for i, (session, name, x) in enumerate(graphs):
+        for i, (_, _, run, x) in enumerate(runs):
             start = time.perf_counter()
-            session.run(None, {name: x})
+            run(x)
             if rep >= args.warmup:
                 times[i].append((time.perf_counter() - start) * 1000)
     rows = []
     first = statistics.median(times[0])
-    for path, (_, _, x), t in zip(args.models, graphs, times):
+    for (path, runtime, _, x), t in zip(runs, times):
         median = statistics.median(t)
         rows.append(
             {
                 "model": path,
+                "runtime": runtime,
                 "input": "x".join(str(d) for d in x.shape),
                 "median_ms": median,
                 "p90_ms": float(np.percentile(t, 90)),
@@ -78,12 +103,20 @@ def main(argv=None) -> list[dict]:
             }
         )
     table = tabulate(
-        [[r["model"], r["input"], f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['ratio']:.2f}x"] for r in rows],
-        headers=["graph", "input", "median ms", "p90 ms", "vs the first"],
+        [
+            [r["model"], r["runtime"], r["input"], f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['ratio']:.2f}x"]
+            for r in rows
+        ],
+        headers=["graph", "runtime", "input", "median ms", "p90 ms", "vs the first"],
         tablefmt="github",
     )
+    versions = f"ONNX Runtime {ort.__version__}"
+    if "openvino" in args.runtimes:
+        import openvino as ov
+
+        versions += f", OpenVINO {ov.get_version()}"
     text = (
-        f"ONNX Runtime {ort.__version__}, CPU, {args.threads} threads, batch 1, {args.reps} runs each after "
+        f"{versions}, CPU, {args.threads} threads, batch 1, {args.reps} runs each after "
         f"{args.warmup}, alternating\n\n{table}"
     )
     print(text)

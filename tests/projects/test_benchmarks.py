@@ -240,3 +240,9 @@ def test_onnx_latency_times_graphs_alternately(tmp_path):
     assert all(0 < r["median_ms"] <= r["p90_ms"] for r in rows)
     text = (tmp_path / "t.md").read_text()
     assert all(f"{r['median_ms']:.2f} " in text and f"{r['ratio']:.2f}x" in text for r in rows)
+    pytest.importorskip("openvino")
+    rows = script.main(["--models", *graphs, "--size", "64", "--runtimes", "onnxruntime", "openvino", *timing])
+    assert [(r["model"], r["runtime"]) for r in rows] == [
+        (g, runtime) for g in graphs for runtime in ("onnxruntime", "openvino")
+    ]
+    assert all(r["median_ms"] > 0 for r in rows) and "OpenVINO" in (tmp_path / "t.md").read_text()
