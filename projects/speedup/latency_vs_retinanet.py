@@ -30,7 +30,7 @@ in plain sessions of the same runtimes, with the same thread counts.
 Runtimes: PyTorch eager (CUDA when available, else CPU), TorchScript on CPU,
 OpenVINO on CPU (FP32), ONNX Runtime on CPU and on CUDA (where onnxruntime has
 the CUDA provider), ONNX Runtime on CPU with the static INT8 graph (centerX
-graphs; calibrated on 4 images of shapes_val, which sets its ranges but not its
+graphs; calibrated on 4 images of ``--calibration-dataset``, default shapes_val, which sets its ranges but not its
 speed), TensorRT FP32 and FP16 (where TensorRT and a GPU are present; centerX
 graphs and the backbone). Models are randomly initialised: speed does not
 depend on the weights.
@@ -74,8 +74,6 @@ CONFIGS = {
 }
 BACKBONE = "ResNet-18 backbone"
 RETINANET = "RetinaNet-R18-FPN"
-# the images the INT8 graphs are calibrated on (generated when missing)
-CALIBRATION_DATASET = "shapes_val"
 
 
 def parse_args(argv=None):
@@ -98,6 +96,12 @@ def parse_args(argv=None):
         default=runtimes,
         choices=runtimes,
         help="runtimes to time (unavailable ones are reported and skipped)",
+    )
+    parser.add_argument(
+        "--calibration-dataset",
+        default="shapes_val",
+        metavar="NAME",
+        help="registered dataset whose first 4 images calibrate the INT8 graphs (shapes_val is generated when missing)",
     )
     parser.add_argument(
         "--threads",
@@ -134,7 +138,7 @@ class RetinaNetOnTensor(nn.Module):
         return torch.cat([r["instances"].pred_boxes.tensor for r in results])
 
 
-def centerx_config(config: str, opts: list[str], size: int, max_batch: int):
+def centerx_config(config: str, opts: list[str], size: int, max_batch: int, calibration: str):
     """The config of a centerX row: random weights, CPU, exported at ``size``."""
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(os.path.join(REPO, config))
@@ -143,7 +147,7 @@ def centerx_config(config: str, opts: list[str], size: int, max_batch: int):
     cfg.MODEL.WEIGHTS = cfg.MODEL.CENTERX.BACKBONE_WEIGHTS = ""
     cfg.EXPORT.INPUT_SIZE = (size, size)
     cfg.EXPORT.TENSORRT_MAX_BATCH = max_batch
-    cfg.EXPORT.CALIBRATION_DATASET = CALIBRATION_DATASET
+    cfg.EXPORT.CALIBRATION_DATASET = calibration
     cfg.freeze()
     return cfg
 
@@ -402,14 +406,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")
     torch.set_num_threads(args.threads)
-    ensure_datasets([CALIBRATION_DATASET])
+    ensure_datasets([args.calibration_dataset])
     configs = {
-        CONFIGS[key][0]: centerx_config(*CONFIGS[key][1:], args.size, max(args.batches))
+        CONFIGS[key][0]: centerx_config(*CONFIGS[key][1:], args.size, max(args.batches), args.calibration_dataset)
         for key in ("centernet", "ttfnet")
         if key in args.models
     }
     # the backbone of CenterNet-R18 (the same ResNet-18 for both detectors)
-    backbone = DeployModel(build_model(centerx_config(*CONFIGS["centernet"][1:], args.size, 1))).eval()
+    backbone_cfg = centerx_config(*CONFIGS["centernet"][1:], args.size, 1, args.calibration_dataset)
+    backbone = DeployModel(build_model(backbone_cfg)).eval()
     references = {BACKBONE: BackboneOnly(backbone.model).eval()}
     if "retinanet" in args.models:
         references[RETINANET] = retinanet_model()

@@ -87,7 +87,7 @@ def test_the_old_names_say_where_things_went(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_latency_comparison_runs_centerx_through_the_registered_runtimes(monkeypatch, capsys):
+def test_the_latency_comparison_runs_centerx_through_the_registered_runtimes(tiny_shapes, monkeypatch, capsys):
     """projects/speedup/latency_vs_retinanet.py: every centerX row is measured, by the
     registered runtime of its format (the backbone's reference graph by plain sessions)."""
     pytest.importorskip("onnxruntime")
@@ -100,6 +100,7 @@ def test_the_latency_comparison_runs_centerx_through_the_registered_runtimes(mon
         )
     cli = load_script("speedup", "latency_vs_retinanet")
     argv = ["--size", "64", "--batches", "1", "--warmup", "0", "--reps", "2", "--models", "ttfnet", "--threads", "1"]
+    argv += ["--calibration-dataset", tiny_shapes[0]]  # nothing generated in the repository
     assert cli.main([*argv, "--runtimes", "pytorch", "onnxruntime", "onnxruntime-int8", "openvino"]) == 0
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     measured = {(r[1].strip(), r[2].strip()) for r in rows if r[4].strip() != "n/a"}
