@@ -8,7 +8,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from centerx.deploy.runtimes import OnnxRuntime, TorchRuntime
+from centerx.deploy.runtimes import OnnxRuntime, OpenVINORuntime, TorchRuntime
 
 from project_scripts import load_script
 from tiny_models import randomize_, tiny_cfg
@@ -89,11 +89,11 @@ def test_the_old_names_say_where_things_went(tmp_path):
 @pytest.mark.slow
 def test_the_latency_comparison_runs_centerx_through_the_registered_runtimes(tiny_shapes, monkeypatch, capsys):
     """projects/speedup/latency_vs_retinanet.py: every centerX row is measured, by the
-    registered runtime of its format (the backbone's reference graph by plain sessions).
-    OpenVINO is left out here: the fresh-clone suite segfaulted later in the process with it in."""
+    registered runtime of its format (the backbone's reference graph by plain sessions)."""
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
     used = []
-    for runtime in (TorchRuntime, OnnxRuntime):
+    for runtime in (TorchRuntime, OnnxRuntime, OpenVINORuntime):
         original = runtime.run
         monkeypatch.setattr(
             runtime, "run", lambda self, x, run=original: used.append((self.name, x.shape)) or run(self, x)
@@ -101,14 +101,14 @@ def test_the_latency_comparison_runs_centerx_through_the_registered_runtimes(tin
     cli = load_script("speedup", "latency_vs_retinanet")
     argv = ["--size", "64", "--batches", "1", "--warmup", "0", "--reps", "2", "--models", "ttfnet", "--threads", "1"]
     argv += ["--calibration-dataset", tiny_shapes[0]]  # nothing generated in the repository
-    assert cli.main([*argv, "--runtimes", "pytorch", "onnxruntime", "onnxruntime-int8"]) == 0
+    assert cli.main([*argv, "--runtimes", "pytorch", "onnxruntime", "onnxruntime-int8", "openvino"]) == 0
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     measured = {(r[1].strip(), r[2].strip()) for r in rows if r[4].strip() != "n/a"}
-    runtimes = {"pytorch-cpu", "onnxruntime-cpu", "onnxruntime-int8-cpu"}
+    runtimes = {"pytorch-cpu", "onnxruntime-cpu", "onnxruntime-int8-cpu", "openvino-cpu"}
     assert {("TTFNet-R18", r) for r in runtimes} <= measured
     assert {("ResNet-18 backbone", r) for r in runtimes - {"onnxruntime-int8-cpu"}} <= measured
     # each centerX row's 2 timed runs on its [1, 3, 64, 64] batch went through its runtime (the
     # exporters' own checks add a few runs)
     timed = collections.Counter(name for name, shape in used if shape == (1, 3, 64, 64))
-    assert set(timed) == {"pytorch", "onnxruntime"} and min(timed.values()) >= 2, timed
+    assert set(timed) == {"pytorch", "onnxruntime", "openvino"} and min(timed.values()) >= 2, timed
     assert timed["onnxruntime"] >= 4, timed  # FP32 and INT8
