@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 import pytest
@@ -11,6 +12,24 @@ def pytest_configure(config):
         "markers",
         "slow: trains, exports or starts processes (5 s or more here); `./run.sh test -m 'not slow'` for a fast loop",
     )
+
+
+_SIGCHLD_AT_START = signal.getsignal(signal.SIGCHLD)
+
+
+@pytest.fixture(autouse=True)
+def sigchld_as_in_a_fresh_process():
+    """Each test ends with SIGCHLD handled as when the session started.
+
+    The first DataLoader with worker processes installs a process-wide SIGCHLD
+    handler (torch's worker-failure check) that stays for the life of the process.
+    A command run from the shell starts its subprocesses before its loaders;
+    the suite runs hundreds of commands in one process, and with that handler
+    left over from an earlier test, a later test's subprocess read (detectron2's
+    collect_env in train_net's setup) crashed the whole run with a segmentation
+    fault. Tests must not hand process-wide state to each other."""
+    yield
+    signal.signal(signal.SIGCHLD, _SIGCHLD_AT_START)
 
 
 @pytest.fixture
