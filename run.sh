@@ -4,7 +4,7 @@
 #   ./run.sh train [train_net.py args]   train (default: the shapes demo config) + COCO evaluation;
 #                                        into a folder holding a run: --resume (continue) or --overwrite
 #   ./run.sh eval  [train_net.py args]   evaluate MODEL.WEIGHTS (train_net.py --eval-only; writes OUTPUT_DIR/eval)
-#   ./run.sh test  [pytest args]         the whole test suite
+#   ./run.sh test  [pytest args]         the whole test suite, one pytest-xdist worker per core (-n 0: none)
 #   ./run.sh lint  [ruff args]           ruff check with ruff.toml (pyflakes, bugbear, pyupgrade, import order),
 #                                        then ruff format --check
 #   ./run.sh export --format FORMAT.. [export.py args]   deployment export, one or several formats (formats below)
@@ -128,7 +128,10 @@ case "$cmd" in
     if [ "${tmp_free_mb:-0}" -lt 5000 ]; then
       log "warning: only ${tmp_free_mb} MB free under ${TMPDIR:-/tmp}; the suite needs about 3 GB there at its peak"
     fi
-    "$PY" -m pytest tests -o tmp_path_retention_policy=failed -o tmp_path_retention_count=1 "$@" ;;
+    # One worker per core, each test file on one worker (its module fixtures built once),
+    # every worker on one thread (tests/conftest.py); the slowest 15 tests are listed.
+    "$PY" -m pytest tests -n auto --dist loadfile --durations 15 \
+      -o tmp_path_retention_policy=failed -o tmp_path_retention_count=1 "$@" ;;
   lint)
     setup_env
     "$PY" -m ruff check "$ROOT" "$@"

@@ -47,7 +47,7 @@ setup(
         "setuptools<81",  # detectron2.model_zoo imports pkg_resources
     ],
     extras_require={
-        "dev": ["pytest>=7.3", "ruff==0.17.6"],
+        "dev": ["pytest>=7.3", "pytest-xdist>=3.5", "ruff==0.17.6"],
         "export": ["onnx>=1.14", "onnxruntime>=1.16", "onnxslim", "openvino>=2024.0"],
         # the photographs the built-in "photos" dataset is made of (files only; neither is imported)
         "data": ["scikit-image", "scikit-learn"],

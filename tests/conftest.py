@@ -6,6 +6,12 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# ./run.sh test runs one pytest-xdist worker per core: each worker, and every process it
+# starts, computes on one thread (two workers of a thread per core each would spin-wait
+# against each other, tens of times slower). Set before torch is imported.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 
 def pytest_configure(config):
     config.addinivalue_line(
