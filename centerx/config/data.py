@@ -44,6 +44,7 @@ def add_input_config(cfg):
     # SAMPLER_TRAIN "ResumableTrainingSampler"; works for CenterNet, TTFNet and
     # a Distiller's student.
     _C.INPUT.MIXUP = CN()
+    # Blend training images as described above.
     _C.INPUT.MIXUP.ENABLED = False
     # Probability that a training image is mixed with a second one.
     _C.INPUT.MIXUP.PROB = 0.5

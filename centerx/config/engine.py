@@ -88,7 +88,9 @@ def add_ema_config(cfg):
     # ema = d * ema + (1 - d) * w after every step, d = DECAY * (1 - exp(-k / WARMUP_ITERS))
     # at step k (so early steps follow the fast-changing weights closely).
     _C.MODEL_EMA = CN()
+    # Keep the average (saved in checkpoints under "ema"); USE_FOR_EVAL says whether evaluation uses it.
     _C.MODEL_EMA.ENABLED = False
+    # Decay d once warmed up, in (0, 1): the average spans about 1 / (1 - d) steps.
     _C.MODEL_EMA.DECAY = 0.9998
     # Iterations over which the decay ramps up to DECAY (0: DECAY from the start).
     _C.MODEL_EMA.WARMUP_ITERS = 2000

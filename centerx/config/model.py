@@ -78,15 +78,20 @@ def add_point_detector_config(cfg):
     # max-pools of each of POOL_SIZES (odd, in stride-32 cells), then a 1x1 conv
     # back to the feature's channels + NECK_NORM + ReLU.
     _C.MODEL.CENTERX.SPP = CN()
+    # Put the SPP block on the backbone's last feature.
     _C.MODEL.CENTERX.SPP.ENABLED = False
+    # Max-pool kernel sizes, odd, in stride-32 cells (YOLOv4 / PP-YOLO: 5, 9, 13).
     _C.MODEL.CENTERX.SPP.POOL_SIZES = (5, 9, 13)
     # DropBlock (Ghiasi et al. 2018) after each hidden conv + ReLU of every head,
     # in training only: square blocks of BLOCK_SIZE (odd) output-stride cells
     # are zeroed so that about DROP_PROB of the units are dropped, the rest
     # rescaled to keep the mean.
     _C.MODEL.CENTERX.DROPBLOCK = CN()
+    # Put DropBlock in the heads.
     _C.MODEL.CENTERX.DROPBLOCK.ENABLED = False
+    # Fraction of the units dropped, in [0, 1).
     _C.MODEL.CENTERX.DROPBLOCK.DROP_PROB = 0.1
+    # Side of the dropped squares in output-stride cells (odd).
     _C.MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE = 3
     return cfg
 
@@ -191,7 +196,9 @@ def add_ttfnet_config(cfg):
     # sigmoid(heatmap)^(1 - ALPHA) * sigmoid(iou)^ALPHA, before peak masking
     # and top-K (and so in every exported graph).
     _C.MODEL.TTFNET.IOU_AWARE = CN()
+    # Add the IoU output, its loss and the fused score.
     _C.MODEL.TTFNET.IOU_AWARE.ENABLED = False
+    # Weight of loss_iou, on top of the GIoU loss's sample weights.
     _C.MODEL.TTFNET.IOU_AWARE.LOSS_WEIGHT = 1.0
     # Weight of the predicted IoU in the score, in [0, 1].
     _C.MODEL.TTFNET.IOU_AWARE.ALPHA = 0.5
@@ -233,6 +240,7 @@ def add_timm_config(cfg):
     # and the stages up to res<k> (k), MODEL.CENTERX.BACKBONE_NORM converts its BatchNorms ("FrozenBN",
     # "SyncBN").
     _C.MODEL.TIMM = CN()
+    # timm model name (timm.list_models()); its features_only variant is the backbone.
     _C.MODEL.TIMM.NAME = "mobilenetv3_small_100"
     # Its ImageNet weights: "" = random initialisation; "timm" = timm's own pretrained weights from its hub
     # (needs the network); else a local path or http(s) URL of a .pth / .safetensors state dict of that timm
@@ -300,6 +308,7 @@ def add_distill_config(cfg):
     # adapters are training state only: saved in checkpoints under
     # "adversarial", restored on --resume, never part of the exported student.
     _C.MODEL.DISTILL.ADVERSARIAL = CN()
+    # Add the adversarial terms to the Distiller's losses.
     _C.MODEL.DISTILL.ADVERSARIAL.ENABLED = False
     # Levels to distil: output feature names of the student's backbone (e.g.
     # "res4", "res5"; the teachers' backbones must have them at the same stride)
