@@ -161,9 +161,12 @@ def add_ttfnet_config(cfg):
     _C.MODEL.TTFNET.NUM_CLASSES = 80
     # Output channels of the upsampling stages (each x2: stride 32 -> 16 -> 8 -> 4).
     _C.MODEL.TTFNET.UPSAMPLE_CHANNELS = [256, 128, 64]
-    # 3x3 convs in the shortcut from the backbone stage of each upsampling
+    # Convs in the shortcut from the backbone stage of each upsampling
     # stage's output stride (16, 8, 4); 0 = no shortcut for that stage.
     _C.MODEL.TTFNET.SHORTCUT_CONVS = [1, 2, 3]
+    # Kernel of the shortcut convs: 3 (TTFNet's) or 1 (pointwise, as FPN's
+    # lateral connections; a ninth of their multiply-adds, for CPU-sized models).
+    _C.MODEL.TTFNET.SHORTCUT_KERNEL_SIZE = 3
     # Use modulated deformable 3x3 convs in the upsampling stages, as the paper
     # (torchvision.ops.deform_conv2d). Off for models meant for export.
     _C.MODEL.TTFNET.DEFORMABLE = False

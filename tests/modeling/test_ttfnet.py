@@ -423,6 +423,26 @@ def test_upsampler_shortcuts_follow_backbone_strides():
     assert torch.equal(up(feats), up(changed))
 
 
+def test_pointwise_shortcuts_add_a_channel_mix_of_the_backbone_feature():
+    """SHORTCUT_KERNEL_SIZE 1: the shortcut is one 1x1 conv (weights [out, in, 1, 1]),
+    so a one-stage upsampler gives stage(x) + W @ f + b at every cell, f the
+    stride-8 feature: checked against an einsum. Other sizes are refused by name."""
+    from centerx.modeling.necks import TTFNetUpsampler
+
+    shapes = {"dark3": ShapeSpec(channels=6, stride=8), "dark4": ShapeSpec(channels=10, stride=16)}
+    up = TTFNetUpsampler(shapes, list(shapes), (5,), (1,), shortcut_kernel_size=1).eval()
+    (conv,) = [m for m in up.shortcuts["dark3"].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert conv.weight.shape == (5, 6, 1, 1)
+    torch.nn.init.normal_(conv.bias)
+    feats = {"dark3": torch.randn(2, 6, 4, 6), "dark4": torch.randn(2, 10, 2, 3)}
+    mixed = torch.einsum("oc,nchw->nohw", conv.weight[:, :, 0, 0], feats["dark3"]) + conv.bias[None, :, None, None]
+    with torch.no_grad():
+        expected = up.stages[0](feats["dark4"]) + mixed
+        assert torch.allclose(up(feats), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="SHORTCUT_KERNEL_SIZE must be 1 or 3; got 5"):
+        TTFNetUpsampler(shapes, list(shapes), (5,), (1,), shortcut_kernel_size=5)
+
+
 def darknet_num_params(blocks):
     """Closed form: 3x3 stem (3 -> 32), per stage a 3x3 stride-2 conv c -> 2c and
     blocks of 1x1 (2c -> c) + 3x3 (c -> 2c); every conv has a norm (2 params per channel)."""

@@ -76,6 +76,7 @@ class TTFNet(PointDetector):
             t.SHORTCUT_CONVS,
             t.DEFORMABLE,
             cfg.MODEL.CENTERX.NECK_NORM,
+            t.SHORTCUT_KERNEL_SIZE,
         )
 
     @classmethod

@@ -9,15 +9,16 @@ from torch import nn
 from ..deform_conv import ModulatedDeformConv2d
 
 
-def shortcut_convs(in_channels: int, out_channels: int, num_convs: int) -> nn.Sequential:
-    """``num_convs`` 3x3 convs (with bias) with a ReLU between consecutive ones and
-    none after the last, Kaiming-initialised.
+def shortcut_convs(in_channels: int, out_channels: int, num_convs: int, kernel_size: int = 3) -> nn.Sequential:
+    """``num_convs`` k x k convs (with bias; k = ``kernel_size``, TTFNet's 3 or a
+    pointwise 1) with a ReLU between consecutive ones and none after the last,
+    Kaiming-initialised.
 
     Input [N, in_channels, H, W] -> output [N, out_channels, H, W].
     """
     layers = []
     for i in range(num_convs):
-        conv = nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1)
+        conv = nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, kernel_size, padding=kernel_size // 2)
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(conv.bias)
         layers.append(conv)
@@ -49,17 +50,22 @@ class TTFNetUpsampler(nn.Module):
         num_shortcut_convs: Sequence[int] = (1, 2, 3),
         deformable: bool = False,
         norm: str = "BN",
+        shortcut_kernel_size: int = 3,
     ):
         """
         Args:
             input_shapes: the backbone's ``output_shape()``.
             in_features: names of the backbone features to use, shallow to deep (the keys of its ``output_shape()``).
             channels: output channels of each upsampling stage.
-            num_shortcut_convs: 3x3 convs of each stage's shortcut; 0 = no shortcut.
+            num_shortcut_convs: convs of each stage's shortcut; 0 = no shortcut.
             deformable: modulated deformable 3x3 convs instead of plain ones.
             norm: detectron2 norm name ("BN", "SyncBN", ...).
+            shortcut_kernel_size: kernel of the shortcut convs: 3 (TTFNet's) or 1
+                (pointwise, as FPN's lateral connections: a ninth of the multiply-adds).
         """
         super().__init__()
+        if shortcut_kernel_size not in (1, 3):
+            raise ValueError(f"MODEL.TTFNET.SHORTCUT_KERNEL_SIZE must be 1 or 3; got {shortcut_kernel_size}.")
         if len(num_shortcut_convs) != len(channels):
             raise ValueError(
                 f"MODEL.TTFNET.SHORTCUT_CONVS {tuple(num_shortcut_convs)} needs one entry per upsampling "
@@ -95,7 +101,7 @@ class TTFNetUpsampler(nn.Module):
                         f"{available} (set its MODEL.TTFNET.SHORTCUT_CONVS entry to 0 or add the feature)."
                     )
                 name = by_stride[stride]
-                self.shortcuts[name] = shortcut_convs(input_shapes[name].channels, out, n)
+                self.shortcuts[name] = shortcut_convs(input_shapes[name].channels, out, n, shortcut_kernel_size)
                 self.shortcut_features.append(name)
             else:
                 self.shortcut_features.append(None)
