@@ -320,11 +320,23 @@ class StrictCheckpointer(SafeCheckpointer):
             for key, shape_file, shape_model in incompatible.incorrect_shapes
         ]
         if missing or shapes:
+            kernels = [
+                key
+                for key, shape_file, shape_model in incompatible.incorrect_shapes
+                if len(shape_file) == len(shape_model) == 4 and tuple(shape_file[:2]) == tuple(shape_model[:2])
+            ]
+            hint = (
+                f" Only the kernel size differs for {_listed('conv weights', kernels)}: a kernel-size option (e.g. "
+                "MODEL.TTFNET.SHORTCUT_KERNEL_SIZE, 3 in the nano configs before 0.2.1) is not the run's; "
+                "the run's saved config.yaml has it."
+                if kernels
+                else ""
+            )
             raise WeightsMismatchError(
                 "the weights do not fit this model's config: "
                 + "; ".join(part for part in (_listed("missing", missing), _listed("mis-shaped", shapes)) if part)
                 + ". Check MODEL.META_ARCHITECTURE, the number of classes, the backbone depth and the options "
-                "of the config the weights were trained with."
+                "of the config the weights were trained with." + hint
             )
         return incompatible
 

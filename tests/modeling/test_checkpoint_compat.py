@@ -56,3 +56,23 @@ def test_checkpoint_of_an_earlier_release_loads_strictly(name, tmp_path):
     assert sorted(now) == sorted(old)
     for key, value in old.items():
         torch.testing.assert_close(now[key].to(value.dtype), value, msg=key)
+
+
+def test_a_checkpoint_with_other_shortcut_kernels_is_refused_with_the_key_to_set(tmp_path):
+    """A TTFNet saved with 3x3 shortcuts (the nano configs before 0.2.1) loaded into one
+    built with SHORTCUT_KERNEL_SIZE 1: refused, naming every shortcut conv whose kernel
+    alone differs and the key that sets it."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from centerx.checkpoint import WeightsMismatchError
+
+    DetectionCheckpointer(build_model(tiny_cfg("TTFNet")), save_dir=str(tmp_path)).save("k3")
+    model = build_model(tiny_cfg("TTFNet", "MODEL.TTFNET.SHORTCUT_KERNEL_SIZE", "1"))
+    with pytest.raises(WeightsMismatchError) as refused:
+        StrictCheckpointer(model).load(str(tmp_path / "k3.pth"))
+    message = str(refused.value)
+    shortcut_convs = sorted(
+        k for k, v in model.state_dict().items() if k.startswith("upsampler.shortcuts.") and v.dim() == 4
+    )
+    assert shortcut_convs and f"kernel size differs for {len(shortcut_convs)} conv weights" in message
+    assert all(k in message for k in shortcut_convs) and "MODEL.TTFNET.SHORTCUT_KERNEL_SIZE" in message
