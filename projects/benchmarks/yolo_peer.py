@@ -19,7 +19,10 @@ times it; ``score`` runs ``yolo detect val save_json=True`` on the validation im
 and scores its detections with pycocotools against ``--val-json`` (image ids from
 the file names, classes mapped back to the json's category ids); ``export`` writes its
 ONNX graph (``yolo export format=onnx``, batch 1 at ``--imgsz``) for
-``projects/benchmarks/onnx_latency.py``. ``--steps`` picks some (default all). The
+``projects/benchmarks/onnx_latency.py``. ``--steps`` picks some (default all).
+``<--output>/result.json`` keeps what each step measured (the training's model,
+epochs, image size, batch, seed and seconds; the AP), those of steps not run
+again kept; ``projects/benchmarks/equal_time.py --yolo <--output>`` reads it. The
 YOLO environment is ``--yolo-venv`` (default ``.venv-yolo``); without it, a clear
 message says how to make it.
 """
@@ -159,13 +162,18 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     data = os.path.join(args.output, "data", "data.yaml")
+    path = os.path.join(args.output, "result.json")
     result = {}
+    if os.path.exists(path):  # what the steps not run now measured before
+        with open(path) as f:
+            result = json.load(f)
     if "convert" in args.steps:
         data = convert(args)
     runs = os.path.join(args.output, "runs")
     weights = os.path.join(runs, "train", "weights", "best.pt")
     if "train" in args.steps:
         command = yolo_command(args.yolo_venv)
+        result.update(model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed)
         result["train_s"] = run_yolo(
             command,
             ["detect", "train", f"model={args.model}", f"data={data}", f"epochs={args.epochs}",
@@ -187,7 +195,7 @@ def main(argv=None) -> dict:
         run_yolo(command, ["export", f"model={weights}", "format=onnx", f"imgsz={args.imgsz}", "batch=1"], args.output)
         result["onnx"] = os.path.splitext(weights)[0] + ".onnx"
     print(json.dumps(result, indent=1))
-    with open(os.path.join(args.output, "result.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(result, f, indent=1)
     return result
 

@@ -246,3 +246,61 @@ def test_onnx_latency_times_graphs_alternately(tmp_path):
         (g, runtime) for g in graphs for runtime in ("onnxruntime", "openvino")
     ]
     assert all(r["median_ms"] > 0 for r in rows) and "OpenVINO" in (tmp_path / "t.md").read_text()
+
+
+EQUAL_TIME_OPTS = [
+    "SOLVER.IMS_PER_BATCH", "2", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+    "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0", "SOLVER.AMP.ENABLED", "False",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_equal_time_trains_each_model_for_the_iterations_its_probe_fits(one_thread, tmp_path):
+    """projects/benchmarks/equal_time.py: a probe per model (kept), then per budget each
+    model trained for floor(budget / its seconds per iteration) iterations with the
+    schedule rescaled; a YOLO folder's training time is a budget and its AP a row."""
+    import json
+
+    import yaml
+
+    script = _load("equal_time")
+    out = tmp_path / "out"
+    common = ["--dataset", "shapes", "--models", "ttfnet_nano", "ttfnet_r18", "--train-images", "4"]
+    common += ["--test-images", "2", "--probe-warmup", "1", "--probe-iters", "2", "--output-dir", str(out)]
+    script.main(["--budget-s", "1e-9", *common, *EQUAL_TIME_OPTS])  # one iteration each, at least
+    speed = {
+        m: json.loads((out / "shapes" / m / "probe.json").read_text())["s_per_iter"]
+        for m in ("ttfnet_nano", "ttfnet_r18")
+    }
+    assert all(s > 0 for s in speed.values())
+    assert json.loads((out / "shapes" / "ttfnet_r18" / "1it" / "seed1" / "result.json").read_text())["iterations"] == 1
+
+    yolo = tmp_path / "yolo_e8"
+    yolo.mkdir()
+    yolo_result = {"model": "yolo26n.yaml", "epochs": 8, "train_s": 2.5 * speed["ttfnet_nano"], "AP": 12.5}
+    (yolo / "result.json").write_text(json.dumps(dict(yolo_result, AP50=30.0, APs=1.0, APm=2.0, APl=3.0)))
+    budget = 3.5 * speed["ttfnet_r18"]
+    table = script.main(["--budget-s", str(budget), "--yolo", str(yolo), *common, *EQUAL_TIME_OPTS])
+    expected = {
+        "ttfnet_nano": [int(budget // speed["ttfnet_nano"]), 2],
+        "ttfnet_r18": [3, max(1, int(2.5 * speed["ttfnet_nano"] // speed["ttfnet_r18"]))],
+    }
+    for model, iterations in expected.items():
+        for n in iterations:
+            run = out / "shapes" / model / f"{n}it" / "seed1"
+            assert json.loads((run / "result.json").read_text())["iterations"] == n
+            assert yaml.safe_load((run / "config.yaml").read_text())["SOLVER"]["MAX_ITER"] == n
+    rows = [r.split(" | ") for r in (out / "shapes" / "table.md").read_text().splitlines() if r.startswith("| ")][1:]
+    assert [(r[1], r[3]) for r in rows] == [
+        ("TTFNet-nano", str(expected["ttfnet_nano"][0])),
+        ("TTFNet-R18", "3"),
+        ("TTFNet-nano", "2"),
+        ("TTFNet-R18", str(expected["ttfnet_r18"][1])),
+        ("yolo26n", "8 epochs"),
+    ]
+    assert rows[-1][0] == "| yolo26n, 8 epochs" and rows[-1][6] == "12.5" and table.count("\n| ") == 6
+
+    with pytest.raises(SystemExit, match="no result.json"):
+        script.yolo_budgets([str(tmp_path)])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--dataset", "shapes"])
