@@ -249,6 +249,10 @@ def add_timm_config(cfg):
     # (needs the network); else a local path or http(s) URL of a .pth / .safetensors state dict of that timm
     # model (the classifier may be left out), loaded strictly: a key missing or of another shape is an error.
     _C.MODEL.TIMM.WEIGHTS = ""
+    # Its activation: "" = the model's own; else a timm activation name (e.g. "relu") put in its place wherever
+    # the model's builder takes act_layer (MobileNetV3, LCNet, EfficientNet, ...). "relu" suits INT8 export:
+    # quantised convolutions fuse it, while hard-swish runs in float between (de)quantisations.
+    _C.MODEL.TIMM.ACT_LAYER = ""
     return cfg
 
 

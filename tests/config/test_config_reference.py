@@ -68,5 +68,6 @@ def test_shipped_configs_that_change_a_default_are_listed(tmp_path):
     # the real configs: Base-TTFNet turns deformable convs on; a key set to its default is not listed
     assert rows["MODEL.TTFNET.DEFORMABLE"].endswith("| `Base-TTFNet.yaml`: `True` |")
     assert rows["MODEL.TTFNET.NUM_CLASSES"].endswith(
-        "| `photos/ttfnet_r18_demo.yaml`: `10`; `shapes/ttfnet_r18_demo.yaml`: `4` |"
+        "| `photos/ttfnet_nano_demo.yaml`: `10`; `photos/ttfnet_r18_demo.yaml`: `10`; "
+        "`shapes/ttfnet_r18_demo.yaml`: `4` |"
     )

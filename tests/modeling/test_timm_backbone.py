@@ -137,3 +137,24 @@ def test_freeze_at_and_frozen_batchnorm(tmp_path):
     assert all(p.requires_grad for p in TimmBackbone(name, freeze_at=2).parameters())
     everything = TimmBackbone(name, norm="FrozenBN")
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in everything.modules())
+
+
+def test_act_layer_replaces_the_models_activation(one_thread):
+    """MODEL.TIMM.ACT_LAYER relu on LCNet: no hard-swish left (its squeeze-excite gates keep
+    their hard-sigmoid), a ReLU wherever one was, the same parameters; an unknown name and a
+    model whose builder takes no activation are refused by name."""
+
+    def kinds(backbone):
+        return [type(m).__name__ for m in backbone.modules()]
+
+    own, relu = TimmBackbone("lcnet_050"), TimmBackbone("lcnet_050", act_layer="relu")
+    assert "Hardswish" in kinds(own) and "Hardswish" not in kinds(relu)
+    assert kinds(relu).count("ReLU") == kinds(own).count("Hardswish") + kinds(own).count("ReLU")
+    assert kinds(relu).count("Hardsigmoid") == kinds(own).count("Hardsigmoid") > 0
+    assert {k: v.shape for k, v in relu.state_dict().items()} == {k: v.shape for k, v in own.state_dict().items()}
+    x = torch.randn(1, 3, 64, 64)
+    assert all((v >= 0).all() for v in relu(x).values()), "each level ends in a ReLU"
+    with pytest.raises(ValueError, match="ACT_LAYER 'swishy' is not a timm activation name"):
+        TimmBackbone("lcnet_050", act_layer="swishy")
+    with pytest.raises(ValueError, match="timm model 'dla34' does not take another activation"):
+        TimmBackbone("dla34", act_layer="relu")

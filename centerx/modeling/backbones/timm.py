@@ -14,6 +14,9 @@ complete file only) and read by timm's loader (``torch.load`` with
 detectron2's controls: MODEL.BACKBONE.FREEZE_AT (with pretrained weights only:
 freezing randomly initialised layers would keep them random) and
 MODEL.CENTERX.BACKBONE_NORM ("FrozenBN", "SyncBN" convert the BatchNorms).
+MODEL.TIMM.ACT_LAYER replaces the model's activation through its builder's
+``act_layer`` (e.g. "relu" in place of LCNet's hard-swish, which an INT8 graph
+runs in float between quantisations); models whose builder has none refuse it.
 """
 
 import logging
@@ -23,6 +26,7 @@ import timm
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from timm.layers import get_act_layer
 from torch import nn
 
 from ...checkpoint import local_weights_path
@@ -55,7 +59,7 @@ class TimmBackbone(Backbone):
     (C_k: the model's channels at that level).
     """
 
-    def __init__(self, name: str, weights: str = "", norm: str = "BN", freeze_at: int = 0):
+    def __init__(self, name: str, weights: str = "", norm: str = "BN", freeze_at: int = 0, act_layer: str = ""):
         """
         Args:
             name: a timm model name.
@@ -63,6 +67,8 @@ class TimmBackbone(Backbone):
             norm: "BN", "SyncBN" or "FrozenBN".
             freeze_at: 0 = train everything; 1 = freeze the stem (what comes before the
                 stride-4 level); k >= 2 = also the levels up to res<k>.
+            act_layer: "" (the model's own activation) or a timm activation name
+                (e.g. "relu") that replaces it wherever the model's builder takes one.
         """
         super().__init__()
         if norm not in NORMS:
@@ -76,7 +82,7 @@ class TimmBackbone(Backbone):
                 f"{[level['reduction'] for level in levels]}); the detectors need strides {list(TIMM_STRIDES)}."
             )
         indices = tuple(by_stride[s] for s in TIMM_STRIDES)
-        self.body = self._create(name, weights, indices)
+        self.body = self._create(name, weights, indices, act_layer)
         self._out_features = [f"res{int(math.log2(s))}" for s in TIMM_STRIDES]
         self._out_feature_strides = dict(zip(self._out_features, TIMM_STRIDES))
         self._out_feature_channels = dict(zip(self._out_features, self.body.feature_info.channels()))
@@ -93,16 +99,34 @@ class TimmBackbone(Backbone):
             self.body = nn.SyncBatchNorm.convert_sync_batchnorm(self.body)
 
     @staticmethod
-    def _create(name: str, weights: str, indices: tuple) -> nn.Module:
-        """timm's features_only model, with its weights loaded strictly."""
-        if not weights:
-            return timm.create_model(name, pretrained=False, features_only=True, out_indices=indices)
-        overlay = {} if weights == "timm" else {"file": local_weights_path(weights, "MODEL.TIMM.WEIGHTS")}
+    def _create(name: str, weights: str, indices: tuple, act_layer: str = "") -> nn.Module:
+        """timm's features_only model, with its activation replaced (``act_layer``)
+        and its weights loaded strictly."""
+        options = {"features_only": True, "out_indices": indices}
+        if act_layer:
+            try:
+                get_act_layer(act_layer)
+            except KeyError:
+                raise ValueError(
+                    f"MODEL.TIMM.ACT_LAYER '{act_layer}' is not a timm activation name (e.g. relu, hard_swish, "
+                    "silu); '' keeps the model's own."
+                ) from None
+            options["act_layer"] = act_layer
+        if weights:
+            overlay = {} if weights == "timm" else {"file": local_weights_path(weights, "MODEL.TIMM.WEIGHTS")}
+            options.update(pretrained=True, pretrained_cfg_overlay=overlay)
         try:
-            return timm.create_model(
-                name, pretrained=True, pretrained_cfg_overlay=overlay, features_only=True, out_indices=indices
-            )
+            return timm.create_model(name, **options)
+        except TypeError as e:
+            if act_layer and "act_layer" in str(e):
+                raise ValueError(
+                    f"MODEL.TIMM.ACT_LAYER '{act_layer}': the timm model '{name}' does not take another activation "
+                    "(its builder has no act_layer); leave the key empty for it."
+                ) from None
+            raise
         except RuntimeError as e:  # load_state_dict(strict=True): keys or shapes that do not fit
+            if not weights:
+                raise
             first = " ".join(str(e).split())[:600]
             raise ValueError(
                 f"MODEL.TIMM.WEIGHTS '{weights}' does not fit the timm model '{name}' ({first}). Give a state "
@@ -147,5 +171,9 @@ def build_timm_backbone(cfg, input_shape: ShapeSpec) -> TimmBackbone:
     if input_shape.channels != 3:
         raise ValueError(f"The timm backbone expects 3 input channels, got {input_shape.channels}.")
     return TimmBackbone(
-        cfg.MODEL.TIMM.NAME, cfg.MODEL.TIMM.WEIGHTS, cfg.MODEL.CENTERX.BACKBONE_NORM, cfg.MODEL.BACKBONE.FREEZE_AT
+        cfg.MODEL.TIMM.NAME,
+        cfg.MODEL.TIMM.WEIGHTS,
+        cfg.MODEL.CENTERX.BACKBONE_NORM,
+        cfg.MODEL.BACKBONE.FREEZE_AT,
+        cfg.MODEL.TIMM.ACT_LAYER,
     )
