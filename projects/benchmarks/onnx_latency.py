@@ -13,7 +13,9 @@ times every graph in OpenVINO too (the ONNX file converted in memory, FP32 infer
 precision, ``--threads`` threads), in the same alternation: one row per graph and runtime,
 ratios to the first graph in ONNX Runtime. The input is uniform noise in
 0..255 for centerX's graphs (they normalise inside; their properties say centerX),
-0..1 for others (YOLO's graphs take 0..1).
+0..1 for others (YOLO's graphs take 0..1). ONNX Runtime's worker threads do not
+spin between runs (``session.intra_op.allow_spinning`` 0): with several sessions
+alternating, a spinning pool would hold the cores the next graph needs.
 """
 
 import argparse
@@ -51,6 +53,9 @@ def session_and_input(path: str, size: int, threads: int, rng: np.random.Generat
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # idle threads sleep at once: spinning, one session's pool would take the cores from the next
+    # session in the alternation (all graphs measured 1.7x slower at 512 px with four sessions)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     spec = session.get_inputs()[0]
     shape = [1 if i == 0 else (d if isinstance(d, int) else (3 if i == 1 else size)) for i, d in enumerate(spec.shape)]

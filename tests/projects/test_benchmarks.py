@@ -226,6 +226,7 @@ def test_onnx_latency_times_graphs_alternately(tmp_path):
     """projects/benchmarks/onnx_latency.py on two tiny graphs (one conv; three): a row per
     graph with its input shape (a dynamic side takes --size), the first graph's ratio 1, and
     the table written as returned."""
+    import numpy as np
     import torch
 
     for name, depth in (("small", 1), ("deep", 3)):
@@ -240,6 +241,9 @@ def test_onnx_latency_times_graphs_alternately(tmp_path):
     assert all(0 < r["median_ms"] <= r["p90_ms"] for r in rows)
     text = (tmp_path / "t.md").read_text()
     assert all(f"{r['median_ms']:.2f} " in text and f"{r['ratio']:.2f}x" in text for r in rows)
+    # the alternated sessions' idle threads sleep rather than spin (they would take the next graph's cores)
+    session, _, _ = script.session_and_input(graphs[0], 64, 1, np.random.default_rng(0))
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     pytest.importorskip("openvino")
     rows = script.main(["--models", *graphs, "--size", "64", "--runtimes", "onnxruntime", "openvino", *timing])
     assert [(r["model"], r["runtime"]) for r in rows] == [
