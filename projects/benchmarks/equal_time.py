@@ -39,18 +39,16 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 
 from detectron2.utils.logger import setup_logger
 
 from centerx.config import get_centerx_cfg
 from centerx.data.datasets import ensure_datasets
-from centerx.engine import Trainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # projects/experiments.py
 sys.path.insert(0, HERE)  # step_profile.py
-from step_profile import profile
+from step_profile import profile_config
 
 from experiments import experiment_cfg, format_table, mean_std, run_cached, seed_dir, subset_dataset, write_table
 
@@ -104,12 +102,8 @@ def seconds_per_iteration(args, model: str, train: str, model_dir: str) -> float
     cfg = get_centerx_cfg()
     cfg.merge_from_file(key["config"])
     cfg.merge_from_list(list(args.opts))
-    cfg.merge_from_list(["DATASETS.TRAIN", (train,), "TEST.EVAL_PERIOD", 0, "SOLVER.CHECKPOINT_PERIOD", 10**9])
-    with tempfile.TemporaryDirectory(prefix="equal_time_probe_") as scratch:  # the trainer's logs; nothing kept
-        cfg.OUTPUT_DIR = scratch
-        trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=False)
-        _, wall = profile(trainer, args.probe_warmup, args.probe_iters)
+    cfg.merge_from_list(["DATASETS.TRAIN", (train,)])
+    _, wall, _ = profile_config(cfg, args.probe_warmup, args.probe_iters)
     s_per_iter = wall / args.probe_iters
     os.makedirs(model_dir, exist_ok=True)
     with open(path, "w") as f:

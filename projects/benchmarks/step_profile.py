@@ -142,27 +142,40 @@ def profile(trainer: Trainer, warmup: int, iters: int):
     return clock, wall
 
 
+def profile_config(cfg, warmup: int, iters: int):
+    """:func:`profile` on the trainer a real run of ``cfg`` builds (no evaluation,
+    no checkpoint, its logs in a temporary folder, nothing kept).
+
+    Returns:
+        (seconds per phase, wall seconds of the timed steps, the trainer's class name).
+    """
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**9
+    ensure_datasets(list(cfg.DATASETS.TRAIN))
+    with tempfile.TemporaryDirectory(prefix="step_profile_") as scratch:
+        cfg.OUTPUT_DIR = scratch
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=False)
+        clock, wall = profile(trainer, warmup, iters)
+    return clock, wall, type(trainer._trainer).__name__
+
+
 def main(args):
     """Profile, print the table; returns ({phase: ms per step}, measured ms per step)."""
     setup_logger(name="centerx")
     cfg = centerx.get_centerx_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    cfg.TEST.EVAL_PERIOD = 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 10**9
-    ensure_datasets(list(cfg.DATASETS.TRAIN))
-    with tempfile.TemporaryDirectory(prefix="step_profile_") as scratch:  # the trainer's logs; nothing kept
-        cfg.OUTPUT_DIR = scratch
-        trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=False)
-        clock, wall = profile(trainer, args.warmup, args.iters)
+    clock, wall, trainer_name = profile_config(cfg, args.warmup, args.iters)
     total = sum(clock[p] for p in PHASES)
     rows = [[p, f"{1000 * clock[p] / args.iters:.1f}", f"{100 * clock[p] / total:.1f}"] for p in PHASES]
     rows.append(["sum", f"{1000 * total / args.iters:.1f}", "100.0"])
     batch = cfg.SOLVER.IMS_PER_BATCH
     title = (
         f"Training step of {os.path.relpath(args.config_file, REPO)} {' '.join(args.opts)}: batch {batch} at "
-        f"{cfg.INPUT.TRAIN_SIZE} px, {type(trainer._trainer).__name__}, channels-last "
+        f"{cfg.INPUT.TRAIN_SIZE} px, {trainer_name}, channels-last "
         f"{cfg.MODEL.CENTERX.CHANNELS_LAST}, {cfg.DATALOADER.NUM_WORKERS} loader workers, "
         f"{torch.get_num_threads()} threads; {args.iters} steps after {args.warmup} untimed: "
         f"{wall / args.iters:.3f} s / step, {batch * args.iters / wall:.1f} images / s"
