@@ -28,7 +28,9 @@ def add_solver_config(cfg):
     # Under mixed precision (SOLVER.AMP.ENABLED: float16 on CUDA, bfloat16 on a
     # CPU that has it), the parts of the model that run in float32 anyway: their
     # names as the detector's named_modules() gives them (a distillation
-    # student's), e.g. ("heads",) or ("upsampler", "heads.heatmap"). Inputs are
+    # student's; each teacher follows its own config: this key, or all of it in
+    # float32 if its config has AMP off), e.g. ("heads",) or ("upsampler",
+    # "heads.heatmap"). Inputs are
     # cast to float32 and autocast is off inside them; the losses are float32
     # whatever this says. The demo configs keep the box heads in float32:
     # bfloat16 there cost AP on real photographs (docs/results.md).

@@ -87,11 +87,29 @@ def keep_in_float32(model: torch.nn.Module, names: Sequence[str]) -> list[str]:
             'SOLVER.AMP.FP32_MODULES "(\'heads\',)", or "()" for none.'
         )
     for name in names:
-        module = modules[name]
-        module._centerx_autocast_off = []
-        module.register_forward_pre_hook(_autocast_off, with_kwargs=True)
-        module.register_forward_hook(_autocast_back, with_kwargs=True, always_call=True)
+        run_in_float32(modules[name])
     return list(names)
+
+
+def run_in_float32(module: torch.nn.Module) -> None:
+    """Run ``module`` in float32 under autocast: its floating-point inputs cast to
+    float32, autocast off inside it (forward hooks; parameters unchanged)."""
+    module._centerx_autocast_off = []
+    module.register_forward_pre_hook(_autocast_off, with_kwargs=True)
+    module.register_forward_hook(_autocast_back, with_kwargs=True, always_call=True)
+
+
+def keep_teachers_precision(distiller: Distiller) -> None:
+    """Each teacher of ``distiller`` runs under the student's autocast in the precision its
+    own config trains in: the modules its SOLVER.AMP.FP32_MODULES names in float32
+    (``Distiller.teacher_fp32_modules``; a teacher whose config trains without AMP runs
+    with autocast off, see ``Distiller.teacher_predictions``)."""
+    for link, teacher, names in zip(distiller.links, distiller.teachers, distiller.teacher_fp32_modules):
+        if names is None:
+            logger.info(f"Mixed precision: teacher {link.name} runs in float32 (its config trains without AMP).")
+        elif names:
+            keep_in_float32(teacher, names)
+            logger.info(f"Mixed precision: teacher {link.name} keeps {', '.join(names)} in float32 (its config).")
 
 
 def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
@@ -103,14 +121,16 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
       :class:`CPUAutocastTrainer`; on another CPU a warning, then float32.
 
     With AMP on, the modules SOLVER.AMP.FP32_MODULES names (in the detector; a
-    :class:`Distiller`'s student) run in float32 (:func:`keep_in_float32`).
+    :class:`Distiller`'s student) run in float32 (:func:`keep_in_float32`), and a
+    Distiller's teachers in their own configs' precision (:func:`keep_teachers_precision`).
     """
     if not cfg.SOLVER.AMP.ENABLED:
         return SimpleTrainer(model, data_loader, optimizer)
+    unwrapped = model.module if hasattr(model, "module") else model
+    if isinstance(unwrapped, Distiller):  # its weights, and so its module names, are the student's
+        keep_teachers_precision(unwrapped)
+        unwrapped = unwrapped.student
     if len(cfg.SOLVER.AMP.FP32_MODULES):
-        unwrapped = model.module if hasattr(model, "module") else model
-        if isinstance(unwrapped, Distiller):  # its weights, and so its module names, are the student's
-            unwrapped = unwrapped.student
         logger.info(
             f"Mixed precision: {', '.join(keep_in_float32(unwrapped, cfg.SOLVER.AMP.FP32_MODULES))} kept in "
             "float32 (SOLVER.AMP.FP32_MODULES)."

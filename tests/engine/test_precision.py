@@ -97,8 +97,47 @@ def test_demos_train_the_box_heads_in_float32_and_the_rest_in_bfloat16(config, b
         cfg.MODEL.DISTILL.TEACHERS = [(str(tmp_path / "teacher.yaml"), str(tmp_path / "teacher.pth"), ())]
     model = build_model(cfg)
     build_step_trainer(cfg, model, [], torch.optim.SGD(model.parameters(), lr=0.0))
-    detector = getattr(model, "student", model)
-    dtypes = _conv_output_dtypes(detector, images(1, 64, 64))
-    assert {n for n, d in dtypes.items() if d == torch.float32} == {n for n in dtypes if n.startswith(box_heads)}
-    assert all(any(n.startswith(h) for n in dtypes) for h in box_heads)
-    assert any(n.startswith("heads.heatmap.") for n in dtypes)
+    detectors = [getattr(model, "student", model)] + list(getattr(model, "teachers", []))
+    for detector in detectors:  # a teacher runs as its own config (here the same demo) trains it
+        dtypes = _conv_output_dtypes(detector, images(1, 64, 64))
+        assert {n for n, d in dtypes.items() if d == torch.float32} == {n for n in dtypes if n.startswith(box_heads)}
+        assert all(any(n.startswith(h) for n in dtypes) for h in box_heads)
+        assert any(n.startswith("heads.heatmap.") for n in dtypes)
+
+
+def test_a_teacher_trained_without_amp_runs_in_float32_under_the_students_autocast(tmp_path):
+    """A teacher whose own config has SOLVER.AMP.ENABLED off was trained in float32:
+    under the student's bfloat16 autocast every one of its layers stays float32, while the
+    student keeps its own split."""
+    import os
+
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    import centerx
+    from centerx.engine.amp import build_step_trainer
+
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+    teacher_cfg = centerx.get_centerx_cfg()
+    teacher_cfg.merge_from_file(os.path.join(configs, "shapes", "ttfnet_r18_demo.yaml"))
+    teacher_cfg.SOLVER.AMP.ENABLED = False
+    DetectionCheckpointer(build_model(teacher_cfg), save_dir=str(tmp_path)).save("teacher")
+    (tmp_path / "teacher.yaml").write_text(teacher_cfg.dump())
+    cfg = centerx.get_centerx_cfg()
+    cfg.merge_from_file(os.path.join(configs, "shapes", "distill_ttfnet_r34_to_r18_demo.yaml"))
+    cfg.MODEL.DISTILL.TEACHERS = [(str(tmp_path / "teacher.yaml"), str(tmp_path / "teacher.pth"), ())]
+    model = build_model(cfg)
+    build_step_trainer(cfg, model, [], torch.optim.SGD(model.parameters(), lr=0.0))
+    seen = {}
+    for who in ("student", "teachers"):
+        for name, module in getattr(model, who).named_modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.register_forward_hook(lambda m, a, out, key=(who, name): seen.__setitem__(key, out.dtype))
+    batch = images(2, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the Distiller's own teacher pass
+        model.teacher_predictions([], batch)  # same input format and normalisation: the batch as given
+        model.student.predict(batch)
+    assert {d for (who, _), d in seen.items() if who == "teachers"} == {torch.float32}
+    assert {d for (who, n), d in seen.items() if who == "student" and not n.startswith("heads.ltrb.")} == {
+        torch.bfloat16
+    }

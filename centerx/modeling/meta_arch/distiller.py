@@ -11,6 +11,7 @@ adversarial feature distillation (``MODEL.DISTILL.ADVERSARIAL``,
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 from detectron2.config import configurable
@@ -75,6 +76,7 @@ class Distiller(nn.Module):
         config_terms: Sequence[Callable] = (),
         extra_terms: Sequence[Callable] = (),
         heatmap_loss: Callable | None = None,
+        teacher_fp32_modules: Sequence[tuple[str, ...] | None] = (),
     ):
         """
         Args:
@@ -102,6 +104,10 @@ class Distiller(nn.Module):
             heatmap_loss: ``(student logits, teacher logits) -> scalar`` replacing
                 the "heatmap" term of the student's ``distillation_losses``
                 (MODEL.DISTILL.HEATMAP_LOSS), or None to keep it.
+            teacher_fp32_modules: per teacher, the modules that run in float32 when
+                the student trains under autocast (its config's SOLVER.AMP.FP32_MODULES),
+                or None: all of it (its config trains without AMP); empty: none of
+                them (every teacher in the autocast precision).
         """
         super().__init__()
         if len(teachers) != len(links) or not teachers:
@@ -120,6 +126,9 @@ class Distiller(nn.Module):
         self.head_weights = dict(head_weights or {})
         self.loss_balancer = loss_balancer
         self.heatmap_loss = heatmap_loss
+        self.teacher_fp32_modules = list(teacher_fp32_modules) or [()] * len(teachers)
+        if len(self.teacher_fp32_modules) != len(teachers):
+            raise ValueError("teacher_fp32_modules needs one entry per teacher.")
         _check_can_be_student(type(student))
         self.logit_kd = logit_kd
         self.adversarial = adversarial
@@ -183,6 +192,7 @@ class Distiller(nn.Module):
             "adversarial": adversarial,
             "config_terms": build_distillation_terms(cfg, student, teachers, links),
             "heatmap_loss": heatmap_loss,
+            "teacher_fp32_modules": [tuple(t.SOLVER.AMP.FP32_MODULES) if t.SOLVER.AMP.ENABLED else None for t in tcfgs],
         }
 
     @property
@@ -252,8 +262,12 @@ class Distiller(nn.Module):
         """
         outputs, features = [], []
         with torch.no_grad():
-            for teacher, link in zip(self.teachers, self.links):
-                out, feats = teacher.predict_with_features(self._teacher_images(teacher, link, batched_inputs, images))
+            for teacher, link, fp32 in zip(self.teachers, self.links, self.teacher_fp32_modules):
+                # a teacher trained without AMP runs in float32 under the student's autocast
+                with torch.autocast(images.device.type, enabled=False) if fp32 is None else nullcontext():
+                    out, feats = teacher.predict_with_features(
+                        self._teacher_images(teacher, link, batched_inputs, images).float()
+                    )
                 outputs.append(out)
                 features.append(feats)
         return outputs, features
