@@ -11,8 +11,9 @@ schedule (configs/shapes/<arch>_r18_demo.yaml, rescaled):
 3. per seed, the R18 student distilled from the teacher, with labels (``--iters``);
 4. the same in the ``--students`` variants: "kd" (as configured), "balanced"
    (MODEL.LOSS_BALANCE on, each teacher term at the magnitude of the label term
-   it mirrors: no hand-set distillation weight) and "quality_focal"
-   (MODEL.DISTILL.HEATMAP_LOSS "quality_focal");
+   it mirrors: no hand-set distillation weight), "quality_focal"
+   (MODEL.DISTILL.HEATMAP_LOSS "quality_focal") and "quality_focal_heatmap" (the
+   same without the box terms towards the teacher);
 
 then prints COCO AP on shapes_val (mean +- std over the seeds, and each seed's),
 AP50 and the training time, and the gain of distillation (mean and standard
@@ -21,6 +22,8 @@ two_teachers.py):
 
     python projects/distillation/single_teacher.py --seeds 1 2 3 --teacher-iters 1000     # docs/results.md
     python projects/distillation/single_teacher.py --seeds 1 2 3 --teacher-iters 1000 --students quality_focal
+    python projects/distillation/single_teacher.py --seeds 1 --teacher-iters 1000 --students quality_focal \
+        --output-dir output/distillation_bf16 --student-opts SOLVER.AMP.FP32_MODULES "()"   # teacher copied in
     python projects/distillation/single_teacher.py --arch centernet --iters 3000 MODEL.DEVICE cuda
 
 Runs already in ``--output-dir`` with the same config are read back, not
@@ -61,6 +64,13 @@ STUDENTS = {
         "student_r18_kd_qfl",
         ["MODEL.DISTILL.HEATMAP_LOSS", "quality_focal"],
     ),
+    "quality_focal_heatmap": (
+        "student R18, labels + distillation of the heatmap only, quality focal term",
+        "student_r18_kd_qfl_heatmap",
+        # no box terms towards the teacher: the student's boxes learn from the labels alone
+        ["MODEL.DISTILL.HEATMAP_LOSS", "quality_focal"]
+        + ["MODEL.DISTILL.BOX_WEIGHT", 0.0, "MODEL.DISTILL.WH_WEIGHT", 0.0, "MODEL.DISTILL.OFFSET_WEIGHT", 0.0],
+    ),
 }
 
 
@@ -76,12 +86,21 @@ def parse_args(argv=None):
         default=list(STUDENTS),
         help="distilled student variants to train (each over --seeds)",
     )
+    p.add_argument(
+        "--student-opts",
+        nargs="+",
+        default=[],
+        metavar="KEY VALUE",
+        help="config overrides for the students only (with and without distillation), e.g. "
+        'SOLVER.AMP.FP32_MODULES "()"; the teacher keeps the trailing overrides alone',
+    )
     add_common_args(p)
     return p.parse_args(argv)
 
 
 def student_runs(args, train, test, name, extra=()):
-    """One config per seed of an R18 student with labels (``extra``: its distillation)."""
+    """One config per seed of an R18 student with labels (``extra``: its distillation;
+    then ``--student-opts``)."""
     return [
         experiment_cfg(
             demo_config(args),
@@ -89,7 +108,7 @@ def student_runs(args, train, test, name, extra=()):
             seed_dir(os.path.join(args.output_dir, name), seed),
             train,
             test,
-            list(extra),
+            list(extra) + list(args.student_opts),
             seed=seed,
         )
         for seed in args.seeds

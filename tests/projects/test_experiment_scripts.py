@@ -109,3 +109,18 @@ def test_single_teacher_trains_the_chosen_distilled_variants(tmp_path):
     assert not (out / "student_r18_kd").exists() and not (out / "student_r18_kd_balanced").exists()
     table = (out / "table.md").read_text()
     assert "Gain of 'student R18, labels + distillation, quality focal heatmap term' over the student" in table
+
+
+def test_single_teacher_student_opts_reach_the_students_and_not_the_teacher(tmp_path):
+    out = tmp_path / "one"
+    load_script("distillation", "single_teacher").main(
+        TINY
+        + ["--teacher-depth", "18", "--students", "quality_focal_heatmap"]
+        + ["--student-opts", "SOLVER.AMP.FP32_MODULES", "()", "--output-dir", str(out)]  # a flag ends the list
+        + TINY_OPTS
+    )
+    assert saved_config(out / "teacher_r18")["SOLVER"]["AMP"]["FP32_MODULES"] == ["heads.ltrb"]
+    for student in ("student_r18", "student_r18_kd_qfl_heatmap"):
+        assert saved_config(out / student / "seed1")["SOLVER"]["AMP"]["FP32_MODULES"] == [], student
+    distill = saved_config(out / "student_r18_kd_qfl_heatmap" / "seed1")["MODEL"]["DISTILL"]
+    assert (distill["HEATMAP_LOSS"], distill["BOX_WEIGHT"], distill["HEATMAP_WEIGHT"]) == ("quality_focal", 0.0, 1.0)
