@@ -160,6 +160,8 @@ def score(predictions_json: str, val_json: str) -> dict[str, float]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    # yolo runs in --output, so every path it is given must not depend on our working directory
+    args.output, args.yolo_venv = os.path.abspath(args.output), os.path.abspath(args.yolo_venv)
     os.makedirs(args.output, exist_ok=True)
     data = os.path.join(args.output, "data", "data.yaml")
     path = os.path.join(args.output, "result.json")

@@ -75,3 +75,20 @@ def test_a_missing_yolo_environment_is_a_clear_message(dataset, tmp_path):
             "--output", str(tmp_path / "out"), "--yolo-venv", str(tmp_path / "no-venv")]  # fmt: skip
     with pytest.raises(SystemExit, match=r"No YOLO environment at .*no-venv .*pip install ultralytics"):
         peer.main(argv)
+
+
+def test_relative_paths_reach_yolo_from_its_own_working_directory(dataset, tmp_path, monkeypatch):
+    """yolo runs inside --output: a relative --output (as in docs/benchmarks.md) must still
+    give it a data.yaml it can open. A stand-in ``yolo`` fails unless its data= file exists."""
+    json_file, images = dataset
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "yolo"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do case "$a" in data=*) test -f "${a#data=}" || exit 3;; esac; done\n')
+    fake.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--train-json", json_file, "--train-images", images, "--val-json", json_file, "--val-images", images,
+            "--output", "out/e8", "--yolo-venv", "venv", "--steps", "convert", "train", "--epochs", "1"]  # fmt: skip
+    result = peer.main(argv)
+    assert result["epochs"] == 1 and result["train_s"] >= 0
+    assert json.loads((tmp_path / "out" / "e8" / "result.json").read_text())["epochs"] == 1
