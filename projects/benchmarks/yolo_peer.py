@@ -138,17 +138,36 @@ def run_yolo(command: str, arguments: list[str], cwd: str) -> float:
     return time.perf_counter() - start
 
 
+def class_index_base(indices: list[int], num_classes: int) -> int:
+    """Whether YOLO's category ids count classes from 0 or from 1: 0 when an id is 0,
+    1 when one is ``num_classes``; anything else (out of range, or both) is refused.
+    At YOLO's val threshold (conf 0.001) every class appears, so one of them does."""
+    low, high = (min(indices), max(indices)) if indices else (0, 0)
+    if low < 0 or high > num_classes or (low == 0 and high == num_classes):
+        raise SystemExit(f"YOLO's category ids span {low}..{high}: not {num_classes} classes counted from 0 or 1.")
+    if high == num_classes:
+        return 1
+    if low == 0 or not indices:
+        return 0
+    raise SystemExit(
+        f"YOLO's category ids span {low}..{high} of {num_classes} classes: cannot tell whether they count from 0 "
+        "or 1 (score at a lower conf so that the first or last class appears)."
+    )
+
+
 def score(predictions_json: str, val_json: str) -> dict[str, float]:
     """COCO box metrics (percent) of YOLO's ``save_json`` detections (image_id: the
-    image's file stem, our COCO image id; category_id: YOLO's class index) against
-    ``val_json``, classes mapped back to the json's category ids."""
+    image's file stem, our COCO image id; category_id: YOLO's class index, counted
+    from 0 or, as Ultralytics 8.4 writes it for a dataset that is not COCO, from 1)
+    against ``val_json``, classes mapped back to the json's category ids."""
     gt = COCO(val_json)
     ids = [c["id"] for c in category_order(gt.dataset)]
     with open(predictions_json) as f:
         detections = json.load(f)
+    first = class_index_base([int(d["category_id"]) for d in detections], len(ids))
     for d in detections:
         d["image_id"] = int(d["image_id"])
-        d["category_id"] = ids[int(d["category_id"])]
+        d["category_id"] = ids[int(d["category_id"]) - first]
     if not detections:
         return dict.fromkeys(METRICS, 0.0)
     evaluation = COCOeval(gt, gt.loadRes(detections), "bbox")
@@ -169,6 +188,11 @@ def main(argv=None) -> dict:
     if os.path.exists(path):  # what the steps not run now measured before
         with open(path) as f:
             result = json.load(f)
+
+    def save():  # after every step: a later step's failure keeps what the earlier ones measured
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+
     if "convert" in args.steps:
         data = convert(args)
     runs = os.path.join(args.output, "runs")
@@ -183,6 +207,7 @@ def main(argv=None) -> dict:
              f"seed={args.seed}", f"project={runs}", "name=train", "exist_ok=True"],
             args.output,
         )  # fmt: skip
+        save()
     if "score" in args.steps:
         command = yolo_command(args.yolo_venv)
         run_yolo(
@@ -192,13 +217,13 @@ def main(argv=None) -> dict:
             args.output,
         )  # fmt: skip
         result.update(score(os.path.join(runs, "val", "predictions.json"), args.val_json))
+        save()
     if "export" in args.steps:
         command = yolo_command(args.yolo_venv)
         run_yolo(command, ["export", f"model={weights}", "format=onnx", f"imgsz={args.imgsz}", "batch=1"], args.output)
         result["onnx"] = os.path.splitext(weights)[0] + ".onnx"
     print(json.dumps(result, indent=1))
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    save()
     return result
 
 

@@ -67,6 +67,14 @@ def test_scoring_maps_ids_back_and_follows_the_boxes(dataset, tmp_path):
     assert found["exact"]["AP"] == pytest.approx(100.0)
     assert found["shifted"]["AP50"] == pytest.approx(0.0)  # IoU 1/3 with its ground truth
     assert found["none"] == dict.fromkeys(peer.METRICS, 0.0)
+    # Ultralytics 8.4 counts a non-COCO dataset's classes from 1 in save_json
+    one_based = tmp_path / "one_based.json"
+    one_based.write_text(json.dumps([dict(d, category_id=d["category_id"] + 1, image_id=42) for d in exact]))
+    assert peer.score(str(one_based), json_file)["AP"] == pytest.approx(100.0)
+    with pytest.raises(SystemExit, match="cannot tell whether they count from 0 or 1"):
+        peer.class_index_base([2, 3], 5)
+    with pytest.raises(SystemExit, match="not 5 classes"):
+        peer.class_index_base([0, 5], 5)
 
 
 def test_a_missing_yolo_environment_is_a_clear_message(dataset, tmp_path):
@@ -92,3 +100,8 @@ def test_relative_paths_reach_yolo_from_its_own_working_directory(dataset, tmp_p
     result = peer.main(argv)
     assert result["epochs"] == 1 and result["train_s"] >= 0
     assert json.loads((tmp_path / "out" / "e8" / "result.json").read_text())["epochs"] == 1
+    # a failing later step keeps what the train step measured
+    (tmp_path / "out" / "e8" / "result.json").unlink()
+    with pytest.raises(FileNotFoundError):  # the stand-in wrote no predictions to score
+        peer.main(argv[:-5] + ["--steps", "train", "score", "--epochs", "1"])
+    assert json.loads((tmp_path / "out" / "e8" / "result.json").read_text())["train_s"] >= 0
