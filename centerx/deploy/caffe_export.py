@@ -8,10 +8,13 @@ Eltwise, Power, Sigmoid, Concat (SPP). Every one is exact in standard Caffe:
 - ResNet's stem max-pool (3x3, stride 2, pad 1, floor mode) is a stride-1
   max-pool followed by a 1x1 depthwise identity convolution of stride 2,
   because Caffe's pooling rounds its output size up (one row too many).
-- Peak masking is ``centerx.modeling.decode.peak_mask`` in Caffe layers:
-  ``gap = maxpool3x3(heat) - heat``, three stages ``gap = t - ReLU(t - 1)``
-  with ``t = 4096 * gap`` (= min(t, 1), exact below 1) and
-  ``heatmap = heat * ReLU(1 - 4096 * gap)``.
+- Peak masking (``centerx.modeling.decode.peak_mask``, ``heat == maxpool3x3(heat)``;
+  Caffe has no comparison layer) is arithmetic: ``gap = maxpool3x3(heat) - heat``,
+  three stages ``gap = t - ReLU(t - 1)`` with ``t = 4096 * gap`` (= min(t, 1),
+  exact below 1) and ``heatmap = heat * ReLU(1 - 4096 * gap)``: every gap of at
+  least 2^-48 becomes a factor 0, so it equals the ``==`` mask for scores above
+  about 1e-7. (The original centerX's ``ReLU(heat - hmax + 1e-9) * 1e9`` turns
+  into 0 * inf = NaN in FP16; 4096 is representable there.)
 - SPP (MODEL.CENTERX.SPP) is a Concat of the feature and stride-1 Pooling
   layers padded by k // 2 (Caffe's max-pooling skips the padding, as PyTorch's
   -inf padding does), then the 1x1 conv. DropBlock is the identity in eval
@@ -37,13 +40,16 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..modeling.backbones.resnet import TorchvisionResNet
-from ..modeling.decode import PEAK_GAIN, PEAK_STAGES
 from ..modeling.dropblock import DropBlock
 from ..modeling.heads import CenterNetHeads, ConvHead
 from ..modeling.meta_arch.centernet import CenterNet
 from ..modeling.necks import SPP, CenterNetUpsampler, CoordConv
 from . import caffe_pb
 from .wrapper import DeployModel, ExportError
+
+# The peak mask's gain per stage and number of stages (one in the final ReLU).
+PEAK_GAIN = 4096.0
+PEAK_STAGES = 4
 
 logger = logging.getLogger(__name__)
 

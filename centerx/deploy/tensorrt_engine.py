@@ -70,8 +70,8 @@ def build_engine(
     """Parse ``onnx_path``, build an FP32 (or FP16-enabled) engine for batches
     1..``max_batch`` at ``input_size`` and serialise it to ``engine_path``.
 
-    FP16 keeps the peak mask exact: ``peak_mask`` uses gains of 2^12, which
-    FP16 represents (see centerx/modeling/decode.py). TopK's K is a constant of the graph, as
+    FP16 keeps the peak mask exact: ``peak_mask`` is an ``Equal`` against the
+    max-pool (see centerx/modeling/decode.py). TopK's K is a constant of the graph, as
     TensorRT requires (K <= 3840).
     """
     trt = import_tensorrt()

@@ -1,7 +1,10 @@
 """Peak masking and top-K decoding, shared by evaluation and export.
 
-Written with ops every exporter supports (max-pool, subtract, multiply,
-clip, top-K, gather): no ``==``, no data-dependent Python branches.
+Written with ops every ONNX runtime and TensorRT supports (max-pool, equal,
+cast, multiply, top-K, gather; ``Equal`` on floats is ONNX opset 11, TensorRT
+7): no data-dependent Python branches. Caffe has no comparison layer: its
+exporter builds the same peak mask from arithmetic
+(``centerx/deploy/caffe_export.py``).
 """
 
 import torch
@@ -9,29 +12,25 @@ import torch.nn.functional as F
 
 from .losses.regression import gather_at
 
-# Each stage multiplies the (non-negative) gap to the local maximum by 2^12 and
-# clips it at 1; after four stages every gap >= 2^-48 becomes exactly 1. 2^12
-# is representable in FP16 (max 65504), so the mask stays exact there too
-# instead of turning into inf * 0 = NaN like the original centerX's ReLU(h - hmax + 1e-9) * 1e9 trick.
-PEAK_GAIN = 4096.0
-PEAK_STAGES = 4
-
 
 def peak_mask(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
-    """Keep the cells equal to their ``kernel`` x ``kernel`` neighbourhood maximum.
+    """Keep the cells equal to their ``kernel`` x ``kernel`` neighbourhood maximum
+    (CenterNet's max-pool "NMS"; equal neighbours, plateaus, are all kept).
+
+    The comparison is exact in every precision, FP16 included. In a graph it is
+    MaxPool, Equal, Cast and Mul: ONNX Runtime's CPU ``Where`` took about four
+    times as long as Cast + Mul on an 80 x 64 x 64 map, and the arithmetic form
+    that avoids ``==`` (the Caffe exporter's) takes ten element-wise passes
+    instead of three.
 
     Args:
         heat: [B, C, H, W] scores in [0, 1].
 
     Returns:
-        [B, C, H, W]: ``heat`` at local maxima, 0 elsewhere. Exact in FP32 for
-        scores above ~1e-7 and in FP16 for every score.
+        [B, C, H, W]: ``heat`` at local maxima, 0 elsewhere.
     """
     hmax = F.max_pool2d(heat, kernel, stride=1, padding=(kernel - 1) // 2)
-    gap = hmax - heat
-    for _ in range(PEAK_STAGES):
-        gap = torch.clamp(gap * PEAK_GAIN, max=1.0)
-    return heat * (1.0 - gap)
+    return heat * (heat == hmax).to(heat.dtype)
 
 
 def topk_peaks(heat: torch.Tensor, k: int):

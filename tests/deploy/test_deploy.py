@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from centerx.deploy import DeployModel, ExportError, build_deploy_model, decode_raw_outputs
-from centerx.deploy.caffe_export import export_caffe
+from centerx.deploy.caffe_export import CaffeNetBuilder, _peak_mask, export_caffe
 from centerx.deploy.letterbox import Letterbox
 from centerx.deploy.onnx_export import export_onnx
 from centerx.deploy.runtimes import CaffeRuntime, OnnxRuntime, TensorRTRuntime, TorchRuntime
@@ -288,6 +288,32 @@ def test_caffe_matches_pytorch(centernet, caffe_files):
     np.testing.assert_allclose(out["heatmap"], expected_heat, rtol=1e-4, atol=1e-6)
     for name in ("wh", "offset"):
         np.testing.assert_allclose(out[name], logits[name].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_caffe_peak_mask_is_the_eq_mask_on_hand_built_maps(tmp_path):
+    """The Caffe layers' arithmetic peak mask, run by OpenCV's DNN, keeps exactly
+    the cells equal to their 3x3 max: a neighbour one float32 ulp below a peak is
+    dropped, plateaus of equal maxima are kept whole, a peak at the border is kept."""
+    heat = np.zeros((1, 2, 6, 7), np.float32)  # zeros stay 0, masked or not
+    heat[0, 0, 2, 2] = 0.6
+    heat[0, 0, 3, 1] = 0.2
+    heat[0, 0, 2, 3] = np.nextafter(np.float32(0.6), np.float32(0))
+    heat[0, 0, 5, 6] = 0.3
+    heat[0, 1, 1, 1] = heat[0, 1, 1, 2] = heat[0, 1, 2, 1] = 0.97
+    heat[0, 1, 4, 4] = 0.5
+    heat[0, 1, 4, 5] = 0.25
+    heat[0, 1, 3, 2] = 0.96
+    b = CaffeNetBuilder("peaks")
+    _peak_mask(b, b.input("heat", heat.shape), "heatmap")
+    path = tmp_path / "peaks.prototxt"
+    path.write_text(str(b.net))
+    net = cv2.dnn.readNetFromCaffe(str(path))
+    net.setInput(heat, "heat")
+    out = net.forward("heatmap")
+    expected = np.zeros_like(heat)
+    for c, y, x in [(0, 2, 2), (0, 5, 6), (1, 1, 1), (1, 1, 2), (1, 2, 1), (1, 4, 4)]:
+        expected[0, c, y, x] = heat[0, c, y, x]
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_caffe_prototxt_is_standard_caffe(caffe_files):
