@@ -142,12 +142,14 @@ def class_index_base(indices: list[int], num_classes: int) -> int:
     """Whether YOLO's category ids count classes from 0 or from 1: 0 when an id is 0,
     1 when one is ``num_classes``; anything else (out of range, or both) is refused.
     At YOLO's val threshold (conf 0.001) every class appears, so one of them does."""
-    low, high = (min(indices), max(indices)) if indices else (0, 0)
+    if not indices:
+        return 0
+    low, high = min(indices), max(indices)
     if low < 0 or high > num_classes or (low == 0 and high == num_classes):
         raise SystemExit(f"YOLO's category ids span {low}..{high}: not {num_classes} classes counted from 0 or 1.")
     if high == num_classes:
         return 1
-    if low == 0 or not indices:
+    if low == 0:
         return 0
     raise SystemExit(
         f"YOLO's category ids span {low}..{high} of {num_classes} classes: cannot tell whether they count from 0 "
