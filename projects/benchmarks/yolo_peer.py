@@ -161,7 +161,13 @@ def score(predictions_json: str, val_json: str) -> dict[str, float]:
     """COCO box metrics (percent) of YOLO's ``save_json`` detections (image_id: the
     image's file stem, our COCO image id; category_id: YOLO's class index, counted
     from 0 or, as Ultralytics 8.4 writes it for a dataset that is not COCO, from 1)
-    against ``val_json``, classes mapped back to the json's category ids."""
+    against ``val_json``, classes mapped back to the json's category ids. A missing
+    ``predictions_json`` is a SystemExit that names it."""
+    if not os.path.isfile(predictions_json):
+        raise SystemExit(
+            f"YOLO's val wrote no detections file {predictions_json}: read its output above for why "
+            "(an older ultralytics, or a val that stopped early), then run --steps score again."
+        )
     gt = COCO(val_json)
     ids = [c["id"] for c in category_order(gt.dataset)]
     with open(predictions_json) as f:
