@@ -20,7 +20,7 @@ from detectron2.utils.registry import Registry
 from ..modeling.meta_arch import CenterNet, detector_class
 from .caffe_export import export_caffe
 from .model_info import OPENVINO_SECTION, TORCHSCRIPT_ENTRY, describe_model, write_sidecar
-from .onnx_export import DEFAULT_OPSET, export_onnx
+from .onnx_export import DEFAULT_OPSET, export_onnx, has_deformable_convs
 from .quantize import calibration_files, calibration_reader, import_quantization, quantize_onnx
 from .runtimes import OnnxRuntime
 from .tensorrt_engine import build_engine, import_tensorrt
@@ -295,7 +295,9 @@ class OpenVINOExporter(Exporter):
     """The OpenVINO IR model.xml + model.bin, converted from an ONNX export made in a
     temporary folder
     (``openvino.convert_model``, FP32 weights), run once on OpenVINO's CPU device.
-    INT8 would need NNCF (a heavy extra dependency) and is not offered."""
+    INT8 would need NNCF (a heavy extra dependency) and is not offered. A model with
+    deformable convs (exported at opset 19) fails OpenVINO's conversion (its ONNX reader
+    has no DeformConv, 2026.4): an :class:`ExportError` naming the config key."""
 
     runtime = "openvino"
     format = "openvino"
@@ -320,7 +322,17 @@ class OpenVINOExporter(Exporter):
         model = build_deploy_model(self.cfg, raw=raw, allow_random=self.allow_random)
         with tempfile.TemporaryDirectory() as tmp:  # converted from an ONNX graph that is not left over model.onnx
             onnx_path = OnnxExporter(self.cfg, tmp, self.allow_random, **self.settings).write(model)
-            converted = ov.convert_model(onnx_path)
+            try:
+                converted = ov.convert_model(onnx_path)
+            except Exception as e:  # OpenVINO raises its own types; only the DeformConv case is explained
+                if not has_deformable_convs(model):
+                    raise
+                raise ExportError(
+                    f"OpenVINO {ov.__version__} could not convert this model's deformable convolutions "
+                    f"({model.deformable_key} True; its ONNX reader has no DeformConv). For OpenVINO, export a "
+                    f"plain-conv model ({model.deformable_key} False, trained that way); ONNX Runtime runs "
+                    "this one (--format onnx --opset 19)."
+                ) from e
         converted.set_rt_info(json.dumps(self.model_info(raw)), [OPENVINO_SECTION])
         os.makedirs(self.out_dir, exist_ok=True)
         ov.save_model(converted, xml, compress_to_fp16=False)

@@ -58,10 +58,15 @@ def _deform_conv2d_symbolic(
     )
 
 
+def has_deformable_convs(model: torch.nn.Module) -> bool:
+    """Whether ``model`` has modulated deformable convolutions (ONNX ``DeformConv``)."""
+    return any(isinstance(m, ModulatedDeformConv2d) for m in model.modules())
+
+
 def check_deformable(model: DeployModel, opset: int) -> bool:
     """Whether the model has deformable convs; raises :class:`ExportError` where
     ``opset`` cannot express them."""
-    if not any(isinstance(m, ModulatedDeformConv2d) for m in model.modules()):
+    if not has_deformable_convs(model):
         return False
     if opset < DEFORM_CONV_OPSET:
         raise ExportError(

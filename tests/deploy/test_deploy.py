@@ -222,6 +222,27 @@ def test_export_cli(tmp_path):
     assert len(errors) == 1 and "MODEL.CENTERNET.DEFORMABLE" in errors[0]
 
 
+def test_openvino_refuses_deformable_convs_naming_the_key(tmp_path):
+    """OpenVINO's ONNX reader has no DeformConv: ``--format openvino --opset 19`` of a DCN
+    model is exit code 2 and one error line naming the config key, no stack trace, no file."""
+    pytest.importorskip("openvino")
+    cli = load_script("speedup", "export")
+    errors = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: errors.append(record.getMessage())
+    cli.logger.addHandler(handler)
+    argv = ["--config-file", os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"), "--output",
+            str(tmp_path), "--format", "openvino", "--opset", "19", "--allow-random-weights",
+            "EXPORT.INPUT_SIZE", "(64, 64)", "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 32, 32]",
+            "MODEL.CENTERNET.DEFORMABLE", "True"]  # fmt: skip
+    try:
+        assert cli.main(argv) == 2
+    finally:
+        cli.logger.removeHandler(handler)
+    assert len(errors) == 1 and "MODEL.CENTERNET.DEFORMABLE False" in errors[0] and "OpenVINO" in errors[0]
+    assert not list(tmp_path.glob("model*"))
+
+
 # --------------------------------------------------------------------------- #
 # half precision
 # --------------------------------------------------------------------------- #
