@@ -8,6 +8,7 @@ He-initialised upsampler convs and N(0, 0.1) heads so that its heatmap has many
 distinct peaks (an untouched init is nearly flat and full of ties).
 """
 
+import contextlib
 import copy
 import logging
 import os
@@ -187,15 +188,24 @@ def test_deformable_export_refused_below_opset_19_and_exact_at_19(tmp_path):
         np.testing.assert_allclose(out[name], ref[name].numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_export_cli(tmp_path):
-    """projects/speedup/export.py: no weights refused with exit code 2 naming
-    MODEL.WEIGHTS; with --allow-random-weights the ONNX file is written; DCN
-    refused with exit code 2 and an error log line naming the config key."""
+@contextlib.contextmanager
+def export_cli_errors():
+    """projects/speedup/export.py's module and the list its ERROR log lines go to meanwhile."""
     cli = load_script("speedup", "export")
     errors = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = lambda record: errors.append(record.getMessage())
     cli.logger.addHandler(handler)
+    try:
+        yield cli, errors
+    finally:
+        cli.logger.removeHandler(handler)
+
+
+def test_export_cli(tmp_path):
+    """projects/speedup/export.py: no weights refused with exit code 2 naming
+    MODEL.WEIGHTS; with --allow-random-weights the ONNX file is written; DCN
+    refused with exit code 2 and an error log line naming the config key."""
     base = [
         "--config-file",
         os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"),
@@ -203,7 +213,7 @@ def test_export_cli(tmp_path):
         str(tmp_path),
     ]
     small = ["EXPORT.INPUT_SIZE", "(64, 64)", "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 32, 32]"]
-    try:
+    with export_cli_errors() as (cli, errors):
         assert cli.main(base + ["--format", "onnx", "--raw"] + small) == 2
         assert not (tmp_path / "model_raw.onnx").exists()
         assert len(errors) == 1 and "MODEL.WEIGHTS is empty" in errors[0] and "--allow-random-weights" in errors[0]
@@ -216,8 +226,6 @@ def test_export_cli(tmp_path):
             )
             == 2
         )
-    finally:
-        cli.logger.removeHandler(handler)
     assert not (tmp_path / "model.onnx").exists()
     assert len(errors) == 1 and "MODEL.CENTERNET.DEFORMABLE" in errors[0]
 
@@ -226,19 +234,12 @@ def test_openvino_refuses_deformable_convs_naming_the_key(tmp_path):
     """OpenVINO's ONNX reader has no DeformConv: ``--format openvino --opset 19`` of a DCN
     model is exit code 2 and one error line naming the config key, no stack trace, no file."""
     pytest.importorskip("openvino")
-    cli = load_script("speedup", "export")
-    errors = []
-    handler = logging.Handler(logging.ERROR)
-    handler.emit = lambda record: errors.append(record.getMessage())
-    cli.logger.addHandler(handler)
     argv = ["--config-file", os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml"), "--output",
             str(tmp_path), "--format", "openvino", "--opset", "19", "--allow-random-weights",
             "EXPORT.INPUT_SIZE", "(64, 64)", "MODEL.CENTERNET.UPSAMPLE_CHANNELS", "[32, 32, 32]",
             "MODEL.CENTERNET.DEFORMABLE", "True"]  # fmt: skip
-    try:
+    with export_cli_errors() as (cli, errors):
         assert cli.main(argv) == 2
-    finally:
-        cli.logger.removeHandler(handler)
     assert len(errors) == 1 and "MODEL.CENTERNET.DEFORMABLE False" in errors[0] and "OpenVINO" in errors[0]
     assert not list(tmp_path.glob("model*"))
 
