@@ -50,11 +50,14 @@ def topk_peaks(heat: torch.Tensor, k: int):
         xs [B, k] and ys [B, k] float cell coordinates.
     """
     B, C, H, W = heat.shape
+    # The indices are never negative, so truncating division is floor division; it
+    # exports as one integer Div, where "floor" adds nine nodes (Mod, Xor, Where, ...)
+    # to each of the two divisions.
     scores, flat = torch.topk(F.pad(heat.reshape(B, -1), (0, k)), k)
     flat = torch.where(flat < C * H * W, flat, torch.zeros_like(flat))
-    classes = torch.div(flat, H * W, rounding_mode="floor")
+    classes = torch.div(flat, H * W, rounding_mode="trunc")
     index = flat - classes * (H * W)
-    ys = torch.div(index, W, rounding_mode="floor")
+    ys = torch.div(index, W, rounding_mode="trunc")
     xs = index - ys * W
     return scores, classes, index, xs.to(heat.dtype), ys.to(heat.dtype)
 
