@@ -158,3 +158,47 @@ def test_act_layer_replaces_the_models_activation(one_thread):
         TimmBackbone("lcnet_050", act_layer="swishy")
     with pytest.raises(ValueError, match="timm model 'dla34' does not take another activation"):
         TimmBackbone("dla34", act_layer="relu")
+
+
+def test_model_args_reach_the_timm_builder(one_thread):
+    """MODEL.TIMM.MODEL_ARGS: a ResNet-18 at other widths and depths has the channels and
+    blocks asked for (counted on the module), in a detector built from the config too;
+    malformed, reserved, repeated and unknown arguments are refused by name."""
+    args = centerx.modeling.backbones.timm.parse_model_args(
+        ["channels=(24, 48, 96, 192)", "stem_type=deep", " stem_width = 16", "layers=(1, 1, 2, 1)", "zero_init_last=0"]
+    )
+    assert args == {
+        "channels": (24, 48, 96, 192),
+        "stem_type": "deep",
+        "stem_width": 16,
+        "layers": (1, 1, 2, 1),
+        "zero_init_last": 0,
+    }
+    backbone = TimmBackbone("resnet18", model_args=args)
+    assert [s.channels for s in backbone.output_shape().values()] == [24, 48, 96, 192]
+    assert [m.out_channels for m in backbone.body.conv1 if isinstance(m, torch.nn.Conv2d)] == [16, 16, 32]
+    assert [len(getattr(backbone.body, f"layer{i}")) for i in (1, 2, 3, 4)] == [1, 1, 2, 1]
+    out = backbone(torch.randn(1, 3, 64, 64))
+    assert [tuple(v.shape) for v in out.values()] == [(1, 24, 16, 16), (1, 48, 8, 8), (1, 96, 4, 4), (1, 192, 2, 2)]
+
+    cfg = detector_cfg(
+        "TTFNet",
+        "MODEL.TIMM.NAME",
+        "resnet18",
+        "MODEL.TIMM.MODEL_ARGS",
+        ["channels=(16, 32, 64, 128)", "layers=(1, 1, 1, 1)"],
+    )
+    model = build_model(cfg)
+    assert [s.channels for s in model.backbone.output_shape().values()] == [16, 32, 64, 128]
+
+    parse = centerx.modeling.backbones.timm.parse_model_args
+    with pytest.raises(ValueError, match="item 'stem_width' is not 'name=value'"):
+        parse(["stem_width"])
+    with pytest.raises(ValueError, match="may not set 'act_layer': set MODEL.TIMM.ACT_LAYER"):
+        parse(["act_layer=relu"])
+    with pytest.raises(ValueError, match="may not set 'pretrained': set MODEL.TIMM.WEIGHTS"):
+        parse(["pretrained=True"])
+    with pytest.raises(ValueError, match="sets 'stem_width' twice"):
+        parse(["stem_width=16", "stem_width=24"])
+    with pytest.raises(ValueError, match="MODEL.TIMM.MODEL_ARGS: the timm model 'resnet18' does not take widths"):
+        TimmBackbone("resnet18", model_args={"widths": (1, 2)})

@@ -17,8 +17,12 @@ MODEL.CENTERX.BACKBONE_NORM ("FrozenBN", "SyncBN" convert the BatchNorms).
 MODEL.TIMM.ACT_LAYER replaces the model's activation through its builder's
 ``act_layer`` (e.g. "relu" in place of LCNet's hard-swish, which an INT8 graph
 runs in float between quantisations); models whose builder has none refuse it.
+MODEL.TIMM.MODEL_ARGS passes more keyword arguments to ``timm.create_model``
+(e.g. a ResNet's ``channels``, ``layers``, ``stem_width``), parsed by
+:func:`parse_model_args`.
 """
 
+import ast
 import logging
 import math
 
@@ -31,24 +35,76 @@ from torch import nn
 
 from ...checkpoint import local_weights_path
 
-__all__ = ["TIMM_STRIDES", "TimmBackbone", "build_timm_backbone"]
+__all__ = ["TIMM_STRIDES", "TimmBackbone", "build_timm_backbone", "parse_model_args"]
 
 logger = logging.getLogger(__name__)
 
 # output strides the detectors' upsamplers take, input pixels per cell
 TIMM_STRIDES = (4, 8, 16, 32)
 NORMS = ("BN", "SyncBN", "FrozenBN")
+# create_model's arguments the backbone sets itself, and the key that sets each
+RESERVED_ARGS = {
+    "features_only": "the backbone always builds the features_only model",
+    "out_indices": "the backbone picks the levels at strides 4, 8, 16, 32",
+    "pretrained": "set MODEL.TIMM.WEIGHTS",
+    "pretrained_cfg_overlay": "set MODEL.TIMM.WEIGHTS",
+    "act_layer": "set MODEL.TIMM.ACT_LAYER",
+}
 
 
-def feature_levels(name: str) -> list[dict]:
-    """timm's feature_info of model ``name`` (one dict per level: ``num_chs``,
-    ``reduction``, ``module``), read from a model built without weights."""
+def parse_model_args(items) -> dict:
+    """MODEL.TIMM.MODEL_ARGS ("name=value" strings, each value a Python literal)
+    as keyword arguments; a value that is no literal is kept as a string
+    (``"norm_layer=batchnorm"``).
+
+    Raises:
+        ValueError: an item without "=", a name that is no identifier, a name
+            given twice, or one of the arguments the backbone sets itself.
+    """
+    args = {}
+    for item in items:
+        name, sep, text = str(item).partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise ValueError(
+                f"MODEL.TIMM.MODEL_ARGS item {item!r} is not 'name=value' (e.g. 'stem_width=24', "
+                "'channels=(24, 48, 96, 192)')."
+            )
+        if name in RESERVED_ARGS:
+            raise ValueError(f"MODEL.TIMM.MODEL_ARGS may not set '{name}': {RESERVED_ARGS[name]}.")
+        if name in args:
+            raise ValueError(f"MODEL.TIMM.MODEL_ARGS sets '{name}' twice.")
+        try:
+            args[name] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            args[name] = text.strip()
+    return args
+
+
+def create_timm_model(name: str, model_args: dict, **options) -> nn.Module:
+    """``timm.create_model(name, **model_args, **options)``; a keyword that the
+    model's builder does not take is a ValueError naming MODEL.TIMM.MODEL_ARGS."""
+    try:
+        return timm.create_model(name, **model_args, **options)
+    except TypeError as e:
+        unknown = [k for k in model_args if f"'{k}'" in str(e)]
+        if unknown:
+            raise ValueError(
+                f"MODEL.TIMM.MODEL_ARGS: the timm model '{name}' does not take {', '.join(unknown)} ({e})."
+            ) from None
+        raise
+
+
+def feature_levels(name: str, model_args: dict | None = None) -> list[dict]:
+    """timm's feature_info of model ``name`` built with ``model_args`` (one dict
+    per level: ``num_chs``, ``reduction``, ``module``), read from a model built
+    without weights."""
     if name not in timm.list_models():
         close = [m for m in timm.list_models() if name.split("_")[0] in m][:8]
         raise ValueError(
             f"MODEL.TIMM.NAME '{name}' is not a timm model" + (f" (close: {', '.join(close)})" if close else "") + "."
         )
-    return list(timm.create_model(name, pretrained=False).feature_info)
+    return list(create_timm_model(name, model_args or {}, pretrained=False).feature_info)
 
 
 class TimmBackbone(Backbone):
@@ -59,7 +115,15 @@ class TimmBackbone(Backbone):
     (C_k: the model's channels at that level).
     """
 
-    def __init__(self, name: str, weights: str = "", norm: str = "BN", freeze_at: int = 0, act_layer: str = ""):
+    def __init__(
+        self,
+        name: str,
+        weights: str = "",
+        norm: str = "BN",
+        freeze_at: int = 0,
+        act_layer: str = "",
+        model_args: dict | None = None,
+    ):
         """
         Args:
             name: a timm model name.
@@ -69,11 +133,14 @@ class TimmBackbone(Backbone):
                 stride-4 level); k >= 2 = also the levels up to res<k>.
             act_layer: "" (the model's own activation) or a timm activation name
                 (e.g. "relu") that replaces it wherever the model's builder takes one.
+            model_args: more keyword arguments of ``timm.create_model`` (see
+                :func:`parse_model_args`).
         """
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"MODEL.CENTERX.BACKBONE_NORM '{norm}' is not one of {NORMS} for a timm backbone.")
-        levels = feature_levels(name)
+        model_args = dict(model_args or {})
+        levels = feature_levels(name, model_args)
         by_stride = {level["reduction"]: i for i, level in enumerate(levels)}
         missing = [s for s in TIMM_STRIDES if s not in by_stride]
         if missing:
@@ -82,7 +149,7 @@ class TimmBackbone(Backbone):
                 f"{[level['reduction'] for level in levels]}); the detectors need strides {list(TIMM_STRIDES)}."
             )
         indices = tuple(by_stride[s] for s in TIMM_STRIDES)
-        self.body = self._create(name, weights, indices, act_layer)
+        self.body = self._create(name, weights, indices, act_layer, model_args)
         self._out_features = [f"res{int(math.log2(s))}" for s in TIMM_STRIDES]
         self._out_feature_strides = dict(zip(self._out_features, TIMM_STRIDES))
         self._out_feature_channels = dict(zip(self._out_features, self.body.feature_info.channels()))
@@ -99,9 +166,11 @@ class TimmBackbone(Backbone):
             self.body = nn.SyncBatchNorm.convert_sync_batchnorm(self.body)
 
     @staticmethod
-    def _create(name: str, weights: str, indices: tuple, act_layer: str = "") -> nn.Module:
-        """timm's features_only model, with its activation replaced (``act_layer``)
-        and its weights loaded strictly."""
+    def _create(
+        name: str, weights: str, indices: tuple, act_layer: str = "", model_args: dict | None = None
+    ) -> nn.Module:
+        """timm's features_only model built with ``model_args``, with its activation
+        replaced (``act_layer``) and its weights loaded strictly."""
         options = {"features_only": True, "out_indices": indices}
         if act_layer:
             try:
@@ -116,7 +185,7 @@ class TimmBackbone(Backbone):
             overlay = {} if weights == "timm" else {"file": local_weights_path(weights, "MODEL.TIMM.WEIGHTS")}
             options.update(pretrained=True, pretrained_cfg_overlay=overlay)
         try:
-            return timm.create_model(name, **options)
+            return create_timm_model(name, model_args or {}, **options)
         except TypeError as e:
             if act_layer and "act_layer" in str(e):
                 raise ValueError(
@@ -176,4 +245,5 @@ def build_timm_backbone(cfg, input_shape: ShapeSpec) -> TimmBackbone:
         cfg.MODEL.CENTERX.BACKBONE_NORM,
         cfg.MODEL.BACKBONE.FREEZE_AT,
         cfg.MODEL.TIMM.ACT_LAYER,
+        parse_model_args(cfg.MODEL.TIMM.MODEL_ARGS),
     )
