@@ -202,3 +202,19 @@ def test_model_args_reach_the_timm_builder(one_thread):
         parse(["stem_width=16", "stem_width=24"])
     with pytest.raises(ValueError, match="MODEL.TIMM.MODEL_ARGS: the timm model 'resnet18' does not take widths"):
         TimmBackbone("resnet18", model_args={"widths": (1, 2)})
+    with pytest.raises(ValueError, match="may not set 'features_only'"):
+        TimmBackbone("resnet18", model_args={"features_only": False})
+
+
+def test_weights_of_the_models_own_shape_only(tmp_path):
+    """ResNet-18's own weights do not fit a ResNet-18 slimmed by MODEL.TIMM.MODEL_ARGS (refused,
+    naming the arguments); the slimmed model's weights load into it exactly."""
+    full, slim = tmp_path / "r18.pth", tmp_path / "r18_slim.pth"
+    torch.save(saved_weights("resnet18", seed=1), full)
+    args = {"channels": (16, 32, 64, 128)}
+    torch.save(timm.create_model("resnet18", **args).state_dict(), slim)
+    with pytest.raises(ValueError, match=r"built with MODEL.TIMM.MODEL_ARGS \{'channels': \(16, 32, 64, 128\)\}"):
+        TimmBackbone("resnet18", weights=str(full), model_args=args)
+    state = torch.load(slim)
+    loaded = TimmBackbone("resnet18", weights=str(slim), model_args=args).body.state_dict()
+    assert loaded and all(torch.equal(v, state[k]) for k, v in loaded.items())

@@ -18,8 +18,8 @@ MODEL.TIMM.ACT_LAYER replaces the model's activation through its builder's
 ``act_layer`` (e.g. "relu" in place of LCNet's hard-swish, which an INT8 graph
 runs in float between quantisations); models whose builder has none refuse it.
 MODEL.TIMM.MODEL_ARGS passes more keyword arguments to ``timm.create_model``
-(e.g. a ResNet's ``channels``, ``layers``, ``stem_width``), parsed by
-:func:`parse_model_args`.
+(e.g. a ResNet's ``channels``, ``layers``, ``stem_type``), parsed by
+:func:`parse_model_args`; the arguments the backbone sets itself are refused.
 """
 
 import ast
@@ -52,6 +52,14 @@ RESERVED_ARGS = {
 }
 
 
+def check_model_args(model_args: dict) -> None:
+    """Refuse keyword arguments that the backbone sets itself (ValueError naming
+    the key to use instead)."""
+    for name in model_args:
+        if name in RESERVED_ARGS:
+            raise ValueError(f"MODEL.TIMM.MODEL_ARGS may not set '{name}': {RESERVED_ARGS[name]}.")
+
+
 def parse_model_args(items) -> dict:
     """MODEL.TIMM.MODEL_ARGS ("name=value" strings, each value a Python literal)
     as keyword arguments; a value that is no literal is kept as a string
@@ -70,8 +78,7 @@ def parse_model_args(items) -> dict:
                 f"MODEL.TIMM.MODEL_ARGS item {item!r} is not 'name=value' (e.g. 'stem_width=24', "
                 "'channels=(24, 48, 96, 192)')."
             )
-        if name in RESERVED_ARGS:
-            raise ValueError(f"MODEL.TIMM.MODEL_ARGS may not set '{name}': {RESERVED_ARGS[name]}.")
+        check_model_args({name: None})
         if name in args:
             raise ValueError(f"MODEL.TIMM.MODEL_ARGS sets '{name}' twice.")
         try:
@@ -140,6 +147,7 @@ class TimmBackbone(Backbone):
         if norm not in NORMS:
             raise ValueError(f"MODEL.CENTERX.BACKBONE_NORM '{norm}' is not one of {NORMS} for a timm backbone.")
         model_args = dict(model_args or {})
+        check_model_args(model_args)
         levels = feature_levels(name, model_args)
         by_stride = {level["reduction"]: i for i, level in enumerate(levels)}
         missing = [s for s in TIMM_STRIDES if s not in by_stride]
@@ -199,7 +207,9 @@ class TimmBackbone(Backbone):
             first = " ".join(str(e).split())[:600]
             raise ValueError(
                 f"MODEL.TIMM.WEIGHTS '{weights}' does not fit the timm model '{name}' ({first}). Give a state "
-                f"dict of '{name}' itself, or '' for random initialisation."
+                f"dict of '{name}' itself"
+                + (f" built with MODEL.TIMM.MODEL_ARGS {model_args}" if model_args else "")
+                + ", or '' for random initialisation."
             ) from None
 
     def freeze(self, freeze_at: int) -> None:
