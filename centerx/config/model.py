@@ -254,7 +254,7 @@ def add_timm_config(cfg):
     # quantised convolutions fuse it, while hard-swish runs in float between (de)quantisations.
     _C.MODEL.TIMM.ACT_LAYER = ""
     # More keyword arguments of timm.create_model, for the model's builder (timm's own --model-kwargs), each
-    # "name=value" with a Python literal value (else the text itself), e.g. with "resnet18"
+    # "name=value" with a Python literal or a plain name as value (stem_type=deep), e.g. with "resnet18"
     # ["channels=(24, 48, 96, 192)", "layers=(1, 1, 1, 1)", "stem_type=deep", "stem_width=8"] (a ResNet-10 of
     # 3/8 the width, with a stem of three 3x3 convolutions, 8, 8 and 16 channels), or ["drop_path_rate=0.1"].
     # The arguments the backbone sets itself (features_only, out_indices, pretrained, act_layer) are refused.

@@ -198,6 +198,8 @@ def test_model_args_reach_the_timm_builder(one_thread):
         parse(["act_layer=relu"])
     with pytest.raises(ValueError, match="may not set 'pretrained': set MODEL.TIMM.WEIGHTS"):
         parse(["pretrained=True"])
+    with pytest.raises(ValueError, match=r"'\(24, 48' is neither a Python literal nor a plain name"):
+        parse(["channels=(24, 48"])
     with pytest.raises(ValueError, match="sets 'stem_width' twice"):
         parse(["stem_width=16", "stem_width=24"])
     with pytest.raises(ValueError, match="MODEL.TIMM.MODEL_ARGS: the timm model 'resnet18' does not take widths"):

@@ -62,12 +62,13 @@ def check_model_args(model_args: dict) -> None:
 
 def parse_model_args(items) -> dict:
     """MODEL.TIMM.MODEL_ARGS ("name=value" strings, each value a Python literal)
-    as keyword arguments; a value that is no literal is kept as a string
-    (``"norm_layer=batchnorm"``).
+    as keyword arguments; a value that is no literal but a plain (dotted) name
+    is kept as a string (``"stem_type=deep"``).
 
     Raises:
-        ValueError: an item without "=", a name that is no identifier, a name
-            given twice, or one of the arguments the backbone sets itself.
+        ValueError: an item without "=", a name that is no identifier, a value
+            that is neither a literal nor a plain name (``"channels=(24, 48"``),
+            a name given twice, or one of the arguments the backbone sets itself.
     """
     args = {}
     for item in items:
@@ -81,10 +82,16 @@ def parse_model_args(items) -> dict:
         check_model_args({name: None})
         if name in args:
             raise ValueError(f"MODEL.TIMM.MODEL_ARGS sets '{name}' twice.")
+        text = text.strip()
         try:
-            args[name] = ast.literal_eval(text.strip())
+            args[name] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            args[name] = text.strip()
+            if not text.replace(".", "_").isidentifier():
+                raise ValueError(
+                    f"MODEL.TIMM.MODEL_ARGS item {item!r}: '{text}' is neither a Python literal nor a plain name "
+                    "(check its brackets and quotes)."
+                ) from None
+            args[name] = text
     return args
 
 
