@@ -21,7 +21,13 @@ from ..modeling.meta_arch import CenterNet, detector_class
 from .caffe_export import export_caffe
 from .model_info import OPENVINO_SECTION, TORCHSCRIPT_ENTRY, describe_model, write_sidecar
 from .onnx_export import DEFAULT_OPSET, export_onnx, has_deformable_convs
-from .quantize import calibration_files, calibration_reader, import_quantization, quantize_onnx
+from .quantize import (
+    calibration_files,
+    calibration_reader,
+    check_from_stride,
+    import_quantization,
+    quantize_onnx,
+)
 from .runtimes import OnnxRuntime
 from .tensorrt_engine import build_engine, import_tensorrt
 from .verify import check_agreement, check_int8_agreement
@@ -164,6 +170,7 @@ class OnnxInt8Exporter(Exporter):
 
     def prepare(self) -> None:
         import_quantization()
+        self.from_stride = check_from_stride(self.cfg.EXPORT.INT8_FROM_STRIDE)
         self.calibration = calibration_files(
             self.cfg, self.settings.get("calibration_dataset"), self.settings.get("calibration_images")
         )
@@ -175,7 +182,13 @@ class OnnxInt8Exporter(Exporter):
         int8 = os.path.join(self.out_dir, "model_int8.onnx")
         with tempfile.TemporaryDirectory() as tmp:  # the FP32 graph it quantises is not left over model.onnx
             fp32 = OnnxExporter(self.cfg, tmp, self.allow_random, **self.onnx_settings()).export()
-            quantize_onnx(fp32, int8, calibration_reader(self.cfg, calibration), metadata=self.model_info())
+            quantize_onnx(
+                fp32,
+                int8,
+                calibration_reader(self.cfg, calibration),
+                metadata=self.model_info(),
+                from_stride=self.from_stride,
+            )
             mib = [os.path.getsize(p) / 2**20 for p in (fp32, int8)]
             logger.info(
                 f"Sizes: FP32 {mib[0]:.1f} MiB, {os.path.basename(int8)} {mib[1]:.1f} MiB "

@@ -14,6 +14,14 @@ file stays a standard ONNX graph):
   off). ONNX Runtime's CPU provider fuses Conv into ``QLinearConv`` but has
   no integer ``ConvTranspose``: CenterNet's upsampling deconvolutions keep
   int8 weights in the file and run in FP32 on dequantised tensors;
+- FP32 with ``EXPORT.INT8_FROM_STRIDE`` > 1: the image-side layers, i.e. the
+  network's nodes that read a map finer than that stride (input pixels per
+  cell, measured by running the FP32 graph once) and the activations of the
+  convolutions among them (:func:`image_side_nodes`). ONNX Runtime's integer
+  kernels are slower than its FP32 ones on few channels at high resolution
+  (a 3-channel stem, depthwise convolutions of 16 and 32 channels at stride
+  2), and those layers come before any integer one, so no extra quantise /
+  dequantise pair is paid for them;
 - FP32, not quantised: the normalisation in front (``Sub`` / ``Div``), the
   heads' last convolutions (the convolutions with no convolution after them),
   which take the dequantised features and output FP32 heatmap logits and
@@ -96,6 +104,78 @@ def split_network(model: "onnx.ModelProto") -> tuple[list[str], list[str]]:
     if not output_convs:
         raise ExportError("The graph has no convolution to quantise; is it an exported centerX model?")
     return quantised, output_convs
+
+
+def map_strides(model: "onnx.ModelProto", names: Sequence[str], input_size: tuple[int, int]) -> dict[str, float]:
+    """The stride of the 4-D tensors ``names`` of an exported graph: input pixels
+    per cell along the height, from one run of the graph in ONNX Runtime (CPU)
+    on a blank ``input_size`` image with those tensors made graph outputs.
+
+    Returns:
+        {tensor name: stride} for the names that are 4-D tensors in the run
+        (weights and other initialisers are not).
+    """
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    inputs = {i.name for i in probe.graph.input}
+    have = {o.name for o in probe.graph.output} | {t.name for t in probe.graph.initializer} | inputs
+    for name in sorted(set(names) - have - {""}):
+        probe.graph.output.add().name = name
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    image = np.zeros((1, 3, *input_size), np.float32)
+    outputs = [o.name for o in session.get_outputs()]
+    values = session.run(outputs, {session.get_inputs()[0].name: image})
+    strides = {n: input_size[0] / v.shape[2] for n, v in zip(outputs, values) if n in names and v.ndim == 4}
+    strides.update((n, 1.0) for n in inputs if n in names)
+    return strides
+
+
+def check_from_stride(value) -> int:
+    """``EXPORT.INT8_FROM_STRIDE`` as an int, or :class:`ExportError` unless it is a
+    power of two (1, 2, 4, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value & (value - 1):
+        raise ExportError(
+            f"EXPORT.INT8_FROM_STRIDE must be a power of two: 1 quantises the whole network, 2 or 4 keep the "
+            f"layers on finer maps FP32; got {value!r}."
+        )
+    return value
+
+
+def image_side_nodes(
+    model: "onnx.ModelProto", quantised: Sequence[str], from_stride: int, input_size: tuple[int, int]
+) -> list[str]:
+    """The nodes of ``quantised`` that stay FP32 for ``EXPORT.INT8_FROM_STRIDE``:
+    those reading a map finer than ``from_stride`` (:func:`map_strides`), and
+    a ``Relu`` whose input comes from one of them (it stays fused with its
+    convolution).
+
+    Raises :class:`ExportError` when ``from_stride`` is not a power of two or
+    exceeds the stride of the maps the heads' last convolutions read (the heads
+    would stay FP32)."""
+    if check_from_stride(from_stride) == 1:
+        return []
+    chosen = set(quantised)
+    nodes = [n for n in model.graph.node if n.name in chosen]
+    _, output_convs = split_network(model)
+    heads = [n for n in model.graph.node if n.name in output_convs]
+    strides = map_strides(model, [i for n in nodes + heads for i in n.input], input_size)
+    head_stride = min(strides[n.input[0]] for n in heads)
+    if from_stride > head_stride:
+        raise ExportError(
+            f"EXPORT.INT8_FROM_STRIDE {from_stride} is above the stride of the maps the heads read ({head_stride:g}): "
+            f"the heads would stay FP32. Use at most {head_stride:g}."
+        )
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    kept: dict[str, None] = {}  # ordered set, in graph order
+    for node in nodes:
+        finer = any(strides.get(i, from_stride) < from_stride for i in node.input)
+        fused = node.op_type == "Relu" and producer.get(node.input[0]) in kept
+        if finer or fused:
+            kept[node.name] = None
+    return list(kept)
 
 
 class CalibrationImages:
@@ -209,7 +289,11 @@ class _PreProcessHint(logging.Filter):
 
 
 def quantize_onnx(
-    fp32_path: str, int8_path: str, reader: CalibrationImages, metadata: dict[str, str] | None = None
+    fp32_path: str,
+    int8_path: str,
+    reader: CalibrationImages,
+    metadata: dict[str, str] | None = None,
+    from_stride: int = 1,
 ) -> str:
     """Write the static INT8 (QDQ) version of an exported decoded graph.
 
@@ -220,6 +304,8 @@ def quantize_onnx(
             activation ranges are their min / max.
         metadata: ``metadata_props`` of the INT8 file (quantize_static does not
             carry the FP32 file's over).
+        from_stride: ``EXPORT.INT8_FROM_STRIDE``: the nodes reading maps finer
+            than this stride stay FP32 (:func:`image_side_nodes`); 1 = none.
 
     Returns:
         ``int8_path``. Raises :class:`ExportError` for a raw-output graph or
@@ -237,6 +323,14 @@ def quantize_onnx(
             f"the decode, and the runtimes that need raw outputs (Caffe) cannot run QDQ graphs."
         )
     quantised, output_convs = split_network(model)
+    image_side = image_side_nodes(model, quantised, from_stride, reader.letterbox.size)
+    if image_side:
+        quantised = [n for n in quantised if n not in image_side]
+        convs = [n.name for n in model.graph.node if n.name in image_side and n.op_type in CONV_OP_TYPES]
+        logger.info(
+            f"INT8 from stride {from_stride} (EXPORT.INT8_FROM_STRIDE): {len(convs)} convolutions that read finer "
+            f"maps stay FP32: {', '.join(convs)}."
+        )
     logger.info(
         f"Quantising {len(quantised)} nodes; FP32: the output convolutions {', '.join(output_convs)} "
         f"and the decode after them."

@@ -27,7 +27,13 @@ import centerx
 from centerx.deploy import DeployModel, ExportError, build_deploy_model
 from centerx.deploy.letterbox import Letterbox
 from centerx.deploy.onnx_export import export_onnx
-from centerx.deploy.quantize import calibration_files, calibration_reader, import_quantization, quantize_onnx
+from centerx.deploy.quantize import (
+    calibration_files,
+    calibration_reader,
+    image_side_nodes,
+    import_quantization,
+    quantize_onnx,
+)
 
 from project_scripts import load_script
 
@@ -36,6 +42,7 @@ ort = pytest.importorskip("onnxruntime")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TTFNET_DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_r18_demo.yaml")
 CENTERNET_DEMO = os.path.join(REPO, "configs", "shapes", "centernet_r18_demo.yaml")
+NANO_DEMO = os.path.join(REPO, "configs", "shapes", "ttfnet_nano_demo.yaml")
 SIZE = 96
 ITERS = 120
 # top detections compared between FP32 and INT8 (see test_int8_detections_match_fp32)
@@ -261,6 +268,89 @@ def test_int8_graph_centernet_r18_is_a_quarter_of_fp32(tiny_shapes, tmp_path):
     assert 0.25 < ratio < 0.3, ratio
 
 
+def _conv_input_strides(model: DeployModel, size: int) -> list[tuple[tuple[int, ...], float]]:
+    """(weight shape, input pixels per cell of the map it reads) of every Conv2d
+    of the PyTorch model, recorded by forward hooks on one ``size`` image."""
+    seen = []
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: seen.append((tuple(m.weight.shape), size / args[0].shape[2])))
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize(
+    "config_file, fine_convs", [(NANO_DEMO, 4), (TTFNET_DEMO, 1)], ids=["nano_lcnet", "ttfnet_r18"]
+)
+def test_int8_from_stride_keeps_the_image_side_fp32(tiny_shapes, tmp_path, config_file, fine_convs):
+    """EXPORT.INT8_FROM_STRIDE 4 (random weights, 64 px, 4 calibration images):
+    the convolutions that read maps at stride 1 or 2 keep FP32 weights, as the
+    heads' last ones do, and every other one reads int8 weights. Expected from
+    the PyTorch model's own convolutions (forward hooks: the stride of each
+    one's input; weight shapes survive onnxslim's BatchNorm folding). The
+    counts are the backbones' by construction: PP-LCNet's stem, its first
+    depthwise + pointwise block and the next block's stride-2 depthwise (4);
+    ResNet's 7x7 stem (1). Those FP32 convolutions read FP32 tensors (no
+    DequantizeLinear in front: the INT8 part starts after them), and the
+    INT8 graph's detections keep the FP32 graph's top score within 0.05."""
+    size = 64
+    cfg = _cfg(config_file, ["DATASETS.TEST", f"('{tiny_shapes[0]}',)", "EXPORT.INPUT_SIZE", f"({size}, {size})"])
+    torch.manual_seed(0)
+    model = DeployModel(build_model(cfg)).eval()
+    convs = _conv_input_strides(model, size)
+    fine = sorted(shape for shape, stride in convs if stride < 4)
+    assert len(fine) == fine_convs
+    heads = sorted(
+        tuple([m for m in h.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.shape)
+        for h in model.model.heads.children()
+    )
+    fp32, int8 = str(tmp_path / "model.onnx"), str(tmp_path / "model_int8.onnx")
+    export_onnx(model, fp32, (size, size))
+    quantize_onnx(fp32, int8, calibration_reader(cfg, calibration_files(cfg, num_images=4)), from_stride=4)
+
+    graph = onnx.load(int8).graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    float_convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in inits]
+    int_convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] not in inits]
+    assert sorted(tuple(inits[n.input[1]].dims) for n in float_convs) == sorted(fine + heads)
+    assert len(int_convs) == len(convs) - len(fine) - len(heads)
+    assert all(producer[n.input[1]].op_type == "DequantizeLinear" for n in int_convs)
+    image_side = [n for n in float_convs if tuple(inits[n.input[1]].dims) in fine]
+    assert all(producer[n.input[0]].op_type != "DequantizeLinear" for n in image_side)
+
+    image = cv2.imread(calibration_files(cfg, num_images=1)[0], cv2.IMREAD_COLOR)
+    batch = Letterbox((size, size), cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_MEAN)([image])[0]
+    ref, out = _run(_session(fp32), batch), _run(_session(int8), batch)
+    assert abs(ref["scores"][0, 0] - out["scores"][0, 0]) < 0.05
+
+
+def test_int8_from_stride_refused_values(tiny_shapes, tmp_path):
+    """EXPORT.INT8_FROM_STRIDE: not a power of two, or above the stride the heads
+    read (4: the heads would stay FP32) -> ExportError naming the key; 1 keeps
+    nothing FP32 (no graph run needed)."""
+    cfg = _cfg(NANO_DEMO, ["EXPORT.INPUT_SIZE", "(64, 64)"])
+    fp32 = str(tmp_path / "model.onnx")
+    export_onnx(DeployModel(build_model(cfg)).eval(), fp32, (64, 64))
+    graph = onnx.load(fp32)
+    names = [n.name for n in graph.graph.node]
+    assert image_side_nodes(graph, names, 1, (64, 64)) == []
+    for bad in (3, 0, -4, 2.0, True):
+        with pytest.raises(ExportError, match=r"EXPORT.INT8_FROM_STRIDE must be a power of two"):
+            image_side_nodes(graph, names, bad, (64, 64))
+    with pytest.raises(ExportError, match=r"INT8_FROM_STRIDE 8 is above the stride of the maps the heads read \(4\)"):
+        image_side_nodes(graph, names, 8, (64, 64))
+    reader = calibration_reader(cfg, [np.zeros((64, 64, 3), dtype=np.uint8)])
+    with pytest.raises(ExportError, match="power of two"):
+        quantize_onnx(fp32, str(tmp_path / "model_int8.onnx"), reader, from_stride=6)
+    assert not (tmp_path / "model_int8.onnx").exists()
+
+
 def _iou(a, b):
     """IoU matrix of boxes a [n, 4] and b [m, 4] (x1, y1, x2, y2)."""
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
@@ -436,8 +526,9 @@ def test_evaluate_writes_predictions_pycocotools_scores_as_they_are(tiny_shapes,
 # errors
 # --------------------------------------------------------------------------- #
 def test_cli_errors_say_what_to_do(tiny_shapes, tmp_path):
-    """--raw with onnx-int8, calibration flags without it, and an unregistered
-    calibration dataset stop before anything is written, naming the fix."""
+    """--raw with onnx-int8, calibration flags without it, an unregistered
+    calibration dataset and an EXPORT.INT8_FROM_STRIDE that is not a power of
+    two stop before anything is written, naming the fix."""
     base = [
         "--config-file",
         CENTERNET_DEMO,
@@ -456,6 +547,16 @@ def test_cli_errors_say_what_to_do(tiny_shapes, tmp_path):
         export_cli.main(base[:2] + ["--format", "onnx-int8", "--calibration-dataset", "no_such_dataset"] + base[2:])
     with pytest.raises(SystemExit, match="must be positive"):
         export_cli.main(base[:2] + ["--format", "onnx-int8", "--calibration-images", "0"] + base[2:])
+    handler = _Messages()
+    logging.getLogger("centerx").addHandler(handler)
+    try:
+        assert export_cli.main(base[:2] + ["--format", "onnx-int8"] + base[2:] + ["EXPORT.INT8_FROM_STRIDE", "3"]) == 2
+    finally:
+        logging.getLogger("centerx").removeHandler(handler)
+    assert any(
+        level == logging.ERROR and re.search("EXPORT.INT8_FROM_STRIDE must be a power of two.*got 3", m)
+        for level, m in handler.messages
+    )
     assert os.listdir(tmp_path) == []
 
 
