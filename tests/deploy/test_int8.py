@@ -34,6 +34,7 @@ from centerx.deploy.quantize import (
     import_quantization,
     quantize_onnx,
 )
+from centerx.deploy.verify import DisagreementError, check_int8_agreement
 
 from project_scripts import load_script
 
@@ -328,6 +329,28 @@ def test_int8_from_stride_keeps_the_image_side_fp32(tiny_shapes, tmp_path, confi
     batch = Letterbox((size, size), cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_MEAN)([image])[0]
     ref, out = _run(_session(fp32), batch), _run(_session(int8), batch)
     assert abs(ref["scores"][0, 0] - out["scores"][0, 0]) < 0.05
+
+
+def test_int8_check_fails_a_trained_model_and_warns_for_random_weights():
+    """A hand-built miss (FP32's one detection, class 1 at 0.8, has no INT8 box
+    within IoU 0.9 nor a tie: INT8's is 40 px away at 0.6): for a trained model the export's
+    INT8 check raises DisagreementError; for random weights it logs a warning
+    that names them and returns the agreement (1 miss), as an untrained
+    network's INT8 graph may disagree with no fault in the export."""
+    fp32 = {"boxes": np.array([[[10.0, 10, 30, 30]]]), "scores": np.array([[0.8]]), "classes": np.array([[1]])}
+    int8 = {"boxes": np.array([[[50.0, 50, 70, 70]]]), "scores": np.array([[0.6]]), "classes": np.array([[1]])}
+    with pytest.raises(DisagreementError, match="0 of 1 detections match, 1 MISSING"):
+        check_int8_agreement(int8, fp32, True, 0.3, "a test image")
+    handler = _Messages()
+    logging.getLogger("centerx").addHandler(handler)
+    try:
+        agreement = check_int8_agreement(int8, fp32, False, 0.3, "a test image")
+    finally:
+        logging.getLogger("centerx").removeHandler(handler)
+    assert agreement.misses == 1
+    warnings = [m for level, m in handler.messages if level == logging.WARNING]
+    assert len(warnings) == 1 and "random-weights model disagrees" in warnings[0]
+    assert check_int8_agreement(fp32, fp32, True, 0.3, "a test image").matched == 1
 
 
 def test_int8_from_stride_refused_values(tiny_shapes, tmp_path):
