@@ -38,7 +38,7 @@ def add_export_config(cfg):
     # on such maps, stay FP32; 1 = quantise the whole network. 2 or 4 keep the
     # image-side layers FP32, which pays where their integer kernels are
     # slower than FP32 ones (few channels at high resolution: the nano's
-    # PP-LCNet, where 4 makes the INT8 graph ~10 % faster; a ResNet's 64-channel
+    # PP-LCNet, where 4 makes the INT8 graph 1.1x-1.3x faster; a ResNet's 64-channel
     # 7x7 stem is faster in INT8). A power of two, at most the output stride (the
     # heads stay quantised).
     _C.EXPORT.INT8_FROM_STRIDE = 1
