@@ -328,8 +328,8 @@ def quantize_onnx(
         quantised = [n for n in quantised if n not in image_side]
         convs = [n.name for n in model.graph.node if n.name in image_side and n.op_type in CONV_OP_TYPES]
         logger.info(
-            f"INT8 from stride {from_stride} (EXPORT.INT8_FROM_STRIDE): {len(convs)} convolutions that read finer "
-            f"maps stay FP32: {', '.join(convs)}."
+            f"INT8 from stride {from_stride} (EXPORT.INT8_FROM_STRIDE): the convolutions that read finer maps "
+            f"stay FP32 ({len(convs)}): {', '.join(convs)}."
         )
     logger.info(
         f"Quantising {len(quantised)} nodes; FP32: the output convolutions {', '.join(output_convs)} "
