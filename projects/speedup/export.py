@@ -23,10 +23,12 @@ is traced on CPU at ``EXPORT.INPUT_SIZE``; then the file is loaded in its
 runtime (ONNX Runtime for ONNX and TensorRT, OpenCV for Caffe) on a random
 image and its agreement with PyTorch is checked (centerx.deploy.verify):
 near-tied cells that swap are reported, a missing detection or peak fails the
-export with exit code 3 (the file stays written). ``onnx-int8`` writes the FP32
-``model.onnx`` and its static INT8 quantisation ``model_int8.onnx``
-(centerx.deploy.quantize), calibrated on images of a registered dataset, logs
-both file sizes and checks the INT8 detections against FP32 on one of them.
+export with exit code 3 (the file stays written). ``onnx-int8`` writes the static
+INT8 quantisation ``model_int8.onnx`` of an FP32 graph (add ``onnx`` to the formats
+to keep that one as ``model.onnx``; centerx.deploy.quantize), calibrated on images
+of a registered dataset (``EXPORT.INT8_FROM_STRIDE`` keeps the layers on finer maps
+FP32), logs both file sizes and checks the INT8 detections against FP32 on one of
+them (for a model with random weights a difference is only a warning).
 
 The weights are loaded strictly: MODEL.WEIGHTS empty, or a checkpoint that
 leaves a parameter of the config's model missing or mis-shaped, stops the
