@@ -145,22 +145,25 @@ def check_from_stride(value) -> int:
 
 
 def image_side_nodes(
-    model: "onnx.ModelProto", quantised: Sequence[str], from_stride: int, input_size: tuple[int, int]
+    model: "onnx.ModelProto",
+    quantised: Sequence[str],
+    output_convs: Sequence[str],
+    from_stride: int,
+    input_size: tuple[int, int],
 ) -> list[str]:
     """The nodes of ``quantised`` that stay FP32 for ``EXPORT.INT8_FROM_STRIDE``:
     those reading a map finer than ``from_stride`` (:func:`map_strides`), and
     a ``Relu`` whose input comes from one of them (it stays fused with its
-    convolution).
+    convolution). ``quantised`` and ``output_convs`` are :func:`split_network`'s.
 
     Raises :class:`ExportError` when ``from_stride`` is not a power of two or
     exceeds the stride of the maps the heads' last convolutions read (the heads
     would stay FP32)."""
     if check_from_stride(from_stride) == 1:
         return []
-    chosen = set(quantised)
+    chosen, last = set(quantised), set(output_convs)
     nodes = [n for n in model.graph.node if n.name in chosen]
-    _, output_convs = split_network(model)
-    heads = [n for n in model.graph.node if n.name in output_convs]
+    heads = [n for n in model.graph.node if n.name in last]
     strides = map_strides(model, [i for n in nodes + heads for i in n.input], input_size)
     head_stride = min(strides[n.input[0]] for n in heads)
     if from_stride > head_stride:
@@ -323,9 +326,10 @@ def quantize_onnx(
             f"the decode, and the runtimes that need raw outputs (Caffe) cannot run QDQ graphs."
         )
     quantised, output_convs = split_network(model)
-    image_side = image_side_nodes(model, quantised, from_stride, reader.letterbox.size)
+    image_side = image_side_nodes(model, quantised, output_convs, from_stride, reader.letterbox.size)
     if image_side:
-        quantised = [n for n in quantised if n not in image_side]
+        kept = set(image_side)
+        quantised = [n for n in quantised if n not in kept]
         convs = [n.name for n in model.graph.node if n.name in image_side and n.op_type in CONV_OP_TYPES]
         logger.info(
             f"INT8 from stride {from_stride} (EXPORT.INT8_FROM_STRIDE): the convolutions that read finer maps "

@@ -8,6 +8,7 @@ PyTorch model (its convolutions and heads), from ONNX Runtime running the FP32
 graph, and from the training run's own COCO evaluation.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from centerx.deploy.quantize import (
     image_side_nodes,
     import_quantization,
     quantize_onnx,
+    split_network,
 )
 from centerx.deploy.verify import DisagreementError, check_int8_agreement
 
@@ -114,6 +116,19 @@ class _Messages(logging.Handler):
         self.messages.append((record.levelno, record.getMessage()))
 
 
+@contextlib.contextmanager
+def _centerx_messages():
+    """The (level, message) pairs logged by centerX's loggers (the scripts' and the
+    exporters') meanwhile."""
+    handler = _Messages()
+    centerx_logger = logging.getLogger("centerx")
+    centerx_logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        centerx_logger.removeHandler(handler)
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_shapes, tmp_path_factory):
     """train_net.py's TTFNet demo, 120 iterations on the tiny shapes at 96 px
@@ -144,10 +159,7 @@ def int8_export(trained):
     (DATASETS.TEST[0], the tiny shapes) and all its 8 images; returns
     (fp32 path, int8 path, the export's log messages)."""
     opts, out, _ = trained
-    handler = _Messages()
-    centerx_logger = logging.getLogger("centerx")  # the script's and the exporters' messages
-    centerx_logger.addHandler(handler)
-    try:
+    with _centerx_messages() as messages:
         assert (
             export_cli.main(
                 [
@@ -165,9 +177,7 @@ def int8_export(trained):
             )
             == 0
         )
-    finally:
-        centerx_logger.removeHandler(handler)
-    return os.path.join(out, "deploy", "model.onnx"), os.path.join(out, "deploy", "model_int8.onnx"), handler.messages
+    return os.path.join(out, "deploy", "model.onnx"), os.path.join(out, "deploy", "model_int8.onnx"), messages
 
 
 def _session(path):
@@ -341,14 +351,10 @@ def test_int8_check_fails_a_trained_model_and_warns_for_random_weights():
     int8 = {"boxes": np.array([[[50.0, 50, 70, 70]]]), "scores": np.array([[0.6]]), "classes": np.array([[1]])}
     with pytest.raises(DisagreementError, match="0 of 1 detections match, 1 MISSING"):
         check_int8_agreement(int8, fp32, True, 0.3, "a test image")
-    handler = _Messages()
-    logging.getLogger("centerx").addHandler(handler)
-    try:
+    with _centerx_messages() as messages:
         agreement = check_int8_agreement(int8, fp32, False, 0.3, "a test image")
-    finally:
-        logging.getLogger("centerx").removeHandler(handler)
     assert agreement.misses == 1
-    warnings = [m for level, m in handler.messages if level == logging.WARNING]
+    warnings = [m for level, m in messages if level == logging.WARNING]
     assert len(warnings) == 1 and "random-weights model disagrees" in warnings[0]
     assert check_int8_agreement(fp32, fp32, True, 0.3, "a test image").matched == 1
 
@@ -361,13 +367,13 @@ def test_int8_from_stride_refused_values(tiny_shapes, tmp_path):
     fp32 = str(tmp_path / "model.onnx")
     export_onnx(DeployModel(build_model(cfg)).eval(), fp32, (64, 64))
     graph = onnx.load(fp32)
-    names = [n.name for n in graph.graph.node]
-    assert image_side_nodes(graph, names, 1, (64, 64)) == []
+    names, heads = split_network(graph)
+    assert image_side_nodes(graph, names, heads, 1, (64, 64)) == []
     for bad in (3, 0, -4, 2.0, True):
         with pytest.raises(ExportError, match=r"EXPORT.INT8_FROM_STRIDE must be a power of two"):
-            image_side_nodes(graph, names, bad, (64, 64))
+            image_side_nodes(graph, names, heads, bad, (64, 64))
     with pytest.raises(ExportError, match=r"INT8_FROM_STRIDE 8 is above the stride of the maps the heads read \(4\)"):
-        image_side_nodes(graph, names, 8, (64, 64))
+        image_side_nodes(graph, names, heads, 8, (64, 64))
     reader = calibration_reader(cfg, [np.zeros((64, 64, 3), dtype=np.uint8)])
     with pytest.raises(ExportError, match="power of two"):
         quantize_onnx(fp32, str(tmp_path / "model_int8.onnx"), reader, from_stride=6)
@@ -570,15 +576,11 @@ def test_cli_errors_say_what_to_do(tiny_shapes, tmp_path):
         export_cli.main(base[:2] + ["--format", "onnx-int8", "--calibration-dataset", "no_such_dataset"] + base[2:])
     with pytest.raises(SystemExit, match="must be positive"):
         export_cli.main(base[:2] + ["--format", "onnx-int8", "--calibration-images", "0"] + base[2:])
-    handler = _Messages()
-    logging.getLogger("centerx").addHandler(handler)
-    try:
+    with _centerx_messages() as messages:
         assert export_cli.main(base[:2] + ["--format", "onnx-int8"] + base[2:] + ["EXPORT.INT8_FROM_STRIDE", "3"]) == 2
-    finally:
-        logging.getLogger("centerx").removeHandler(handler)
     assert any(
         level == logging.ERROR and re.search("EXPORT.INT8_FROM_STRIDE must be a power of two.*got 3", m)
-        for level, m in handler.messages
+        for level, m in messages
     )
     assert os.listdir(tmp_path) == []
 
