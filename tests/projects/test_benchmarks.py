@@ -252,6 +252,100 @@ def test_onnx_latency_times_graphs_alternately(tmp_path):
     assert all(r["median_ms"] > 0 for r in rows) and "OpenVINO" in (tmp_path / "t.md").read_text()
 
 
+def test_onnx_profile_groups_kernel_times_by_part_over_the_timed_runs():
+    """projects/benchmarks/onnx_profile.py's grouping on a hand-made profile: the warm-up run's
+    kernels left out, module paths cut at --depth with a Sequential's numbered children in their
+    container, layout and quantise nodes by operator, top-level nodes per operator, medians per
+    part and of the runs' kernel sums."""
+    script = _load("onnx_profile")
+
+    def kernel(node, op, ts, dur):
+        return {"cat": "Node", "name": f"{node}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [
+        {"cat": "Session", "name": "session_initialization", "ts": 0, "dur": 5},
+        {"cat": "Session", "name": "model_run", "ts": 10, "dur": 100},  # warm-up
+        kernel("/backbone/body/blocks.1/blocks.1.0/conv_dw/Conv", "Conv", 20, 90),
+        {"cat": "Session", "name": "model_run", "ts": 200, "dur": 100},
+        kernel("/backbone/body/blocks.1/blocks.1.0/conv_dw/Conv", "Conv", 201, 30),
+        {"cat": "Node", "name": "/backbone/body/blocks.1/blocks.1.0/conv_dw/Conv_fence_before", "ts": 201, "dur": 9},
+        kernel("/backbone/body/blocks.1/blocks.1.1/conv_pw/Conv", "QLinearConv", 232, 20),
+        kernel("ReorderInput_token_1", "ReorderInput", 253, 5),
+        kernel("/Sub", "Sub", 259, 7),
+        kernel("/heads/x/Relu_output_0_DequantizeLinear", "DequantizeLinear", 267, 3),
+        {"cat": "Session", "name": "model_run", "ts": 400, "dur": 120},
+        kernel("/backbone/body/blocks.1/blocks.1.0/conv_dw/Conv", "Conv", 401, 40),
+        kernel("/Sub", "Sub", 442, 9),
+        kernel("/upsampler/stages.0/stages.0.2/Relu_output_0_nchwc", "Conv", 452, 11),
+    ]
+    parts, total, run = script.kernel_times(events, reps=2, depth=3)
+    assert list(parts) == [
+        "backbone/body/blocks.1", script.LAYOUT_PART, "(top level) Sub", script.QDQ_PART, "upsampler/stages.0"
+    ]  # fmt: skip
+    assert parts == {
+        "backbone/body/blocks.1": 45.0,  # runs: 30 + 20, 40
+        script.LAYOUT_PART: 2.5,
+        "(top level) Sub": 8.0,
+        script.QDQ_PART: 1.5,
+        "upsampler/stages.0": 5.5,
+    }
+    assert (total, run) == (62.5, 110.0)  # run sums 65 and 60; runs of 100 and 120 µs
+    assert list(script.kernel_times(events, reps=2, depth=2)[0])[0] == "backbone/body"
+    assert script.kernel_times(events, reps=3, depth=3)[0]["backbone/body/blocks.1"] == 50.0  # 90, 50, 40: median
+    with pytest.raises(ValueError, match="3 runs; 4 asked"):
+        script.kernel_times(events, reps=4, depth=3)
+    assert script.part_of("/blocks.10/blocks.1/Conv", "Conv", 3) == "blocks.10/blocks.1"  # not a child of blocks.10
+    assert script.part_of("Conv_token_5", "Conv", 3) == "(unnamed) Conv"
+
+
+def test_onnx_profile_compares_an_fp32_graph_with_its_int8_version(tmp_path):
+    """projects/benchmarks/onnx_profile.py end to end on a two-module network and its QDQ INT8
+    version (ONNX Runtime's quantize_static): a row per module for both graphs, quantise /
+    dequantise time in the INT8 graph only, the speed-up column = first / second, a run no
+    shorter than its kernels, the table written as printed; a missing graph is refused."""
+    import numpy as np
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU())
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU())
+
+        def forward(self, x):  # the top-level Add keeps the body's last node named after its module
+            return self.body(self.stem(x)) + 1.0
+
+    fp32, int8 = str(tmp_path / "fp32.onnx"), str(tmp_path / "int8.onnx")
+    torch.onnx.export(Net().eval(), torch.zeros(1, 3, 32, 32), fp32, input_names=["x"], dynamo=False)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(
+                [{"x": np.random.default_rng(i).random((1, 3, 32, 32), dtype=np.float32)} for i in range(2)]
+            )
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ)
+    script = _load("onnx_profile")
+    out = tmp_path / "profile.md"
+    rows = script.main(["--models", fp32, int8, "--threads", "1", "--warmup", "1", "--reps", "5", "--output", str(out)])
+    by_part = {r["part"]: r["ms"] for r in rows}
+    assert {"stem", "body", script.QDQ_PART, "all kernels", "run (profiling on)"} <= set(by_part)
+    assert by_part["stem"][0] > 0 and by_part["body"][1] > 0
+    assert by_part[script.QDQ_PART][0] == 0 and by_part[script.QDQ_PART][1] > 0
+    for graph in (0, 1):
+        assert by_part["run (profiling on)"][graph] >= by_part["all kernels"][graph] > 0
+        assert by_part["all kernels"][graph] >= max(ms[graph] for part, ms in by_part.items() if "run" not in part)
+    text = out.read_text()
+    body = next(line for line in text.splitlines() if line.startswith("| body "))
+    assert f"{by_part['body'][0] / by_part['body'][1]:.2f}x" in body and "tmp" not in text.split("\n")[2].split("|")[1]
+    with pytest.raises(SystemExit):
+        script.main(["--models", str(tmp_path / "missing.onnx")])
+
+
 EQUAL_TIME_OPTS = [
     "SOLVER.IMS_PER_BATCH", "2", "INPUT.TRAIN_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
     "DATALOADER.NUM_WORKERS", "0", "TEST.VIS_IMAGES", "0", "SOLVER.AMP.ENABLED", "False",
