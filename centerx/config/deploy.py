@@ -42,4 +42,11 @@ def add_export_config(cfg):
     # 7x7 stem is faster in INT8). A power of two, at most the output stride (the
     # heads stay quantised).
     _C.EXPORT.INT8_FROM_STRIDE = 1
+    # INT8 export: rewrite each hard-swish between two quantised tensors as a
+    # quantised Add and Mul, which ONNX Runtime runs as integer kernels (it has
+    # no integer hard-swish; left as it is, it runs in FP32 between a dequantise
+    # and a quantise node). The hard-swish nano's INT8 graph gets ~1.1x faster
+    # in ONNX Runtime at the same AP. False for a file meant for OpenVINO,
+    # which runs the plain form faster (its own integer hard-swish).
+    _C.EXPORT.INT8_INTEGER_HARD_SWISH = True
     return cfg

@@ -188,6 +188,7 @@ class OnnxInt8Exporter(Exporter):
                 calibration_reader(self.cfg, calibration),
                 metadata=self.model_info(),
                 from_stride=self.from_stride,
+                hard_swish_on_integers=self.cfg.EXPORT.INT8_INTEGER_HARD_SWISH,
             )
             mib = [os.path.getsize(p) / 2**20 for p in (fp32, int8)]
             logger.info(

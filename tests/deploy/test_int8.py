@@ -26,6 +26,7 @@ from onnx import numpy_helper
 
 import centerx
 from centerx.deploy import DeployModel, ExportError, build_deploy_model
+from centerx.deploy.exporters import get_exporter
 from centerx.deploy.letterbox import Letterbox
 from centerx.deploy.onnx_export import export_onnx
 from centerx.deploy.quantize import (
@@ -33,6 +34,7 @@ from centerx.deploy.quantize import (
     calibration_reader,
     image_side_nodes,
     import_quantization,
+    integer_hard_swish,
     quantize_onnx,
     split_network,
 )
@@ -296,9 +298,9 @@ def _conv_input_strides(model: DeployModel, size: int) -> list[tuple[tuple[int, 
 
 
 @pytest.mark.parametrize(
-    "config_file, fine_convs", [(NANO_DEMO, 4), (TTFNET_DEMO, 1)], ids=["nano_lcnet", "ttfnet_r18"]
+    "config_file, fine_convs, hard_swish", [(NANO_DEMO, 4, 21), (TTFNET_DEMO, 1, 0)], ids=["nano_lcnet", "ttfnet_r18"]
 )
-def test_int8_from_stride_keeps_the_image_side_fp32(tiny_shapes, tmp_path, config_file, fine_convs):
+def test_int8_from_stride_keeps_the_image_side_fp32(tiny_shapes, tmp_path, config_file, fine_convs, hard_swish):
     """EXPORT.INT8_FROM_STRIDE 4 (random weights, 64 px, 4 calibration images):
     the convolutions that read maps at stride 1 or 2 keep FP32 weights, as the
     heads' last ones do, and every other one reads int8 weights. Expected from
@@ -308,7 +310,11 @@ def test_int8_from_stride_keeps_the_image_side_fp32(tiny_shapes, tmp_path, confi
     depthwise + pointwise block and the next block's stride-2 depthwise (4);
     ResNet's 7x7 stem (1). Those FP32 convolutions read FP32 tensors (no
     DequantizeLinear in front: the INT8 part starts after them), and the
-    INT8 graph's detections keep the FP32 graph's top score within 0.05."""
+    INT8 graph's detections keep the FP32 graph's top score within 0.05.
+    Hard-swish between quantised tensors runs on integers (integer_hard_swish):
+    PP-LCNet has 27 (the stem's, and two in each of its 13 blocks), less the 4
+    on the FP32 image side and the 2 that feed the last stage's
+    squeeze-excitation (a float ReduceMean): 21; ResNet has none."""
     size = 64
     cfg = _cfg(config_file, ["DATASETS.TEST", f"('{tiny_shapes[0]}',)", "EXPORT.INPUT_SIZE", f"({size}, {size})"])
     torch.manual_seed(0)
@@ -334,11 +340,111 @@ def test_int8_from_stride_keeps_the_image_side_fp32(tiny_shapes, tmp_path, confi
     assert all(producer[n.input[1]].op_type == "DequantizeLinear" for n in int_convs)
     image_side = [n for n in float_convs if tuple(inits[n.input[1]].dims) in fine]
     assert all(producer[n.input[0]].op_type != "DequantizeLinear" for n in image_side)
+    # every hard-swish between two quantised tensors became a quantised Add and Mul (integer_hard_swish);
+    # those left read an FP32 tensor (the image side) or feed a float node
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    left = [n for n in graph.node if n.op_type == "HardSwish"]
+    islands = [n for n in left if producer[n.input[0]].op_type == "DequantizeLinear"]
+    assert not [n for n in islands if consumers[n.output[0]] == ["QuantizeLinear"]]
+    rewritten = [n for n in graph.node if n.op_type == "Mul" and n.name.startswith("hard_swish/")]
+    assert len(left) + len(rewritten) == sum(n.op_type == "HardSwish" for n in onnx.load(fp32).graph.node)
+    assert len(rewritten) == hard_swish
 
     image = cv2.imread(calibration_files(cfg, num_images=1)[0], cv2.IMREAD_COLOR)
     batch = Letterbox((size, size), cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_MEAN)([image])[0]
     ref, out = _run(_session(fp32), batch), _run(_session(int8), batch)
     assert abs(ref["scores"][0, 0] - out["scores"][0, 0]) < 0.05
+
+
+def test_integer_hard_swish_matches_the_closed_form_on_every_input_level(tmp_path):
+    """integer_hard_swish on a hand-built ``DequantizeLinear -> HardSwish -> QuantizeLinear``
+    (input scale 0.05, zero point 128: x from -6.4 to 6.35, both of hard-swish's knees
+    inside; output scale 0.03, zero point 13) beside a hard-swish that feeds a float
+    ReduceMean. ONNX Runtime's optimised graph runs the first as QLinearAdd and QLinearMul
+    (one HardSigmoid and FP32 Mul left: the second's, split by ONNX Runtime); on each of the 256 input levels its
+    output is within one step of the closed form clip(round(x * clip(x / 6 + 1/2, 0, 1) /
+    0.03) + 13, 0, 255), and equal on at least 90 % of them (hard-sigmoid in steps of
+    1/255 moves a value by at most |x| / 510 = 0.0125 < 0.015, half a step); the ReduceMean
+    output is unchanged."""
+    from onnx import TensorProto, helper
+
+    scale, zero_point, out_scale, out_zero = 0.05, 128, 0.03, 13
+    inits = [
+        numpy_helper.from_array(np.array(scale, np.float32), "s"),
+        numpy_helper.from_array(np.array(zero_point, np.uint8), "z"),
+        numpy_helper.from_array(np.array(out_scale, np.float32), "s_y"),
+        numpy_helper.from_array(np.array(out_zero, np.uint8), "z_y"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["x"], name="dq"),
+        helper.make_node("HardSwish", ["x"], ["h"], name="hswish"),
+        helper.make_node("QuantizeLinear", ["h", "s_y", "z_y"], ["y_q"], name="q"),
+        helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["x2"], name="dq2"),
+        helper.make_node("HardSwish", ["x2"], ["h2"], name="hswish_se"),
+        helper.make_node("ReduceMean", ["h2"], ["mean"], name="mean", keepdims=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hard_swish",
+        [helper.make_tensor_value_info("x_q", TensorProto.UINT8, [1, 1, 16, 16])],
+        [
+            helper.make_tensor_value_info("y_q", TensorProto.UINT8, [1, 1, 16, 16]),
+            helper.make_tensor_value_info("mean", TensorProto.FLOAT, [1, 1, 1, 1]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    original = model.SerializeToString()
+    assert integer_hard_swish(model) == 1
+    path = str(tmp_path / "rewritten.onnx")
+    onnx.save(model, path)
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    rewritten = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    # ONNX Runtime splits the hard-swish left (the ReduceMean's) into HardSigmoid and an FP32 Mul
+    assert [ops.count(op) for op in ("QLinearAdd", "QLinearMul", "HardSigmoid", "Mul", "HardSwish")] == [1, 1, 1, 1, 0]
+
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    x = (levels.astype(np.float64) - zero_point) * scale
+    expected = np.clip(np.rint(x * np.clip(x / 6 + 0.5, 0, 1) / out_scale) + out_zero, 0, 255)
+    got, mean = rewritten.run(["y_q", "mean"], {"x_q": levels})
+    diff = np.abs(got.astype(np.int64) - expected)
+    assert diff.max() <= 1 and (diff == 0).mean() >= 0.9
+    before = ort.InferenceSession(original, providers=["CPUExecutionProvider"]).run(["mean"], {"x_q": levels})[0]
+    np.testing.assert_array_equal(mean, before)
+
+
+def test_int8_integer_hard_swish_off_leaves_hard_swish_in_fp32(tiny_shapes, tmp_path):
+    """EXPORT.INT8_INTEGER_HARD_SWISH False through the onnx-int8 exporter (the random-weights
+    nano at 64 px, 4 calibration images): no hard-swish is rewritten; the 21 that would be
+    (test_int8_from_stride_keeps_the_image_side_fp32) stay between a DequantizeLinear and a
+    QuantizeLinear, and the export logs no rewrite."""
+    opts = ["DATASETS.TEST", f"('{tiny_shapes[0]}',)", "EXPORT.INPUT_SIZE", "(64, 64)"]
+    cfg = _cfg(NANO_DEMO, opts + ["EXPORT.INT8_INTEGER_HARD_SWISH", "False"])
+    exporter = get_exporter("onnx-int8")(cfg, str(tmp_path), allow_random=True, calibration_images=4)
+    exporter.prepare()
+    with _centerx_messages() as messages:
+        graph = onnx.load(exporter.export()).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    islands = [
+        n
+        for n in graph.node
+        if n.op_type == "HardSwish"
+        and producer[n.input[0]].op_type == "DequantizeLinear"
+        and consumers[n.output[0]] == ["QuantizeLinear"]
+    ]
+    assert len(islands) == 21 and not [n for n in graph.node if n.name.startswith("hard_swish/")]
+    assert not [m for _, m in messages if "Hard-swish on integers" in m]
 
 
 def test_int8_check_fails_a_trained_model_and_warns_for_random_weights():
