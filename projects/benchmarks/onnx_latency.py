@@ -57,11 +57,17 @@ def session_and_input(path: str, size: int, threads: int, rng: np.random.Generat
     # session in the alternation (all graphs measured 1.7x slower at 512 px with four sessions)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return (session, *graph_input(session, size, rng))
+
+
+def graph_input(session: ort.InferenceSession, size: int, rng: np.random.Generator) -> tuple[str, np.ndarray]:
+    """(input name, a batch-1 input) of a session's graph: noise of its input shape, ``size``
+    for a dynamic side, in 0..255 for centerX's graphs (they normalise inside; their
+    properties name centerX), 0..1 for others."""
     spec = session.get_inputs()[0]
     shape = [1 if i == 0 else (d if isinstance(d, int) else (3 if i == 1 else size)) for i, d in enumerate(spec.shape)]
-    # centerX's graphs take pixels (they normalise inside; their properties name centerX), others 0..1
     scale = 255.0 if session.get_modelmeta().custom_metadata_map.get("producer") == "centerX" else 1.0
-    return session, spec.name, (rng.random(shape, dtype=np.float32) * scale)
+    return spec.name, rng.random(shape, dtype=np.float32) * scale
 
 
 def openvino_runner(path: str, input_name: str, threads: int):

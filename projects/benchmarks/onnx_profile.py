@@ -43,6 +43,9 @@ import numpy as np
 import onnxruntime as ort
 from tabulate import tabulate
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # onnx_latency.py
+from onnx_latency import graph_input
+
 LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Transpose"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 LAYOUT_PART = "layout changes (ReorderInput / ReorderOutput / Transpose)"
@@ -134,7 +137,7 @@ def kernel_times(events: list[dict], reps: int, depth: int) -> tuple[dict[str, f
 
 
 def profiled_session(path: str, size: int, threads: int, prefix: str, rng: np.random.Generator):
-    """(ONNX Runtime session with profiling on, its input name, a batch-1 input)."""
+    """(ONNX Runtime session with profiling on, its input name, a batch-1 input: onnx_latency.py's)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -142,11 +145,7 @@ def profiled_session(path: str, size: int, threads: int, prefix: str, rng: np.ra
     options.enable_profiling = True
     options.profile_file_prefix = prefix
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    spec = session.get_inputs()[0]
-    shape = [1 if i == 0 else (d if isinstance(d, int) else (3 if i == 1 else size)) for i, d in enumerate(spec.shape)]
-    # centerX's graphs take pixels (they normalise inside; their properties name centerX), others 0..1
-    scale = 255.0 if session.get_modelmeta().custom_metadata_map.get("producer") == "centerX" else 1.0
-    return session, spec.name, rng.random(shape, dtype=np.float32) * scale
+    return (session, *graph_input(session, size, rng))
 
 
 def main(argv=None) -> list[dict]:
