@@ -13,6 +13,7 @@ markdown table (and writes it to ``--output``).
 
 import argparse
 import logging
+import os
 import sys
 
 import torch
@@ -22,6 +23,9 @@ from tabulate import tabulate
 
 from centerx.config import load_config
 from centerx.plugins import PluginImportError, add_imports_argument
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import report
 
 
 def parse_args(argv=None):
@@ -87,11 +91,7 @@ def main(argv=None) -> list[list]:
         headers=["variant", "detector", "backbone", "params (M)", "GMACs", "GFLOPs"],
         tablefmt="github",
     )
-    text = f"{args.config_file} at {args.size} x {args.size}\n\n{table}"
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    report(f"{args.config_file} at {args.size} x {args.size}", table, args.output)
     return rows
 
 

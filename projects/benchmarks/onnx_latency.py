@@ -28,6 +28,9 @@ import numpy as np
 import onnxruntime as ort
 from tabulate import tabulate
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
+from experiments import report
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,14 +129,8 @@ def main(argv=None) -> list[dict]:
         import openvino as ov
 
         versions += f", OpenVINO {ov.get_version()}"
-    text = (
-        f"{versions}, CPU, {args.threads} threads, batch 1, {args.reps} runs each after "
-        f"{args.warmup}, alternating\n\n{table}"
-    )
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    title = f"{versions}, CPU, {args.threads} threads, batch 1, {args.reps} runs each after {args.warmup}, alternating"
+    report(title, table, args.output)
     return rows
 
 

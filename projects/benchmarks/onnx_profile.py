@@ -43,8 +43,12 @@ import numpy as np
 import onnxruntime as ort
 from tabulate import tabulate
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # onnx_latency.py
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # projects/experiments.py
+sys.path.insert(0, HERE)  # onnx_latency.py
 from onnx_latency import graph_input
+
+from experiments import report
 
 LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Transpose"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -187,14 +191,11 @@ def main(argv=None) -> list[dict]:
         headers=headers,
         tablefmt="github",
     )
-    text = (
+    title = (
         f"ONNX Runtime {ort.__version__} profiler, CPU, {args.threads} threads, batch 1, input side {args.size} "
-        f"where dynamic, {args.reps} runs each after {args.warmup}, alternating; kernel ms per run\n\n{table}"
+        f"where dynamic, {args.reps} runs each after {args.warmup}, alternating; kernel ms per run"
     )
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    report(title, table, args.output)
     return rows
 
 
