@@ -206,9 +206,10 @@ def integer_hard_swish(model: "onnx.ModelProto") -> int:
 
     The only change in value is hsig's rounding to 1/255: an error of at most
     |x| / 510 before the output's own rounding, so the two graphs' outputs
-    differ by at most one step wherever |x| < 255 s_y. Only per-tensor quantised inputs are rewritten, and only a
-    hard-swish whose single consumer is a ``QuantizeLinear`` (one that feeds a
-    float node, such as a squeeze-excitation's ``ReduceMean``, stays as it is).
+    differ by at most one step wherever |x| < 255 s_y. Only per-tensor
+    quantised inputs are rewritten, and only a hard-swish whose single consumer
+    is a ``QuantizeLinear`` (one that feeds a float node, such as a
+    squeeze-excitation's ``ReduceMean``, stays as it is).
 
     Returns:
         the number of hard-swish nodes rewritten.
