@@ -90,6 +90,8 @@ def main(argv=None) -> list[list]:
         rows,
         headers=["variant", "detector", "backbone", "params (M)", "GMACs", "GFLOPs"],
         tablefmt="github",
+        disable_numparse=True,
+        colalign=("left",) * 3 + ("right",) * 3,
     )
     report(f"{args.config_file} at {args.size} x {args.size}", table, args.output)
     return rows

@@ -123,6 +123,8 @@ def main(argv=None) -> list[dict]:
         ],
         headers=["graph", "runtime", "input", "median ms", "p90 ms", "vs the first"],
         tablefmt="github",
+        disable_numparse=True,
+        colalign=("left",) * 3 + ("right",) * 3,
     )
     versions = f"ONNX Runtime {ort.__version__}"
     if "openvino" in args.runtimes:

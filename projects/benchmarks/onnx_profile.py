@@ -190,6 +190,8 @@ def main(argv=None) -> list[dict]:
         ],
         headers=headers,
         tablefmt="github",
+        disable_numparse=True,
+        colalign=("left",) + ("right",) * (len(headers) - 1),
     )
     title = (
         f"ONNX Runtime {ort.__version__} profiler, CPU, {args.threads} threads, batch 1, input side {args.size} "

@@ -180,7 +180,17 @@ def main(args):
         f"{torch.get_num_threads()} threads; {args.iters} steps after {args.warmup} untimed: "
         f"{wall / args.iters:.3f} s / step, {batch * args.iters / wall:.1f} images / s"
     )
-    report(title, tabulate(rows, headers=["phase", "ms / step", "% of step"], tablefmt="github"), args.output)
+    report(
+        title,
+        tabulate(
+            rows,
+            headers=["phase", "ms / step", "% of step"],
+            tablefmt="github",
+            disable_numparse=True,
+            colalign=("left", "right", "right"),
+        ),
+        args.output,
+    )
     return {p: 1000 * clock[p] / args.iters for p in PHASES}, 1000 * wall / args.iters
 
 

@@ -223,6 +223,8 @@ def main(argv=None) -> int:
         rows,
         headers=["format", "size MiB", "latency ms (median)", "latency ms (p90)", "images / s", "AP", "note"],
         tablefmt="github",
+        disable_numparse=True,
+        colalign=("left",) + ("right",) * 5 + ("left",),
     )
     text = header + "\n\n" + table + "\n\nTiming scope, median per batch:\n" + "\n".join(f"- {s}" for s in scopes)
     print("\n" + text)

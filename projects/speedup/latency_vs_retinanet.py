@@ -465,6 +465,8 @@ def _table(rows) -> str:
         table,
         headers=["model", "runtime", "batch", "latency ms", "images/s", "/ backbone", "/ CenterNet"],
         tablefmt="pipe",
+        disable_numparse=True,
+        colalign=("left",) * 2 + ("right",) * 5,
     )
 
 

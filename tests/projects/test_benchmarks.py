@@ -222,6 +222,40 @@ def test_flops_counts_scale_with_the_input_area(tmp_path):
     assert "| (the config's) |" in (tmp_path / "flops.md").read_text()
 
 
+def test_onnx_latency_table_keeps_two_decimals(tmp_path, monkeypatch):
+    """A graph timed at exactly 0.1 ms reads "0.10" in the table, not tabulate's re-parsed "0.1"
+    (a CI run failed on that): on a clock that only the runs move, each run of graph a taking
+    0.1 ms and of graph b 0.3 ms, the medians read 0.10 / 0.30 and the ratios 1.00x / 3.00x."""
+    import types
+
+    import numpy as np
+
+    clock = {"now": 0.0}
+
+    class Session:
+        def __init__(self, seconds):
+            self.seconds = seconds
+
+        def run(self, outputs, feeds):
+            clock["now"] += self.seconds
+
+    def session_and_input(path, size, threads, rng):
+        return Session(1e-4 if path.endswith("a.onnx") else 3e-4), "x", np.zeros((1, 3, 8, 8), np.float32)
+
+    script = _load("onnx_latency")
+    monkeypatch.setattr(script, "session_and_input", session_and_input)
+    monkeypatch.setattr(script, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    graphs = [str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")]
+    for g in graphs:  # the script checks the files exist; the stand-in sessions never read them
+        open(g, "w").close()
+    script.main(
+        ["--models", *graphs, "--threads", "1", "--warmup", "1", "--reps", "3", "--output", str(tmp_path / "t.md")]
+    )
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    cells = [[c.strip() for c in line.split("|")[4:7]] for line in lines if ".onnx" in line]
+    assert cells == [["0.10", "0.10", "1.00x"], ["0.30", "0.30", "3.00x"]]
+
+
 def test_onnx_latency_times_graphs_alternately(tmp_path):
     """projects/benchmarks/onnx_latency.py on two tiny graphs (one conv; three): a row per
     graph with its input shape (a dynamic side takes --size), the first graph's ratio 1, and
