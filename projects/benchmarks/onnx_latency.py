@@ -16,20 +16,32 @@ ratios to the first graph in ONNX Runtime. The input is uniform noise in
 0..1 for others (YOLO's graphs take 0..1). ONNX Runtime's worker threads do not
 spin between runs (``session.intra_op.allow_spinning`` 0): with several sessions
 alternating, a spinning pool would hold the cores the next graph needs.
+
+``--spinning`` measures what a program that runs one model back to back gets from ONNX
+Runtime's defaults instead: idle worker threads spin between runs (at 2 threads every
+graph is then 1.3x-1.7x faster on the 2-core host of docs/benchmarks.md, small kernels
+the most). Since spinning pools must not share the cores, each graph then runs in a
+process of its own, one process at a time, graphs in turn for ``--rounds`` rounds of
+``--reps`` runs after ``--warmup``. A graph's median is then the median of its rounds'
+medians, its ratio the median of its rounds' ratios to the first graph's median of the
+same round (what the machine does falls on a round, not on single runs: take more
+rounds, not more runs, for steadier ratios); the 90th percentile is over all runs.
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
 import numpy as np
 import onnxruntime as ort
 from tabulate import tabulate
+from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # projects/experiments.py
-from experiments import report
+PROJECTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # projects/experiments.py
 
 
 def parse_args(argv=None):
@@ -43,22 +55,32 @@ def parse_args(argv=None):
     p.add_argument(
         "--runtimes", nargs="+", default=["onnxruntime"], choices=["onnxruntime", "openvino"], help="where each runs"
     )
+    p.add_argument(
+        "--spinning",
+        action="store_true",
+        help="ONNX Runtime's default: idle threads spin between runs; each graph in a process of its own, in turn",
+    )
+    p.add_argument("--rounds", type=int, default=5, help="with --spinning: processes per graph, run in turn")
     p.add_argument("--output", default="")
+    p.add_argument("--times-json", action="store_true", help=argparse.SUPPRESS)  # a --spinning child's answer
     args = p.parse_args(argv)
     for path in args.models:
         if not os.path.isfile(path):
             p.error(f"--models: {path} does not exist")
+    if args.reps < 1 or args.warmup < 0 or args.rounds < 1 or args.threads < 1:
+        p.error("--reps, --rounds and --threads must be at least 1, --warmup at least 0")
     return args
 
 
-def session_and_input(path: str, size: int, threads: int, rng: np.random.Generator):
-    """(ONNX Runtime session, its input name, a batch-1 input) for the graph at ``path``."""
+def session_and_input(path: str, size: int, threads: int, rng: np.random.Generator, spinning: bool = False):
+    """(ONNX Runtime session, its input name, a batch-1 input) for the graph at ``path``;
+    its idle worker threads spin between runs only with ``spinning``."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # idle threads sleep at once: spinning, one session's pool would take the cores from the next
-    # session in the alternation (all graphs measured 1.7x slower at 512 px with four sessions)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # without spinning idle threads sleep at once: spinning, one session's pool would take the cores
+    # from the next session in an alternation (all graphs measured 1.7x slower at 512 px with four)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     return (session, *graph_input(session, size, rng))
 
@@ -84,36 +106,76 @@ def openvino_runner(path: str, input_name: str, threads: int):
     return lambda x: request.infer({input_name: x})
 
 
-def main(argv=None) -> list[dict]:
-    args = parse_args(argv)
+def time_in_turn(args, pairs: list[tuple[str, str]]) -> list[tuple[str, list[float]]]:
+    """Every (graph, runtime) of ``pairs`` loaded in this process and run once per
+    repetition, in turn: per pair (its input shape "1x3xHxW", the timed runs' ms)."""
     rng = np.random.default_rng(args.seed)
-    runs = []  # (graph, runtime, run(x), x)
-    for path in args.models:
-        session, name, x = session_and_input(path, args.size, args.threads, rng)
-        for runtime in args.runtimes:
-            if runtime == "onnxruntime":
-                runs.append((path, runtime, lambda x, s=session, n=name: s.run(None, {n: x}), x))
-            else:
-                runs.append((path, runtime, openvino_runner(path, name, args.threads), x))
+    runs, sessions = [], {}  # runs: (run(x), x)
+    for path, runtime in pairs:
+        if path not in sessions:
+            sessions[path] = session_and_input(path, args.size, args.threads, rng, args.spinning)
+        session, name, x = sessions[path]
+        if runtime == "onnxruntime":
+            runs.append((lambda x, s=session, n=name: s.run(None, {n: x}), x))
+        else:
+            runs.append((openvino_runner(path, name, args.threads), x))
     times = [[] for _ in runs]
     for rep in range(args.warmup + args.reps):
-        for i, (_, _, run, x) in enumerate(runs):
+        for i, (run, x) in enumerate(runs):
             start = time.perf_counter()
             run(x)
             if rep >= args.warmup:
                 times[i].append((time.perf_counter() - start) * 1000)
+    return [("x".join(str(d) for d in x.shape), t) for (_, x), t in zip(runs, times)]
+
+
+def time_in_processes(args, pairs: list[tuple[str, str]]) -> list[tuple[str, list[list[float]]]]:
+    """As :func:`time_in_turn`, but each pair timed by a process of its own (this script
+    with one graph and one runtime), one process at a time, the pairs in turn for
+    ``args.rounds`` rounds: per pair (input shape, per round the timed runs' ms)."""
+    shared = ["--size", str(args.size), "--threads", str(args.threads), "--warmup", str(args.warmup)]
+    shared += ["--reps", str(args.reps), "--seed", str(args.seed), "--spinning", "--times-json"]
+    results = [("", []) for _ in pairs]
+    with tqdm(total=args.rounds * len(pairs), desc="graph processes", unit="process", file=sys.stderr) as bar:
+        for _ in range(args.rounds):
+            for i, (path, runtime) in enumerate(pairs):
+                cmd = [sys.executable, os.path.abspath(__file__), "--models", path, "--runtimes", runtime, *shared]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"timing {path} in {runtime} failed:\n{done.stderr[-2000:]}")
+                shape, times = json.loads(done.stdout.strip().splitlines()[-1])
+                results[i] = (shape, [*results[i][1], times])
+                bar.update()
+    return results
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    pairs = [(path, runtime) for path in args.models for runtime in args.runtimes]
+    if args.spinning and len(pairs) > 1:
+        timed = time_in_processes(args, pairs)
+    else:
+        timed = [(shape, [t]) for shape, t in time_in_turn(args, pairs)]  # one round
+    if args.times_json:
+        shape, (times,) = timed[0]
+        print(json.dumps([shape, times]))
+        return []
+    # per round the median of each pair's runs; a round's ratios compare runs close in time, so
+    # a round the machine slowed for all pairs alike (seen: every graph 1.5x slower) moves no ratio
+    first = [statistics.median(t) for t in timed[0][1]]
     rows = []
-    first = statistics.median(times[0])
-    for (path, runtime, _, x), t in zip(runs, times):
-        median = statistics.median(t)
+    for (path, runtime), (shape, rounds) in zip(pairs, timed):
+        medians = [statistics.median(t) for t in rounds]
+        runs = [ms for t in rounds for ms in t]
         rows.append(
             {
                 "model": path,
                 "runtime": runtime,
-                "input": "x".join(str(d) for d in x.shape),
-                "median_ms": median,
-                "p90_ms": float(np.percentile(t, 90)),
-                "ratio": median / first,
+                "input": shape,
+                "median_ms": statistics.median(medians),
+                "p90_ms": float(np.percentile(runs, 90)),
+                "ratio": statistics.median(m / f for m, f in zip(medians, first)),
+                "runs": len(runs),
             }
         )
     table = tabulate(
@@ -131,7 +193,17 @@ def main(argv=None) -> list[dict]:
         import openvino as ov
 
         versions += f", OpenVINO {ov.get_version()}"
-    title = f"{versions}, CPU, {args.threads} threads, batch 1, {args.reps} runs each after {args.warmup}, alternating"
+    if args.spinning:
+        how = f"idle threads spinning, each graph in its own process, {args.rounds} rounds of {args.reps} runs"
+        how += f" after {args.warmup}"
+    else:
+        how = f"idle threads sleeping, {args.reps} runs each after {args.warmup}, alternating"
+    title = f"{versions}, CPU, {args.threads} threads, batch 1, {how}"
+    # imported here, not at the top: experiments.py loads torch and detectron2 (3 s), which the
+    # timing children of --spinning do not need
+    sys.path.insert(0, PROJECTS)
+    from experiments import report
+
     report(title, table, args.output)
     return rows
 

@@ -4,6 +4,7 @@ positive figures."""
 
 import glob
 import os
+import subprocess
 import tempfile
 
 import pytest
@@ -239,7 +240,7 @@ def test_onnx_latency_table_keeps_two_decimals(tmp_path, monkeypatch):
         def run(self, outputs, feeds):
             clock["now"] += self.seconds
 
-    def session_and_input(path, size, threads, rng):
+    def session_and_input(path, size, threads, rng, spinning=False):
         return Session(1e-4 if path.endswith("a.onnx") else 3e-4), "x", np.zeros((1, 3, 8, 8), np.float32)
 
     script = _load("onnx_latency")
@@ -254,6 +255,59 @@ def test_onnx_latency_table_keeps_two_decimals(tmp_path, monkeypatch):
     lines = (tmp_path / "t.md").read_text().splitlines()
     cells = [[c.strip() for c in line.split("|")[4:7]] for line in lines if ".onnx" in line]
     assert cells == [["0.10", "0.10", "1.00x"], ["0.30", "0.30", "3.00x"]]
+
+
+def test_onnx_latency_spinning_times_each_graph_in_a_process_of_its_own(tmp_path, monkeypatch):
+    """--spinning keeps ONNX Runtime's spinning pools, so no two graphs may share the process:
+    two graphs x 2 rounds are timed by 4 child processes, one graph each, in the order a b a b;
+    each row pools its rounds' runs (2 x 3); the sessions spin; a child that fails stops the
+    measurement with its error."""
+    import types
+
+    import numpy as np
+    import torch
+
+    for name in ("a", "b"):
+        torch.onnx.export(torch.nn.Conv2d(3, 3, 3, padding=1).eval(), torch.zeros(1, 3, 32, 32),
+                          str(tmp_path / f"{name}.onnx"), input_names=["x"], dynamo=False)  # fmt: skip
+    script = _load("onnx_latency")
+    children = []
+
+    def run(cmd, **kwargs):
+        children.append((os.path.basename(cmd[cmd.index("--models") + 1]), "--spinning" in cmd))
+        return subprocess.run(cmd, **kwargs)
+
+    monkeypatch.setattr(script, "subprocess", types.SimpleNamespace(run=run))
+    graphs = [str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")]
+    timing = ["--threads", "2", "--warmup", "1", "--reps", "3", "--rounds", "2", "--output", str(tmp_path / "t.md")]
+    rows = script.main(["--models", *graphs, "--spinning", *timing])
+    assert children == [("a.onnx", True), ("b.onnx", True), ("a.onnx", True), ("b.onnx", True)]
+    assert [(r["input"], r["runs"]) for r in rows] == [("1x3x32x32", 6), ("1x3x32x32", 6)] and rows[0]["ratio"] == 1.0
+    assert "idle threads spinning, each graph in its own process, 2 rounds of 3 runs" in (tmp_path / "t.md").read_text()
+    session, _, _ = script.session_and_input(graphs[0], 64, 2, np.random.default_rng(0), spinning=True)
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    with pytest.raises(RuntimeError, match="timing .*broken.onnx in onnxruntime failed"):
+        script.main(["--models", graphs[0], str(tmp_path / "broken.onnx"), "--spinning", *timing])
+
+
+def test_onnx_latency_spinning_ratios_are_the_rounds_ratios(tmp_path, monkeypatch):
+    """With --spinning a graph's ratio is the median of its per-round ratios to the first graph
+    (runs close in time), not the ratio of the medians: rounds of medians a 1, 3, 3 ms and
+    b 2, 6, 2.5 ms give b the ratios 2, 2, 0.83, so 2.00x (the medians' ratio would be 0.83);
+    the median is of the round medians (a 3, b 2.5), the p90 and run count over all runs."""
+    script = _load("onnx_latency")
+    rounds = {"a.onnx": [[1.0, 1.0, 1.0], [3.0, 3.0, 3.0], [3.0, 3.0, 3.0]],
+              "b.onnx": [[2.0, 2.0, 2.0], [6.0, 6.0, 6.0], [2.5, 2.5, 2.5]]}  # fmt: skip
+    monkeypatch.setattr(
+        script, "time_in_processes", lambda args, pairs: [("1x3x8x8", rounds[os.path.basename(p)]) for p, _ in pairs]
+    )
+    graphs = [str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")]
+    for g in graphs:  # the script checks the files exist; the stand-in never reads them
+        open(g, "w").close()
+    rows = script.main(["--models", *graphs, "--spinning", "--rounds", "3", "--output", str(tmp_path / "t.md")])
+    assert [(r["median_ms"], r["ratio"], r["runs"]) for r in rows] == [(3.0, 1.0, 9), (2.5, 2.0, 9)]
+    assert rows[1]["p90_ms"] == pytest.approx(6.0)
 
 
 def test_onnx_latency_times_graphs_alternately(tmp_path):
