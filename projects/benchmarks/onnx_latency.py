@@ -152,10 +152,10 @@ def time_in_processes(args, pairs: list[tuple[str, str]]) -> list[tuple[str, lis
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     pairs = [(path, runtime) for path in args.models for runtime in args.runtimes]
-    if args.spinning and len(pairs) > 1:
+    if args.spinning and not args.times_json:
         timed = time_in_processes(args, pairs)
-    else:
-        timed = [(shape, [t]) for shape, t in time_in_turn(args, pairs)]  # one round
+    else:  # one round in this process (a --spinning child times its one graph this way)
+        timed = [(shape, [t]) for shape, t in time_in_turn(args, pairs)]
     if args.times_json:
         shape, (times,) = timed[0]
         print(json.dumps([shape, times]))
