@@ -19,7 +19,7 @@ alternating, a spinning pool would hold the cores the next graph needs.
 
 ``--spinning`` measures what a program that runs one model back to back gets from ONNX
 Runtime's defaults instead: idle worker threads spin between runs (at 2 threads every
-graph is then 1.3x-1.7x faster on the 2-core host of docs/benchmarks.md, small kernels
+graph is then 1.3x-1.8x faster on the 2-core host of docs/benchmarks.md, small kernels
 the most). Since spinning pools must not share the cores, each graph then runs in a
 process of its own, one process at a time, graphs in turn for ``--rounds`` rounds of
 ``--reps`` runs after ``--warmup``. A graph's median is then the median of its rounds'
