@@ -54,12 +54,6 @@ def load_run_config(args):
     """The user's modules (``--import``, the config's IMPORTS) imported, then the
     config file + ``KEY VALUE`` overrides, checked (centerx.check_config); with
     ``--eval-only``, OUTPUT_DIR becomes OUTPUT_DIR/eval (the run's folder is only read)."""
-    flags = [o for o in args.opts if isinstance(o, str) and o.startswith("--")]
-    if flags:
-        raise SystemExit(
-            f"{' '.join(flags)} came after the KEY VALUE overrides, where it reads as a config key: put "
-            f"flags first, e.g. train_net.py --config-file FILE {' '.join(flags)} KEY VALUE ..."
-        )
     try:
         cfg = load_config(args.config_file, args.opts, args.imports)
     except PluginImportError as e:

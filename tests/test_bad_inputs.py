@@ -605,6 +605,47 @@ def test_flag_after_the_overrides_is_explained():
         train_net.load_run_config(args)
 
 
+def test_overrides_yacs_would_stop_on_are_refused_with_what_to_do():
+    """KEY VALUE overrides that yacs stops on with a bare traceback (AssertionError:
+    Non-existent key) are refused by load_config, naming the word: a misspelt key with its
+    nearest keys, a key without a value; a valid override still merges."""
+    from centerx.config import ConfigOverrideError, load_config
+
+    with pytest.raises(ConfigOverrideError, match=r"MODEL.TTFNET.NUM_CLASES \(among the KEY VALUE overrides\) "
+                       r"is not a config key; did you mean MODEL.TTFNET.NUM_CLASSES"):  # fmt: skip
+        load_config(DEMO, ["MODEL.TTFNET.NUM_CLASES", "3"])
+    unknown = r"^MODEL.XYZ \(among the KEY VALUE overrides\) is not a config key\. docs"  # no key near it
+    with pytest.raises(ConfigOverrideError, match=unknown):
+        load_config(DEMO, ["SOLVER.MAX_ITER", "5", "MODEL.XYZ", "1"])
+    with pytest.raises(ConfigOverrideError, match="come in pairs, but the last key, SOLVER.MAX_ITER, has no value"):
+        load_config(DEMO, ["MODEL.TTFNET.NUM_CLASSES", "3", "SOLVER.MAX_ITER"])
+    assert load_config(DEMO, ["MODEL.TTFNET.NUM_CLASSES", "3"]).MODEL.TTFNET.NUM_CLASSES == 3
+
+
+def test_a_misspelt_key_in_a_config_file_names_the_file_and_the_nearest_keys(tmp_path):
+    """A YAML key the config does not have: train_net.py says which key, in which file, and
+    the nearest keys, instead of yacs' KeyError traceback."""
+    import train_net
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f'_BASE_: "{DEMO}"\nMODEL:\n  TTFNET:\n    NUM_CLASES: 3\n')
+    args = train_net.argument_parser().parse_args(["--config-file", str(typo)])
+    with pytest.raises(SystemExit, match=r"MODEL.TTFNET.NUM_CLASES \(set in .*typo.yaml or a _BASE_ it names\) "
+                       r"is not a config key; did you mean MODEL.TTFNET.NUM_CLASSES"):  # fmt: skip
+        train_net.load_run_config(args)
+
+
+def test_a_flag_after_the_overrides_is_explained_by_every_command():
+    """export.py (a flag after MODEL.WEIGHTS read as a config key, which ended in yacs'
+    AssertionError) gets the same message as train_net.py, before anything is built."""
+    export = load_script("speedup", "export")
+    args = export.parse_args(["--config-file", DEMO, "--format", "onnx", "--output", "out", "MODEL.WEIGHTS", "w.pth",
+                              "--calibration-dataset", "shapes_val"])  # fmt: skip
+    assert args.opts[-2:] == ["--calibration-dataset", "shapes_val"]  # argparse's REMAINDER took it
+    with pytest.raises(SystemExit, match="--calibration-dataset came after the KEY VALUE overrides"):
+        export.setup(args)
+
+
 def test_stale_temporary_checkpoints_are_removed(tmp_path):
     for name in ("model_0000009.pth.tmp-123", "last_checkpoint.tmp-123", "model_0000009.pth", "other.tmp-1"):
         (tmp_path / name).write_bytes(b"x")

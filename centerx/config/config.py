@@ -6,6 +6,7 @@ must run before ``merge_from_file`` so that unknown keys in a user's YAML fail
 with detectron2's usual ``KeyError: 'Non-existent config key: ...'``.
 """
 
+import difflib
 import logging
 import os
 from collections.abc import Sequence
@@ -151,8 +152,8 @@ def load_config(config_file: str = "", opts: Sequence = (), imports: Sequence[st
 
     Raises:
         FileNotFoundError, ValueError: a config file or an import that cannot be
-            read or found (the message names it); errors of a module's own code
-            are raised unchanged.
+            read or found, or overrides :func:`check_overrides` refuses (the
+            message names it); errors of a module's own code are raised unchanged.
     """
     entries = merge_imports(
         imports_in_config_file(config_file) if config_file else [],
@@ -163,6 +164,7 @@ def load_config(config_file: str = "", opts: Sequence = (), imports: Sequence[st
     cfg = get_centerx_cfg()
     if config_file:
         merge_config_file(cfg, config_file)
+    check_overrides(cfg, opts)
     cfg.merge_from_list(list(opts))
     cfg.IMPORTS = entries
     return cfg
@@ -176,13 +178,79 @@ def load_saved_config(text: str, opts: Sequence = ()):
     import_modules(entries)
     cfg = get_centerx_cfg()
     cfg.merge_from_other_cfg(CfgNode.load_cfg(text))
+    check_overrides(cfg, opts)
     cfg.merge_from_list(list(opts))
     cfg.IMPORTS = entries
     return cfg
 
 
+class ConfigOverrideError(ValueError):
+    """Command-line ``KEY VALUE`` overrides that cannot be merged (:func:`check_overrides`)."""
+
+
+def config_keys(cfg, prefix: str = "") -> list[str]:
+    """Every leaf key of ``cfg``, dotted (``MODEL.TTFNET.NUM_CLASSES``)."""
+    keys = []
+    for name, value in cfg.items():
+        key = prefix + name
+        keys.extend(config_keys(value, key + ".") if isinstance(value, CfgNode) else [key])
+    return keys
+
+
+def unknown_key_message(cfg, key: str, where: str) -> str:
+    """What to say of ``key``, which ``cfg`` does not have (``where``: where it was
+    set): the config keys nearest to it, if any are near."""
+    near = difflib.get_close_matches(key, config_keys(cfg), n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(near)}?" if near else "."
+    return f"{key} ({where}) is not a config key{hint} docs/config.md lists every key."
+
+
+def check_overrides(cfg, opts: Sequence) -> None:
+    """Refuse command-line ``KEY VALUE`` overrides that yacs would stop on deep in its
+    merge (an ``AssertionError: Non-existent key`` traceback) or read wrongly: a
+    ``--flag`` among them (argparse hands every word after the first override to the
+    overrides, flags included), a key without a value, a key ``cfg`` does not have (the
+    nearest keys suggested). Keys yacs knows as deprecated or renamed are left to it.
+
+    Raises:
+        ConfigOverrideError: naming the word and what to do.
+    """
+    words = [str(o) for o in opts]
+    flags = [w for w in words if w.startswith("--")]
+    if flags:
+        raise ConfigOverrideError(
+            f"{' '.join(flags)} came after the KEY VALUE overrides, where it reads as a config key: put "
+            f"flags first, e.g. --config-file FILE {' '.join(flags)} KEY VALUE ..."
+        )
+    if len(words) % 2:
+        raise ConfigOverrideError(f"KEY VALUE overrides come in pairs, but the last key, {words[-1]}, has no value.")
+    for key in words[::2]:
+        if cfg.key_is_deprecated(key) or cfg.key_is_renamed(key):
+            continue
+        node, found = cfg, True
+        for name in key.split("."):
+            found = isinstance(node, CfgNode) and name in node
+            if not found:
+                break
+            node = node[name]
+        if not found:
+            raise ConfigOverrideError(unknown_key_message(cfg, key, "among the KEY VALUE overrides"))
+
+
 def merge_config_file(cfg, path: str):
-    """``cfg.merge_from_file(path)`` after :func:`check_config_file`; returns ``cfg``."""
+    """``cfg.merge_from_file(path)`` after :func:`check_config_file`; returns ``cfg``.
+
+    Raises:
+        ValueError: the file (or a ``_BASE_`` it names) sets a key ``cfg`` does not have:
+            the key and its nearest keys named, instead of yacs' bare KeyError.
+    """
     check_config_file(path)
-    cfg.merge_from_file(path)
+    missing = "Non-existent config key: "
+    try:
+        cfg.merge_from_file(path)
+    except KeyError as e:
+        if not (e.args and str(e.args[0]).startswith(missing)):
+            raise
+        key = str(e.args[0])[len(missing) :]
+        raise ValueError(unknown_key_message(cfg, key, f"set in {path} or a _BASE_ it names")) from None
     return cfg

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from ..config import load_config, load_saved_config
+from ..config import ConfigOverrideError, load_config, load_saved_config
 from ..modeling.meta_arch.teachers import class_names
 from ..plugins import PluginImportError, absolute_entry, import_modules, merge_imports
 from ..version import __version__
@@ -137,15 +137,15 @@ def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str
 
     Raises:
         ValueError: a file is missing or unreadable, a module cannot be imported
-            (PluginImportError), or neither file is given; the message names the
-            flag and what to pass.
+            (PluginImportError), overrides cannot be merged (ConfigOverrideError), or
+            neither file is given; the message names the flag and what to pass.
     """
     if config_file:
         if not os.path.isfile(config_file):
             raise ValueError(f"--config-file {config_file}: no such file")
         try:
             return load_config(config_file, opts, imports)
-        except PluginImportError:
+        except (ConfigOverrideError, PluginImportError):
             raise
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"--config-file {config_file}: {e}") from None
@@ -160,7 +160,7 @@ def load_model_config(config_file: str = "", model: str = "", opts: Sequence[str
     import_modules(entries)
     try:
         cfg = config_from_model_file(model, opts)
-    except (ModelInfoError, PluginImportError):
+    except (ConfigOverrideError, ModelInfoError, PluginImportError):
         raise
     except Exception as e:  # not a model file its reader can open
         first = str(e).splitlines()[0] if str(e) else ""

@@ -10,6 +10,7 @@ from centerx.deploy.model_info import (
     ModelInfoError,
     config_from_model_file,
     describe_model,
+    load_model_config,
     read_model_info,
     write_sidecar,
 )
@@ -43,6 +44,9 @@ def test_onnx_export_carries_its_config_and_a_config_is_rebuilt_from_it(tmp_path
     assert rebuilt.MODEL.CENTERX.CLASS_NAMES == ("cat", "dog", "bird")
     assert rebuilt.MODEL.CENTERNET.NUM_CLASSES == 3 and tuple(rebuilt.EXPORT.INPUT_SIZE) == SIZE
     assert list(rebuilt.MODEL.PIXEL_STD) == [1.0, 2.0, 3.0] and rebuilt.TEST.DETECTIONS_PER_IMAGE == 7
+    # a mistyped override is the override's error, not "cannot read it as a .onnx model"
+    with pytest.raises(ValueError, match=r"^TEST.DETECTIONS_PER_IMAGES \(among the KEY VALUE overrides\) is not a"):
+        load_model_config(model=path, opts=["TEST.DETECTIONS_PER_IMAGES", "7"])
 
 
 def test_a_file_without_properties_asks_for_its_config(tmp_path):

@@ -450,6 +450,9 @@ def teacher_files(tmp_path_factory):
     files["wrong_weights"] = (str(wrong), files["a"][1])
     files["missing_weights"] = (files["a"][0], str(tmp_path / "missing.pth"))
     files["missing_config"] = (str(tmp_path / "missing.yaml"), files["a"][1])
+    misspelt = tmp_path / "misspelt.yaml"
+    misspelt.write_text(f'_BASE_: "{files["a"][0]}"\nMODEL:\n  CENTERNET:\n    NUM_CLASES: 3\n')
+    files["misspelt_key"] = (str(misspelt), files["a"][1])
     return files
 
 
@@ -471,6 +474,11 @@ def teacher_files(tmp_path_factory):
         ([("missing_weights", ())], "weights file .*missing.pth' does not exist"),
         ([("missing_config", ())], "config file .*missing.yaml' does not exist"),
         ([("wrong_weights", ())], "do not fit this model's config"),
+        (
+            [("misspelt_key", ())],
+            r"TEACHERS\[0\] .*misspelt.yaml'\): MODEL.CENTERNET.NUM_CLASES \(set in .*misspelt.yaml or a _BASE_ it "
+            r"names\) is not a config key; did you mean MODEL.CENTERNET.NUM_CLASSES",
+        ),
     ],
     ids=[
         "unknown-class",
@@ -485,6 +493,7 @@ def teacher_files(tmp_path_factory):
         "missing-weights",
         "missing-config",
         "weights-of-another-model",
+        "misspelt-config-key",
     ],
 )
 def test_invalid_teacher_is_refused_with_the_reason(teacher_files, teachers, match):

@@ -12,8 +12,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
 from ...checkpoint import StrictCheckpointer, UnsafeWeightsError, local_weights_path
-from ...config import add_centerx_config
-from ...config_files import check_config_file
+from ...config import add_centerx_config, merge_config_file
 from .build import detector_class
 from .point_detector import PointDetector
 
@@ -124,9 +123,10 @@ def teacher_config(i: int, config_file: str, cfg):
     own input."""
 
     where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
-    tcfg = add_centerx_config(get_cfg())
-    check_config_file(config_file)
-    tcfg.merge_from_file(config_file)
+    try:
+        tcfg = merge_config_file(add_centerx_config(get_cfg()), config_file)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     if tcfg.MODEL.META_ARCHITECTURE == "Distiller":
         raise ValueError(f"{where}: is a Distiller config; give the plain config of the trained teacher.")
     if tcfg.MODEL.META_ARCHITECTURE != cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE:
