@@ -43,7 +43,7 @@ from centerx.checkpoint import WEIGHTS_ERRORS
 from centerx.config import load_config
 from centerx.console import on_screen, quiet_console
 from centerx.data.datasets import ensure_datasets
-from centerx.data.validation import validate_datasets
+from centerx.data.validation import DatasetError, validate_datasets
 from centerx.engine import Trainer, load_weights_for_eval
 from centerx.plugins import PluginImportError, add_imports_argument
 
@@ -135,11 +135,19 @@ def setup_centerx_logger(output_dir: str, rank: int):
     return setup_logger(output_dir, distributed_rank=rank, name="centerx")
 
 
+def weights_error(cfg, error: Exception) -> str:
+    """One line for a weights file that cannot be loaded, naming MODEL.WEIGHTS once."""
+    return str(error) if str(error).startswith("MODEL.WEIGHTS") else f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {error}"
+
+
 def main(args):
     cfg = setup(args)
     on_screen(logging.getLogger("centerx"), describe_run(cfg, args))
+    try:  # only the sets it evaluates with --eval-only
+        validate_datasets(cfg, names=list(dict.fromkeys(cfg.DATASETS.TEST)) if args.eval_only else None)
+    except DatasetError as e:  # the data, not the code: the message says what to fix, no traceback
+        raise SystemExit(str(e)) from None
     if args.eval_only:
-        validate_datasets(cfg, names=list(dict.fromkeys(cfg.DATASETS.TEST)))  # only the sets it evaluates
         model = Trainer.build_model(cfg)
         try:
             load_weights_for_eval(
@@ -151,13 +159,15 @@ def main(args):
                 run_dir=os.path.dirname(cfg.OUTPUT_DIR),
             )
         except WEIGHTS_ERRORS as e:
-            raise SystemExit(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {e}") from None
+            raise SystemExit(weights_error(cfg, e)) from None
         return Trainer.test(cfg, model)
-    validate_datasets(cfg)
     cfg = iterations_from_epochs(cfg)
     save_run_config(cfg)
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
+    try:
+        trainer.resume_or_load(resume=args.resume)
+    except WEIGHTS_ERRORS as e:
+        raise SystemExit(weights_error(cfg, e)) from None
     return trainer.train()
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import pickle
+import re
 
 import cv2
 import numpy as np
@@ -141,6 +142,26 @@ def test_num_classes_that_do_not_fit_are_refused_before_training(num_classes, sm
         r"set MODEL.TTFNET.NUM_CLASSES 4",
     ):
         validate_datasets(cfg)
+
+
+def test_train_net_stops_on_bad_data_or_weights_with_the_message_alone(tmp_path):
+    """train_net.py: a dataset name that is not registered (the nearest names suggested), data
+    that cannot train and a missing MODEL.WEIGHTS file end the run with their message
+    (SystemExit), not a traceback of DatasetError / KeyError / FileNotFoundError."""
+    import train_net
+
+    def run(*opts):
+        argv = ["--config-file", DEMO, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(tmp_path / "run"), *opts]
+        train_net.main(train_net.argument_parser().parse_args(argv))
+
+    with pytest.raises(SystemExit, match=r"Dataset 'shapes_trian' \(DATASETS.TRAIN / TEST\) is not registered; "
+                       r"did you mean shapes_train"):  # fmt: skip
+        run("DATASETS.TRAIN", "('shapes_trian',)")
+    with pytest.raises(SystemExit, match=r"^Dataset 'shapes_train' has 4 classes .* set MODEL.TTFNET.NUM_CLASSES 4"):
+        run("DATASETS.TEST", "()", "MODEL.TTFNET.NUM_CLASSES", "7")
+    missing = str(tmp_path / "missing.pth")
+    with pytest.raises(SystemExit, match=rf"^MODEL.WEIGHTS: weights file '{re.escape(missing)}' does not exist"):
+        run("DATASETS.TEST", "()", "DATASETS.CHECK_IMAGES", "0", "MODEL.WEIGHTS", missing)
 
 
 def _break_files(folder, data):

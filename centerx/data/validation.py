@@ -12,6 +12,7 @@ training that could have been known before it.
   evaluation both leave them out (:func:`readable_dataset_dicts`).
 """
 
+import difflib
 import json
 import logging
 import math
@@ -224,6 +225,16 @@ def _check_images(name: str, dicts: list[dict], limit: int) -> tuple[int, list[s
 
 def validate_dataset(name: str, cfg, check_images: int) -> DatasetReport:
     """Validate one registered dataset (see :func:`validate_datasets`)."""
+    registered = DatasetCatalog.list()
+    if name not in registered:
+        near = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
+        raise DatasetError(
+            f"Dataset '{name}' (DATASETS.TRAIN / TEST) is not registered"
+            + (f"; did you mean {' or '.join(near)}?" if near else ".")
+            + " Register your own data from the config (DATASETS.COCO_JSON, DATASETS.PASCAL_VOC or "
+            "DATASETS.YOLO, docs/config.md), or use a built-in set: shapes_train / shapes_val, "
+            "photos_train / photos_val."
+        )
     dicts = DatasetCatalog.get(name)
     report = DatasetReport(name, images=len(dicts), annotations=sum(len(d.get("annotations", [])) for d in dicts))
     if not dicts:
