@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import pickle
+import pickletools
 import re
 import urllib.parse
 import zipfile
@@ -229,6 +230,28 @@ def load_pickle(path: str) -> Any:
 _GLOBAL_ASKED = re.compile(r"(?:Unsupported global: GLOBAL|global) ([\w.]+)")
 
 
+def _parses_as_pickle(path: str) -> bool:
+    """Whether ``path`` (its ``data.pkl`` for a zip / PyTorch file) reads as a pickle up to
+    its STOP, opcode by opcode without running anything (pickletools.genops): PyTorch's
+    weights-only loader reports an opcode it does not take ("Unsupported operand") alike
+    for a pickle that builds objects and for a file that is no pickle at all."""
+
+    def walk(stream) -> bool:
+        try:
+            for _ in pickletools.genops(stream):
+                pass
+            return True
+        except Exception:  # an unknown opcode, an argument that does not parse, the end before STOP
+            return False
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            return bool(pickles) and walk(io.BytesIO(archive.read(pickles[0])))
+    with open(path, "rb") as f:
+        return walk(f)
+
+
 def load_torch(path: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU: tensors, numbers,
     strings and containers only. :class:`UnsafeWeightsError` for a file that holds
@@ -243,6 +266,11 @@ def load_torch(path: str) -> Any:
         if asked is None and "weights only" not in str(e).lower():
             raise NotWeightsFileError(
                 f"'{path}' is not a readable PyTorch file: damaged or truncated ({str(e).splitlines()[0]})."
+            ) from None
+        if asked is None and not _parses_as_pickle(path):
+            raise NotWeightsFileError(
+                f"'{path}' is not a weights file: it reads neither as a PyTorch file (.pth / .pt from "
+                "torch.save) nor as a pickle (.pkl); check that MODEL.WEIGHTS names the trained file."
             ) from None
         raise UnsafeWeightsError(
             f"Refusing to load '{path}': it holds objects other than tensors, numbers, strings and containers"

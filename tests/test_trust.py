@@ -181,6 +181,10 @@ def _zip_without_tensors(path):
         ("archive.pth", _zip_without_tensors, "a zip archive without tensors"),
         ("cut.pth", lambda p: open(p, "wb").write(b"\x80\x02}q\x00(X"), "damaged, truncated"),
         ("cut.pkl", lambda p: open(p, "wb").write(b"\x80\x02}q\x00(X"), "damaged or truncated"),
+        # text and bytes that are no pickle at all: PyTorch's weights-only loader reports an opcode it
+        # does not take ("Unsupported operand 35"), which read as "could run code" before
+        ("notes.pth", lambda p: open(p, "w").write("# my model\n\ntrained for 12 epochs\n"), "reads neither as"),
+        ("noise.pth", lambda p: open(p, "wb").write(b"\x00\x01garbage\xff\xfe"), "reads neither as"),
     ],
 )
 def test_a_file_that_is_not_weights_is_named_for_what_it_is(tmp_path, name, write, what):
@@ -189,6 +193,15 @@ def test_a_file_that_is_not_weights_is_named_for_what_it_is(tmp_path, name, writ
     with pytest.raises(NotWeightsFileError, match=what) as info:
         read_weights(path)
     assert "weights_only" not in str(info.value)
+
+
+def test_a_pickle_with_an_opcode_the_loader_refuses_is_still_unsafe(tmp_path):
+    """A well-formed pickle built with an opcode PyTorch's weights-only loader does not take
+    (INST: "import os.system and call it") is refused as unsafe, not called a non-pickle."""
+    path = tmp_path / "inst.pth"
+    path.write_bytes(b"(S'echo hi'\nios\nsystem\np0\n.")
+    with pytest.raises(UnsafeWeightsError, match="could run code"):
+        read_weights(str(path))
 
 
 def test_a_text_pickle_of_weights_still_loads(tmp_path):
