@@ -60,7 +60,10 @@ def load_run_config(args):
         raise SystemExit(str(e)) from None
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"--config-file {args.config_file}: {e}") from None
-    centerx.check_config(cfg, training=not args.eval_only, world_size=args.num_gpus * args.num_machines)
+    try:
+        centerx.check_config(cfg, training=not args.eval_only, world_size=args.num_gpus * args.num_machines)
+    except ValueError as e:  # a value that cannot work: the message names the key and one that does
+        raise SystemExit(str(e)) from None
     if args.eval_only:  # an evaluation writes beside the run it evaluates, never over it
         cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, EVAL_SUBDIR)
     return cfg

@@ -19,10 +19,17 @@ def read_text(path: str, what: str = "text file") -> str:
             named in the error.
 
     Raises:
-        TextFileError: bytes that are not UTF-8.
+        TextFileError: bytes that are not UTF-8; UTF-16 text (its byte-order mark) and
+            a binary file (NUL bytes, which no other common text encoding has) said to be so.
     """
     with open(path, "rb") as f:
         data = f.read()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise TextFileError(f"{what} '{path}' is UTF-16 text: save it as UTF-8 (e.g. iconv -f utf-16 -t utf-8).")
+    if b"\x00" in data[:8192]:
+        raise TextFileError(
+            f"{what} '{path}' is a binary file, not text (a model, weights or image file given in its place?)."
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

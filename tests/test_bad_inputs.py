@@ -573,11 +573,23 @@ def test_onnx_graph_runs_on_inputs_with_fewer_cells_than_k(arch, tmp_path):
     [
         (["INPUT.TRAIN_SIZE", "0"], "INPUT.TRAIN_SIZE must be a positive multiple of 32"),
         (["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER must be at least 1 to train"),
+        # these three crashed inside detectron2 / torch (batch sampler, lr scheduler's division, DataLoader)
+        (["SOLVER.IMS_PER_BATCH", "0"], "SOLVER.IMS_PER_BATCH must be at least 1 .* got 0"),
+        (["SOLVER.BASE_LR", "0.0"], "SOLVER.BASE_LR must be positive .* got 0.0"),
+        (["DATALOADER.NUM_WORKERS", "-1"], "DATALOADER.NUM_WORKERS must be 0 .* got -1"),
     ],
 )
 def test_config_values_that_cannot_train_are_named(opts, message):
     with pytest.raises(ValueError, match=message):
         centerx.check_config(demo_cfg(*opts))
+
+
+def test_train_net_names_a_value_that_cannot_train_without_a_traceback(tmp_path):
+    import train_net
+
+    argv = ["--config-file", DEMO, "INPUT.TRAIN_SIZE", "300", "OUTPUT_DIR", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"^INPUT.TRAIN_SIZE must be a positive multiple of 32 .* got 300"):
+        train_net.load_run_config(train_net.argument_parser().parse_args(argv))
 
 
 def test_batch_that_cannot_be_rescaled_says_what_to_set():
@@ -592,6 +604,10 @@ def test_batch_that_cannot_be_rescaled_says_what_to_set():
         centerx.check_config(cfg, world_size=1)
     cfg.merge_from_list(["SOLVER.REFERENCE_WORLD_SIZE", "0"])
     centerx.check_config(cfg, world_size=1)
+    # not rescaled, the batch must split over the processes (detectron2 asserts it deep in the loader)
+    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH 2 .* does not split over the 4 processes"):
+        centerx.check_config(cfg, world_size=4)
+    centerx.check_config(cfg, world_size=2)
 
 
 def test_device_defaults_to_the_machines():

@@ -343,6 +343,15 @@ def test_config_base_cycle_is_named(tmp_path):
     args = train_net.argument_parser().parse_args(["--config-file", str(tmp_path / "latin.yaml")])
     with pytest.raises(SystemExit, match=r"latin.yaml' is not UTF-8 text: byte 0xe9 at line 2"):
         train_net.load_run_config(args)
+    # a binary file (an exported model given as the config) is not sent to iconv
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.9.0:\xab\x00\x00\x0a")
+    args = train_net.argument_parser().parse_args(["--config-file", str(tmp_path / "model.onnx")])
+    with pytest.raises(SystemExit, match=r"model.onnx' is a binary file, not text \(a model, weights or image file"):
+        train_net.load_run_config(args)
+    (tmp_path / "utf16.yaml").write_bytes("MODEL:\n  WEIGHTS: ''\n".encode("utf-16"))
+    args = train_net.argument_parser().parse_args(["--config-file", str(tmp_path / "utf16.yaml")])
+    with pytest.raises(SystemExit, match=r"utf16.yaml' is UTF-16 text: save it as UTF-8"):
+        train_net.load_run_config(args)
 
 
 @pytest.mark.parametrize(

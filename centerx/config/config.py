@@ -131,6 +131,20 @@ def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
                 f"SOLVER.MAX_ITER must be at least 1 to train, got {cfg.SOLVER.MAX_ITER}; to evaluate "
                 "a trained model use --eval-only MODEL.WEIGHTS <checkpoint>."
             )
+        if cfg.SOLVER.IMS_PER_BATCH < 1:
+            raise ValueError(
+                f"SOLVER.IMS_PER_BATCH must be at least 1 (images per step, over all processes), got "
+                f"{cfg.SOLVER.IMS_PER_BATCH}; e.g. SOLVER.IMS_PER_BATCH 16."
+            )
+        if not cfg.SOLVER.BASE_LR > 0:
+            raise ValueError(
+                f"SOLVER.BASE_LR must be positive (detectron2's learning-rate schedules are relative to it), "
+                f"got {cfg.SOLVER.BASE_LR}; the demo configs use 0.002 with Adam."
+            )
+    if cfg.DATALOADER.NUM_WORKERS < 0:
+        raise ValueError(
+            f"DATALOADER.NUM_WORKERS must be 0 (load in the main process) or more, got {cfg.DATALOADER.NUM_WORKERS}."
+        )
     reference, batch = cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH
     if reference and reference != world_size and batch % reference:
         raise ValueError(
@@ -138,6 +152,11 @@ def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
             f"config's reference number of GPUs) to {world_size} process(es): it is not a multiple of {reference}. "
             f"Set SOLVER.IMS_PER_BATCH to a multiple of {reference} (the per-GPU batch times {reference}), or "
             "SOLVER.REFERENCE_WORLD_SIZE 0 to use the batch and schedule as given."
+        )
+    if training and (not reference or reference == world_size) and batch % world_size:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH {batch} (images per step over all processes) does not split over the "
+            f"{world_size} processes of this run: set it to a multiple of {world_size}."
         )
 
 
