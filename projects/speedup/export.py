@@ -165,10 +165,13 @@ def main(argv=None) -> int:
     formats = list(dict.fromkeys(args.format))
     classes = [get_exporter(fmt) for fmt in formats]
     out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "deploy")
-    exporters = [
-        cls(cfg, out_dir, args.allow_random_weights, **options)
-        for cls, options in zip(classes, exporter_options(args, classes))
-    ]
+    try:  # an exporter checks the config's export keys as it is made (EXPORT.INPUT_SIZE, ...)
+        exporters = [
+            cls(cfg, out_dir, args.allow_random_weights, **options)
+            for cls, options in zip(classes, exporter_options(args, classes))
+        ]
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     written = []
     try:
         for exporter in exporters:  # every format's requirements before the first file is written

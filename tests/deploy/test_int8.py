@@ -682,6 +682,10 @@ def test_cli_errors_say_what_to_do(tiny_shapes, tmp_path):
         export_cli.main(base[:2] + ["--format", "onnx-int8", "--calibration-dataset", "no_such_dataset"] + base[2:])
     with pytest.raises(SystemExit, match="must be positive"):
         export_cli.main(base[:2] + ["--format", "onnx-int8", "--calibration-images", "0"] + base[2:])
+    with pytest.raises(
+        SystemExit, match=r"EXPORT.INPUT_SIZE must be \(height, width\) in multiples of 32; got \(100, 100\)"
+    ):
+        export_cli.main(base[:2] + ["--format", "onnx"] + base[2:] + ["EXPORT.INPUT_SIZE", "(100, 100)"])
     with _centerx_messages() as messages:
         assert export_cli.main(base[:2] + ["--format", "onnx-int8"] + base[2:] + ["EXPORT.INT8_FROM_STRIDE", "3"]) == 2
     assert any(
