@@ -1,6 +1,6 @@
 """centerX's config: every key it adds to detectron2's defaults, and the config a
 command runs with. The config layer imports only detectron2's config and
-centerX's leaf helpers (config files, the device, the user's imports): every
+centerX's leaf helpers (config files, the device, the user's imports, name suggestions): every
 other layer may import it, it imports none of them (docs/design.md)."""
 
 from .config import (

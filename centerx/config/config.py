@@ -3,10 +3,9 @@ command runs with.
 
 Each key has a default and a comment. ``add_centerx_config`` is idempotent and
 must run before ``merge_from_file`` so that unknown keys in a user's YAML fail
-with detectron2's usual ``KeyError: 'Non-existent config key: ...'``.
+(:func:`merge_config_file` names the key and the nearest ones).
 """
 
-import difflib
 import logging
 import os
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from ..plugins import (
     imports_in_opts,
     merge_imports,
 )
+from ..suggestions import did_you_mean
 from .data import add_dataloader_config, add_datasets_config, add_input_config
 from .deploy import add_export_config
 from .engine import add_ema_config, add_evaluation_config, add_solver_config
@@ -219,8 +219,7 @@ def config_keys(cfg, prefix: str = "") -> list[str]:
 def unknown_key_message(cfg, key: str, where: str) -> str:
     """What to say of ``key``, which ``cfg`` does not have (``where``: where it was
     set): the config keys nearest to it, if any are near."""
-    near = difflib.get_close_matches(key, config_keys(cfg), n=3, cutoff=0.75)
-    hint = f"; did you mean {' or '.join(near)}?" if near else "."
+    hint = did_you_mean(key, config_keys(cfg), cutoff=0.75)
     return f"{key} ({where}) is not a config key{hint} docs/config.md lists every key."
 
 

@@ -12,7 +12,6 @@ training that could have been known before it.
   evaluation both leave them out (:func:`readable_dataset_dicts`).
 """
 
-import difflib
 import json
 import logging
 import math
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from ..console import on_screen
 from ..modeling.meta_arch import detector_class
+from ..suggestions import did_you_mean
 from ..text_files import read_text
 from .image_io import read_image
 
@@ -227,11 +227,9 @@ def validate_dataset(name: str, cfg, check_images: int) -> DatasetReport:
     """Validate one registered dataset (see :func:`validate_datasets`)."""
     registered = DatasetCatalog.list()
     if name not in registered:
-        near = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
         raise DatasetError(
-            f"Dataset '{name}' (DATASETS.TRAIN / TEST) is not registered"
-            + (f"; did you mean {' or '.join(near)}?" if near else ".")
-            + " Register your own data from the config (DATASETS.COCO_JSON, DATASETS.PASCAL_VOC or "
+            f"Dataset '{name}' (DATASETS.TRAIN / TEST) is not registered{did_you_mean(name, registered, cutoff=0.6)}"
+            " Register your own data from the config (DATASETS.COCO_JSON, DATASETS.PASCAL_VOC or "
             "DATASETS.YOLO, docs/config.md), or use a built-in set: shapes_train / shapes_val, "
             "photos_train / photos_val."
         )

@@ -419,7 +419,7 @@ def quantize_onnx(
     if image_side:
         kept = set(image_side)
         quantised = [n for n in quantised if n not in kept]
-        convs = [n.name for n in model.graph.node if n.name in image_side and n.op_type in CONV_OP_TYPES]
+        convs = [n.name for n in model.graph.node if n.name in kept and n.op_type in CONV_OP_TYPES]
         logger.info(
             f"INT8 from stride {from_stride} (EXPORT.INT8_FROM_STRIDE): the convolutions that read finer maps "
             f"stay FP32 ({len(convs)}): {', '.join(convs)}."

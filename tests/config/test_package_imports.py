@@ -14,7 +14,7 @@ PACKAGE = os.path.join(REPO, "centerx")
 
 # docs/design.md's order: a module may import its own layer and those before it
 LAYERS = [
-    {"version", "text_files", "console", "device", "downloads", "config_files", "plugins"},
+    {"version", "text_files", "console", "device", "downloads", "config_files", "plugins", "suggestions"},
     {"config"},
     {"checkpoint", "modeling"},
     {"data"},
