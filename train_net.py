@@ -40,7 +40,7 @@ from detectron2.utils.logger import setup_logger
 
 import centerx  # (registers everything)
 from centerx.checkpoint import WEIGHTS_ERRORS
-from centerx.config import load_config
+from centerx.config import exit_on_config_error, load_config
 from centerx.console import on_screen, quiet_console
 from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import DatasetError, validate_datasets
@@ -143,6 +143,7 @@ def weights_error(cfg, error: Exception) -> str:
     return str(error) if str(error).startswith("MODEL.WEIGHTS") else f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {error}"
 
 
+@exit_on_config_error
 def main(args):
     cfg = setup(args)
     on_screen(logging.getLogger("centerx"), describe_run(cfg, args))

@@ -689,3 +689,80 @@ def test_stale_temporary_checkpoints_are_removed(tmp_path):
     removed = remove_stale_temporary_files(str(tmp_path))
     assert sorted(os.path.basename(p) for p in removed) == ["last_checkpoint.tmp-123", "model_0000009.pth.tmp-123"]
     assert sorted(os.listdir(tmp_path)) == ["model_0000009.pth", "other.tmp-1"]
+
+
+def test_a_config_value_that_cannot_work_ends_every_command_with_its_message(tmp_path):
+    """A value a key cannot take, found where the model, the trainer or the datasets are
+    built (the module that uses it checks it: ConfigValueError), ends train_net.py,
+    export.py, evaluate.py, predict.py, check_data.py and benchmark.py with the message
+    alone (SystemExit), not a traceback; it was a ValueError traceback in all but
+    evaluate / predict, which printed the model-building ones as usage errors."""
+    import train_net
+
+    def train(*opts):
+        argv = ["--config-file", DEMO, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(tmp_path / "run"),
+                "DATASETS.TEST", "()", "DATASETS.CHECK_IMAGES", "0", *opts]  # fmt: skip
+        train_net.main(train_net.argument_parser().parse_args(argv))
+
+    kernel = r"^MODEL.TTFNET.SHORTCUT_KERNEL_SIZE must be 1 or 3; got 5\.$"
+    with pytest.raises(SystemExit, match=kernel):  # building the model
+        train("MODEL.TTFNET.SHORTCUT_KERNEL_SIZE", "5")
+    with pytest.raises(SystemExit, match=r"^MODEL_EMA.DECAY must be in \[0, 1\), got 2\.0\.$"):  # the trainer
+        train("MODEL_EMA.ENABLED", "True", "MODEL_EMA.DECAY", "2.0")
+    export = load_script("speedup", "export")
+    with pytest.raises(SystemExit, match=kernel):
+        export.main(["--config-file", DEMO, "--format", "onnx", "--allow-random-weights",
+                     "--output", str(tmp_path / "deploy"), "MODEL.TTFNET.SHORTCUT_KERNEL_SIZE", "5"])  # fmt: skip
+    assert not (tmp_path / "deploy" / "model.onnx").exists()
+
+    (tmp_path / "w.pth").write_bytes(b"not read: the datasets come first")
+    bad_json = ["MODEL.WEIGHTS", str(tmp_path / "w.pth"), "DATASETS.COCO_JSON", "[('mine',)]"]  # registering datasets
+    triple = r"^DATASETS.COCO_JSON\[0\] must be a \(name, json_file, image_root\) triple of non-empty strings"
+    commands = {
+        "evaluate": lambda: load_script("speedup", "evaluate").main(["--config-file", DEMO, *bad_json]),
+        "predict": lambda: load_script("demo", "predict").run(
+            ["--config-file", DEMO, "--input", str(tmp_path), "--output", str(tmp_path / "drawn"), *bad_json]
+        ),
+        "check_data": lambda: load_script("data", "check_data").main(["--config-file", DEMO, *bad_json]),
+        "benchmark": lambda: load_script("speedup", "benchmark").main(
+            ["--config-file", DEMO, "--output", str(tmp_path / "bench"), *bad_json]
+        ),
+    }
+    for command in commands.values():
+        with pytest.raises(SystemExit, match=triple):
+            command()
+
+
+def test_errors_that_name_a_config_key_are_config_value_errors():
+    """Every ``raise ValueError(...)`` in the layers that may import the config
+    (docs/design.md) whose message starts with a config key (a dotted path from one of
+    the config's own top-level keys, or ``{where}`` / ``{key}`` / ``{what}`` standing
+    for one) raises ConfigValueError instead, so that the commands print it alone."""
+    import ast
+
+    roots = "|".join(sorted(centerx.get_centerx_cfg().keys(), key=len, reverse=True))
+    key = re.compile(rf"^({roots})(\.[A-Z0-9_\[\]{{}}a-z]+)*[ =:'\[]|^\{{(where|key|what)\}}")
+    leaf = {"version", "text_files", "console", "device", "downloads", "config_files", "plugins", "suggestions"}
+    plain = []
+    for folder, _, files in os.walk(os.path.join(REPO, "centerx")):
+        for file in files:
+            path = os.path.join(folder, file)
+            top = os.path.relpath(path, os.path.join(REPO, "centerx")).split(os.sep)[0].removesuffix(".py")
+            if not file.endswith(".py") or top in leaf:
+                continue
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args):
+                    continue
+                text = node.exc.args[0]
+                while isinstance(text, ast.BinOp):
+                    text = text.left
+                if isinstance(text, ast.JoinedStr) and text.values:
+                    part = text.values[0]
+                    text = part.value if isinstance(part, ast.Constant) else "{" + ast.unparse(part.value) + "}"
+                elif isinstance(text, ast.Constant):
+                    text = text.value
+                if isinstance(text, str) and key.match(text) and getattr(node.exc.func, "id", "") == "ValueError":
+                    plain.append(f"{os.path.relpath(path, REPO)}:{node.lineno} {text[:60]!r}")
+    assert not plain, "raise ConfigValueError for these:\n" + "\n".join(plain)

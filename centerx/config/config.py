@@ -6,6 +6,7 @@ must run before ``merge_from_file`` so that unknown keys in a user's YAML fail
 (:func:`merge_config_file` names the key and the nearest ones).
 """
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -104,6 +105,29 @@ def get_centerx_cfg():
     return add_centerx_config(get_cfg())
 
 
+class ConfigValueError(ValueError):
+    """A config key whose value cannot work: refused by :func:`check_config`, or where
+    the value is used (an unknown timm model, a ResNet depth torchvision lacks, a neck
+    that needs a stride the backbone does not give, a malformed DATASETS.COCO_JSON
+    entry, ...). The message names the key and what to set; the commands print it
+    alone, without a traceback (:func:`exit_on_config_error`)."""
+
+
+def exit_on_config_error(command):
+    """Decorator for a command's entry function: a :class:`ConfigValueError` raised
+    anywhere in it (building the model, the data or the trainer, or later) ends the
+    command with the message alone, exit status 1, instead of a traceback."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ConfigValueError as e:
+            raise SystemExit(str(e)) from None
+
+    return run
+
+
 def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
     """Refuse settings that would fail later with a message that does not say what
     to change; each error names the key and a value that works.
@@ -117,44 +141,44 @@ def check_config(cfg, training: bool = True, world_size: int = 1) -> None:
     if training:
         size = cfg.INPUT.TRAIN_SIZE
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 32:
-            raise ValueError(
+            raise ConfigValueError(
                 f"INPUT.TRAIN_SIZE must be a positive multiple of 32 (the training input side in "
                 f"pixels), got {size!r}; e.g. INPUT.TRAIN_SIZE 512."
             )
         if cfg.SOLVER.EPOCHS < 0:
-            raise ValueError(
+            raise ConfigValueError(
                 f"SOLVER.EPOCHS must be 0 (train SOLVER.MAX_ITER iterations) or a positive number of "
                 f"passes over the training sets, got {cfg.SOLVER.EPOCHS}."
             )
         if cfg.SOLVER.MAX_ITER < 1 and not cfg.SOLVER.EPOCHS:
-            raise ValueError(
+            raise ConfigValueError(
                 f"SOLVER.MAX_ITER must be at least 1 to train, got {cfg.SOLVER.MAX_ITER}; to evaluate "
                 "a trained model use --eval-only MODEL.WEIGHTS <checkpoint>."
             )
         if cfg.SOLVER.IMS_PER_BATCH < 1:
-            raise ValueError(
+            raise ConfigValueError(
                 f"SOLVER.IMS_PER_BATCH must be at least 1 (images per step, over all processes), got "
                 f"{cfg.SOLVER.IMS_PER_BATCH}; e.g. SOLVER.IMS_PER_BATCH 16."
             )
         if not cfg.SOLVER.BASE_LR > 0:
-            raise ValueError(
+            raise ConfigValueError(
                 f"SOLVER.BASE_LR must be positive (detectron2's learning-rate schedules are relative to it), "
                 f"got {cfg.SOLVER.BASE_LR}; the demo configs use 0.002 with Adam."
             )
     if cfg.DATALOADER.NUM_WORKERS < 0:
-        raise ValueError(
+        raise ConfigValueError(
             f"DATALOADER.NUM_WORKERS must be 0 (load in the main process) or more, got {cfg.DATALOADER.NUM_WORKERS}."
         )
     reference, batch = cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH
     if reference and reference != world_size and batch % reference:
-        raise ValueError(
+        raise ConfigValueError(
             f"SOLVER.IMS_PER_BATCH {batch} cannot be rescaled from SOLVER.REFERENCE_WORLD_SIZE {reference} (the "
             f"config's reference number of GPUs) to {world_size} process(es): it is not a multiple of {reference}. "
             f"Set SOLVER.IMS_PER_BATCH to a multiple of {reference} (the per-GPU batch times {reference}), or "
             "SOLVER.REFERENCE_WORLD_SIZE 0 to use the batch and schedule as given."
         )
     if training and (not reference or reference == world_size) and batch % world_size:
-        raise ValueError(
+        raise ConfigValueError(
             f"SOLVER.IMS_PER_BATCH {batch} (images per step over all processes) does not split over the "
             f"{world_size} processes of this run: set it to a multiple of {world_size}."
         )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from detectron2.structures import Instances
 
+from ..config import ConfigValueError
+
 
 @dataclass(frozen=True)
 class Mixup:
@@ -31,9 +33,9 @@ class Mixup:
 
     def __post_init__(self):
         if not 0.0 <= self.prob <= 1.0:
-            raise ValueError(f"INPUT.MIXUP.PROB must be in [0, 1], got {self.prob}.")
+            raise ConfigValueError(f"INPUT.MIXUP.PROB must be in [0, 1], got {self.prob}.")
         if not self.alpha > 0:
-            raise ValueError(f"INPUT.MIXUP.ALPHA must be > 0 (lambda ~ Beta(ALPHA, ALPHA)), got {self.alpha}.")
+            raise ConfigValueError(f"INPUT.MIXUP.ALPHA must be > 0 (lambda ~ Beta(ALPHA, ALPHA)), got {self.alpha}.")
 
     def active_at(self, iteration: int) -> bool:
         """Whether samples of this iteration may be mixed at all."""
@@ -44,7 +46,7 @@ class Mixup:
         """From INPUT.MIXUP (PROB, ALPHA, OFF_LAST_ITERS) and SOLVER.MAX_ITER."""
         m = cfg.INPUT.MIXUP
         if m.OFF_LAST_ITERS < 0:
-            raise ValueError(f"INPUT.MIXUP.OFF_LAST_ITERS must be >= 0, got {m.OFF_LAST_ITERS}.")
+            raise ConfigValueError(f"INPUT.MIXUP.OFF_LAST_ITERS must be >= 0, got {m.OFF_LAST_ITERS}.")
         return cls(prob=float(m.PROB), alpha=float(m.ALPHA), stop_iter=cfg.SOLVER.MAX_ITER - m.OFF_LAST_ITERS)
 
 

@@ -17,6 +17,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.registry import Registry
 
+from ..config import ConfigValueError
 from ..device import check_device
 from ..modeling.meta_arch import detector_class
 from .letterbox import Letterbox
@@ -30,7 +31,7 @@ def score_threshold(cfg) -> float:
     """The SCORE_THRESH_TEST of the config's detector (e.g. MODEL.CENTERNET.SCORE_THRESH_TEST)."""
     detector = detector_class(cfg)
     if detector is None:
-        raise ValueError(
+        raise ConfigValueError(
             f"MODEL.META_ARCHITECTURE '{cfg.MODEL.META_ARCHITECTURE}' is not a centerX point detector; "
             "the runtimes run CenterNet, TTFNet or another PointDetector."
         )
@@ -41,7 +42,9 @@ def num_classes(cfg) -> int:
     """The NUM_CLASSES of the config's detector."""
     detector = detector_class(cfg)
     if detector is None:
-        raise ValueError(f"MODEL.META_ARCHITECTURE '{cfg.MODEL.META_ARCHITECTURE}' is not a centerX point detector.")
+        raise ConfigValueError(
+            f"MODEL.META_ARCHITECTURE '{cfg.MODEL.META_ARCHITECTURE}' is not a centerX point detector."
+        )
     return int(detector.config_node(cfg).NUM_CLASSES)
 
 

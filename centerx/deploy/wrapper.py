@@ -4,6 +4,7 @@ import torch
 from detectron2.modeling import build_model
 from torch import nn
 
+from ..config import ConfigValueError
 from ..engine.ema import load_weights_for_eval
 from ..modeling.decode import peak_mask
 from ..modeling.meta_arch.build import detector_config
@@ -104,7 +105,7 @@ def check_input_size(size) -> tuple[int, int]:
     """``EXPORT.INPUT_SIZE`` -> (height, width), both positive multiples of 32."""
     h, w = (int(s) for s in size)
     if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise ValueError(f"EXPORT.INPUT_SIZE must be (height, width) in multiples of 32; got {tuple(size)}.")
+        raise ConfigValueError(f"EXPORT.INPUT_SIZE must be (height, width) in multiples of 32; got {tuple(size)}.")
     return h, w
 
 

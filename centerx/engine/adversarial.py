@@ -10,6 +10,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch import nn
 
+from ..config import ConfigValueError
 from ..modeling.adversarial import FeatureAdversaries
 
 __all__ = ["DiscriminatorStep", "build_discriminator_optimizer", "discriminator_step", "feature_adversaries"]
@@ -28,10 +29,10 @@ def build_discriminator_optimizer(cfg, adversaries: FeatureAdversaries) -> torch
     weight decay, no gradient clipping)."""
     a = cfg.MODEL.DISTILL.ADVERSARIAL
     if not a.BASE_LR > 0:
-        raise ValueError(f"MODEL.DISTILL.ADVERSARIAL.BASE_LR must be > 0, got {a.BASE_LR}.")
+        raise ConfigValueError(f"MODEL.DISTILL.ADVERSARIAL.BASE_LR must be > 0, got {a.BASE_LR}.")
     betas = tuple(a.BETAS)
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise ValueError(f"MODEL.DISTILL.ADVERSARIAL.BETAS must be two values in [0, 1), got {a.BETAS}.")
+        raise ConfigValueError(f"MODEL.DISTILL.ADVERSARIAL.BETAS must be two values in [0, 1), got {a.BETAS}.")
     return torch.optim.Adam(adversaries.discriminators.parameters(), lr=a.BASE_LR, betas=betas)
 
 

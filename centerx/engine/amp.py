@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
+from ..config import ConfigValueError
 from ..modeling.meta_arch.distiller import Distiller
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def keep_in_float32(model: torch.nn.Module, names: Sequence[str]) -> list[str]:
     unknown = [n for n in names if n not in modules or not n]
     if unknown:
         parts = [n for n, _ in model.named_children()]
-        raise ValueError(
+        raise ConfigValueError(
             f"SOLVER.AMP.FP32_MODULES: {unknown} are not submodules of {type(model).__name__}; its parts "
             f"are {parts} (deeper names like 'heads.heatmap' work too). A config written for another "
             "detector (the TTFNet demos keep 'heads.ltrb' in float32) needs its own list: e.g. "

@@ -10,6 +10,7 @@ from detectron2.engine import HookBase
 from torch import nn
 
 from ..checkpoint import MissingWeightsError, StrictCheckpointer
+from ..config import ConfigValueError
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,9 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float = 0.9998, warmup_iters: int = 2000):
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"MODEL_EMA.DECAY must be in [0, 1), got {decay}.")
+            raise ConfigValueError(f"MODEL_EMA.DECAY must be in [0, 1), got {decay}.")
         if warmup_iters < 0:
-            raise ValueError(f"MODEL_EMA.WARMUP_ITERS must be >= 0, got {warmup_iters}.")
+            raise ConfigValueError(f"MODEL_EMA.WARMUP_ITERS must be >= 0, got {warmup_iters}.")
         self.decay = decay
         self.warmup_iters = warmup_iters
         self.updates = 0

@@ -11,6 +11,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
+from ..config import ConfigValueError
 from ..data.image_io import as_three_channels
 from .ema import load_weights_for_eval
 
@@ -43,7 +44,7 @@ class Predictor(DefaultPredictor):
         # (a crafted file would run its code) before the strict, safe load below.
         # The attributes it sets are set here the same way.
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
-            raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}.")
+            raise ConfigValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}.")
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()

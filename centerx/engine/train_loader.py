@@ -11,6 +11,7 @@ from detectron2.data import DatasetMapper, build_detection_train_loader, get_det
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..config import ConfigValueError
 from ..data import CenterNetDatasetMapper
 from ..data.mixup import Mixup
 from ..data.samplers import PositionedDataset, ResumableTrainingSampler
@@ -35,7 +36,9 @@ TRAIN_MAPPERS = ("centernet", "default")
 def build_train_mapper(cfg):
     """The training mapper named by ``DATALOADER.TRAIN_MAPPER``."""
     if cfg.DATALOADER.TRAIN_MAPPER not in TRAIN_MAPPERS:
-        raise ValueError(f"DATALOADER.TRAIN_MAPPER='{cfg.DATALOADER.TRAIN_MAPPER}' is not one of {TRAIN_MAPPERS}.")
+        raise ConfigValueError(
+            f"DATALOADER.TRAIN_MAPPER='{cfg.DATALOADER.TRAIN_MAPPER}' is not one of {TRAIN_MAPPERS}."
+        )
     if cfg.DATALOADER.TRAIN_MAPPER == "centernet":
         return CenterNetDatasetMapper(cfg)
     return DatasetMapper(cfg, is_train=True)
@@ -53,7 +56,9 @@ def stream_augmentations(cfg) -> dict:
     sizes = tuple(cfg.INPUT.TRAIN_SIZES)
     bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s <= 0 or s % 32]
     if bad:
-        raise ValueError(f"INPUT.TRAIN_SIZES must hold positive multiples of 32 (input pixels), got {bad} in {sizes}.")
+        raise ConfigValueError(
+            f"INPUT.TRAIN_SIZES must hold positive multiples of 32 (input pixels), got {bad} in {sizes}."
+        )
     features = [k for k, on in (("INPUT.TRAIN_SIZES", sizes), ("INPUT.MIXUP.ENABLED", cfg.INPUT.MIXUP.ENABLED)) if on]
     if features and cfg.DATALOADER.SAMPLER_TRAIN != RESUMABLE_SAMPLER:
         raise ValueError(

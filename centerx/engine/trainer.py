@@ -17,6 +17,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..config import ConfigValueError
 from ..console import ProgressPrinter
 from ..data.eval_mapper import EvalDatasetMapper
 from ..data.validation import readable_dataset_dicts
@@ -50,7 +51,7 @@ LOG_PERIOD = 20
 
 def _check_choice(key: str, value: str, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{key}='{value}' is not one of {choices}.")
+        raise ConfigValueError(f"{key}='{value}' is not one of {choices}.")
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -101,7 +102,7 @@ def clip_full_model_gradients(
     would otherwise take them scaled), so the clip sees true gradients. Returns the
     same optimizer object, its class extended."""
     if max_norm <= 0:
-        raise ValueError(
+        raise ConfigValueError(
             f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be positive to clip the full model's gradient "
             f"norm, got {max_norm}; e.g. 35.0 (the TTFNet authors' value)."
         )

@@ -20,6 +20,7 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.visualizer import Visualizer
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from ..config import ConfigValueError
 from ..console import on_screen
 from ..data.eval_mapper import EvalDatasetMapper
 
@@ -95,7 +96,7 @@ class PredictionImages(HookBase):
         self._save_dir = save_dir
         num_images = cfg.TEST.VIS_IMAGES
         if num_images < 0:
-            raise ValueError(f"TEST.VIS_IMAGES must be >= 0 (0 = off), got {num_images}.")
+            raise ConfigValueError(f"TEST.VIS_IMAGES must be >= 0 (0 = off), got {num_images}.")
         self._period = period
         self._num_images = num_images
         self._score_thresh = cfg.TEST.VIS_SCORE_THRESH

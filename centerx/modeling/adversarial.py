@@ -18,6 +18,7 @@ import torch
 from detectron2.layers import ShapeSpec
 from torch import nn
 
+from ..config import ConfigValueError
 from .losses.adversarial import discriminator_accuracy, discriminator_loss, generator_loss
 
 __all__ = ["PatchDiscriminator", "FeatureAdversaries"]
@@ -78,9 +79,9 @@ class FeatureAdversaries(nn.Module):
         super().__init__()
         _check_levels(levels, student_shapes, teacher_names, teacher_shapes)
         if channels <= 0:
-            raise ValueError(f"MODEL.DISTILL.ADVERSARIAL.CHANNELS must be > 0, got {channels}.")
+            raise ConfigValueError(f"MODEL.DISTILL.ADVERSARIAL.CHANNELS must be > 0, got {channels}.")
         if weight < 0:
-            raise ValueError(f"MODEL.DISTILL.ADVERSARIAL.WEIGHT must be >= 0, got {weight}.")
+            raise ConfigValueError(f"MODEL.DISTILL.ADVERSARIAL.WEIGHT must be >= 0, got {weight}.")
         self.weight = weight
         self.pairs: list[tuple[str, int, str]] = []  # (module key, teacher index, level)
         self.adapters = nn.ModuleDict()
@@ -170,21 +171,21 @@ def _check_levels(
     """Every level is a map of the student and of each teacher, at the same stride."""
     key = "MODEL.DISTILL.ADVERSARIAL.FEATURES"
     if not levels:
-        raise ValueError(f"{key} is empty: name at least one of the student's maps {sorted(student_shapes)}.")
+        raise ConfigValueError(f"{key} is empty: name at least one of the student's maps {sorted(student_shapes)}.")
     if len(set(levels)) != len(levels):
-        raise ValueError(f"{key} {list(levels)} names a level twice.")
+        raise ConfigValueError(f"{key} {list(levels)} names a level twice.")
     unknown = [level for level in levels if level not in student_shapes]
     if unknown:
-        raise ValueError(
+        raise ConfigValueError(
             f"{key}: unknown levels {unknown}; the student's maps are {sorted(student_shapes)} "
             "(its backbone's output features and 'upsampler')."
         )
     for name, shapes in zip(teacher_names, teacher_shapes):
         for level in levels:
             if level not in shapes:
-                raise ValueError(f"{key}: teacher {name} has no map '{level}'; its maps are {sorted(shapes)}.")
+                raise ConfigValueError(f"{key}: teacher {name} has no map '{level}'; its maps are {sorted(shapes)}.")
             if shapes[level].stride != student_shapes[level].stride:
-                raise ValueError(
+                raise ConfigValueError(
                     f"{key}: teacher {name}'s '{level}' has stride {shapes[level].stride}, the "
                     f"student's {student_shapes[level].stride}; the maps must share the grid."
                 )

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from fvcore.common.registry import Registry
 
+from ..config import ConfigValueError
 from .losses.distillation import quality_focal_distillation_loss
 
 __all__ = [
@@ -47,7 +48,7 @@ def heatmap_distillation_loss(name: str) -> Callable | None:
     if not name:
         return None
     if name not in HEATMAP_DISTILLATION_LOSS_REGISTRY:
-        raise ValueError(
+        raise ConfigValueError(
             f"MODEL.DISTILL.HEATMAP_LOSS='{name}' is not '' (the student's own term) or one of the "
             f"registered heatmap losses {sorted(n for n, _ in HEATMAP_DISTILLATION_LOSS_REGISTRY)}."
         )
@@ -60,11 +61,11 @@ def build_distillation_terms(cfg, student, teachers: Sequence, links: Sequence) 
     unknown = [n for n in names if n not in DISTILLATION_TERM_REGISTRY]
     if unknown:
         registered = sorted(n for n, _ in DISTILLATION_TERM_REGISTRY)
-        raise ValueError(
+        raise ConfigValueError(
             f"MODEL.DISTILL.TERMS: {unknown} are not registered distillation terms (registered: "
             f"{registered or 'none'}). Register yours with @DISTILLATION_TERM_REGISTRY.register() in a "
             "module given to --import (or the config's IMPORTS)."
         )
     if len(set(names)) != len(names):
-        raise ValueError(f"MODEL.DISTILL.TERMS names a term twice: {names}.")
+        raise ConfigValueError(f"MODEL.DISTILL.TERMS names a term twice: {names}.")
     return [DISTILLATION_TERM_REGISTRY.get(n)(cfg, student, teachers, links) for n in names]

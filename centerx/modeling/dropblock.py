@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigValueError
+
 
 class DropBlock(nn.Module):
     """Zero random ``block_size`` x ``block_size`` blocks of each channel in
@@ -29,9 +31,9 @@ class DropBlock(nn.Module):
         """
         super().__init__()
         if not 0.0 <= drop_prob < 1.0:
-            raise ValueError(f"MODEL.CENTERX.DROPBLOCK.DROP_PROB must be in [0, 1); got {drop_prob}.")
+            raise ConfigValueError(f"MODEL.CENTERX.DROPBLOCK.DROP_PROB must be in [0, 1); got {drop_prob}.")
         if block_size < 1 or block_size % 2 == 0:
-            raise ValueError(
+            raise ConfigValueError(
                 f"MODEL.CENTERX.DROPBLOCK.BLOCK_SIZE must be a positive odd number (blocks are centred "
                 f"on a cell); got {block_size}."
             )

@@ -16,6 +16,8 @@ import torch
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import log_every_n_seconds
 
+from ..config import ConfigValueError
+
 logger = logging.getLogger(__name__)
 
 NORMALIZERS = ("current", "running_mean")
@@ -59,14 +61,14 @@ class LossBalancer:
         min_normalizer: float = 1e-6,
     ):
         if normalizer not in NORMALIZERS:
-            raise ValueError(f"MODEL.LOSS_BALANCE.NORMALIZER='{normalizer}' is not one of {NORMALIZERS}.")
+            raise ConfigValueError(f"MODEL.LOSS_BALANCE.NORMALIZER='{normalizer}' is not one of {NORMALIZERS}.")
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"MODEL.LOSS_BALANCE.MOMENTUM must be in [0, 1), got {momentum}.")
+            raise ConfigValueError(f"MODEL.LOSS_BALANCE.MOMENTUM must be in [0, 1), got {momentum}.")
         if not min_normalizer > 0.0:
-            raise ValueError(f"MODEL.LOSS_BALANCE.MIN_NORMALIZER must be > 0, got {min_normalizer}.")
+            raise ConfigValueError(f"MODEL.LOSS_BALANCE.MIN_NORMALIZER must be > 0, got {min_normalizer}.")
         for name, c in magnitudes.items():
             if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
-                raise ValueError(
+                raise ConfigValueError(
                     f"MODEL.LOSS_BALANCE.MAGNITUDES: magnitude of '{name}' must be a finite number > 0, got {c!r}."
                 )
         self.magnitudes = {name: float(c) for name, c in magnitudes.items()}
@@ -147,10 +149,10 @@ def build_loss_balancer(cfg) -> LossBalancer | None:
     magnitudes = {}
     for index, entry in enumerate(c.MAGNITUDES):
         if isinstance(entry, (str, bytes)) or len(entry) != 2 or not isinstance(entry[0], str):
-            raise ValueError(
+            raise ConfigValueError(
                 f"MODEL.LOSS_BALANCE.MAGNITUDES[{index}] must be a (loss name, magnitude) pair, got {entry!r}."
             )
         if entry[0] in magnitudes:
-            raise ValueError(f"MODEL.LOSS_BALANCE.MAGNITUDES lists '{entry[0]}' twice.")
+            raise ConfigValueError(f"MODEL.LOSS_BALANCE.MAGNITUDES lists '{entry[0]}' twice.")
         magnitudes[entry[0]] = entry[1]
     return LossBalancer(magnitudes, c.NORMALIZER, c.MOMENTUM, c.MIN_NORMALIZER)

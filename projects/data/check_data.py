@@ -36,7 +36,7 @@ from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
 import centerx
-from centerx.config import load_config
+from centerx.config import exit_on_config_error, load_config
 from centerx.data.datasets import ensure_datasets
 from centerx.data.image_io import read_image
 from centerx.data.statistics import CELL_BINS, box_statistics
@@ -105,6 +105,7 @@ def draw_examples(name: str, dicts, count: int, folder: str) -> int:
     return written
 
 
+@exit_on_config_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")

@@ -59,6 +59,7 @@ from tqdm import tqdm
 
 import centerx
 from centerx.checkpoint import WEIGHTS_ERRORS
+from centerx.config import exit_on_config_error
 from centerx.data.datasets import ensure_datasets
 from centerx.data.validation import model_num_classes
 from centerx.deploy.model_info import load_model_config, saved_config_text
@@ -445,6 +446,7 @@ def open_video_writer(stem: str, fps: float, size: tuple[int, int]) -> tuple[cv2
     )
 
 
+@exit_on_config_error
 def run(argv: Sequence[str] | None = None) -> Summary:
     """Parse ``argv``, process the input and return what was done (errors exit via SystemExit)."""
     parser, args = parse_args(argv)

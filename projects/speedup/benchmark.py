@@ -47,7 +47,7 @@ from tabulate import tabulate
 
 import centerx
 from centerx.checkpoint import WEIGHTS_ERRORS
-from centerx.config import load_config
+from centerx.config import exit_on_config_error, load_config
 from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
 from centerx.deploy.exporters import export, exporter_formats, get_exporter
 from centerx.deploy.runtimes import TorchRuntime, build_runtime, get_runtime
@@ -158,6 +158,7 @@ def time_stages(runtime, images: list[np.ndarray], batch: int, warmup: int, reps
     return times
 
 
+@exit_on_config_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")

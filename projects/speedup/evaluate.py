@@ -30,6 +30,7 @@ import logging
 from detectron2.utils.logger import setup_logger
 
 import centerx
+from centerx.config import exit_on_config_error
 from centerx.deploy.evaluation import evaluate_runtime, resolve_dataset
 from centerx.deploy.model_info import load_model_config, saved_config_text
 from centerx.deploy.runtimes import build_runtime, runtime_for_file, runtime_names
@@ -68,6 +69,7 @@ def evaluate(runtime, dataset: str, output_dir: str = "") -> dict[str, float]:
     return evaluate_runtime(runtime, dataset, output_dir=output_dir or None)
 
 
+@exit_on_config_error
 def main(argv=None) -> dict[str, float]:
     parser, args = parse_args(argv)
     setup_logger(name="centerx")

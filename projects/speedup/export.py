@@ -45,7 +45,7 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 from centerx.checkpoint import WEIGHTS_ERRORS
-from centerx.config import load_config
+from centerx.config import exit_on_config_error, load_config
 from centerx.deploy import ExportError
 from centerx.deploy.exporters import EXPORTER_REGISTRY, exporter_formats, get_exporter
 from centerx.deploy.onnx_export import DEFAULT_OPSET
@@ -158,6 +158,7 @@ def exporter_options(args, exporter_classes) -> list:
     return chosen
 
 
+@exit_on_config_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="centerx")

@@ -23,6 +23,7 @@ from .crowdhuman import convert_crowdhuman_odgt
 from .photos import PHOTOS_CLASSES, ensure_photos
 from .shapes import SHAPES_CLASSES, datasets_root, ensure_shapes
 from .widerface import convert_widerface_txt
+from ...config import ConfigValueError
 
 __all__ = [
     "register_all_builtin",
@@ -224,7 +225,7 @@ def register_coco_json_datasets(entries: Sequence[Sequence[str]]) -> None:
             skipped, so calling this twice is harmless.
 
     Raises:
-        ValueError: an entry is not a triple of non-empty strings, or its name is
+        ConfigValueError: an entry is not a triple of non-empty strings, or its name is
             already registered with another json_file / image_root (or by another
             component, e.g. a builtin dataset).
 
@@ -234,7 +235,7 @@ def register_coco_json_datasets(entries: Sequence[Sequence[str]]) -> None:
     ``register_coco_instances``.
     """
     if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
-        raise ValueError(
+        raise ConfigValueError(
             "DATASETS.COCO_JSON must be a list of (name, json_file, image_root) triples, "
             f"got {entries!r}"
         )
@@ -245,7 +246,7 @@ def register_coco_json_datasets(entries: Sequence[Sequence[str]]) -> None:
             or len(entry) != 3
             or not all(isinstance(v, str) and v for v in entry)
         ):
-            raise ValueError(
+            raise ConfigValueError(
                 f"DATASETS.COCO_JSON[{index}] must be a (name, json_file, image_root) triple "
                 f"of non-empty strings, got {entry!r}"
             )
@@ -254,7 +255,7 @@ def register_coco_json_datasets(entries: Sequence[Sequence[str]]) -> None:
             meta = MetadataCatalog.get(name)
             if (meta.get("json_file"), meta.get("image_root")) == (json_file, image_root):
                 continue
-            raise ValueError(
+            raise ConfigValueError(
                 f"DATASETS.COCO_JSON[{index}]: dataset name '{name}' is already registered "
                 f"(json_file={meta.get('json_file')!r}, image_root={meta.get('image_root')!r}); "
                 "choose another name."

@@ -12,6 +12,7 @@ import os
 from typing import Dict, List, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from ...config import ConfigValueError
 
 __all__ = ["IMAGE_EXTENSIONS", "load_image_folder", "register_image_folders"]
 
@@ -50,11 +51,11 @@ def register_image_folders(entries: Sequence[Sequence[str]]) -> None:
     first loaded.
 
     Raises:
-        ValueError: an entry is not a pair of non-empty strings, or its name is
+        ConfigValueError: an entry is not a pair of non-empty strings, or its name is
             already registered for something else.
     """
     if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
-        raise ValueError(f"DATASETS.IMAGE_FOLDERS must be a list of (name, folder) pairs, got {entries!r}")
+        raise ConfigValueError(f"DATASETS.IMAGE_FOLDERS must be a list of (name, folder) pairs, got {entries!r}")
     for index, entry in enumerate(entries):
         if (
             isinstance(entry, (str, bytes))
@@ -62,14 +63,14 @@ def register_image_folders(entries: Sequence[Sequence[str]]) -> None:
             or len(entry) != 2
             or not all(isinstance(v, str) and v for v in entry)
         ):
-            raise ValueError(
+            raise ConfigValueError(
                 f"DATASETS.IMAGE_FOLDERS[{index}] must be a (name, folder) pair of non-empty strings, got {entry!r}"
             )
         name, folder = entry
         if name in DatasetCatalog.list():
             if MetadataCatalog.get(name).get("image_folder") == folder:
                 continue
-            raise ValueError(
+            raise ConfigValueError(
                 f"DATASETS.IMAGE_FOLDERS[{index}]: dataset name '{name}' is already registered; choose another name."
             )
         DatasetCatalog.register(name, functools.partial(load_image_folder, name, folder))

@@ -37,6 +37,7 @@ from ...text_files import read_lines, read_text
 from ..validation import DatasetError
 from .coco_json import image_size
 from .image_folder import IMAGE_EXTENSIONS
+from ...config import ConfigValueError
 
 __all__ = ["load_voc", "load_yolo", "read_class_names", "register_voc_datasets", "register_yolo_datasets"]
 
@@ -205,12 +206,12 @@ def load_yolo(name: str, images: str, labels: str, class_names: Union[str, Seque
 
 def _entries(key: str, entries, lengths: Tuple[int, ...], form: str) -> List[Tuple]:
     if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
-        raise ValueError(f"{key} must be a list of {form} entries, got {entries!r}")
+        raise ConfigValueError(f"{key} must be a list of {form} entries, got {entries!r}")
     out = []
     for i, entry in enumerate(entries):
         if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) not in lengths \
                 or not all(isinstance(v, str) and v for v in entry[:3]):
-            raise ValueError(f"{key}[{i}] must be {form}, got {entry!r}")
+            raise ConfigValueError(f"{key}[{i}] must be {form}, got {entry!r}")
         out.append(tuple(entry))
     return out
 
@@ -219,7 +220,7 @@ def _register(key: str, name: str, loader, source: Tuple) -> None:
     if name in DatasetCatalog.list():
         if MetadataCatalog.get(name).get("source") == source:
             return
-        raise ValueError(f"{key}: dataset name '{name}' is already registered for something else; choose another.")
+        raise ConfigValueError(f"{key}: dataset name '{name}' is already registered for something else; choose another.")
     DatasetCatalog.register(name, loader)
     MetadataCatalog.get(name).set(source=source, evaluator_type="coco")
 

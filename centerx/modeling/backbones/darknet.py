@@ -16,6 +16,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
+from ...config import ConfigValueError
 from .weights import load_configured_backbone_weights
 
 _LEAKY_SLOPE = 0.1
@@ -76,7 +77,7 @@ class DarkNet(Backbone):
             self._out_feature_channels[name] = channels
         unknown = [f for f in out_features if f not in self._stage_names]
         if unknown or not out_features:
-            raise ValueError(f"MODEL.DARKNET.OUT_FEATURES {list(out_features)}: choose from {self._stage_names}.")
+            raise ConfigValueError(f"MODEL.DARKNET.OUT_FEATURES {list(out_features)}: choose from {self._stage_names}.")
         self._out_features = [n for n in self._stage_names if n in out_features]
         self._size_divisibility = 2 ** len(blocks)
 

@@ -9,6 +9,7 @@ import torchvision
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from ...config import ConfigValueError
 from .weights import load_configured_backbone_weights
 
 _BUILDERS = {
@@ -29,7 +30,7 @@ class TorchvisionResNet(Backbone):
     def __init__(self, depth: int, norm: str = "BN"):
         super().__init__()
         if depth not in _BUILDERS:
-            raise ValueError(f"MODEL.RESNETS.DEPTH={depth} is not supported; use one of {sorted(_BUILDERS)}.")
+            raise ConfigValueError(f"MODEL.RESNETS.DEPTH={depth} is not supported; use one of {sorted(_BUILDERS)}.")
         net = _BUILDERS[depth](weights=None, norm_layer=lambda c: get_norm(norm, c))
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4

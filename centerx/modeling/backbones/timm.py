@@ -34,6 +34,7 @@ from timm.layers import get_act_layer
 from torch import nn
 
 from ...checkpoint import local_weights_path
+from ...config import ConfigValueError
 
 __all__ = ["TIMM_STRIDES", "TimmBackbone", "build_timm_backbone", "parse_model_args"]
 
@@ -53,11 +54,11 @@ RESERVED_ARGS = {
 
 
 def check_model_args(model_args: dict) -> None:
-    """Refuse keyword arguments that the backbone sets itself (ValueError naming
+    """Refuse keyword arguments that the backbone sets itself (ConfigValueError naming
     the key to use instead)."""
     for name in model_args:
         if name in RESERVED_ARGS:
-            raise ValueError(f"MODEL.TIMM.MODEL_ARGS may not set '{name}': {RESERVED_ARGS[name]}.")
+            raise ConfigValueError(f"MODEL.TIMM.MODEL_ARGS may not set '{name}': {RESERVED_ARGS[name]}.")
 
 
 def parse_model_args(items) -> dict:
@@ -66,7 +67,7 @@ def parse_model_args(items) -> dict:
     is kept as a string (``"stem_type=deep"``).
 
     Raises:
-        ValueError: an item without "=", a name that is no identifier, a value
+        ConfigValueError: an item without "=", a name that is no identifier, a value
             that is neither a literal nor a plain name (``"channels=(24, 48"``),
             a name given twice, or one of the arguments the backbone sets itself.
     """
@@ -75,19 +76,19 @@ def parse_model_args(items) -> dict:
         name, sep, text = str(item).partition("=")
         name = name.strip()
         if not sep or not name.isidentifier():
-            raise ValueError(
+            raise ConfigValueError(
                 f"MODEL.TIMM.MODEL_ARGS item {item!r} is not 'name=value' (e.g. 'stem_width=24', "
                 "'channels=(24, 48, 96, 192)')."
             )
         check_model_args({name: None})
         if name in args:
-            raise ValueError(f"MODEL.TIMM.MODEL_ARGS sets '{name}' twice.")
+            raise ConfigValueError(f"MODEL.TIMM.MODEL_ARGS sets '{name}' twice.")
         text = text.strip()
         try:
             args[name] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             if not text.replace(".", "_").isidentifier():
-                raise ValueError(
+                raise ConfigValueError(
                     f"MODEL.TIMM.MODEL_ARGS item {item!r}: '{text}' is neither a Python literal nor a plain name "
                     "(check its brackets and quotes)."
                 ) from None
@@ -97,13 +98,13 @@ def parse_model_args(items) -> dict:
 
 def create_timm_model(name: str, model_args: dict, **options) -> nn.Module:
     """``timm.create_model(name, **model_args, **options)``; a keyword that the
-    model's builder does not take is a ValueError naming MODEL.TIMM.MODEL_ARGS."""
+    model's builder does not take is a ConfigValueError naming MODEL.TIMM.MODEL_ARGS."""
     try:
         return timm.create_model(name, **model_args, **options)
     except TypeError as e:
         unknown = [k for k in model_args if f"'{k}'" in str(e)]
         if unknown:
-            raise ValueError(
+            raise ConfigValueError(
                 f"MODEL.TIMM.MODEL_ARGS: the timm model '{name}' does not take {', '.join(unknown)} ({e})."
             ) from None
         raise
@@ -115,7 +116,7 @@ def feature_levels(name: str, model_args: dict | None = None) -> list[dict]:
     without weights."""
     if name not in timm.list_models():
         close = [m for m in timm.list_models() if name.split("_")[0] in m][:8]
-        raise ValueError(
+        raise ConfigValueError(
             f"MODEL.TIMM.NAME '{name}' is not a timm model" + (f" (close: {', '.join(close)})" if close else "") + "."
         )
     return list(create_timm_model(name, model_args or {}, pretrained=False).feature_info)
@@ -152,14 +153,14 @@ class TimmBackbone(Backbone):
         """
         super().__init__()
         if norm not in NORMS:
-            raise ValueError(f"MODEL.CENTERX.BACKBONE_NORM '{norm}' is not one of {NORMS} for a timm backbone.")
+            raise ConfigValueError(f"MODEL.CENTERX.BACKBONE_NORM '{norm}' is not one of {NORMS} for a timm backbone.")
         model_args = dict(model_args or {})
         check_model_args(model_args)
         levels = feature_levels(name, model_args)
         by_stride = {level["reduction"]: i for i, level in enumerate(levels)}
         missing = [s for s in TIMM_STRIDES if s not in by_stride]
         if missing:
-            raise ValueError(
+            raise ConfigValueError(
                 f"timm model '{name}' has no features at stride(s) {missing} (its levels: "
                 f"{[level['reduction'] for level in levels]}); the detectors need strides {list(TIMM_STRIDES)}."
             )
@@ -191,7 +192,7 @@ class TimmBackbone(Backbone):
             try:
                 get_act_layer(act_layer)
             except KeyError:
-                raise ValueError(
+                raise ConfigValueError(
                     f"MODEL.TIMM.ACT_LAYER '{act_layer}' is not a timm activation name (e.g. relu, hard_swish, "
                     "silu); '' keeps the model's own."
                 ) from None
@@ -203,7 +204,7 @@ class TimmBackbone(Backbone):
             return create_timm_model(name, model_args or {}, **options)
         except TypeError as e:
             if act_layer and "act_layer" in str(e):
-                raise ValueError(
+                raise ConfigValueError(
                     f"MODEL.TIMM.ACT_LAYER '{act_layer}': the timm model '{name}' does not take another activation "
                     "(its builder has no act_layer); leave the key empty for it."
                 ) from None
@@ -212,7 +213,7 @@ class TimmBackbone(Backbone):
             if not weights:
                 raise
             first = " ".join(str(e).split())[:600]
-            raise ValueError(
+            raise ConfigValueError(
                 f"MODEL.TIMM.WEIGHTS '{weights}' does not fit the timm model '{name}' ({first}). Give a state "
                 f"dict of '{name}' itself"
                 + (f" built with MODEL.TIMM.MODEL_ARGS {model_args}" if model_args else "")

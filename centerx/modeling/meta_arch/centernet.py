@@ -10,6 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
+from ...config import ConfigValueError
 from ...config.model import add_centernet_config
 from ..decode import decode_centernet
 from ..dropblock import drop_block_args
@@ -82,7 +83,7 @@ class CenterNet(PointDetector):
         if c.UPSAMPLER == "dla_up":
             return DLAUpsampler(input_shapes, c.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
         if c.UPSAMPLER != "deconv":
-            raise ValueError(f"MODEL.CENTERNET.UPSAMPLER '{c.UPSAMPLER}' is not 'deconv' or 'dla_up'.")
+            raise ConfigValueError(f"MODEL.CENTERNET.UPSAMPLER '{c.UPSAMPLER}' is not 'deconv' or 'dla_up'.")
         return CenterNetUpsampler(input_shapes, c.UPSAMPLE_CHANNELS, c.DEFORMABLE, cfg.MODEL.CENTERX.NECK_NORM)
 
     @classmethod

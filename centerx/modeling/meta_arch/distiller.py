@@ -19,6 +19,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
+from ...config import ConfigValueError
 from ..adversarial import FeatureAdversaries
 from ..distillation_terms import build_distillation_terms, heatmap_distillation_loss
 from ..loss_balance import LossBalancer, build_loss_balancer
@@ -149,7 +150,7 @@ class Distiller(nn.Module):
             raise ValueError(_NOTHING_TO_LEARN)
         heatmap_loss = heatmap_distillation_loss(d.HEATMAP_LOSS)
         if not d.TEACHERS:
-            raise ValueError(
+            raise ConfigValueError(
                 "MODEL.DISTILL.TEACHERS is empty: give at least one (config file, weights file, classes) triple."
             )
         entries = [parse_teacher_entry(i, entry) for i, entry in enumerate(d.TEACHERS)]
@@ -346,7 +347,7 @@ def _check_can_be_student(student_class: type) -> None:
         not (isinstance(student_class, type) and issubclass(student_class, PointDetector))
         or student_class.distillation_losses is PointDetector.distillation_losses
     ):
-        raise ValueError(
+        raise ConfigValueError(
             f"MODEL.DISTILL.STUDENT_META_ARCHITECTURE: {student_class.__name__} is not a point "
             "detector with distillation_losses (e.g. CenterNet, TTFNet); see docs/extending.md."
         )
@@ -356,12 +357,12 @@ def _check_training_datasets(cfg) -> None:
     folders = {name for name, _ in cfg.DATASETS.IMAGE_FOLDERS}
     used = [n for n in cfg.DATASETS.TRAIN if n in folders]
     if used and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
-        raise ValueError(
+        raise ConfigValueError(
             f"DATASETS.TRAIN uses image folders {used}, whose images have no annotations; set "
             "DATALOADER.FILTER_EMPTY_ANNOTATIONS False or detectron2 drops every one of them."
         )
     if used and len(used) == len(cfg.DATASETS.TRAIN) and cfg.MODEL.DISTILL.USE_LABELS:
-        raise ValueError(
+        raise ConfigValueError(
             "Every dataset in DATASETS.TRAIN is an image folder (no labels); set "
             "MODEL.DISTILL.USE_LABELS False for label-free distillation."
         )

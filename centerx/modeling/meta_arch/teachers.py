@@ -12,7 +12,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
 from ...checkpoint import StrictCheckpointer, UnsafeWeightsError, local_weights_path
-from ...config import add_centerx_config, merge_config_file
+from ...config import ConfigValueError, add_centerx_config, merge_config_file
 from .build import detector_class
 from .point_detector import PointDetector
 
@@ -97,18 +97,18 @@ def parse_teacher_entry(i: int, entry) -> tuple[str, str, tuple]:
     classes are all names or all indices, none twice."""
     where = f"MODEL.DISTILL.TEACHERS[{i}]"
     if isinstance(entry, (str, bytes)) or len(entry) != 3:
-        raise ValueError(f"{where} must be a (config file, weights file, classes) triple, got {entry!r}.")
+        raise ConfigValueError(f"{where} must be a (config file, weights file, classes) triple, got {entry!r}.")
     config_file, weights_file, classes = entry
     classes = (classes,) if isinstance(classes, (str, int)) else tuple(classes)
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"{where}: config file '{config_file}' does not exist.")
     weights_file = local_weights_path(weights_file, where)  # a local file, or a URL fetched into the cache
     if len(set(classes)) != len(classes):
-        raise ValueError(f"{where}: classes {list(classes)} list a class twice.")
+        raise ConfigValueError(f"{where}: classes {list(classes)} list a class twice.")
     names = all(isinstance(c, str) for c in classes)
     indices = all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
     if not (names or indices):
-        raise ValueError(f"{where}: classes {list(classes)} must be all names or all student class indices.")
+        raise ConfigValueError(f"{where}: classes {list(classes)} must be all names or all student class indices.")
     return config_file, weights_file, classes
 
 
@@ -126,24 +126,24 @@ def teacher_config(i: int, config_file: str, cfg):
     try:
         tcfg = merge_config_file(add_centerx_config(get_cfg()), config_file)
     except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise ConfigValueError(f"{where}: {e}") from None
     if tcfg.MODEL.META_ARCHITECTURE == "Distiller":
-        raise ValueError(f"{where}: is a Distiller config; give the plain config of the trained teacher.")
+        raise ConfigValueError(f"{where}: is a Distiller config; give the plain config of the trained teacher.")
     if tcfg.MODEL.META_ARCHITECTURE != cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE:
-        raise ValueError(
+        raise ConfigValueError(
             f"{where}: the teacher is a {tcfg.MODEL.META_ARCHITECTURE}, the student a "
             f"{cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE}; distillation compares their heads one by "
             "one and needs the same meta-architecture."
         )
     formats = {cfg.INPUT.FORMAT, tcfg.INPUT.FORMAT}
     if len(formats) > 1 and not formats <= _SWAPPABLE_FORMATS:
-        raise ValueError(
+        raise ConfigValueError(
             f"{where}: INPUT.FORMAT '{tcfg.INPUT.FORMAT}' vs the student's '{cfg.INPUT.FORMAT}'; "
             f"only {sorted(_SWAPPABLE_FORMATS)} can be converted into each other."
         )
     for key in ("PIXEL_MEAN", "PIXEL_STD"):
         if len(tcfg.MODEL[key]) != len(cfg.MODEL[key]):
-            raise ValueError(
+            raise ConfigValueError(
                 f"{where}: MODEL.{key} has {len(tcfg.MODEL[key])} channels, the student's {len(cfg.MODEL[key])}."
             )
     tcfg.MODEL.DEVICE = cfg.MODEL.DEVICE
@@ -157,12 +157,12 @@ def check_same_grid(i: int, config_file: str, student: PointDetector, teacher: P
     cell with the student's (another output stride or input padding)."""
     where = f"MODEL.DISTILL.TEACHERS[{i}] ('{config_file}')"
     if teacher.stride != student.stride:
-        raise ValueError(
+        raise ConfigValueError(
             f"{where}: output stride {teacher.stride} differs from the student's {student.stride}; "
             "distillation compares the maps cell by cell."
         )
     if teacher.backbone.size_divisibility != student.backbone.size_divisibility:
-        raise ValueError(
+        raise ConfigValueError(
             f"{where}: pads inputs to a multiple of {teacher.backbone.size_divisibility}, the student "
             f"to {student.backbone.size_divisibility}; their maps would differ in size."
         )
@@ -172,7 +172,7 @@ def load_teacher_weights(i: int, teacher: PointDetector, weights_file: str) -> N
     try:
         StrictCheckpointer(teacher).load(weights_file)
     except (ValueError, UnsafeWeightsError) as e:
-        raise ValueError(f"MODEL.DISTILL.TEACHERS[{i}]: '{weights_file}': {e}") from e
+        raise ConfigValueError(f"MODEL.DISTILL.TEACHERS[{i}]: '{weights_file}': {e}") from e
 
 
 def class_names(cfg) -> list[str] | None:
@@ -211,7 +211,7 @@ def map_classes(
             logger.warning(f"{where}: no class names on one side; teacher channel i teaches student class i.")
             return list(range(teacher_num)), list(range(teacher_num))
         else:
-            raise ValueError(
+            raise ConfigValueError(
                 f"{where}: the teacher has {teacher_num} classes, the student {student_num}, and the "
                 "class names are unknown; give the student classes it teaches as indices."
             )
@@ -220,20 +220,20 @@ def map_classes(
         s_names = _names_or_raise(f"{where}: classes are given by name but the student's", student_names, student_num)
         for c in classes:
             if c not in s_names:
-                raise ValueError(
+                raise ConfigValueError(
                     f"{where}: teaches class '{c}', which the student does not have (student classes: {s_names})."
                 )
             if c not in t_names:
-                raise ValueError(f"{where}: class '{c}' is not one of the teacher's classes {t_names}.")
+                raise ConfigValueError(f"{where}: class '{c}' is not one of the teacher's classes {t_names}.")
         return [s_names.index(c) for c in classes], [t_names.index(c) for c in classes]
     if len(classes) != teacher_num:
-        raise ValueError(
+        raise ConfigValueError(
             f"{where}: classes given as student indices {list(classes)} must name one student "
             f"class per teacher channel ({teacher_num})."
         )
     bad = [c for c in classes if not 0 <= c < student_num]
     if bad:
-        raise ValueError(
+        raise ConfigValueError(
             f"{where}: teaches student class indices {bad}, which the student (classes 0.."
             f"{student_num - 1}) does not have."
         )
@@ -242,13 +242,13 @@ def map_classes(
 
 def _names_or_raise(what: str, names: list[str] | None, num: int) -> list[str]:
     if names is None:
-        raise ValueError(
+        raise ConfigValueError(
             f"{what} config sets no MODEL.CENTERX.CLASS_NAMES and the metadata of its datasets "
             "(DATASETS.TEST / TRAIN) has no thing_classes (a COCO json dataset's are known only once "
             "it is read); set MODEL.CENTERX.CLASS_NAMES, or give student class indices instead."
         )
     if len(names) != num:
-        raise ValueError(
+        raise ConfigValueError(
             f"{what} class names {names} number {len(names)} while its model has {num} classes; "
             "fix MODEL.CENTERX.CLASS_NAMES or its datasets' thing_classes."
         )
@@ -263,7 +263,7 @@ def check_disjoint(links: Sequence[TeacherLink], student_names: list[str] | None
                 label = (
                     f"'{student_names[c]}' ({c})" if student_names is not None and c < len(student_names) else str(c)
                 )
-                raise ValueError(
+                raise ConfigValueError(
                     f"MODEL.DISTILL.TEACHERS[{owner[c]}] and [{i}] both teach student class {label}; "
                     "each class must have one teacher."
                 )

@@ -6,6 +6,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
 
+from ...config import ConfigValueError
 from ...config.model import add_ttfnet_config
 from ..decode import decode_ttfnet, ltrb_to_boxes, ttfnet_scores
 from ..dropblock import drop_block_args
@@ -57,7 +58,7 @@ class TTFNet(PointDetector):
         """
         super().__init__(**kwargs)
         if not 0.0 <= iou_alpha <= 1.0:
-            raise ValueError(f"MODEL.TTFNET.IOU_AWARE.ALPHA must be in [0, 1]; got {iou_alpha}.")
+            raise ConfigValueError(f"MODEL.TTFNET.IOU_AWARE.ALPHA must be in [0, 1]; got {iou_alpha}.")
         self.alpha, self.beta = alpha, beta
         self.iou_alpha = iou_alpha
         self.loss_weights = {"heatmap": heatmap_loss_weight, "box": box_loss_weight, "iou": iou_loss_weight}

@@ -27,6 +27,7 @@ import torch
 from detectron2.layers import ShapeSpec, get_norm
 from torch import nn
 
+from ...config import ConfigValueError
 from ..deform_conv import ModulatedDeformConv2d
 from .centernet_upsampler import bilinear_kernel
 
@@ -128,7 +129,7 @@ class DLAUpsampler(nn.Module):
         by_stride = {shape.stride: name for name, shape in input_shapes.items()}
         missing = [s for s in (4, 8, 16, 32) if s not in by_stride]
         if missing:
-            raise ValueError(
+            raise ConfigValueError(
                 f"MODEL.CENTERNET.UPSAMPLER 'dla_up' needs backbone features at strides 4, 8, 16 and 32; this "
                 f"backbone has none at {missing} (its features: "
                 f"{ {n: s.stride for n, s in input_shapes.items()} })."

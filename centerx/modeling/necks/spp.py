@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...config import ConfigValueError
 from .pointwise import pointwise_conv_block
 
 
@@ -31,7 +32,7 @@ class SPP(nn.Module):
         super().__init__()
         pool_sizes = tuple(int(k) for k in pool_sizes)
         if not pool_sizes or any(k < 1 or k % 2 == 0 for k in pool_sizes):
-            raise ValueError(
+            raise ConfigValueError(
                 f"MODEL.CENTERX.SPP.POOL_SIZES must be one or more positive odd sizes (a stride-1 pool "
                 f"keeps the map's size only with an odd kernel); got {pool_sizes}."
             )

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from detectron2.layers import ShapeSpec, get_norm
 from torch import nn
 
+from ...config import ConfigValueError
 from ..deform_conv import ModulatedDeformConv2d
 
 
@@ -65,9 +66,9 @@ class TTFNetUpsampler(nn.Module):
         """
         super().__init__()
         if shortcut_kernel_size not in (1, 3):
-            raise ValueError(f"MODEL.TTFNET.SHORTCUT_KERNEL_SIZE must be 1 or 3; got {shortcut_kernel_size}.")
+            raise ConfigValueError(f"MODEL.TTFNET.SHORTCUT_KERNEL_SIZE must be 1 or 3; got {shortcut_kernel_size}.")
         if len(num_shortcut_convs) != len(channels):
-            raise ValueError(
+            raise ConfigValueError(
                 f"MODEL.TTFNET.SHORTCUT_CONVS {tuple(num_shortcut_convs)} needs one entry per upsampling "
                 f"stage of MODEL.TTFNET.UPSAMPLE_CHANNELS {tuple(channels)}."
             )
@@ -96,7 +97,7 @@ class TTFNetUpsampler(nn.Module):
             if n > 0:
                 if stride not in by_stride:
                     available = {f: input_shapes[f].stride for f in in_features}
-                    raise ValueError(
+                    raise ConfigValueError(
                         f"A TTFNet shortcut needs a backbone feature of stride {stride}; the backbone gives "
                         f"{available} (set its MODEL.TTFNET.SHORTCUT_CONVS entry to 0 or add the feature)."
                     )

@@ -5,6 +5,8 @@ All coordinates here are output-stride cells.
 
 import torch
 
+from ...config import ConfigValueError
+
 RADIUS_MODES = ("corrected", "original")
 
 
@@ -29,7 +31,7 @@ def gaussian_radius(
         [N] float radii (not rounded).
     """
     if mode not in RADIUS_MODES:
-        raise ValueError(f"MODEL.CENTERNET.RADIUS_MODE must be one of {RADIUS_MODES}, got '{mode}'.")
+        raise ConfigValueError(f"MODEL.CENTERNET.RADIUS_MODE must be one of {RADIUS_MODES}, got '{mode}'.")
     h, w = heights.float(), widths.float()
     b1 = h + w
     c1 = w * h * (1 - min_overlap) / (1 + min_overlap)
