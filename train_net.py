@@ -139,8 +139,9 @@ def setup_centerx_logger(output_dir: str, rank: int):
 
 
 def weights_error(cfg, error: Exception) -> str:
-    """One line for a weights file that cannot be loaded, naming MODEL.WEIGHTS once."""
-    return str(error) if str(error).startswith("MODEL.WEIGHTS") else f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {error}"
+    """One line for a weights file that cannot be loaded, naming its key once: the
+    message's own (MODEL.WEIGHTS, MODEL.TIMM.WEIGHTS, ...) or else MODEL.WEIGHTS."""
+    return str(error) if str(error).startswith("MODEL.") else f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {error}"
 
 
 @exit_on_config_error
@@ -152,8 +153,8 @@ def main(args):
     except DatasetError as e:  # the data, not the code: the message says what to fix, no traceback
         raise SystemExit(str(e)) from None
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        try:
+        try:  # a backbone's weights file (MODEL.TIMM.WEIGHTS, ...) is read as the model is built
+            model = Trainer.build_model(cfg)
             load_weights_for_eval(
                 cfg,
                 model,
@@ -167,8 +168,8 @@ def main(args):
         return Trainer.test(cfg, model)
     cfg = iterations_from_epochs(cfg)
     save_run_config(cfg)
-    trainer = Trainer(cfg)
     try:
+        trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
     except WEIGHTS_ERRORS as e:
         raise SystemExit(weights_error(cfg, e)) from None

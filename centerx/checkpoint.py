@@ -270,7 +270,7 @@ def load_torch(path: str) -> Any:
         if asked is None and not _parses_as_pickle(path):
             raise NotWeightsFileError(
                 f"'{path}' is not a weights file: it reads neither as a PyTorch file (.pth / .pt from "
-                "torch.save) nor as a pickle (.pkl); check that MODEL.WEIGHTS names the trained file."
+                "torch.save) nor as a pickle (.pkl); check that the config names the file you meant."
             ) from None
         raise UnsafeWeightsError(
             f"Refusing to load '{path}': it holds objects other than tensors, numbers, strings and containers"

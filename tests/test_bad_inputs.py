@@ -162,6 +162,12 @@ def test_train_net_stops_on_bad_data_or_weights_with_the_message_alone(tmp_path)
     missing = str(tmp_path / "missing.pth")
     with pytest.raises(SystemExit, match=rf"^MODEL.WEIGHTS: weights file '{re.escape(missing)}' does not exist"):
         run("DATASETS.TEST", "()", "DATASETS.CHECK_IMAGES", "0", "MODEL.WEIGHTS", missing)
+    nano = os.path.join(REPO, "configs", "shapes", "ttfnet_nano_demo.yaml")  # a timm backbone's weights file
+    readme = os.path.join(REPO, "README.md")
+    argv = ["--config-file", nano, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(tmp_path / "nano"), "DATASETS.TEST", "()",
+            "DATASETS.CHECK_IMAGES", "0", "MODEL.TIMM.WEIGHTS", readme]  # fmt: skip
+    with pytest.raises(SystemExit, match=rf"^MODEL.TIMM.WEIGHTS '{re.escape(readme)}': .* is not a weights file"):
+        train_net.main(train_net.argument_parser().parse_args(argv))
 
 
 def _break_files(folder, data):

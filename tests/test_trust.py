@@ -129,6 +129,27 @@ def test_crafted_pickle_runs_nothing_as_backbone_or_teacher_weights(crafted_pkl,
         build_model(cfg)
 
 
+def test_timm_backbone_weights_are_read_by_centerx_first(crafted_pkl, tmp_path):
+    """MODEL.TIMM.WEIGHTS goes to timm's own loader only after centerX's reader has read
+    it: a crafted pickle or torch file is refused as unsafe and a README as no weights
+    file, each naming the key, where timm's loader stopped with torch's advice to retry
+    with weights_only=False (or a bare UnpicklingError)."""
+    from centerx.modeling.backbones import TimmBackbone
+
+    crafted_pth = tmp_path / "weights.pth"
+    torch.save({"conv_stem.weight": torch.zeros(1), "x": _RunsCode()}, crafted_pth)
+    for path in (crafted_pkl, str(crafted_pth)):
+        with pytest.raises(UnsafeWeightsError, match=rf"^MODEL.TIMM.WEIGHTS '{re.escape(path)}': Refusing") as info:
+            TimmBackbone("mobilenetv3_small_100", weights=path)
+        assert "weights_only" not in str(info.value)
+    readme = tmp_path / "README.md"
+    readme.write_text("# not weights\n")
+    not_weights = r"^MODEL.TIMM.WEIGHTS '.*README.md': .* is not a weights file"
+    with pytest.raises(NotWeightsFileError, match=not_weights) as info:
+        TimmBackbone("mobilenetv3_small_100", weights=str(readme))
+    assert "weights_only" not in str(info.value)
+
+
 def test_crafted_pickle_runs_nothing_through_eval_and_export(crafted_pkl, tiny_shapes, tmp_path, centerx_log):
     import train_net
 

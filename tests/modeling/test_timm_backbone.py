@@ -123,6 +123,21 @@ def test_another_models_weights_are_refused(tmp_path):
         TimmBackbone("mobilenetv3_smal")
 
 
+def test_timm_hub_weights_offline_name_the_key_and_a_local_file(tmp_path, monkeypatch):
+    """MODEL.TIMM.WEIGHTS "timm" where timm's hub cannot be reached (here: huggingface_hub
+    offline, an empty cache): a WeightsDownloadError naming the key and what to give
+    instead, where huggingface_hub's own error named neither."""
+    import huggingface_hub.constants
+
+    from centerx.checkpoint import WeightsDownloadError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsDownloadError, match=r"^MODEL.TIMM.WEIGHTS 'timm': timm's pretrained weights of "
+                       r"'mobilenetv3_small_100' could not be fetched .* give a local path or URL"):  # fmt: skip
+        TimmBackbone("mobilenetv3_small_100", weights="timm")
+
+
 def test_freeze_at_and_frozen_batchnorm(tmp_path):
     name = "resnet18"  # stem conv1 / bn1, then layer1..layer4 at strides 4..32
     path = tmp_path / "r18.pth"

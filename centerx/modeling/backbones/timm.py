@@ -33,7 +33,13 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from timm.layers import get_act_layer
 from torch import nn
 
-from ...checkpoint import local_weights_path
+from ...checkpoint import (
+    NotWeightsFileError,
+    UnsafeWeightsError,
+    WeightsDownloadError,
+    local_weights_path,
+    read_weights,
+)
 from ...config import ConfigValueError
 
 __all__ = ["TIMM_STRIDES", "TimmBackbone", "build_timm_backbone", "parse_model_args"]
@@ -122,6 +128,23 @@ def feature_levels(name: str, model_args: dict | None = None) -> list[dict]:
     return list(create_timm_model(name, model_args or {}, pretrained=False).feature_info)
 
 
+def checked_weights_file(weights: str) -> str:
+    """The local path of MODEL.TIMM.WEIGHTS ``weights`` (a URL fetched into the cache),
+    read once with centerX's own weights reader before timm loads it: a file that is
+    no weights file, or one whose objects could run code, is refused as with
+    MODEL.WEIGHTS (:class:`NotWeightsFileError` / :class:`UnsafeWeightsError` naming
+    the key) instead of through timm's loader, whose message suggests
+    ``weights_only=False``. ``.safetensors`` files hold tensors only and go to timm as
+    they are."""
+    path = local_weights_path(weights, "MODEL.TIMM.WEIGHTS")
+    if not path.endswith(".safetensors"):
+        try:
+            read_weights(path)
+        except (NotWeightsFileError, UnsafeWeightsError) as e:
+            raise type(e)(f"MODEL.TIMM.WEIGHTS '{weights}': {e}") from None
+    return path
+
+
 class TimmBackbone(Backbone):
     """A timm model's features at strides 4, 8, 16, 32.
 
@@ -198,7 +221,7 @@ class TimmBackbone(Backbone):
                 ) from None
             options["act_layer"] = act_layer
         if weights:
-            overlay = {} if weights == "timm" else {"file": local_weights_path(weights, "MODEL.TIMM.WEIGHTS")}
+            overlay = {} if weights == "timm" else {"file": checked_weights_file(weights)}
             options.update(pretrained=True, pretrained_cfg_overlay=overlay)
         try:
             return create_timm_model(name, model_args or {}, **options)
@@ -209,6 +232,15 @@ class TimmBackbone(Backbone):
                     "(its builder has no act_layer); leave the key empty for it."
                 ) from None
             raise
+        except OSError as e:  # MODEL.TIMM.WEIGHTS "timm": the hub cannot be reached, or has no such file
+            if weights != "timm":
+                raise
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise WeightsDownloadError(
+                f"MODEL.TIMM.WEIGHTS 'timm': timm's pretrained weights of '{name}' could not be fetched from its "
+                f"hub ({first}). Without the network, give a local path or URL of a .pth / .safetensors state "
+                f"dict of '{name}', or '' for random initialisation."
+            ) from None
         except RuntimeError as e:  # load_state_dict(strict=True): keys or shapes that do not fit
             if not weights:
                 raise
