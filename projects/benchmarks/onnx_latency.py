@@ -69,7 +69,26 @@ def parse_args(argv=None):
             p.error(f"--models: {path} does not exist")
     if args.reps < 1 or args.warmup < 0 or args.rounds < 1 or args.threads < 1:
         p.error("--reps, --rounds and --threads must be at least 1, --warmup at least 0")
+    check_size(p, args.size)
     return args
+
+
+def check_size(parser: argparse.ArgumentParser, size: int) -> None:
+    """Refuse a ``--size`` the graphs cannot take: centerX's (and YOLO's) input sides
+    are multiples of 32, and another side fails deep in ONNX Runtime (a broadcast of
+    63 by 64 cells in the upsampler's sum)."""
+    if size < 32 or size % 32:
+        parser.error(f"--size must be a positive multiple of 32 (the graphs' input sides), got {size}")
+
+
+def load_session(path: str, options: ort.SessionOptions) -> ort.InferenceSession:
+    """ONNX Runtime's CPU session of the graph at ``path``; a file it cannot load
+    (not ONNX, damaged, an operator it lacks) stops the script naming the file."""
+    try:
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ONNX Runtime's own errors (InvalidProtobuf, Fail, ...) derive from Exception only
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise SystemExit(f"--models {path}: ONNX Runtime cannot load it ({type(e).__name__}: {first})") from None
 
 
 def session_and_input(path: str, size: int, threads: int, rng: np.random.Generator, spinning: bool = False):
@@ -81,7 +100,7 @@ def session_and_input(path: str, size: int, threads: int, rng: np.random.Generat
     # without spinning idle threads sleep at once: spinning, one session's pool would take the cores
     # from the next session in an alternation (all graphs measured 1.7x slower at 512 px with four)
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = load_session(path, options)
     return (session, *graph_input(session, size, rng))
 
 
@@ -142,7 +161,7 @@ def time_in_processes(args, pairs: list[tuple[str, str]]) -> list[tuple[str, lis
                 cmd = [sys.executable, os.path.abspath(__file__), "--models", path, "--runtimes", runtime, *shared]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
-                    raise RuntimeError(f"timing {path} in {runtime} failed:\n{done.stderr[-2000:]}")
+                    raise SystemExit(f"timing {path} in {runtime} failed:\n{done.stderr[-2000:].strip()}")
                 shape, times = json.loads(done.stdout.strip().splitlines()[-1])
                 results[i] = (shape, [*results[i][1], times])
                 bar.update()

@@ -46,7 +46,7 @@ from tabulate import tabulate
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # projects/experiments.py
 sys.path.insert(0, HERE)  # onnx_latency.py
-from onnx_latency import graph_input
+from onnx_latency import check_size, graph_input, load_session
 
 from experiments import report
 
@@ -77,6 +77,7 @@ def parse_args(argv=None):
         p.error(
             f"--reps and --depth must be at least 1, --warmup at least 0; got {args.reps}, {args.depth}, {args.warmup}"
         )
+    check_size(p, args.size)
     return args
 
 
@@ -148,7 +149,7 @@ def profiled_session(path: str, size: int, threads: int, prefix: str, rng: np.ra
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as onnx_latency.py, alternating
     options.enable_profiling = True
     options.profile_file_prefix = prefix
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = load_session(path, options)
     return (session, *graph_input(session, size, rng))
 
 

@@ -287,8 +287,23 @@ def test_onnx_latency_spinning_times_each_graph_in_a_process_of_its_own(tmp_path
     session, _, _ = script.session_and_input(graphs[0], 64, 2, np.random.default_rng(0), spinning=True)
     assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
-    with pytest.raises(RuntimeError, match="timing .*broken.onnx in onnxruntime failed"):
+    cannot = r"--models .*broken.onnx: ONNX Runtime cannot load it \(InvalidProtobuf"  # the message, no traceback
+    with pytest.raises(SystemExit, match=r"(?s)^timing .*broken.onnx in onnxruntime failed:\n" + cannot):
         script.main(["--models", graphs[0], str(tmp_path / "broken.onnx"), "--spinning", *timing])
+    with pytest.raises(SystemExit, match="^" + cannot):
+        script.main(["--models", graphs[0], str(tmp_path / "broken.onnx"), *timing])
+
+
+def test_onnx_latency_and_profile_refuse_a_size_the_graphs_cannot_take(tmp_path, capsys):
+    """--size not a multiple of 32 (a centerX graph at 250 px failed deep in ONNX Runtime,
+    broadcasting 63 by 64 cells in the upsampler's sum) is refused before any graph loads."""
+    graph = tmp_path / "a.onnx"
+    graph.write_bytes(b"never read")
+    for name in ("onnx_latency", "onnx_profile"):
+        with pytest.raises(SystemExit) as info:
+            _load(name).main(["--models", str(graph), "--size", "250"])
+        assert info.value.code == 2
+        assert "--size must be a positive multiple of 32 (the graphs' input sides), got 250" in capsys.readouterr().err
 
 
 def test_onnx_latency_spinning_ratios_are_the_rounds_ratios(tmp_path, monkeypatch):
