@@ -41,9 +41,9 @@ from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-import centerx  # (registers everything)
 import centerx.modeling.meta_arch.centernet as centernet_module
 import centerx.modeling.meta_arch.ttfnet as ttfnet_module
+from centerx.config import check_config, exit_on_config_error, load_config
 from centerx.data.datasets import ensure_datasets
 from centerx.engine import Trainer
 from centerx.engine.amp import CPUAutocastTrainer
@@ -162,12 +162,17 @@ def profile_config(cfg, warmup: int, iters: int):
     return clock, wall, type(trainer._trainer).__name__
 
 
+@exit_on_config_error
 def main(args):
     """Profile, print the table; returns ({phase: ms per step}, measured ms per step)."""
+    if args.iters < 1 or args.warmup < 0:
+        raise SystemExit(f"--iters must be at least 1 and --warmup at least 0; got {args.iters}, {args.warmup}.")
     setup_logger(name="centerx")
-    cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    try:  # the keys and values train_net.py accepts, checked as it checks them
+        cfg = load_config(args.config_file, args.opts)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--config-file {args.config_file}: {e}") from None
+    check_config(cfg)
     clock, wall, trainer_name = profile_config(cfg, args.warmup, args.iters)
     total = sum(clock[p] for p in PHASES)
     rows = [[p, f"{1000 * clock[p] / args.iters:.1f}", f"{100 * clock[p] / total:.1f}"] for p in PHASES]

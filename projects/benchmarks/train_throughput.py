@@ -61,6 +61,7 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 import centerx  # (registers everything)
+from centerx.config import check_config, exit_on_config_error, load_config
 from centerx.data import CenterNetDatasetMapper
 from centerx.data.datasets import ensure_datasets
 from centerx.engine import build_optimizer
@@ -102,11 +103,14 @@ def parse_args(argv=None):
 
 
 def centerx_cfg(config_file: str, args):
-    """A demo config at ``--size`` on the default device, with the user's overrides."""
-    cfg = centerx.get_centerx_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu", "INPUT.TRAIN_SIZE", args.size])
-    cfg.merge_from_list(args.opts)
+    """A demo config at ``--size`` on the default device, with the user's overrides,
+    checked as train_net.py checks its config (keys and values)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        cfg = load_config(config_file, ["MODEL.DEVICE", device, "INPUT.TRAIN_SIZE", args.size, *args.opts])
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    check_config(cfg)
     return cfg
 
 
@@ -311,11 +315,14 @@ def format_table(rows: list[dict], memory_label: str) -> str:
     )
 
 
+@exit_on_config_error
 def main(argv=None) -> list[dict]:
     """Measure, print the table (and write it to ``--output``); returns the rows."""
     args = parse_args(argv)
     if args.iters < 1 or args.warmup < 0 or args.batch < 1 or args.distinct_batches < 1:
         raise SystemExit("--iters, --batch and --distinct-batches must be >= 1, --warmup >= 0.")
+    if args.size < 32 or args.size % 32:
+        raise SystemExit(f"--size must be a positive multiple of 32 (the training input side), got {args.size}.")
     setup_logger(name="centerx")
     torch.set_num_threads(args.threads)
     data_cfg = centerx_cfg(MODELS["centernet"][1], args)

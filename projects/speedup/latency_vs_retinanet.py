@@ -109,7 +109,12 @@ def parse_args(argv=None):
         default=os.cpu_count(),
         help="CPU threads of PyTorch and ONNX Runtime (default: all cores)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.size < 32 or args.size % 32:  # centerX's exports take multiples of 32 only: every row would be n/a
+        parser.error(f"--size must be a positive multiple of 32, got {args.size}")
+    if args.reps < 1 or args.warmup < 0 or min(args.batches) < 1 or args.threads < 1:
+        parser.error("--reps, --batches and --threads must be at least 1, --warmup at least 0")
+    return args
 
 
 class BackboneOnly(nn.Module):

@@ -112,3 +112,20 @@ def test_the_latency_comparison_runs_centerx_through_the_registered_runtimes(tin
     timed = collections.Counter(name for name, shape in used if shape == (1, 3, 64, 64))
     assert set(timed) == {"pytorch", "onnxruntime", "openvino"} and min(timed.values()) >= 2, timed
     assert timed["onnxruntime"] >= 4, timed  # FP32 and INT8
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--size", "250"], "--size must be a positive multiple of 32, got 250"),
+        (["--reps", "0"], "--reps, --batches and --threads must be at least 1, --warmup at least 0"),
+        (["--batches", "1", "0"], "--reps, --batches and --threads must be at least 1, --warmup at least 0"),
+    ],
+)
+def test_the_latency_comparison_refuses_what_no_row_could_measure(argv, message, capsys):
+    """A --size that centerX's exports cannot take (every centerX row was "n/a" after a
+    minute of RetinaNet timings) or a count below 1 is refused before anything is built."""
+    cli = load_script("speedup", "latency_vs_retinanet")
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
