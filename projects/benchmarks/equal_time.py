@@ -84,6 +84,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.budget_s and not args.yolo:
         p.error("give at least one budget: --budget-s SECONDS and/or --yolo DIR")
+    if any(not b > 0 for b in args.budget_s):
+        p.error(f"--budget-s takes training times in seconds above 0, got {' '.join(f'{b:g}' for b in args.budget_s)}")
+    if args.probe_iters < 1 or args.probe_warmup < 0 or args.train_images < 0 or args.test_images < 0:
+        p.error("--probe-iters must be at least 1, --probe-warmup, --train-images and --test-images at least 0")
+    if min(args.seeds) < 0:
+        p.error(f"--seeds must be 0 or more, got {' '.join(map(str, args.seeds))}")
     return args
 
 

@@ -57,7 +57,16 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    readers = {"train_json": ("convert",), "train_images": ("convert",), "val_json": ("convert", "score")}
+    readers["val_images"] = ("convert",)
+    for name, steps in readers.items():  # what the steps asked read, checked before YOLO spends its time
+        path = getattr(args, name)
+        if set(steps) & set(args.steps) and not os.path.exists(path):
+            p.error(f"--{name.replace('_', '-')} {path} does not exist (the {' and '.join(steps)} step reads it)")
+    if args.epochs < 1 or args.imgsz < 32 or args.imgsz % 32 or args.batch < 1:
+        p.error("--epochs and --batch must be at least 1, --imgsz a positive multiple of 32")
+    return args
 
 
 def category_order(coco: dict) -> list[dict]:

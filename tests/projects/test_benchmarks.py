@@ -525,3 +525,6 @@ def test_equal_time_trains_each_model_for_the_iterations_its_probe_fits(one_thre
         script.yolo_budgets([str(tmp_path)])
     with pytest.raises(SystemExit):
         script.parse_args(["--dataset", "shapes"])
+    for bad in (["--budget-s", "-5"], ["--budget-s", "0"], ["--budget-s", "9", "--probe-iters", "0"]):
+        with pytest.raises(SystemExit):  # refused before any probe trains (a negative budget trained 1 step)
+            script.parse_args(["--dataset", "shapes", *bad])

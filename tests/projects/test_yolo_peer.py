@@ -105,3 +105,20 @@ def test_relative_paths_reach_yolo_from_its_own_working_directory(dataset, tmp_p
     with pytest.raises(SystemExit, match=r"YOLO's val wrote no detections file .*val/predictions.json"):
         peer.main(argv[:-5] + ["--steps", "train", "score", "--epochs", "1"])
     assert json.loads((tmp_path / "out" / "e8" / "result.json").read_text())["train_s"] >= 0
+
+
+def test_a_missing_input_is_refused_before_yolo_runs(dataset, tmp_path, capsys):
+    """A json or image folder the asked steps read, when it does not exist, is refused by
+    name before anything runs (the convert step ended in a FileNotFoundError traceback);
+    one that only a step not asked reads is not needed."""
+    json_file, images = dataset
+    missing = str(tmp_path / "absent.json")
+    argv = ["--train-json", missing, "--train-images", images, "--val-json", json_file, "--val-images", images,
+            "--output", str(tmp_path / "out")]  # fmt: skip
+    with pytest.raises(SystemExit):
+        peer.parse_args([*argv, "--steps", "convert"])
+    assert f"--train-json {missing} does not exist (the convert step reads it)" in capsys.readouterr().err
+    assert peer.parse_args([*argv, "--steps", "score"]).train_json == missing
+    with pytest.raises(SystemExit):
+        peer.parse_args([*argv, "--steps", "train", "--imgsz", "250"])
+    assert "--imgsz a positive multiple of 32" in capsys.readouterr().err
