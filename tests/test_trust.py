@@ -382,6 +382,7 @@ def test_config_base_cycle_is_named(tmp_path):
         (["--output", "{out}", "--save-json", "{missing}/d.json"], "does not exist"),
         (["--output", "{out}", "--save-json", "{out}"], "is a folder; give a file name"),
         (["--output", "{out}", "--max-frames", "-1"], "--max-frames must be 0"),
+        (["--output", "{out}", "--confidence-threshold", "1.5"], r"--confidence-threshold must be in \[0, 1\)"),
         (
             ["--output", "{out}", "--runtime", "openvino", "--model", "{onnx}"],
             "runs a .xml .* run it with --runtime onnxruntime",
@@ -607,3 +608,10 @@ def test_check_data_counts_missing_image_files(tiny_shapes, tmp_path, capsys):
     )
     assert "missing image files: 1 of 8" in capsys.readouterr().out
     assert json.loads((tmp_path / "c" / "t_check_missing" / "stats.json").read_text())["missing_image_files"] == 1
+
+
+def test_check_data_refuses_a_negative_image_count(capsys):
+    """--images -1 drew nothing and said "0 images" as if asked for none."""
+    with pytest.raises(SystemExit):
+        load_script("data", "check_data").parse_args(["--config-file", DEMO, "--images", "-1"])
+    assert "--images must be 0 (statistics only) or more, got -1" in capsys.readouterr().err

@@ -58,6 +58,8 @@ def parse_args(argv=None):
         keys = [i for i, token in enumerate(args.datasets) if CONFIG_KEY.match(token)]
         if keys:
             args.datasets, args.opts = args.datasets[: keys[0]], args.datasets[keys[0] :] + args.opts
+    if args.images < 0:
+        p.error(f"--images must be 0 (statistics only) or more, got {args.images}")
     return args
 
 
