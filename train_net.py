@@ -220,6 +220,11 @@ def prepare(args):
     cfg = load_run_config(args)
     check_output_dir(cfg, args)
     setup_centerx_logger(cfg.OUTPUT_DIR, 0)
+    if args.resume and not args.eval_only and not os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
+        logging.getLogger("centerx").warning(
+            f"--resume: OUTPUT_DIR {cfg.OUTPUT_DIR} holds no checkpoint (no last_checkpoint file), so the run "
+            "starts at iteration 0 from MODEL.WEIGHTS; to continue a run, give its OUTPUT_DIR."
+        )
     ensure_datasets(list(cfg.DATASETS.TEST) if args.eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
 
 

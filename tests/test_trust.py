@@ -315,6 +315,22 @@ def test_training_into_a_finished_run_is_refused_unless_asked(tiny_shapes, tmp_p
         train_net.prepare(train_net.argument_parser().parse_args([flag] + argv))
 
 
+def test_resume_without_a_checkpoint_warns_that_the_run_starts_over(tiny_shapes, tmp_path, centerx_log):
+    """--resume into a folder with no checkpoint (a mistyped OUTPUT_DIR) trained from
+    iteration 0 with nothing on screen to say so; it now warns, and a folder with a run
+    to continue does not."""
+    import train_net
+
+    name, _ = tiny_shapes
+    run = _fake_run(tmp_path, name)  # its checkpointer wrote last_checkpoint
+    for folder, warned in ((run, False), (tmp_path / "typo", True)):
+        argv = ["--resume", "--config-file", DEMO, "OUTPUT_DIR", str(folder), "DATASETS.TRAIN", f"('{name}',)"]
+        centerx_log.clear()
+        train_net.prepare(train_net.argument_parser().parse_args([*argv, *_demo_argv(name)]))
+        message = f"--resume: OUTPUT_DIR {folder} holds no checkpoint (no last_checkpoint file), so the run starts"
+        assert any(m.startswith(message) for m in centerx_log) == warned, centerx_log
+
+
 def test_training_saves_the_class_names_with_the_run(tiny_shapes, tmp_path):
     from detectron2.config import get_cfg
 
