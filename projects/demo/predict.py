@@ -456,8 +456,6 @@ def run(argv: Sequence[str] | None = None) -> Summary:
         parser.error("nothing to write: give --output DIR (drawn images / video) and / or --save-json FILE")
     if args.batch < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
-    if not 0.0 <= args.confidence_threshold < 1.0:  # scores are in [0, 1]: 1 or more keeps nothing
-        parser.error(f"--confidence-threshold must be in [0, 1), got {args.confidence_threshold:g}")
     if args.runtime is None:
         try:
             args.runtime = runtime_for_file(args.model) if args.model else "pytorch"
