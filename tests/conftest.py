@@ -39,6 +39,22 @@ def sigchld_as_in_a_fresh_process():
 
 
 @pytest.fixture
+def clean_worker_start():
+    """DataLoader workers started by a fresh forkserver process instead of forked from
+    the test process. By the time a worker test runs, the suite's long-lived process
+    holds ONNX Runtime, OpenVINO and torch threads, and forking it crashed it now and
+    then (a segmentation fault of the parent in test_resume_at_n_to_2n_equals_2n_straight[2],
+    in about one run of the suite in five); a command forks its workers from a young
+    process, which the forkserver stands in for."""
+    import multiprocessing
+
+    previous = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("forkserver", force=True)
+    yield
+    multiprocessing.set_start_method(previous, force=True)
+
+
+@pytest.fixture
 def one_thread():
     """One intra-op thread for tests of tiny tensors: faster there, and it avoids OpenMP
     stalls (tens of times slower forwards) when the CPU cores are shared with other jobs."""

@@ -87,7 +87,7 @@ def expected_size(seed, iteration, sizes):
 # multi-scale training
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("workers", [0, 2])
-def test_each_batch_of_the_real_loader_has_one_drawn_size(tiny_shapes, workers):
+def test_each_batch_of_the_real_loader_has_one_drawn_size(tiny_shapes, workers, clean_worker_start):
     """Every batch is square at one size of the list, the size of iteration k
     is the (seed, k) draw (so two loaders agree, and a loader started at
     iteration 3 continues the same sequence), and sizes vary."""

@@ -86,7 +86,7 @@ def resume_from_half(straight_dir, output_dir, cfg_opts, dataset, arch="CenterNe
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_at_n_to_2n_equals_2n_straight(tiny_shapes, tmp_path, workers, one_thread):
+def test_resume_at_n_to_2n_equals_2n_straight(tiny_shapes, tmp_path, workers, one_thread, clean_worker_start):
     """6 iterations straight vs 3 + resume to 6: identical weights and EMA, with
     the data loaded in the main process or by two workers."""
     name, _ = tiny_shapes
