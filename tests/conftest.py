@@ -44,7 +44,7 @@ def clean_worker_start():
     the test process. By the time a worker test runs, the suite's long-lived process
     holds ONNX Runtime, OpenVINO and torch threads, and forking it crashed it now and
     then (a segmentation fault of the parent in test_resume_at_n_to_2n_equals_2n_straight[2],
-    in about one run of the suite in five); a command forks its workers from a young
+    in three runs of the suite in twelve); a command forks its workers from a young
     process, which the forkserver stands in for."""
     import multiprocessing
 
