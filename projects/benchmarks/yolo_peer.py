@@ -58,8 +58,12 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     args = p.parse_args(argv)
-    readers = {"train_json": ("convert",), "train_images": ("convert",), "val_json": ("convert", "score")}
-    readers["val_images"] = ("convert",)
+    readers = {
+        "train_json": ("convert",),
+        "train_images": ("convert",),
+        "val_json": ("convert", "score"),
+        "val_images": ("convert",),
+    }
     for name, steps in readers.items():  # what the steps asked read, checked before YOLO spends its time
         path = getattr(args, name)
         if set(steps) & set(args.steps) and not os.path.exists(path):
