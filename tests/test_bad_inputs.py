@@ -15,6 +15,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from package_layers import LEAF_HELPERS
 
 import centerx
 from centerx.checkpoint import (
@@ -748,13 +749,12 @@ def test_errors_that_name_a_config_key_are_config_value_errors():
 
     roots = "|".join(sorted(centerx.get_centerx_cfg().keys(), key=len, reverse=True))
     key = re.compile(rf"^({roots})(\.[A-Z0-9_\[\]{{}}a-z]+)*[ =:'\[]|^\{{(where|key|what)\}}")
-    leaf = {"version", "text_files", "console", "device", "downloads", "config_files", "plugins", "suggestions"}
     plain = []
     for folder, _, files in os.walk(os.path.join(REPO, "centerx")):
         for file in files:
             path = os.path.join(folder, file)
             top = os.path.relpath(path, os.path.join(REPO, "centerx")).split(os.sep)[0].removesuffix(".py")
-            if not file.endswith(".py") or top in leaf:
+            if not file.endswith(".py") or top in LEAF_HELPERS:
                 continue
             with open(path, encoding="utf-8") as f:
                 tree = ast.parse(f.read(), path)

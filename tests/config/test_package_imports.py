@@ -8,22 +8,10 @@ import importlib
 import os
 
 import pytest
+from package_layers import LAYERS, LEAF_HELPERS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = os.path.join(REPO, "centerx")
-
-# docs/design.md's order: a module may import its own layer and those before it
-LAYERS = [
-    {"version", "text_files", "console", "device", "downloads", "config_files", "plugins", "suggestions"},
-    {"config"},
-    {"checkpoint", "modeling"},
-    {"data"},
-    {"engine"},
-    {"deploy"},
-    # the front, and the stubs that name where a module moved out of the package
-    {"__init__", "experiments", "config_reference"},
-]
-LEAF_HELPERS = LAYERS[0]
 
 
 def package_modules() -> dict[str, tuple[str, bool]]:
@@ -97,7 +85,8 @@ def layer_of(module: str) -> int:
         if part in names:
             return i
     raise AssertionError(
-        f"{module}: its top-level name '{part}' is in no layer of docs/design.md; add it there and to LAYERS here"
+        f"{module}: its top-level name '{part}' is in no layer of docs/design.md; add it there and to "
+        "LAYERS in tests/package_layers.py"
     )
 
 
