@@ -716,6 +716,9 @@ def test_a_config_value_that_cannot_work_ends_every_command_with_its_message(tmp
         train("MODEL.TTFNET.SHORTCUT_KERNEL_SIZE", "5")
     with pytest.raises(SystemExit, match=r"^MODEL_EMA.DECAY must be in \[0, 1\), got 2\.0\.$"):  # the trainer
         train("MODEL_EMA.ENABLED", "True", "MODEL_EMA.DECAY", "2.0")
+    sampler = r"^INPUT.TRAIN_SIZES need DATALOADER.SAMPLER_TRAIN 'ResumableTrainingSampler', got 'TrainingSampler'\.$"
+    with pytest.raises(SystemExit, match=sampler):  # the training loader
+        train("INPUT.TRAIN_SIZES", "(256, 288)", "DATALOADER.SAMPLER_TRAIN", "TrainingSampler")
     export = load_script("speedup", "export")
     with pytest.raises(SystemExit, match=kernel):
         export.main(["--config-file", DEMO, "--format", "onnx", "--allow-random-weights",

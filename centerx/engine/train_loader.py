@@ -61,12 +61,12 @@ def stream_augmentations(cfg) -> dict:
         )
     features = [k for k, on in (("INPUT.TRAIN_SIZES", sizes), ("INPUT.MIXUP.ENABLED", cfg.INPUT.MIXUP.ENABLED)) if on]
     if features and cfg.DATALOADER.SAMPLER_TRAIN != RESUMABLE_SAMPLER:
-        raise ValueError(
+        raise ConfigValueError(
             f"{' and '.join(features)} need DATALOADER.SAMPLER_TRAIN '{RESUMABLE_SAMPLER}', "
             f"got '{cfg.DATALOADER.SAMPLER_TRAIN}'."
         )
     if features and cfg.DATALOADER.TRAIN_MAPPER != "centernet":
-        raise ValueError(
+        raise ConfigValueError(
             f"{' and '.join(features)} need DATALOADER.TRAIN_MAPPER 'centernet', got '{cfg.DATALOADER.TRAIN_MAPPER}'."
         )
     return {
